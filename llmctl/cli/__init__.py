@@ -1,0 +1,97 @@
+"""The `llmctl` command line: thin commands over llmctl.core.
+
+Nothing heavy is imported here; each command imports torch & co. inside its body, so
+`llmctl --help` and `llmctl recipes list` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+
+import typer
+
+from llmctl.errors import EXIT_RUNTIME, EXIT_USAGE, LlmctlError
+
+app = typer.Typer(
+    name="llmctl",
+    help="Fine-tune, evaluate and run transformer models from recipes. Exit codes: 0 ok, 1 runtime failure, "
+    "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("LLMCTL_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def report_errors(command):
+    """Turn LlmctlError into one line on stderr and its exit code; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except LlmctlError as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            _print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _print_error("interrupted.")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug or an unexpected library failure
+            if debug_enabled():
+                traceback.print_exc()
+            _print_error(f"{type(exc).__name__}: {exc}".splitlines()[0]
+                         + " (unexpected; rerun with --debug for the traceback)")
+            raise typer.Exit(EXIT_RUNTIME) from None
+
+    return wrapper
+
+
+def _print_error(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _version(value: bool):
+    if value:
+        from llmctl import __version__
+
+        print(f"llmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (same as LLMCTL_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+):
+    if debug:
+        os.environ["LLMCTL_DEBUG"] = "1"
+
+
+from llmctl.cli import env as _env  # noqa: E402  (registers commands on `app`)
+from llmctl.cli import eval as _eval  # noqa: E402
+from llmctl.cli import finetune as _finetune  # noqa: E402
+from llmctl.cli import predict as _predict  # noqa: E402
+from llmctl.cli import recipes as _recipes  # noqa: E402
+
+app.add_typer(_recipes.recipes_app, name="recipes")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        # Click uses 2 for usage errors too, which matches EXIT_USAGE.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+        sys.exit(code)

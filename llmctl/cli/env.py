@@ -1,0 +1,37 @@
+"""`llmctl env`: versions and devices, for bug reports and run records."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command()
+@report_errors
+def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Print package versions and the devices llmctl would use."""
+    import torch
+
+    from llmctl.runs import environment
+    from llmctl.train.precision import cpu_supports_bf16, resolve_precision
+
+    info = environment()
+    info["devices"] = {
+        "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_supports_bf16(),
+        "auto_precision": resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"),
+    }
+    if json_out:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")

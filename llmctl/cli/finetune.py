@@ -1,0 +1,47 @@
+"""`llmctl finetune RECIPE`: parse flags, load the recipe, run llmctl.core.finetune, render."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command()
+@report_errors
+def finetune(
+    recipe: str = typer.Argument(..., help="Recipe file, or a short name from `llmctl recipes list`."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. train.learning_rate=3e-5."),
+    model: Optional[str] = typer.Option(None, "--model", help="Same as --set model.name_or_path=..."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Same as --set output_dir=..."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Same as --set train.max_steps=..."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same as --set train.seed=..."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
+):
+    """Fine-tune a pretrained model as a recipe describes."""
+    from llmctl.config.load import load_recipe
+    from llmctl.console import Console
+
+    overrides = list(set_)
+    for flag, key in ((model, "model.name_or_path"), (output_dir, "output_dir"),
+                      (max_steps, "train.max_steps"), (seed, "train.seed")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    parsed = load_recipe(recipe, overrides)
+
+    from llmctl.core.finetune import Finished, finetune as run_finetune
+
+    console = Console(json_mode=json_out)
+    try:
+        for event in run_finetune(parsed, resume=resume, overwrite=overwrite, device=device):
+            if isinstance(event, Finished):
+                console.result(event.result, "validation metrics (best model)")
+            else:
+                console.show(event)
+    finally:
+        console.close()

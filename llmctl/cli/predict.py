@@ -1,0 +1,43 @@
+"""`llmctl predict MODEL_OR_RUN_DIR --input FILE|-`: one jsonl row per input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command()
+@report_errors
+def predict(
+    model: str = typer.Argument(..., help="Run directory from `llmctl finetune`, or a saved model folder."),
+    input_: str = typer.Option(..., "--input", "-i", help="jsonl, csv, tsv or txt file; - reads stdin."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write jsonl here instead of stdout."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Inputs per batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"predictions": [...]}.'),
+):
+    """Run a fine-tuned model over inputs."""
+    from pathlib import Path
+
+    from llmctl.core.prediction import predict as run_predict, read_inputs
+
+    rows, where = read_inputs(input_)
+    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device)
+    if output:
+        target = Path(output)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
+        tmp.replace(target)
+        print(f"wrote {len(predictions)} predictions to {target}", file=sys.stderr)
+        if json_out:
+            print(json.dumps({"output": str(target), "count": len(predictions)}))
+    elif json_out:
+        print(json.dumps({"predictions": predictions}))
+    else:
+        for p in predictions:
+            print(json.dumps(p))

@@ -1,0 +1,1 @@
+"""Recipes: the typed schema (schema.py) and reading YAML + --set overrides (load.py)."""

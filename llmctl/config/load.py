@@ -1,0 +1,187 @@
+"""Read a recipe: find the file, parse YAML, apply --set overrides, validate.
+
+All problems are collected and raised once, each naming the key (and the line in
+the file when it came from there), with a did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmctl.errors import RecipeError
+
+
+def recipe_dirs() -> list[Path]:
+    """Where short recipe names are looked up: $LLMCTL_RECIPES, then the repo's recipes/."""
+    dirs = []
+    if os.environ.get("LLMCTL_RECIPES"):
+        dirs.append(Path(os.environ["LLMCTL_RECIPES"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "recipes")
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_recipes() -> dict[str, Path]:
+    """Short name (path under recipes/ without .yaml) -> file."""
+    found: dict[str, Path] = {}
+    for root in recipe_dirs():
+        for path in sorted(root.rglob("*.yaml")):
+            found.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+    return found
+
+
+def resolve_recipe(name: str) -> Path:
+    """A path to a YAML file, or a short name such as `sst2-bert` or `classification/sst2-bert`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    known = list_recipes()
+    by_stem = {}
+    for short, file in known.items():
+        by_stem.setdefault(short.rsplit("/", 1)[-1], []).append(file)
+    if name in known:
+        return known[name]
+    if len(by_stem.get(name, [])) == 1:
+        return by_stem[name][0]
+    close = difflib.get_close_matches(name, list(known) + list(by_stem), n=1)
+    hint = f"Did you mean '{close[0]}'? " if close else ""
+    raise RecipeError(f"Recipe '{name}' not found (no such file or shipped recipe).", f"{hint}Run `llmctl recipes list`.")
+
+
+def _line_map(node, prefix=(), out=None) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line, for error messages."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (key_node.value,)
+            out[path] = key_node.start_mark.line + 1
+            _line_map(value_node, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[prefix + (i,)] = item.start_mark.line + 1
+            _line_map(item, prefix + (i,), out)
+    return out
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"Cannot read recipe {path}: {exc.strerror}.") from exc
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_map(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{where}: invalid YAML: {problem}.", "Fix the syntax at that position.") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (task, model, data, train, output_dir).")
+    return raw, lines
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.learning_rate=3e-5` -> (["train", "learning_rate"], 3e-05). Values are YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set '{item}' is not KEY=VALUE.", "Example: --set train.learning_rate=3e-5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
+    """Apply --set items in place; returns the key paths they touched."""
+    touched = set()
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+        touched.add(tuple(keys))
+    return touched
+
+
+def _describe(err: dict, model_fields_at) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    key = ".".join(str(p) for p in loc) or "(recipe)"
+    if err["type"] == "extra_forbidden":
+        choices = model_fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), choices, n=1)
+        tip = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(choices)}"
+        return f"{key}: unknown key{tip}"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+    return f"{key}: {err['msg']}{shown}"
+
+
+def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = None, overridden: set | None = None):
+    """Validate a raw mapping against the task's schema; one RecipeError listing every problem."""
+    from pydantic import BaseModel, ValidationError
+
+    from llmctl.config.schema import Recipe
+    from llmctl.tasks import TASKS
+
+    lines, overridden = lines or {}, overridden or set()
+    task_name = raw.get("task")
+    if task_name not in TASKS:
+        close = difflib.get_close_matches(str(task_name), list(TASKS), n=1)
+        tip = f"did you mean '{close[0]}'? " if close else ""
+        where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
+        raise RecipeError(
+            f"{where}: task: {task_name!r} is not a known task; {tip}choose one of: {', '.join(TASKS)}."
+        )
+    schema = Recipe[TASKS[task_name].data_config]
+
+    def fields_at(loc):
+        model: type[BaseModel] = schema
+        for part in loc:
+            ann = model.model_fields[part].annotation if part in model.model_fields else None
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return []
+            model = ann
+        return list(model.model_fields)
+
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            text = _describe(err, fields_at)
+            if loc in overridden:
+                problems.append(f"--set {text}")
+            else:
+                line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+                problems.append(f"{source}:{line}: {text}" if line else f"{source}: {text}")
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise RecipeError(
+            f"Recipe {source} has {count}:\n  " + "\n  ".join(problems),
+            "\nFix the keys above (or override with --set KEY=VALUE); `llmctl recipes show NAME` shows a valid recipe.",
+        ) from None
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None):
+    """Resolve, read, override and validate a recipe. Returns a typed Recipe."""
+    path = resolve_recipe(name_or_path)
+    raw, lines = read_yaml(path)
+    touched = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, str(path), lines, touched)
+
+
+def recipe_to_yaml(recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,103 @@
+"""The typed recipe: what a YAML recipe may say, with defaults and checks.
+
+Every section forbids unknown keys so a typo fails loudly instead of being ignored.
+Field descriptions double as documentation (README "Recipe reference" lists them).
+Task-specific data keys live with each task (`llmctl/tasks/*.py`), which subclasses
+`DataConfig`; `Recipe[TaskData]` ties them together.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(description="Hub id (e.g. bert-base-uncased) or a local directory.")
+    trust_remote_code: bool = Field(
+        False, description="Run custom modelling code shipped with the checkpoint. Off unless you trust it."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    allow_pickle_weights: bool = Field(
+        False, description="Allow .bin (pickle) weights, which can run code on load. Safetensors otherwise."
+    )
+
+
+class DataConfig(Section):
+    """Keys every task understands; tasks add their own in a subclass."""
+
+    dataset: str | None = Field(None, description="Hub dataset id; omit when train/validation are local files.")
+    config: str | None = Field(None, description="Hub dataset configuration, e.g. sst2 for nyu-mll/glue.")
+    train: str | None = Field("train", description="Split name, or a local file (csv, tsv, jsonl, json, parquet).")
+    validation: str | None = Field("validation", description="Split name or local file used for evaluation.")
+    test: str | None = Field(None, description="Optional split or file evaluated once after training.")
+    column_names: list[str] | None = Field(None, description="Column names for csv/tsv files without a header row.")
+    max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
+    max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
+
+
+StepsOrEpoch = Union[Literal["epoch"], int]
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(
+        32, gt=0, description="Examples per forward pass summed over all processes (split evenly between them)."
+    )
+    eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch, over all processes.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps spent warming up the learning rate.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; overrides warmup_ratio.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32."
+    )
+    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    seed: int = Field(42, description="Seeds data order, initialisation and dropout.")
+    deterministic: bool = Field(False, description="Use torch's deterministic algorithms (slower).")
+    eval_every: StepsOrEpoch = Field("epoch", description='"epoch" or a number of optimizer steps.')
+    save_every: StepsOrEpoch = Field("epoch", description='Full training-state checkpoint: "epoch" or a step count.')
+    keep_checkpoints: int = Field(2, ge=1, description="Training-state checkpoints kept on disk (oldest removed).")
+    metric_for_best: str | None = Field(None, description="Metric that picks the best model; task default if null.")
+    greater_is_better: bool | None = Field(None, description="Direction of metric_for_best; inferred if null.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement."
+    )
+    logging_steps: int = Field(10, gt=0, description="Optimizer steps between progress lines.")
+
+    @field_validator("eval_every", "save_every")
+    @classmethod
+    def _positive_steps(cls, value):
+        if isinstance(value, int) and value <= 0:
+            raise ValueError('must be "epoch" or a positive number of steps')
+        return value
+
+
+D = TypeVar("D", bound=DataConfig)
+
+
+class Recipe(Section, Generic[D]):
+    task: str = Field(description="classification (more tasks: see `llmctl recipes list`).")
+    model: ModelConfig
+    data: D
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = Field("runs/run", description="Run directory (never overwritten without --overwrite).")
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.train.eval_every != "epoch" and self.data.validation is None:
+            raise ValueError("train.eval_every needs data.validation")
+        return self

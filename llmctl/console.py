@@ -1,0 +1,142 @@
+"""Rendering for people and scripts: Rich on a terminal, plain lines in CI, JSON with --json.
+
+Logs and progress go to stderr; results (tables, JSON, predictions) go to stdout, so
+`llmctl finetune ... --json | jq` always sees exactly one JSON object. Under several
+processes only rank 0 speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def fmt_metrics(metrics: dict) -> str:
+    return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+
+
+class Console:
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.speak = is_main_rank() and not quiet
+        self.rich = self.speak and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        self._progress = None
+        self._task = None
+        if self.rich:
+            from rich.console import Console as RichConsole
+
+            self.err = RichConsole(stderr=True)
+
+    # -- logs ---------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if not self.speak:
+            return
+        if self.rich:
+            (self._progress.console if self._progress else self.err).print(message, highlight=False, markup=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.log(f"warning: {message}")
+
+    # -- training events -----------------------------------------------------------------
+    def show(self, event) -> None:
+        from llmctl.train import loop
+
+        if isinstance(event, loop.Started):
+            what = f"resuming from {event.resumed_from}" if event.resumed_from else "training"
+            self.log(f"{what}: {event.num_examples} examples, {event.total_steps} steps "
+                     f"({event.steps_per_epoch}/epoch), {event.num_processes} process(es), {event.precision}")
+            self._start_bar(event.total_steps)
+        elif isinstance(event, loop.Progress):
+            if self._progress is not None:
+                self._progress.update(self._task, completed=event.step,
+                                      stats=f"loss {event.loss:.4f} lr {event.learning_rate:.2e} "
+                                            f"{event.samples_per_second:.0f} samples/s")
+            else:
+                self.log(f"step {event.step}/{event.total_steps} epoch {event.epoch:.2f} loss {event.loss:.4f} "
+                         f"lr {event.learning_rate:.2e} {event.samples_per_second:.1f} samples/s "
+                         f"eta {fmt_duration(event.eta_s)}")
+        elif isinstance(event, loop.Evaluated):
+            self.log(f"eval step {event.step} epoch {event.epoch:.2f}: {fmt_metrics(event.metrics)}"
+                     + (" (best)" if event.is_best else ""))
+        elif isinstance(event, loop.Checkpointed):
+            self.log(f"checkpoint saved: {event.path}")
+        elif isinstance(event, loop.Stopped):
+            self._stop_bar()
+            if event.reason == "early_stopping":
+                self.log(f"early stopping at step {event.step}")
+
+    def _start_bar(self, total: int) -> None:
+        if not self.rich:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.err, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total, stats="")
+
+    def _stop_bar(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self._stop_bar()
+
+    # -- results (stdout) ---------------------------------------------------------------
+    def result(self, data: dict, title: str) -> None:
+        if not is_main_rank():
+            return
+        if self.json_mode:
+            print(json.dumps(data), flush=True)
+            return
+        self.table(title, data.get("metrics", {}))
+        for key in ("output_dir", "model_dir"):
+            if key in data:
+                print(f"{key}: {data[key]}")
+        if "train" in data:
+            t = data["train"]
+            print(f"trained {t['samples']} samples in {t['runtime_s']:.1f}s "
+                  f"({t['samples_per_second']:.1f} samples/s, {t['num_processes']} process(es), {t['precision']})")
+
+    def table(self, title: str, metrics: dict) -> None:
+        if sys.stdout.isatty():
+            from rich.console import Console as RichConsole
+            from rich.table import Table
+
+            table = Table(title=title)
+            table.add_column("metric")
+            table.add_column("value", justify="right")
+            for k, v in metrics.items():
+                table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+            RichConsole().print(table)
+        else:
+            print(title)
+            for k, v in metrics.items():
+                print(f"  {k:<24} {v:.4f}" if isinstance(v, float) else f"  {k:<24} {v}")
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,1 @@
+"""The importable core behind each command: everything a command does, without Typer."""

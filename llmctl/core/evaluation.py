@@ -1,0 +1,80 @@
+"""`llmctl eval` as a function: score a saved model on a split, optionally gate on metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl.errors import GateFailed, UsageError
+
+
+def parse_gates(items: list[str]) -> dict[str, float]:
+    """`accuracy=0.9` -> {"accuracy": 0.9}; several allowed."""
+    gates = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            gates[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UsageError(f"--fail-under '{item}' is not METRIC=VALUE.", "Example: --fail-under accuracy=0.9")
+    return gates
+
+
+def check_gates(metrics: dict, gates: dict[str, float]) -> list[str]:
+    """Failed gates as readable lines; an unknown metric name is a usage error."""
+    failed = []
+    for name, threshold in gates.items():
+        if name not in metrics:
+            raise UsageError(
+                f"--fail-under {name}: no such metric; this evaluation reports {', '.join(metrics)}.",
+                "Use one of those names.",
+            )
+        if not metrics[name] >= threshold:
+            failed.append(f"{name} {metrics[name]:.4f} < {threshold}")
+    return failed
+
+
+def evaluate_model(model_path: str, data: str | None = None, split: str | None = None, recipe=None,
+                   batch_size: int = 64, max_samples: int | None = None, device: str | None = None) -> dict:
+    """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples"}."""
+    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.models import load_tokenizer
+    from llmctl.runs import find_model_dir
+
+    model_dir = find_model_dir(model_path)
+    quiet_libraries()
+    task, config = task_for_model(model_dir, recipe)
+    if max_samples is not None:
+        task.data_cfg.max_eval_samples = max_samples
+    spec = data or split or task.data_cfg.validation
+    if data and split:
+        # --data names a hub dataset, --split its split.
+        task.data_cfg.dataset, spec = data, split
+    if spec is None:
+        raise UsageError("Nothing to evaluate on.", "Pass --data FILE_OR_HUB_ID (and --split NAME for hub data).")
+    # A file given with --data replaces the recorded hub dataset.
+    if data and not split:
+        task.data_cfg.dataset = None
+    eval_split = task.load_split("eval", spec)
+
+    from llmctl.config.schema import ModelConfig
+    from llmctl.train.loop import evaluate
+    from llmctl.train.precision import resolve_precision
+
+    dev = device_type(device)
+    accelerator = make_accelerator(resolve_precision("auto", dev), dev)
+    model_cfg = ModelConfig(name_or_path=str(model_dir))
+    tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
+    model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True)
+    model = accelerator.prepare(model)
+    features = task.featurize(eval_split, tokenizer)
+    metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
+    return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
+            "output_dir": str(Path(model_path))}
+
+
+def gate(result: dict, gates: dict[str, float]) -> None:
+    failed = check_gates(result["metrics"], gates)
+    if failed:
+        raise GateFailed("Quality gate failed: " + "; ".join(failed) + ".")

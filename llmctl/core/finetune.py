@@ -1,0 +1,143 @@
+"""`llmctl finetune` as a function: recipe in, events out, run directory on disk.
+
+    for event in finetune(recipe, resume=False):
+        console.show(event)          # the last event is Finished(result)
+
+Order matters for the user: the recipe, the data and the model source are checked
+before anything heavy loads, and the run directory is created only once they pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from llmctl.errors import UsageError
+from llmctl.runs import RunDir, environment
+
+
+@dataclass
+class Finished:
+    result: dict
+
+
+def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None) -> Iterator:
+    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
+    from llmctl.models import check_source, load_model, load_tokenizer
+    from llmctl.tasks import TASKS
+    from llmctl.train import checkpoint as ckpt
+
+    run = RunDir(Path(recipe.output_dir))
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
+    if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
+        run.prepare(resume=False, overwrite=False, is_main=True)  # raises the "already exists" error
+
+    # 1. Everything that can be checked without a model: data, labels, model source.
+    task = TASKS[recipe.task](recipe.data)
+    train_split = task.load_split("train", recipe.data.train)
+    eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
+    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
+
+    # 2. Heavy libraries and the processes.
+    quiet_libraries()
+    import torch
+    from accelerate.utils import set_seed
+
+    from llmctl.train.loop import Checkpointed, Evaluated, LoopSetup, Stopped, plan_steps, train_loop
+    from llmctl.train.optim import build_optimizer, build_scheduler
+    from llmctl.train.precision import resolve_precision
+
+    dev = device_type(device)
+    precision = resolve_precision(recipe.train.precision, dev)
+    accelerator = make_accelerator(precision, dev)
+    if recipe.train.batch_size % accelerator.num_processes:
+        raise UsageError(
+            f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
+            "Choose a batch size divisible by the number of processes.",
+        )
+    run.prepare(resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    resume_from = None
+    if resume:
+        if accelerator.is_main_process:
+            ckpt.remove_partial(run.checkpoints)
+        accelerator.wait_for_everyone()
+        complete = ckpt.complete_checkpoints(run.checkpoints)
+        if complete:
+            resume_from = complete[-1]
+        elif (run.path / "metrics.json").is_file():
+            raise UsageError(f"Run {run.path} already finished.", "Use --overwrite to train it again.")
+
+    # 3. Seeded model, features, optimizer.
+    set_seed(recipe.train.seed)
+    if recipe.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
+    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
+    train_features = task.featurize(train_split, tokenizer)
+    eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
+    steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
+    optimizer = build_optimizer(model, recipe.train)
+    scheduler = build_scheduler(optimizer, recipe.train, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    if accelerator.is_main_process:
+        from llmctl.config.load import recipe_to_yaml
+
+        (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
+                       | {"precision": precision})
+        if resume_from is not None:
+            run.truncate_metrics_after(int(resume_from.name.split("-")[1]))
+
+    meta = task.metadata()
+
+    def save_best(info: dict) -> None:
+        run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info)
+
+    setup = LoopSetup(
+        task=task, tokenizer=tokenizer, accelerator=accelerator, model=model, optimizer=optimizer,
+        scheduler=scheduler, train_features=train_features, eval_features=eval_features, eval_split=eval_split,
+        cfg=recipe.train, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        checkpoint_dir=run.checkpoints, save_best=save_best, precision=precision, resume_from=resume_from,
+    )
+    try:
+        for event in train_loop(setup):
+            if isinstance(event, Evaluated) and accelerator.is_main_process:
+                run.append_metrics({"step": event.step, "epoch": round(event.epoch, 4), **event.metrics})
+            if isinstance(event, Checkpointed) and not accelerator.is_main_process:
+                continue
+            if isinstance(event, Stopped):
+                result = _result(event, run, accelerator, precision, total_steps)
+                if accelerator.is_main_process:
+                    run.write_json("metrics.json", result)
+                yield event
+                yield Finished(result)
+                return
+            yield event
+    finally:
+        run.unlock()
+
+
+def _result(stopped, run: RunDir, accelerator, precision: str, total_steps: int) -> dict:
+    metrics = {k: v for k, v in stopped.best.items() if k != "best_step"}
+    rate = stopped.train_samples / stopped.train_runtime_s if stopped.train_runtime_s else 0.0
+    return {
+        "metrics": metrics,
+        "best_step": stopped.best.get("best_step"),
+        "output_dir": str(run.path),
+        "model_dir": str(run.model),
+        "train": {
+            "samples": stopped.train_samples,
+            "runtime_s": round(stopped.train_runtime_s, 3),
+            "samples_per_second": round(rate, 3),
+            "num_processes": accelerator.num_processes,
+            "steps": stopped.step,
+            "total_steps": total_steps,
+            "precision": precision,
+            "stopped": stopped.reason,
+        },
+    }

@@ -1,0 +1,77 @@
+"""`llmctl predict` as a function: rows in (file or stdin), one output dict per row."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from llmctl.errors import DataError
+
+
+def read_inputs(source: str) -> tuple[list[dict], str]:
+    """Rows from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or plain lines)."""
+    if source == "-":
+        text, where = sys.stdin.read(), "<stdin>"
+        suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise DataError(f"--input: file {path} does not exist.", "Give a jsonl, csv, tsv or txt file, or - for stdin.")
+        suffix, where = path.suffix.lower(), str(path)
+        if suffix in (".csv", ".tsv", ".parquet"):
+            from llmctl.data.sources import read_table
+
+            frame = read_table(path, "--input")
+            return frame.to_dict(orient="records"), where
+        text = path.read_text(encoding="utf-8")
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+                rows.append(row if isinstance(row, dict) else {"text": row})
+    else:
+        rows = [{"text": line} for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise DataError(f"{where} has no inputs.", "Give at least one line of text or one jsonl row.")
+    return rows, where
+
+
+def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None) -> list[dict]:
+    """Run a saved model over rows; outputs keep input order (batches are length-sorted inside)."""
+    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.runs import find_model_dir
+
+    model_dir = find_model_dir(model_path)
+    quiet_libraries()
+    task, config = task_for_model(model_dir)
+    split = task.predict_split(rows, where)
+
+    import torch
+
+    from llmctl.config.schema import ModelConfig
+    from llmctl.models import load_tokenizer
+    from llmctl.train.batching import eval_batches
+    from llmctl.train.loop import to_device
+    from llmctl.train.precision import resolve_precision
+
+    dev = device_type(device)
+    accelerator = make_accelerator(resolve_precision("auto", dev), dev)
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
+    model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True).to(accelerator.device).eval()
+    features = task.featurize(split, tokenizer)
+    kept: dict[str, list] = {}
+    with torch.inference_mode(), accelerator.autocast():
+        for batch_ids in eval_batches(features.lengths, batch_size):
+            inputs = task.collate(features.rows(batch_ids), tokenizer)
+            index = inputs.pop("index").tolist()
+            outputs = model(**to_device(inputs, accelerator.device))
+            for name, tensor in task.outputs_to_keep(outputs, inputs).items():
+                store = kept.setdefault(name, [None] * len(features))
+                for row, i in zip(tensor.float().cpu().numpy(), index):
+                    store[i] = row
+    return task.format_predictions(kept, features, split)

@@ -1,0 +1,73 @@
+"""Setup steps shared by finetune, eval and predict; each takes explicit arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from llmctl.errors import ModelError, UsageError
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (advisories, progress bars) off the user's terminal and CI logs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def make_accelerator(precision: str, device: str | None = None):
+    """An Accelerator for the resolved precision; works alone, under torchrun or accelerate launch."""
+    from accelerate import Accelerator
+
+    from llmctl.train.precision import accelerate_mixed_precision
+
+    cpu = device == "cpu"
+    return Accelerator(mixed_precision=accelerate_mixed_precision(precision), cpu=cpu)
+
+
+def device_type(requested: str | None = None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def auto_class(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def task_for_model(model_dir: Path, recipe=None):
+    """Rebuild the task that trained `model_dir` from its llmctl.json (or a recipe)."""
+    from transformers import AutoConfig
+
+    from llmctl.runs import TASK_FILE
+    from llmctl.tasks import TASKS
+
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(
+            f"{model_dir} is not a saved model or run directory (no config.json).",
+            "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.",
+        )
+    config = AutoConfig.from_pretrained(model_dir)
+    if recipe is not None:
+        meta = {"task": recipe.task, "data": recipe.data.model_dump(mode="json")}
+    elif (model_dir / TASK_FILE).is_file():
+        meta = json.loads((model_dir / TASK_FILE).read_text())
+    else:
+        # A plain transformers classifier: assume one text column named "sentence"/"text".
+        meta = {"task": "classification", "data": {"text_columns": ["sentence"]}}
+    if meta["task"] not in TASKS:
+        raise UsageError(f"{model_dir} was trained for task '{meta['task']}', which this llmctl does not know.")
+    return TASKS[meta["task"]].from_model(meta, config), config

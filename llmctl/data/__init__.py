@@ -1,0 +1,1 @@
+"""Reading raw examples: local files and Hub datasets (sources.py), before any tokenizer."""

@@ -1,0 +1,44 @@
+"""Evaluation metrics shipped as local `evaluate` modules.
+
+`evaluate.load("accuracy")` resolves the name on the Hugging Face Hub and
+downloads a script; our machines cannot reach the Hub, so that call fails.
+Each metric here is a local module folder `<name>/<name>.py`, which
+`evaluate.load(<dir>)` imports straight from disk without network access.
+
+`evaluate` is imported lazily because it pulls in datasets, pyarrow,
+transformers and torch (several seconds), and the CLI must start without them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import evaluate
+
+AVAILABLE: tuple[str, ...] = (
+    "accuracy",
+    "f1",
+    "matthews_correlation",
+    "pearsonr",
+    "spearmanr",
+)
+
+_HERE = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> "evaluate.EvaluationModule":
+    """Load a shipped metric by name; the instance is shared, so call
+    `compute(predictions=..., references=...)` rather than `add_batch`."""
+    if name not in AVAILABLE:
+        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(AVAILABLE)}")
+    import evaluate
+
+    # An absolute directory path makes evaluate take its local-file branch,
+    # never the Hub lookup it uses for bare names. keep_in_memory: the shared
+    # instance otherwise writes Arrow files under ~/.cache on every compute and
+    # leaks a file lock when _compute raises, stalling the next call by 1 s.
+    return evaluate.load(str(_HERE / name), keep_in_memory=True)

@@ -1,0 +1,97 @@
+"""Load a tokenizer and model by hub id or local directory through the Auto classes.
+
+Family quirks handled here, once, for every task: GPT-2 has no pad token (we use eos
+and record it in the saved config); weights load from safetensors only unless the
+recipe opts into pickle weights; custom code runs only with trust_remote_code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl.errors import ModelError
+from llmctl.hub import ensure_hub_reachable, hub_offline
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
+
+
+def check_source(name_or_path: str, allow_pickle: bool = False) -> None:
+    """Fail early, before anything heavy loads, when the model cannot be found."""
+    path = Path(name_or_path).expanduser()
+    if _is_local(name_or_path):
+        if not path.is_dir():
+            raise ModelError(f"Model directory {path} does not exist.", "Give a directory made by save_pretrained or a hub id.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json, so it is not a saved model.", "Point at the folder save_pretrained wrote.")
+        has_safe = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
+        has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
+        if not has_safe and has_pickle and not allow_pickle:
+            raise ModelError(
+                f"{path} has only pickle weights (.bin), which can run arbitrary code when loaded.",
+                "Convert them to safetensors, or set model.allow_pickle_weights: true if you trust the file.",
+            )
+        return
+    if "/" in name_or_path.strip("/") and name_or_path.count("/") > 1:
+        raise ModelError(f"Model '{name_or_path}' is neither a local directory nor a hub id (owner/name).")
+    ensure_hub_reachable(f"model '{name_or_path}'")
+
+
+def _explain(exc: Exception, name: str) -> ModelError:
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return ModelError(
+            f"Model '{name}' needs custom code from its repository, which llmctl does not run by default.",
+            "Set model.trust_remote_code: true in the recipe if you trust that code.",
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if hub_offline() and not _is_local(name):
+        return ModelError(f"Model '{name}' is not in the local cache and HF_HUB_OFFLINE is set: {first}",
+                          "Use a local directory, or unset HF_HUB_OFFLINE with network access.")
+    return ModelError(f"Cannot load model '{name}': {first}")
+
+
+def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
+    from transformers import AutoTokenizer
+
+    kwargs = {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision}
+    if add_prefix_space is not None:
+        kwargs["add_prefix_space"] = add_prefix_space
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg.name_or_path, **kwargs)
+    except Exception as exc:
+        raise _explain(exc, model_cfg.name_or_path) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
+    if tokenizer.pad_token is None:
+        # GPT-2 family: no pad token. Padding positions are masked out, so eos is safe to reuse.
+        if tokenizer.eos_token is None:
+            raise ModelError(f"Tokenizer of '{model_cfg.name_or_path}' has neither a pad nor an eos token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(auto_class, model_cfg, tokenizer, **config_overrides):
+    """`auto_class.from_pretrained` with our safety defaults; pad id written into the config."""
+    from transformers import AutoConfig
+
+    common = {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision}
+    try:
+        config = AutoConfig.from_pretrained(model_cfg.name_or_path, **common, **config_overrides)
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        model = auto_class.from_pretrained(
+            model_cfg.name_or_path,
+            config=config,
+            use_safetensors=None if model_cfg.allow_pickle_weights else True,
+            **common,
+        )
+    except Exception as exc:
+        if "Unrecognized configuration class" in str(exc) or "does not support" in str(exc):
+            raise ModelError(
+                f"Model '{model_cfg.name_or_path}' ({type(exc).__name__}) has no {auto_class.__name__.replace('AutoModelFor', '')} head in transformers.",
+                "Use a BERT-, GPT-2- or T5-family checkpoint.",
+            ) from exc
+        raise _explain(exc, model_cfg.name_or_path) from exc
+    return model

@@ -1,0 +1,149 @@
+"""The run directory: what a finished (or interrupted) run leaves behind.
+
+    runs/<name>/recipe.yaml        the resolved recipe (after --set and flags)
+               environment.json    versions, device, git sha, command line
+               metrics.jsonl       one line per evaluation
+               metrics.json        final metrics of the saved model + training stats
+               model/              best model + tokenizer (save_pretrained) + llmctl.json
+               checkpoints/        full training state for --resume
+               run.lock            held while a run writes here
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from llmctl.errors import UsageError
+
+MODEL_DIR = "model"
+TASK_FILE = "llmctl.json"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_handle = None
+
+    model = property(lambda self: self.path / MODEL_DIR)
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    metrics_log = property(lambda self: self.path / "metrics.jsonl")
+
+    def prepare(self, resume: bool, overwrite: bool, is_main: bool) -> None:
+        """Refuse to clobber an existing run unless asked; take the lock."""
+        exists = self.path.exists() and any(self.path.iterdir())
+        if is_main and exists and not resume:
+            if not overwrite:
+                raise UsageError(
+                    f"Run directory {self.path} already exists.",
+                    "Pass --resume to continue it, --overwrite to replace it, or --output-dir for a new one.",
+                )
+            self.lock()
+            for child in self.path.iterdir():
+                if child.name != "run.lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
+
+    def lock(self) -> None:
+        if self._lock_handle is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / "run.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(
+                f"Run directory {self.path} is in use by another llmctl process.",
+                "Wait for it to finish or choose another --output-dir.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def write_json(self, name: str, data) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.path / name)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, forget evaluations logged after the checkpoint (they will be redone)."""
+        if not self.metrics_log.is_file():
+            return
+        lines = [l for l in self.metrics_log.read_text().splitlines() if l.strip()]
+        keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
+        self.metrics_log.write_text("".join(l + "\n" for l in keep))
+
+    def save_model(self, model, tokenizer, task_meta: dict, info: dict) -> None:
+        """save_pretrained into model.partial, then swap it in: the old best survives a failed save."""
+        partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.model.exists():
+            os.replace(self.model, old)
+        os.replace(partial, self.model)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str | None = None, num_processes: int | None = None) -> dict:
+    """Versions and hardware, for reproducing a run (also `llmctl env`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("llmctl", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "safetensors"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": packages,
+        "git_sha": git_sha(),
+        "argv": sys.argv,
+    }
+    if device is not None:
+        info["device"] = device
+    if num_processes is not None:
+        info["num_processes"] = num_processes
+    return info
+
+
+def find_model_dir(path: str) -> Path:
+    """A run directory's model/ folder, or the path itself when it is a saved model."""
+    p = Path(path).expanduser()
+    if (p / MODEL_DIR / "config.json").is_file():
+        return p / MODEL_DIR
+    return p

@@ -1,0 +1,7 @@
+"""The task registry: recipe `task:` name -> Task class. Explicit on purpose, no plug-in magic."""
+
+from llmctl.tasks.classification import ClassificationTask
+
+TASKS = {
+    "classification": ClassificationTask,
+}

@@ -1,0 +1,87 @@
+"""Tokenized features, the order batches come in, and how they split across processes.
+
+We build batches ourselves rather than through accelerate's dataloader wrappers so that
+the order is a pure function of (seed, epoch): a resumed run replays exactly the batches
+an uninterrupted run would have seen, on any number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Examples per "megabatch" (in batches) sorted together when grouping by length: large
+# enough that padding nearly vanishes, small enough that batch contents stay random.
+MEGABATCH_BATCHES = 64
+
+
+@dataclass
+class Features:
+    """Columns of tokenized features (lists of equal length) plus the token count of each."""
+
+    columns: dict[str, list]
+    lengths: list[int]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def rows(self, indices) -> list[dict]:
+        return [{name: col[i] for name, col in self.columns.items()} | {"index": int(i)} for i in indices]
+
+
+def epoch_batches(lengths, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The global batches of one training epoch, deterministic in (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if group_by_length:
+        lengths = np.asarray(lengths)
+        mega = batch_size * MEGABATCH_BATCHES
+        grouped = []
+        for start in range(0, len(order), mega):
+            chunk = order[start : start + mega]
+            grouped.append(chunk[np.argsort(-lengths[chunk], kind="stable")])
+        order = np.concatenate(grouped)
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if group_by_length and len(batches) > 1:
+        # Shuffle whole batches so lengths do not fall steadily within each megabatch,
+        # but put the longest batch first: an out-of-memory error then shows at step 1.
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        first = batches.pop(longest)
+        batches = [first] + [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def eval_batches(lengths, batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length (least padding); predictions are re-ordered by index."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def shard(batch: list[int], rank: int, world: int) -> list[int]:
+    """This process's share of a global batch. A short last batch is topped up by repeating
+    its first examples so every process steps together (evaluation drops repeats by index)."""
+    if world == 1:
+        return batch
+    per = math.ceil(len(batch) / world)
+    padded = batch + [batch[i % len(batch)] for i in range(per * world - len(batch))]
+    return padded[rank * per : (rank + 1) * per]
+
+
+def pad_stack(rows: list[dict], key: str, pad_value: int, pad_to_multiple_of: int | None = None, left: bool = False):
+    """Stack the list-valued `key` of each row into one padded LongTensor."""
+    import torch
+
+    width = max(len(r[key]) for r in rows)
+    if pad_to_multiple_of:
+        width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
+    out = torch.full((len(rows), width), pad_value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        seq = r[key]
+        if left:
+            out[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        else:
+            out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out

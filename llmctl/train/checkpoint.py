@@ -1,0 +1,197 @@
+"""Full training-state checkpoints without pickle, written atomically.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding safetensors (model,
+optimizer tensors, RNG states) and JSON (everything else). It is written under a
+`.partial` name, its manifest (sha256 of every file) is written last, and only then is
+the folder renamed into place: a folder without a manifest never counts, so a kill in
+the middle of a save leaves the previous checkpoint as the latest complete one.
+Nothing here unpickles, so a crafted state file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from llmctl.errors import TrainingError
+
+MANIFEST = "manifest.json"
+PREFIX = "step-"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:07d}"
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (partial ones are skipped)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and "." not in p.name]
+    return sorted((p for p in found if (p / MANIFEST).is_file()), key=lambda p: p.name)
+
+
+def remove_partial(root: Path) -> list[Path]:
+    """Delete leftovers of interrupted saves; returns what was removed."""
+    removed = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith(PREFIX) and (p.name.endswith(".partial") or not (p / MANIFEST).is_file()):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+# -- RNG state ------------------------------------------------------------------------
+def rng_state() -> tuple[dict, dict]:
+    import torch
+
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    version, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    plain = {
+        "numpy": [version, keys.tolist(), pos, has_gauss, gauss],
+        "python": [py_version, list(py_state), py_gauss],
+    }
+    return tensors, plain
+
+
+def set_rng_state(tensors: dict, plain: dict) -> None:
+    import torch
+
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    version, keys, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((version, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    py_version, py_state, py_gauss = plain["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+
+
+# -- optimizer state ------------------------------------------------------------------
+def _split_optimizer(state_dict: dict) -> tuple[dict, dict]:
+    tensors, plain = {}, {"param_groups": state_dict["param_groups"], "scalars": {}}
+    for pid, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if hasattr(value, "detach"):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                plain["scalars"][f"{pid}.{key}"] = value
+    return tensors, plain
+
+
+def _join_optimizer(tensors: dict, plain: dict) -> dict:
+    state: dict = {}
+    for name, value in list(tensors.items()) + list(plain["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+# -- save / load ----------------------------------------------------------------------
+def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, scheduler, loop_state: dict) -> Path:
+    """Write a checkpoint for `step` on every process; returns its folder."""
+    from safetensors.torch import save_file, save_model
+
+    final = root / checkpoint_name(step)
+    partial = root / (checkpoint_name(step) + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    try:
+        rank = accelerator.process_index
+        tensors, plain = rng_state()
+        save_file(tensors, str(partial / f"rng-{rank}.safetensors"))
+        _write_json(partial / f"rng-{rank}.json", plain)
+        if accelerator.is_main_process:
+            save_model(accelerator.unwrap_model(model), str(partial / "model.safetensors"))
+            opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
+            save_file(opt_tensors, str(partial / "optimizer.safetensors"))
+            _write_json(partial / "optimizer.json", opt_plain)
+            _write_json(partial / "scheduler.json", scheduler.state_dict())
+            if accelerator.scaler is not None:
+                _write_json(partial / "scaler.json", accelerator.scaler.state_dict())
+            _write_json(partial / "loop.json", loop_state | {"num_processes": accelerator.num_processes})
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            files = sorted(p.name for p in partial.iterdir())
+            _write_json(partial / MANIFEST, {"step": step, "files": {f: _sha256(partial / f) for f in files}})
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise TrainingError(
+            f"Could not write checkpoint {final}: {exc.strerror or exc}.",
+            "Free disk space (or raise train.save_every); earlier checkpoints are intact.",
+        ) from exc
+    accelerator.wait_for_everyone()
+    return final
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check every file against the manifest; returns the manifest."""
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"Checkpoint {path} has no readable manifest.", "Delete that folder to resume from an earlier one.") from exc
+    for name, digest in manifest["files"].items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != digest:
+            raise TrainingError(
+                f"Checkpoint file {file} is missing or corrupt (checksum mismatch).",
+                "Delete that checkpoint folder to resume from an earlier one.",
+            )
+    return manifest
+
+
+def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dict:
+    """Restore everything `save_checkpoint` wrote; returns the loop state."""
+    from safetensors.torch import load_file, load_model
+
+    verify_checkpoint(path)
+    loop_state = json.loads((path / "loop.json").read_text())
+    if loop_state.get("num_processes") != accelerator.num_processes:
+        raise TrainingError(
+            f"Checkpoint {path} was written by {loop_state.get('num_processes')} process(es); "
+            f"this run has {accelerator.num_processes}.",
+            "Resume with the same number of processes.",
+        )
+    load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+    opt_plain = json.loads((path / "optimizer.json").read_text())
+    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), opt_plain))
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    if accelerator.scaler is not None and (path / "scaler.json").is_file():
+        accelerator.scaler.load_state_dict(json.loads((path / "scaler.json").read_text()))
+    rank = accelerator.process_index
+    set_rng_state(load_file(str(path / f"rng-{rank}.safetensors")), json.loads((path / f"rng-{rank}.json").read_text()))
+    return loop_state
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    for old in complete_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

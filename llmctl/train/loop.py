@@ -1,0 +1,299 @@
+"""The one training loop, shared by every task. It yields events and never prints.
+
+    for event in train_loop(setup):      # llmctl.console renders these
+        ...
+
+Per optimizer step: forward/backward over `gradient_accumulation_steps` batches
+(gradients synced only on the last), clip, step, schedule. Evaluation, best-model
+saving, checkpoints and early stopping happen at step boundaries, so a checkpoint
+always describes a clean point a resumed run can continue from bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from llmctl.errors import Interrupted, TrainingError
+from llmctl.train import checkpoint as ckpt
+from llmctl.train.batching import epoch_batches, eval_batches, shard
+
+
+# -- events -----------------------------------------------------------------------------
+@dataclass
+class Started:
+    total_steps: int
+    steps_per_epoch: int
+    num_examples: int
+    num_processes: int
+    precision: str
+    resumed_from: str | None = None
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    samples_per_second: float
+    eta_s: float
+
+
+@dataclass
+class Evaluated:
+    step: int
+    epoch: float
+    metrics: dict
+    is_best: bool
+
+
+@dataclass
+class Checkpointed:
+    step: int
+    path: str
+
+
+@dataclass
+class Stopped:
+    step: int
+    reason: str  # "finished" | "early_stopping"
+    train_samples: int
+    train_runtime_s: float
+    best: dict = field(default_factory=dict)
+
+
+# -- what the loop needs ----------------------------------------------------------------
+@dataclass
+class LoopSetup:
+    task: Any
+    tokenizer: Any
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_features: Any
+    eval_features: Any | None
+    eval_split: Any | None
+    cfg: Any  # TrainConfig
+    total_steps: int
+    steps_per_epoch: int
+    checkpoint_dir: Path
+    save_best: Callable[[dict], None]  # writes the best model (called on the main process)
+    precision: str = "fp32"
+    resume_from: Path | None = None
+
+
+def plan_steps(num_examples: int, cfg) -> tuple[int, int]:
+    """(steps_per_epoch, total_steps) for a dataset size and train config."""
+    batches = math.ceil(num_examples / cfg.batch_size)
+    per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
+    total = cfg.max_steps or math.ceil(cfg.epochs * per_epoch)
+    return per_epoch, total
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: int) -> dict:
+    """Score `features` with `model` on every process; returns metrics including `loss`.
+
+    Each global batch is split across processes and the kept outputs are gathered with
+    their example index, so repeated examples (topping up the last batch) are dropped
+    by index and the metric sees each example exactly once, in dataset order.
+    """
+    import numpy as np
+    import torch
+
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    kept: dict[str, list] = {}
+    seen = np.zeros(len(features), dtype=bool)
+    loss_sum, loss_count = 0.0, 0
+    with torch.inference_mode():
+        for batch_ids in eval_batches(features.lengths, batch_size):
+            inputs = task.collate(features.rows(shard(batch_ids, rank, world)), tokenizer)
+            index = inputs.pop("index").to(accelerator.device)
+            inputs = to_device(inputs, accelerator.device)
+            with accelerator.autocast():
+                outputs = model(**inputs)
+            if getattr(outputs, "loss", None) is not None:
+                loss = accelerator.gather(outputs.loss.detach().float().reshape(1) * len(index))
+                loss_sum += float(loss.sum())
+                loss_count += len(index) * world
+            parts = task.outputs_to_keep(outputs, inputs)
+            index = accelerator.gather(index).cpu().numpy()
+            for name, tensor in parts.items():
+                if tensor.ndim >= 2:
+                    tensor = accelerator.pad_across_processes(tensor, dim=1)
+                values = accelerator.gather(tensor.contiguous()).float().cpu().numpy()
+                store = kept.setdefault(name, [None] * len(features))
+                for row, example in zip(values, index):
+                    if store[example] is None:
+                        store[example] = row
+            seen[index] = True
+    model.train()
+    if not seen.all():  # would mean a sharding bug; never silently score a subset
+        raise TrainingError(f"Evaluation missed {int((~seen).sum())} examples.")
+    metrics = task.compute_metrics(kept, features, split)
+    if loss_count:
+        metrics = {"loss": loss_sum / loss_count} | metrics
+    return {k: float(v) for k, v in metrics.items()}
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a worker thread)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: the user insists
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _better(value: float, best: float | None, greater: bool) -> bool:
+    return best is None or (value > best if greater else value < best)
+
+
+def train_loop(s: LoopSetup) -> Iterator[Any]:
+    import torch
+
+    cfg, acc, model = s.cfg, s.accelerator, s.model
+    rank, world = acc.process_index, acc.num_processes
+    metric_name = cfg.metric_for_best or s.task.default_metric()
+    greater = cfg.greater_is_better if cfg.greater_is_better is not None else metric_name not in ("loss", "mse", "perplexity")
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "best_step": None,
+             "best_metrics": {}, "bad_evals": 0, "samples": 0, "runtime_s": 0.0}
+    resumed = None
+    if s.resume_from is not None:
+        state |= ckpt.load_checkpoint(s.resume_from, acc, model, s.optimizer, s.scheduler)
+        resumed = str(s.resume_from)
+    yield Started(s.total_steps, s.steps_per_epoch, len(s.train_features), world, s.precision, resumed)
+
+    model.train()
+    window_loss, window_batches, window_time, window_samples = 0.0, 0, 0.0, 0
+    reason = "finished"
+    with _StopFlag() as stop:
+        while state["step"] < s.total_steps and reason == "finished":
+            batches = epoch_batches(s.train_features.lengths, cfg.batch_size, cfg.seed, state["epoch"], cfg.group_by_length)
+            accum = cfg.gradient_accumulation_steps
+            groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
+            for group in groups[state["step_in_epoch"] :]:
+                started = time.perf_counter()
+                total_examples = sum(len(b) for b in group)
+                for micro, batch_ids in enumerate(group):
+                    inputs = s.task.collate(s.train_features.rows(shard(batch_ids, rank, world)), s.tokenizer)
+                    inputs.pop("index")
+                    inputs = to_device(inputs, acc.device)
+                    last = micro == len(group) - 1
+                    sync = contextlib.nullcontext() if last or world == 1 else acc.no_sync(model)
+                    with sync:
+                        outputs = model(**inputs)
+                        loss = outputs.loss
+                        if not torch.isfinite(loss.detach()):
+                            raise TrainingError(
+                                f"Loss became {float(loss)} at step {state['step'] + 1} (epoch {state['epoch'] + 1}).",
+                                "Lower train.learning_rate, use precision fp32/bf16 (T5 overflows in fp16), "
+                                "or resume from the last checkpoint with --resume.",
+                            )
+                        # Weight each micro-batch by its share of the step's examples.
+                        acc.backward(loss * (len(batch_ids) / total_examples))
+                    window_loss += float(loss.detach())
+                    window_batches += 1
+                if cfg.max_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                s.optimizer.step()
+                if not acc.optimizer_step_was_skipped:  # fp16 overflow: skip without advancing the schedule
+                    s.scheduler.step()
+                else:
+                    state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+                s.optimizer.zero_grad(set_to_none=True)
+                elapsed = time.perf_counter() - started
+                state["step"] += 1
+                state["step_in_epoch"] += 1
+                state["samples"] += total_examples
+                state["runtime_s"] += elapsed
+                window_time += elapsed
+                window_samples += total_examples
+                step = state["step"]
+                epoch_float = state["epoch"] + state["step_in_epoch"] / len(groups)
+
+                if step % cfg.logging_steps == 0 or step == s.total_steps:
+                    rate = window_samples / window_time if window_time else 0.0
+                    per_step = state["runtime_s"] / step
+                    yield Progress(step, s.total_steps, epoch_float, window_loss / max(1, window_batches),
+                                   s.scheduler.get_last_lr()[0], rate, per_step * (s.total_steps - step))
+                    window_loss, window_batches, window_time, window_samples = 0.0, 0, 0.0, 0
+
+                end_of_epoch = state["step_in_epoch"] == len(groups)
+                final = step >= s.total_steps
+                do_eval = s.eval_features is not None and (
+                    (cfg.eval_every == "epoch" and (end_of_epoch or final))
+                    or (cfg.eval_every != "epoch" and (step % cfg.eval_every == 0 or final))
+                )
+                if do_eval:
+                    metrics = evaluate(s.task, model, s.tokenizer, acc, s.eval_features, s.eval_split, cfg.eval_batch_size)
+                    if metric_name not in metrics:
+                        raise TrainingError(
+                            f"train.metric_for_best '{metric_name}' is not reported; metrics are: {', '.join(metrics)}.",
+                            "Set train.metric_for_best to one of them.",
+                        )
+                    is_best = _better(metrics[metric_name], state["best_metric"], greater)
+                    if is_best:
+                        state |= {"best_metric": metrics[metric_name], "best_step": step,
+                                  "best_metrics": metrics, "bad_evals": 0}
+                        if acc.is_main_process:
+                            s.save_best({"step": step, "epoch": epoch_float, **metrics})
+                        acc.wait_for_everyone()
+                    else:
+                        state["bad_evals"] += 1
+                    yield Evaluated(step, epoch_float, metrics, is_best)
+                    if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
+                        reason = "early_stopping"
+                if end_of_epoch:
+                    state["epoch"] += 1
+                    state["step_in_epoch"] = 0
+                save_due = (cfg.save_every == "epoch" and end_of_epoch) or (
+                    cfg.save_every != "epoch" and step % cfg.save_every == 0
+                )
+                interrupted = stop.signal is not None
+                if (save_due or interrupted) and not (final and not interrupted):
+                    path = ckpt.save_checkpoint(s.checkpoint_dir, step, acc, model, s.optimizer, s.scheduler, state)
+                    if acc.is_main_process:
+                        ckpt.prune_checkpoints(s.checkpoint_dir, cfg.keep_checkpoints)
+                    yield Checkpointed(step, str(path))
+                if interrupted:
+                    raise Interrupted(
+                        f"Stopped by signal {signal.Signals(stop.signal).name} at step {step}; state saved.",
+                        "Continue with the same command plus --resume.",
+                    )
+                if final or reason != "finished":
+                    break
+
+    if s.eval_features is None and acc.is_main_process:
+        s.save_best({"step": state["step"]})  # no validation data: the last model is the model
+    acc.wait_for_everyone()
+    yield Stopped(state["step"], reason, state["samples"], state["runtime_s"],
+                  state["best_metrics"] | ({"best_step": state["best_step"]} if state["best_step"] else {}))

