@@ -59,14 +59,14 @@ def sentiment_rows(n: int = 40, string_labels: bool = False) -> list[dict]:
     return rows
 
 
-def write_recipe(path: Path, model: Path, train: Path, validation: Path | None, output_dir: Path, **extra) -> Path:
+def write_recipe(path: Path, model: Path, train_file: Path, valid_file: Path | None, output_dir: Path, **extra) -> Path:
     """A small classification recipe; `extra` adds sections, e.g. data={...}, train={...}."""
     import yaml
 
     recipe = {
         "task": "classification",
         "model": {"name_or_path": str(model)},
-        "data": {"train": str(train), "validation": str(validation) if validation else None,
+        "data": {"train": str(train_file), "validation": str(valid_file) if valid_file else None,
                  "text_columns": ["sentence"], "label_column": "label", "max_length": 32},
         "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3,
                   "precision": "fp32", "logging_steps": 1},

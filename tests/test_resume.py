@@ -1,0 +1,97 @@
+"""Resume: a run continued from a checkpoint ends with exactly the weights of an uninterrupted run
+(CPU, fp32), mid-epoch, at an epoch boundary, with gradient accumulation and after SIGTERM."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
+from llmctl.errors import EXIT_INTERRUPTED
+
+
+def weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert (wa[key] == wb[key]).all(), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_models, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    train = write_csv(tmp / "train.csv", sentiment_rows(40))
+    # 5 batches per epoch, 2 per step -> 3 steps per epoch (the last one a single batch).
+    recipe = write_recipe(tmp / "r.yaml", tiny_models["bert"], train, None, tmp / "full",
+                          train={"epochs": 2, "gradient_accumulation_steps": 2, "save_every": 1,
+                                 "keep_checkpoints": 10, "warmup_ratio": 0.2})
+    result = run_cli("finetune", str(recipe), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["train"]["steps"] == 6
+    return tmp, recipe
+
+
+@pytest.mark.parametrize("step", [2, 3, 4])  # mid-epoch, epoch boundary, mid second epoch
+def test_resume_matches_uninterrupted(full_run, step):
+    tmp, recipe = full_run
+    resumed = tmp / f"resumed-{step}"
+    shutil.copytree(tmp / "full", resumed)
+    # Make it look like the process died just after checkpoint `step`.
+    for ckpt in (resumed / "checkpoints").iterdir():
+        if int(ckpt.name.split("-")[1]) > step:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(resumed / "model")
+    (resumed / "metrics.json").unlink()
+    # ... and in the middle of writing the next one.
+    (resumed / "checkpoints" / f"step-{step + 1:07d}.partial").mkdir()
+    result = run_cli("finetune", str(recipe), "--output-dir", str(resumed), "--resume", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"resuming from {resumed / 'checkpoints' / f'step-{step:07d}'}" in result.stderr
+    assert not (resumed / "checkpoints" / f"step-{step + 1:07d}.partial").exists()
+    assert result.json()["train"]["steps"] == 6
+    assert_same_weights(tmp / "full", resumed)
+
+
+def test_corrupt_checkpoint_is_named(full_run):
+    tmp, recipe = full_run
+    broken = tmp / "broken"
+    shutil.copytree(tmp / "full", broken)
+    (broken / "metrics.json").unlink()
+    last = sorted((broken / "checkpoints").iterdir())[-1]
+    data = bytearray((last / "optimizer.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (last / "optimizer.safetensors").write_bytes(bytes(data))
+    result = run_cli("finetune", str(recipe), "--output-dir", str(broken), "--resume")
+    assert result.exit_code == 1
+    assert f"Checkpoint file {last / 'optimizer.safetensors'} is missing or corrupt" in result.stderr
+
+
+def test_sigterm_saves_and_resume_matches(tiny_models, tmp_path):
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(64))
+    common = {"train": {"epochs": 3, "batch_size": 4, "save_every": 1000, "logging_steps": 1}}
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, None, tmp_path / "killed", **common)
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "finetune", str(recipe)], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    for line in proc.stderr:  # wait until training is really under way
+        if line.startswith("step 3/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == EXIT_INTERRUPTED, rest
+    assert "Stopped by signal SIGTERM" in rest and "--resume" in rest
+    assert list((tmp_path / "killed" / "checkpoints").glob("step-*"))
+
+    resumed = run_cli("finetune", str(recipe), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    clean = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "clean"))
+    assert clean.exit_code == 0, clean.stderr
+    assert_same_weights(tmp_path / "killed", tmp_path / "clean")
