@@ -229,17 +229,22 @@ class ClassificationTask(Task):
 
         from llmctl import metrics
 
-        logits = np.stack(kept["logits"])
+        logits = np.stack(kept["logits"]).astype(np.float64)
         refs = split.labels
+        # The loss is recomputed here from per-example logits rather than averaged from
+        # batch losses, so it counts every example exactly once under several processes.
         if self.regression:
             preds = logits[:, 0]
-            out = {}
+            out = {"loss": float(np.mean((preds - np.asarray(refs)) ** 2))}
             out |= metrics.load("pearsonr").compute(predictions=preds, references=refs)
             out |= metrics.load("spearmanr").compute(predictions=preds, references=refs)
-            out["mse"] = float(np.mean((preds - np.asarray(refs)) ** 2))
+            out["mse"] = out["loss"]
             return out
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        out = {"loss": float(-log_probs[np.arange(len(refs)), refs].mean())}
         preds = logits.argmax(-1)
-        out = metrics.load("accuracy").compute(predictions=preds, references=refs)
+        out |= metrics.load("accuracy").compute(predictions=preds, references=refs)
         f1_args = {} if len(self.labels) == 2 else {"average": "macro"}
         out |= metrics.load("f1").compute(predictions=preds, references=refs, **f1_args)
         out |= metrics.load("matthews_correlation").compute(predictions=preds, references=refs)

@@ -143,7 +143,7 @@ def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: i
     if not seen.all():  # would mean a sharding bug; never silently score a subset
         raise TrainingError(f"Evaluation missed {int((~seen).sum())} examples.")
     metrics = task.compute_metrics(kept, features, split)
-    if loss_count:
+    if loss_count and "loss" not in metrics:  # tasks that can, compute an exact per-example loss
         metrics = {"loss": loss_sum / loss_count} | metrics
     return {k: float(v) for k, v in metrics.items()}
 
