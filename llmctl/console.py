@@ -108,6 +108,8 @@ class Console:
             print(json.dumps(data), flush=True)
             return
         self.table(title, data.get("metrics", {}))
+        if data.get("test_metrics"):
+            self.table("test metrics (best model)", data["test_metrics"])
         for key in ("output_dir", "model_dir"):
             if key in data:
                 print(f"{key}: {data[key]}")

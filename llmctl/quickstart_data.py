@@ -47,10 +47,10 @@ FILLERS = ["I watched it on a rainy Sunday afternoon", "my friends dragged me to
 LABELS = {0: "negative", 1: "positive"}
 
 
-def _opinion(rng: random.Random, label: int) -> str:
-    """One clause whose sentiment is `label`; ~15% of them flip an adjective by negation."""
-    subject = rng.choice(SUBJECTS)
-    if rng.random() < 0.15:
+def _opinion(rng: random.Random, label: int, subject: str = "") -> str:
+    """One clause whose sentiment is `label`; ~12% of them flip an adjective by negation."""
+    subject = subject or rng.choice(SUBJECTS)
+    if rng.random() < 0.12:
         adjective = rng.choice(NEGATIVE if label else POSITIVE)  # "not dull" -> positive
         return f"{subject} was {rng.choice(NEGATIONS)} {adjective}"
     adjective = rng.choice(POSITIVE if label else NEGATIVE)
@@ -63,9 +63,10 @@ def _sentence(rng: random.Random, label: int) -> str:
         text = _opinion(rng, label) + "."
     elif kind < 0.55:  # verb phrase + context
         text = f"{rng.choice(VERBS[label])} this film, {rng.choice(FILLERS)}."
-    elif kind < 0.67:  # contrast: the clause after "but"/"although ..." decides the label
-        other = _opinion(rng, 1 - label)
-        main = _opinion(rng, label)
+    elif kind < 0.64:  # contrast: the clause after "but"/"although ..." decides the label
+        first, second = rng.sample(SUBJECTS, 2)  # two different aspects of the film
+        other = _opinion(rng, 1 - label, first)
+        main = _opinion(rng, label, second)
         if rng.random() < 0.5:
             text = f"{other}, but {main[0].lower()}{main[1:]}."
         else:

@@ -86,11 +86,13 @@ def test_pairs_regression_headerless_and_formats(tiny_models, tmp_path):
     valid = tmp_path / "valid.jsonl"
     valid.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, valid, tmp_path / "run",
-                          data={"text_columns": ["a", "b"], "label_column": "score", "column_names": ["a", "b", "score"]})
+                          data={"text_columns": ["a", "b"], "label_column": "score", "column_names": ["a", "b", "score"],
+                                "test": str(valid)})
     result = run_cli("finetune", str(recipe), "--json", "--max-steps", "2")
     assert result.exit_code == 0, result.stderr
     metrics = result.json()["metrics"]
     assert set(metrics) >= {"pearson", "spearmanr", "mse", "loss"}
+    assert set(result.json()["test_metrics"]) >= {"pearson", "spearmanr"}  # data.test scored after training
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"a": "a great film", "b": "a dull film"}) + "\n")
     predicted = run_cli("predict", str(tmp_path / "run"), "--input", str(pairs), "--json")

@@ -39,6 +39,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     task = TASKS[recipe.task](recipe.data)
     train_split = task.load_split("train", recipe.data.train)
     eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
+    test_split = task.load_split("test", recipe.data.test) if recipe.data.test else None
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
 
     # 2. Heavy libraries and the processes.
@@ -112,6 +113,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                 continue
             if isinstance(event, Stopped):
                 result = _result(event, run, accelerator, precision, total_steps)
+                if test_split is not None:
+                    result["test_metrics"] = _evaluate_saved(run, task, tokenizer, accelerator, model,
+                                                             test_split, recipe.train.eval_batch_size)
                 if accelerator.is_main_process:
                     run.write_json("metrics.json", result)
                 yield event
@@ -141,3 +145,14 @@ def _result(stopped, run: RunDir, accelerator, precision: str, total_steps: int)
             "stopped": stopped.reason,
         },
     }
+
+
+def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, batch_size: int) -> dict:
+    """Score the saved (best) model on the test split, once, after training."""
+    from safetensors.torch import load_file
+
+    from llmctl.train.loop import evaluate
+
+    # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
+    accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
+    return evaluate(task, model, tokenizer, accelerator, task.featurize(split, tokenizer), split, batch_size)

