@@ -91,7 +91,8 @@ def load_split(spec: str, key: str, dataset: str | None, config: str | None, col
     import datasets
 
     if dataset and not looks_like_file(spec):
-        ensure_hub_reachable(f"dataset {dataset}")
+        if not Path(dataset).expanduser().exists():  # a local folder of data files needs no Hub
+            ensure_hub_reachable(f"dataset {dataset}")
         try:
             ds = datasets.load_dataset(dataset, config, split=spec)
         except Exception as exc:
