@@ -22,6 +22,11 @@ class Task(ABC):
     def __init__(self, data_cfg: DataConfig):
         self.data_cfg = data_cfg
 
+    @classmethod
+    @abstractmethod
+    def from_model(cls, meta: dict, model_config) -> "Task":
+        """Rebuild the task from a saved model's llmctl.json (`meta`) and its transformers config."""
+
     # -- data, before any model is loaded ---------------------------------------------
     @abstractmethod
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Any:
