@@ -66,7 +66,7 @@ class Console:
                 self._progress.update(self._task, completed=event.step,
                                       stats=f"loss {event.loss:.4f} lr {event.learning_rate:.2e} "
                                             f"{event.samples_per_second:.0f} samples/s")
-            else:
+            elif event.log:
                 self.log(f"step {event.step}/{event.total_steps} epoch {event.epoch:.2f} loss {event.loss:.4f} "
                          f"lr {event.learning_rate:.2e} {event.samples_per_second:.1f} samples/s "
                          f"eta {fmt_duration(event.eta_s)}")

@@ -44,6 +44,7 @@ class Progress:
     learning_rate: float
     samples_per_second: float
     eta_s: float
+    log: bool = True  # False: only a progress-bar update, no log line
 
 
 @dataclass
@@ -240,11 +241,14 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                 step = state["step"]
                 epoch_float = state["epoch"] + state["step_in_epoch"] / len(groups)
 
-                if step % cfg.logging_steps == 0 or step == s.total_steps:
-                    rate = window_samples / window_time if window_time else 0.0
-                    per_step = state["runtime_s"] / step
-                    yield Progress(step, s.total_steps, epoch_float, window_loss / max(1, window_batches),
-                                   s.scheduler.get_last_lr()[0], rate, per_step * (s.total_steps - step))
+                # Every step feeds a progress bar; every `logging_steps` also makes a log line
+                # and starts a new averaging window.
+                log = step % cfg.logging_steps == 0 or step == s.total_steps
+                rate = window_samples / window_time if window_time else 0.0
+                yield Progress(step, s.total_steps, epoch_float, window_loss / max(1, window_batches),
+                               s.scheduler.get_last_lr()[0], rate,
+                               state["runtime_s"] / step * (s.total_steps - step), log)
+                if log:
                     window_loss, window_batches, window_time, window_samples = 0.0, 0, 0.0, 0
 
                 end_of_epoch = state["step_in_epoch"] == len(groups)
