@@ -25,6 +25,15 @@ AVAILABLE: tuple[str, ...] = (
     "pearsonr",
     "spearmanr",
 )
+# Metrics over structured inputs (id + text spans), not label lists: SQuAD v1.1 / v2.0.
+SPAN_METRICS: tuple[str, ...] = (
+    "squad",
+    "squad_v2",
+)
+# Metrics over tag sequences (one list of str tags per sentence): entity-level NER scores.
+SEQUENCE_METRICS: tuple[str, ...] = (
+    "seqeval",
+)
 
 _HERE = Path(__file__).resolve().parent
 
@@ -33,8 +42,9 @@ _HERE = Path(__file__).resolve().parent
 def load(name: str) -> "evaluate.EvaluationModule":
     """Load a shipped metric by name; the instance is shared, so call
     `compute(predictions=..., references=...)` rather than `add_batch`."""
-    if name not in AVAILABLE:
-        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(AVAILABLE)}")
+    known = AVAILABLE + SPAN_METRICS + SEQUENCE_METRICS
+    if name not in known:
+        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(known)}")
     import evaluate
 
     # An absolute directory path makes evaluate take its local-file branch,
