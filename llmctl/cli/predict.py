@@ -15,7 +15,9 @@ from llmctl.cli import app, report_errors
 @report_errors
 def predict(
     model: str = typer.Argument(..., help="Run directory from `llmctl finetune`, or a saved model folder."),
-    input_: str = typer.Option(..., "--input", "-i", help="jsonl, csv, tsv or txt file; - reads stdin."),
+    input_: Optional[str] = typer.Option(None, "--input", "-i", help="jsonl, csv, tsv or txt file; - reads stdin."),
+    question: Optional[str] = typer.Option(None, "--question", help="Question answering: one question (with --context)."),
+    context: Optional[str] = typer.Option(None, "--context", help="Question answering: the passage to answer from."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write jsonl here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", help="Inputs per batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
@@ -24,9 +26,14 @@ def predict(
     """Run a fine-tuned model over inputs."""
     from pathlib import Path
 
-    from llmctl.core.prediction import predict as run_predict, read_inputs
+    from llmctl.core.prediction import flag_inputs, predict as run_predict, read_inputs
+    from llmctl.errors import UsageError
 
-    rows, where = read_inputs(input_)
+    if input_ is not None and (question is not None or context is not None):
+        raise UsageError("--input and --question/--context are alternatives.", "Pass one of them.")
+    if input_ is None and question is None and context is None:
+        raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model).")
+    rows, where = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
     predictions = run_predict(model, rows, where, batch_size=batch_size, device=device)
     if output:
         target = Path(output)

@@ -66,9 +66,9 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     accelerator = make_accelerator(resolve_precision("auto", dev), dev)
     model_cfg = ModelConfig(name_or_path=str(model_dir))
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
+    features = task.featurize(eval_split, tokenizer)  # before the model: data errors surface first
     model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True)
     model = accelerator.prepare(model)
-    features = task.featurize(eval_split, tokenizer)
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path))}

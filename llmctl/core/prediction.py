@@ -41,6 +41,15 @@ def read_inputs(source: str) -> tuple[list[dict], str]:
     return rows, where
 
 
+def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], str]:
+    """One {question, context} row from `predict --question/--context` (question answering models)."""
+    from llmctl.errors import UsageError
+
+    if question is None or context is None:
+        raise UsageError("--question and --context go together.", "Pass both, or --input FILE|- instead.")
+    return [{"question": question, "context": context}], "--question/--context"
+
+
 def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside)."""
     from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
@@ -62,8 +71,8 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     dev = device_type(device)
     accelerator = make_accelerator(resolve_precision("auto", dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
+    features = task.featurize(split, tokenizer)  # before the model: data errors surface first
     model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True).to(accelerator.device).eval()
-    features = task.featurize(split, tokenizer)
     kept: dict[str, list] = {}
     with torch.inference_mode(), accelerator.autocast():
         for batch_ids in eval_batches(features.lengths, batch_size):
