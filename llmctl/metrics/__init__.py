@@ -30,6 +30,10 @@ SPAN_METRICS: tuple[str, ...] = (
     "squad",
     "squad_v2",
 )
+# Metrics over tag sequences (one list of str tags per sentence): entity-level NER scores.
+SEQUENCE_METRICS: tuple[str, ...] = (
+    "seqeval",
+)
 
 _HERE = Path(__file__).resolve().parent
 
@@ -38,7 +42,7 @@ _HERE = Path(__file__).resolve().parent
 def load(name: str) -> "evaluate.EvaluationModule":
     """Load a shipped metric by name; the instance is shared, so call
     `compute(predictions=..., references=...)` rather than `add_batch`."""
-    known = AVAILABLE + SPAN_METRICS
+    known = AVAILABLE + SPAN_METRICS + SEQUENCE_METRICS
     if name not in known:
         raise ValueError(f"Unknown metric {name!r}; available: {', '.join(known)}")
     import evaluate
