@@ -48,9 +48,9 @@ LABELS = {0: "negative", 1: "positive"}
 
 
 def _opinion(rng: random.Random, label: int, subject: str = "") -> str:
-    """One clause whose sentiment is `label`; ~12% of them flip an adjective by negation."""
+    """One clause whose sentiment is `label`; ~8% of them flip an adjective by negation."""
     subject = subject or rng.choice(SUBJECTS)
-    if rng.random() < 0.12:
+    if rng.random() < 0.08:
         adjective = rng.choice(NEGATIVE if label else POSITIVE)  # "not dull" -> positive
         return f"{subject} was {rng.choice(NEGATIONS)} {adjective}"
     adjective = rng.choice(POSITIVE if label else NEGATIVE)
@@ -63,7 +63,7 @@ def _sentence(rng: random.Random, label: int) -> str:
         text = _opinion(rng, label) + "."
     elif kind < 0.55:  # verb phrase + context
         text = f"{rng.choice(VERBS[label])} this film, {rng.choice(FILLERS)}."
-    elif kind < 0.64:  # contrast: the clause after "but"/"although ..." decides the label
+    elif kind < 0.61:  # contrast: the clause after "but"/"although ..." decides the label
         first, second = rng.sample(SUBJECTS, 2)  # two different aspects of the film
         other = _opinion(rng, 1 - label, first)
         main = _opinion(rng, label, second)
@@ -116,3 +116,11 @@ def write_sentiment_dataset(dest_dir: Path, n_train: int = 600, n_validation: in
     paths["predict"] = dest_dir / "predict.txt"
     paths["predict"].write_text("".join(t + "\n" for t, _ in _rows(rng, 10, seen)), encoding="utf-8")
     return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "data/quickstart")
+    for name, path in write_sentiment_dataset(target).items():
+        print(f"{name}: {path}")

@@ -98,7 +98,7 @@ class RunDir:
         """save_pretrained into model.partial, then swap it in: the old best survives a failed save."""
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial, safe_serialization=True)
+        model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
         tokenizer.save_pretrained(partial)
         (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
         shutil.rmtree(old, ignore_errors=True)

@@ -128,7 +128,7 @@ def build_tiny_models(dest: Path) -> dict[str, Path]:
 
     def save(family, tokenizer, model):
         path = dest / family
-        model.save_pretrained(path, safe_serialization=True)
+        model.save_pretrained(path)  # transformers 5 always writes model.safetensors
         tokenizer.save_pretrained(path)
         out[family] = path
 
