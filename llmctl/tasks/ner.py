@@ -1,0 +1,443 @@
+"""Named-entity recognition (token classification): CoNLL / jsonl / Hub data in, entity spans out.
+
+Tags are IOB2 (`O`, `B-PER`, `I-PER`, ...), checked before any model loads. Words are
+split into sub-tokens; the label goes on a word's first sub-token (or on every sub-token
+with `label_all_subtokens`). A sentence longer than `max_length` becomes overlapping
+windows, and each word's prediction comes from the window where it has the most context.
+Scores are entity-level (seqeval, strict IOB2) over words, never over sub-tokens.
+The pure-Python parts (reading, tag checks, windows, decoding) live in `ner_utils`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from llmctl.config.schema import DataConfig
+from llmctl.errors import DataError, RecipeError
+from llmctl.tasks import ner_utils as nu
+from llmctl.tasks.base import Task
+
+
+class NerData(DataConfig):
+    format: Literal["conll", "jsonl", "hub"] | None = Field(
+        None, description="conll | jsonl | hub. Default: from each file's extension (.jsonl/.json: jsonl, other "
+                          "files: conll), hub when data.dataset is set and the split is not a file.")
+    conll_tag_index: int = Field(-1, description="CoNLL field (0-based) that holds the tag; -1 = the last one.")
+    tokens_column: str = Field("tokens", description="jsonl / hub: the column holding each sentence's words.")
+    tags_column: str | None = Field(
+        None, description="jsonl / hub: the column holding the tags (strings, or ids into the label names). "
+                          "Default: ner_tags, or tags when there is no ner_tags column.")
+    label_names: list[str] | None = Field(
+        None, description="IOB2 tags in id order. Default: O, then B-/I- of every entity type in the training "
+                          "data (or a Hub ClassLabel's names).")
+    label_all_subtokens: bool = Field(
+        False, description="Train on every sub-token of a word (B-X continues as I-X) instead of the first only.")
+    window_overlap: int = Field(
+        32, ge=0, description="Sub-tokens of context shared by consecutive windows of a sentence longer than "
+                              "max_length (at most half a window).")
+    constrained_decoding: bool = Field(
+        True, description="Decode the most likely valid IOB2 sequence (I-X only inside an X entity) rather than "
+                          "each word's most likely tag.")
+
+    @field_validator("label_names")
+    @classmethod
+    def _iob2_names(cls, value):
+        if value is not None:
+            bad = [n for n in value if nu.split_tag(n)[0] not in ("O", "B", "I") or (n != "O" and not nu.split_tag(n)[1])]
+            if bad:
+                raise ValueError(f"not IOB2 tags (O, B-TYPE, I-TYPE): {', '.join(bad)}")
+            if len(set(value)) != len(value):
+                raise ValueError("label names repeat")
+        return value
+
+
+@dataclass
+class NerSplit:
+    """Validated sentences of one split; `texts`/`offsets` are set for raw-text prediction inputs."""
+
+    where: str
+    tokens: list[list[str]]
+    tags: list[list[int]] | None  # label ids per word; None when unlabelled
+    texts: list[str | None] | None = None
+    offsets: list[list[tuple[int, int]] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _say(message: str) -> None:
+    """A note on stderr (rank 0 only); stdout stays for results and --json."""
+    from llmctl.console import is_main_rank
+
+    if is_main_rank():
+        print(message, file=sys.stderr, flush=True)
+
+
+class NerTask(Task):
+    name: ClassVar[str] = "ner"
+    data_config: ClassVar[type[DataConfig]] = NerData
+    auto_model: ClassVar[str] = "AutoModelForTokenClassification"
+
+    def __init__(self, data_cfg: NerData, labels: list[str] | None = None):
+        super().__init__(data_cfg)
+        self.labels = labels if labels is not None else data_cfg.label_names
+        self.notes: list[str] = []  # what was said on stderr (repairs, windows), for tests and callers
+
+    @classmethod
+    def from_model(cls, meta: dict, model_config) -> "NerTask":
+        data = NerData.model_validate(meta["data"])
+        return cls(data, labels=[model_config.id2label[i] for i in range(model_config.num_labels)])
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        _say(message)
+
+    # -- data -----------------------------------------------------------------------
+    def _format(self, spec: str) -> str:
+        from llmctl.data.sources import looks_like_file
+
+        if self.data_cfg.format:
+            return self.data_cfg.format
+        if self.data_cfg.dataset and not looks_like_file(spec):
+            return "hub"
+        suffix = Path(spec).suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            return "jsonl"
+        return "hub" if suffix in (".parquet", ".csv") else "conll"  # tables load through datasets
+
+    def load_split(self, role: str, spec: str, labelled: bool = True) -> NerSplit:
+        cfg, key = self.data_cfg, f"data.{role}"
+        fmt = self._format(spec)
+        if fmt == "conll":
+            sents = nu.read_conll(Path(spec).expanduser(), cfg.conll_tag_index, key)
+        elif fmt == "jsonl":
+            sents = self._read_jsonl(Path(spec).expanduser(), key, labelled)
+        else:
+            sents = self._read_dataset(spec, key, labelled)
+        limit = cfg.max_train_samples if role == "train" else cfg.max_eval_samples
+        if limit is not None and len(sents.tokens) > limit:
+            sents.tokens, sents.tags = sents.tokens[:limit], sents.tags[:limit]
+        tags = self._label_ids(sents, key, fitting=role == "train") if labelled else None
+        return NerSplit(where=sents.where, tokens=sents.tokens, tags=tags)
+
+    def _tags_column(self, columns) -> str:
+        if self.data_cfg.tags_column:
+            return self.data_cfg.tags_column
+        return "tags" if "ner_tags" not in columns and "tags" in columns else "ner_tags"
+
+    def _missing(self, key_name: str, column: str, where: str, columns) -> DataError:
+        close = difflib.get_close_matches(column, list(columns), n=1)
+        tip = f"Did you mean '{close[0]}'? " if close else ""
+        return DataError(f"data.{key_name}: column '{column}' is not in {where}; its columns are: "
+                         f"{', '.join(map(str, columns)) or '(none)'}.", f"{tip}Set data.{key_name} to one of them.")
+
+    def _read_jsonl(self, path: Path, key: str, labelled: bool) -> nu.Sentences:
+        if not path.is_file():
+            raise DataError(f"{key}: file {path} does not exist.", "Check the path (relative to where you run llmctl).")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+        records, lines = [], []
+        if text.lstrip().startswith("["):  # one JSON list rather than JSON lines
+            try:
+                records, lines = json.loads(text), None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+        else:
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{key}: {path}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+                    lines.append(number)
+        sents = nu.Sentences(where=str(path), row_lines=lines)
+        if not records:
+            raise DataError(f"{key}: {path} has no sentences.", "Give one JSON object per line with tokens and tags.")
+        tags_column = self._tags_column(records[0] if isinstance(records[0], dict) else {})
+        tokens, tags = [], []
+        for r, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise DataError(f"{key}: {sents.locate(r)}: expected a JSON object with '{self.data_cfg.tokens_column}'.")
+            for column, name in ((self.data_cfg.tokens_column, "tokens_column"),) + (
+                    ((tags_column, "tags_column"),) if labelled else ()):
+                if column not in record:
+                    raise self._missing(name, column, sents.locate(r), record)
+            tokens.append(record[self.data_cfg.tokens_column])
+            tags.append(record[tags_column] if labelled else None)
+        return self._fill(sents, tokens, tags if labelled else None, key, None)
+
+    def _read_dataset(self, spec: str, key: str, labelled: bool) -> nu.Sentences:
+        from llmctl.data.sources import load_split
+
+        ds, where = load_split(spec, key, self.data_cfg.dataset, self.data_cfg.config)
+        columns = list(ds.column_names)
+        tags_column = self._tags_column(columns)
+        for column, name in ((self.data_cfg.tokens_column, "tokens_column"),) + (
+                ((tags_column, "tags_column"),) if labelled else ()):
+            if column not in columns:
+                raise self._missing(name, column, where, columns)
+        names = None
+        if labelled:
+            feature = ds.features[tags_column]
+            names = getattr(getattr(feature, "feature", None), "names", None)  # Sequence/List of ClassLabel
+        sents = nu.Sentences(where=where)
+        return self._fill(sents, ds[self.data_cfg.tokens_column], ds[tags_column] if labelled else None, key, names)
+
+    def _fill(self, sents: nu.Sentences, tokens: list, tags: list | None, key: str, names) -> nu.Sentences:
+        """Check the shapes of jsonl / dataset rows and turn integer tags into names."""
+        if names and self.labels is None:
+            self.labels = list(names)  # a Hub ClassLabel names the ids (training data)
+        names = names or self.labels
+        tokens = list(tokens)  # a datasets Column re-creates its rows on every access
+        tags = [list(r) if isinstance(r, (list, tuple)) else r for r in tags] if tags is not None else None
+        for s, words in enumerate(tokens):
+            if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+                raise DataError(f"{key}: {sents.locate(s)}: '{self.data_cfg.tokens_column}' must be a list of "
+                                f"non-empty strings, got {str(words)[:80]}.")
+            if tags is None:
+                continue
+            row = tags[s]
+            if not isinstance(row, list) or len(row) != len(words):
+                got = f"{len(row)} tags" if isinstance(row, list) else f"{type(row).__name__}"
+                raise DataError(f"{key}: {sents.locate(s)}: {len(words)} tokens but {got}.",
+                                "Give one tag per token.")
+            for t, tag in enumerate(row):
+                if isinstance(tag, int) and not isinstance(tag, bool):
+                    if not names:
+                        raise DataError(f"{key}: {sents.locate(s, t)}: tag {tag} is a number but no label names are "
+                                        "known.", "List the tags in id order in data.label_names.")
+                    if not 0 <= tag < len(names):
+                        raise DataError(f"{key}: {sents.locate(s, t)}: tag id {tag} is outside the {len(names)} "
+                                        "label names.", "Fix the tag or data.label_names.")
+                    row[t] = names[tag]
+                elif not isinstance(tag, str):
+                    raise DataError(f"{key}: {sents.locate(s, t)}: tag {tag!r} is neither a string nor an id.")
+        sents.tokens = tokens
+        sents.tags = tags if tags is not None else [None] * len(tokens)
+        return sents
+
+    def _label_ids(self, sents: nu.Sentences, key: str, fitting: bool) -> list[list[int]]:
+        repairs = nu.check_iob2(sents, key)
+        if repairs.count:
+            many = "entities" if repairs.count > 1 else "entity"
+            self._note(f"warning: {sents.where}: {repairs.count} {many} started with I- (no B- before), first at "
+                       f"{repairs.first}; read as B- (IOB2).")
+        given = self.labels is not None
+        if self.labels is None:
+            if not fitting:
+                raise DataError("No label set known; train first or give data.label_names.")
+            self.labels = nu.fit_label_names(sents.tags)
+        lookup = {name: i for i, name in enumerate(self.labels)}
+        ids = []
+        for s, tags in enumerate(sents.tags):
+            row = []
+            for t, tag in enumerate(tags):
+                if tag not in lookup:
+                    known = ", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")
+                    why = "is not in the label names" if fitting and given else "was not seen in training"
+                    raise DataError(f"{key}: {sents.locate(s, t)}: tag {tag!r} {why} ({known}).",
+                                    "Fix the tag, or train with that entity type (or list it in data.label_names).")
+                row.append(lookup[tag])
+            ids.append(row)
+        return ids
+
+    # -- model ----------------------------------------------------------------------
+    def model_kwargs(self) -> dict:
+        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)),
+                "label2id": {name: i for i, name in enumerate(self.labels)}}
+
+    def tokenizer_kwargs(self) -> dict:
+        return {"add_prefix_space": True}  # byte-level BPE (GPT-2, RoBERTa) on pre-split words
+
+    # -- features -------------------------------------------------------------------
+    @staticmethod
+    def _specials(tokenizer) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after one sequence ([CLS] .. [SEP], .. </s>)."""
+        enc = tokenizer(["a"], is_split_into_words=True)
+        wids = enc.word_ids()
+        first, last = wids.index(0), len(wids) - 1 - wids[::-1].index(0)
+        return enc["input_ids"][:first], enc["input_ids"][last + 1:]
+
+    def featurize(self, split: NerSplit, tokenizer):
+        from llmctl.train.batching import Features
+
+        cfg = self.data_cfg
+        prefix, suffix = self._specials(tokenizer)
+        budget = cfg.max_length - len(prefix) - len(suffix)
+        if budget < 1:
+            raise RecipeError(f"data.max_length {cfg.max_length} leaves no room for words after "
+                              f"{len(prefix) + len(suffix)} special tokens.", "Raise data.max_length.")
+        enc = tokenizer(split.tokens, is_split_into_words=True, add_special_tokens=False)
+        cont = {}  # B-X id -> I-X id, for sub-tokens after the first with label_all_subtokens
+        for i, name in enumerate(self.labels):
+            if nu.split_tag(name)[0] == "B" and f"I-{nu.split_tag(name)[1]}" in self.labels:
+                cont[i] = self.labels.index(f"I-{nu.split_tag(name)[1]}")
+        input_ids, labels, example, first_word, spans = [], [], [], [], []
+        split_count = 0
+        for i, words in enumerate(split.tokens):
+            ids, wids = enc["input_ids"][i], enc.word_ids(i)
+            starts, lengths = [0] * len(words), [0] * len(words)
+            for pos in range(len(ids) - 1, -1, -1):  # backwards: the first sub-token's position wins
+                if wids[pos] is not None:
+                    starts[wids[pos]] = pos
+                    lengths[wids[pos]] += 1
+            windows = nu.plan_windows(lengths, budget, cfg.window_overlap)
+            split_count += len(windows) > 1
+            for ws, we in windows:
+                window_ids, window_spans, window_labels = list(prefix), [], [-100] * len(prefix)
+                for w in range(ws, we):
+                    n = min(lengths[w], budget)
+                    a = len(window_ids)
+                    window_ids += ids[starts[w]: starts[w] + n]
+                    window_spans.append((a, a + n))
+                    if split.tags is not None:
+                        tag = split.tags[i][w]
+                        rest = cont.get(tag, tag) if cfg.label_all_subtokens else -100
+                        window_labels += [tag] + [rest] * (n - 1) if n else []
+                window_ids += suffix
+                window_labels += [-100] * len(suffix)
+                if not window_ids:  # an empty sentence with a tokenizer that adds no specials
+                    window_ids, window_labels = [tokenizer.pad_token_id], [-100]
+                input_ids.append(window_ids)
+                labels.append(window_labels)
+                example.append(i)
+                first_word.append(ws)
+                spans.append(window_spans)
+        if split_count:
+            self._note(f"{split.where}: {split_count} sentence(s) longer than max_length {cfg.max_length} were split "
+                       f"into overlapping windows ({len(input_ids) - len(split.tokens) + split_count} windows).")
+        columns = {"input_ids": input_ids}
+        if split.tags is not None:
+            columns["labels"] = labels
+        meta = {"example": example, "first_word": first_word, "spans": spans}
+        return Features(columns=columns, lengths=[len(x) for x in input_ids], meta=meta)
+
+    def collate(self, rows: list[dict], tokenizer) -> dict:
+        import numpy as np
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = np.full((len(rows), width), tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        labels = np.full((len(rows), width), -100, dtype=np.int64) if "labels" in rows[0] else None
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = r["input_ids"]
+            mask[i, :n] = 1
+            if labels is not None:
+                labels[i, :n] = r["labels"]
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if labels is not None:
+            batch["labels"] = torch.from_numpy(labels)
+        batch["index"] = torch.tensor([r["index"] for r in rows])
+        return batch
+
+    # -- evaluation -----------------------------------------------------------------
+    def outputs_to_keep(self, outputs, batch) -> dict:
+        return {"logits": outputs.logits.float()}
+
+    def default_metric(self) -> str:
+        return "f1"
+
+    def _word_probs(self, kept: dict, features, split: NerSplit):
+        """Per-sentence word probabilities [words, labels], stitched from the windows."""
+        import numpy as np
+
+        by_example: dict[int, list] = {}
+        for f, logits in enumerate(kept["logits"]):
+            n = len(features.columns["input_ids"][f])
+            z = np.asarray(logits[:n], dtype=np.float64)
+            z = np.exp(z - z.max(-1, keepdims=True))
+            by_example.setdefault(features.meta["example"][f], []).append(
+                (features.meta["first_word"][f], None, z / z.sum(-1, keepdims=True), features.meta["spans"][f]))
+        out = []
+        for i, words in enumerate(split.tokens):
+            probs, seen = nu.stitch(by_example.get(i, []), len(words), len(self.labels), self.data_cfg.label_all_subtokens)
+            if "O" in self.labels:
+                probs[~seen, self.labels.index("O")] = 1.0  # a word without sub-tokens is outside entities
+            out.append(probs)
+        return out
+
+    def _decode(self, word_probs) -> list[list[str]]:
+        transitions = nu.allowed_transitions(self.labels)
+        return [nu.decode(p, self.labels, self.data_cfg.constrained_decoding, transitions) for p in word_probs]
+
+    def compute_metrics(self, kept: dict, features, split: NerSplit) -> dict[str, float]:
+        import numpy as np
+
+        from llmctl import metrics
+
+        out = {}
+        if "labels" in features.columns:
+            # Exact mean cross-entropy over every labelled sub-token of every window, from the
+            # kept logits, so it counts each token once under any number of processes.
+            total, count = 0.0, 0
+            for f, logits in enumerate(kept["logits"]):
+                lab = np.asarray(features.columns["labels"][f])
+                keep = lab >= 0
+                if keep.any():
+                    z = np.asarray(logits[: len(lab)], dtype=np.float64)[keep]
+                    m = z.max(-1, keepdims=True)
+                    lse = (m + np.log(np.exp(z - m).sum(-1, keepdims=True)))[:, 0]
+                    total += float((lse - z[np.arange(len(z)), lab[keep]]).sum())
+                    count += int(keep.sum())
+            out["loss"] = total / max(count, 1)
+        predictions = self._decode(self._word_probs(kept, features, split))
+        references = [[self.labels[t] for t in tags] for tags in split.tags]
+        return out | metrics.load("seqeval").compute(predictions=predictions, references=references)
+
+    # -- prediction -----------------------------------------------------------------
+    def predict_split(self, rows: list[dict], where: str) -> NerSplit:
+        column = self.data_cfg.tokens_column
+        tokens, texts, offsets = [], [], []
+        for i, row in enumerate(rows):
+            words = row.get(column, row.get("tokens"))
+            if isinstance(words, list) and all(isinstance(w, str) for w in words):
+                tokens.append([w for w in words])
+                texts.append(None)
+                offsets.append(None)
+            elif isinstance(row.get("text"), str):
+                words, spans = nu.split_words(row["text"])
+                tokens.append(words)
+                texts.append(row["text"])
+                offsets.append(spans)
+            else:
+                raise DataError(
+                    f"{where} row {i + 1}: give 'text' (a string) or '{column}' (a list of words); "
+                    f"fields are: {', '.join(row) or '(none)'}.",
+                    "Plain text lines and jsonl rows like {\"text\": \"...\"} or {\"tokens\": [...]} work.",
+                )
+        empty = [i + 1 for i, words in enumerate(tokens) if any(not w.strip() for w in words)]
+        if empty:
+            raise DataError(f"{where} row {empty[0]}: a token is empty or only whitespace.")
+        return NerSplit(where=where, tokens=tokens, tags=None, texts=texts, offsets=offsets)
+
+    def format_predictions(self, kept: dict, features, split: NerSplit) -> list[dict]:
+        word_probs = self._word_probs(kept, features, split)
+        lookup = {name: i for i, name in enumerate(self.labels)}
+        out = []
+        for i, tags in enumerate(self._decode(word_probs)):
+            words = split.tokens[i]
+            text, spans = (split.texts[i], split.offsets[i]) if split.texts is not None else (None, None)
+            found = []
+            for kind, a, b in nu.entities(tags):
+                score = float(sum(word_probs[i][w, lookup[tags[w]]] for w in range(a, b)) / (b - a))
+                if text is not None:  # character offsets into the input text
+                    start, end = spans[a][0], spans[b - 1][1]
+                    found.append({"text": text[start:end], "type": kind, "start": start, "end": end,
+                                  "score": round(score, 6)})
+                else:  # pre-split input: word indices, end exclusive
+                    found.append({"text": " ".join(words[a:b]), "type": kind, "start": a, "end": b,
+                                  "score": round(score, 6)})
+            row = {"text": text} if text is not None else {"tokens": words, "tags": tags}
+            out.append(row | {"entities": found})
+        return out

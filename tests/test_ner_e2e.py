@@ -1,0 +1,134 @@
+"""NER end to end through the real CLI: finetune -> eval -> predict per model family, and bad data."""
+
+import json
+import random
+
+import pytest
+import yaml
+
+from helpers import run_cli
+from llmctl.errors import EXIT_DATA, EXIT_GATE
+
+PEOPLE = [["Alice", "Smith"], ["Bob"], ["Carla", "Diaz"], ["David", "Chen"], ["Emma"], ["Grace", "Khan"]]
+PLACES = [["Paris"], ["London"], ["Berlin"], ["Tokyo"], ["New", "York"]]
+ORGS = [["Acme", "Corp"], ["Globex"], ["Initech"], ["Blue", "River", "Bank"]]
+
+
+def entity(words, kind):
+    return [(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)]
+
+
+def sentence(rng):
+    per, loc, org = entity(rng.choice(PEOPLE), "PER"), entity(rng.choice(PLACES), "LOC"), entity(rng.choice(ORGS), "ORG")
+    o = lambda text: [(w, "O") for w in text.split()]  # noqa: E731
+    return rng.choice([
+        per + o("works for") + org + o("in") + loc + o("."),
+        per + o("was born in") + loc + o("."),
+        org + o("opened an office in") + loc + o(", said") + per + o("."),
+    ])
+
+
+def write_conll(path, sentences):
+    path.write_text("-DOCSTART- -X- O\n\n" + "".join(
+        "".join(f"{w} X {t}\n" for w, t in s) + "\n" for s in sentences) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ner_files(tmp_path_factory):
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("ner")
+    train = write_conll(root / "train.txt", [sentence(rng) for _ in range(48)])
+    long = sum((sentence(rng) for _ in range(4)), [])  # longer than max_length: windows
+    valid = write_conll(root / "valid.txt", [sentence(rng) for _ in range(11)] + [long])
+    return root, train, valid
+
+
+def ner_recipe(root, model, train, valid, out, **data):
+    recipe = {"task": "ner", "model": {"name_or_path": str(model)},
+              "data": {"train": str(train), "validation": str(valid) if valid else None, "max_length": 24} | data,
+              "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 2e-3,
+                        "precision": "fp32", "logging_steps": 4},
+              "output_dir": str(out)}
+    path = root / f"{out.name}.yaml"
+    path.write_text(f"# llmctl finetune {path}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "t5"])
+def test_finetune_eval_predict(family, tiny_models, ner_files, tmp_path):
+    root, train, valid = ner_files
+    run_dir = tmp_path / f"run-{family}"
+    recipe = ner_recipe(tmp_path, tiny_models[family], train, valid, run_dir)
+    result = run_cli("finetune", str(recipe), "--json")
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    assert {"loss", "precision", "recall", "f1", "accuracy", "PER_f1", "LOC_number", "ORG_recall"} <= set(out["metrics"])
+    assert out["metrics"]["PER_number"] == 15 and 0 <= out["metrics"]["f1"] <= 1
+    assert "were split into overlapping windows" in result.stderr
+    assert "PER_f1" not in result.stderr  # eval log lines keep to the overall scores
+
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    config = AutoConfig.from_pretrained(run_dir / "model")
+    assert config.id2label == {0: "O", 1: "B-LOC", 2: "I-LOC", 3: "B-ORG", 4: "I-ORG", 5: "B-PER", 6: "I-PER"}
+    AutoModelForTokenClassification.from_pretrained(run_dir / "model")
+
+    evaluated = run_cli("eval", str(run_dir), "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert evaluated.json()["metrics"]["f1"] == pytest.approx(out["metrics"]["f1"], abs=0.05)
+    assert evaluated.json()["samples"] == 12
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"text": "Alice Smith works for Acme Corp in Paris."}) + "\n"
+                      + json.dumps({"tokens": ["Bob", "was", "born", "in", "Tokyo", "."]}) + "\n")
+    predicted = run_cli("predict", str(run_dir), "--input", str(inputs))
+    assert predicted.exit_code == 0, predicted.stderr
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert rows[0]["text"] == "Alice Smith works for Acme Corp in Paris." and rows[1]["tokens"][0] == "Bob"
+    assert len(rows[1]["tags"]) == 6
+    for row in rows:
+        for ent in row["entities"]:
+            assert set(ent) == {"text", "type", "start", "end", "score"} and ent["type"] in ("PER", "LOC", "ORG")
+            assert 0 < ent["score"] <= 1
+            if "text" in row and row.get("text"):
+                assert row["text"][ent["start"]:ent["end"]] == ent["text"]
+
+
+def test_eval_table_gate_and_raw_text_predict(tiny_models, ner_files, tmp_path):
+    root, train, valid = ner_files
+    run_dir = tmp_path / "run"
+    recipe = ner_recipe(tmp_path, tiny_models["bert"], train, valid, run_dir, label_all_subtokens=True)
+    assert run_cli("finetune", str(recipe), "--max-steps", "3").exit_code == 0
+
+    table = run_cli("eval", str(run_dir), "--data", str(valid), "--fail-under", "f1=1.01")
+    assert table.exit_code == EXIT_GATE
+    assert "Quality gate failed: f1" in table.stderr
+    header = next(line for line in table.stdout.splitlines() if "precision" in line and "type" in line)
+    assert header.split() == ["type", "precision", "recall", "f1", "number"]
+    assert any(line.split()[:1] == ["PER"] and line.split()[-1] == "15" for line in table.stdout.splitlines())
+
+    text = tmp_path / "in.txt"
+    text.write_text("Grace Khan was born in Berlin.\n\nEmma works for Globex.\n")
+    predicted = run_cli("predict", str(run_dir), "--input", str(text), "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    rows = predicted.json()["predictions"]
+    assert [r["text"] for r in rows] == ["Grace Khan was born in Berlin.", "Emma works for Globex."]
+
+
+def test_bad_data_fails_before_the_model_loads(tmp_path, ner_files):
+    root, train, _ = ner_files
+    valid = tmp_path / "valid.txt"
+    valid.write_text("Bonn B-LOC\n\nthe O\nEU B-GPE\n")
+    recipe = ner_recipe(tmp_path, tmp_path / "no-such-model", train, valid, tmp_path / "run")
+    result = run_cli("finetune", str(recipe))
+    assert result.exit_code == EXIT_DATA  # a data error, not "model not found": data is checked first
+    assert f"{valid}:4: tag 'B-GPE' was not seen in training" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+    iobes = tmp_path / "iobes.txt"
+    iobes.write_text("Alice B-PER\nSmith E-PER\n\n")
+    bad = ner_recipe(tmp_path, tmp_path / "no-such-model", iobes, None, tmp_path / "run2")
+    result = run_cli("finetune", str(bad))
+    assert result.exit_code == EXIT_DATA
+    assert f"{iobes}:2: tag 'E-PER' belongs to the IOBES/BILOU scheme" in result.stderr
