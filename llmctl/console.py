@@ -28,6 +28,19 @@ def fmt_metrics(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
+PER_TYPE_FIELDS = ("precision", "recall", "f1", "number")
+
+
+def split_per_type(metrics: dict) -> tuple[dict, dict]:
+    """Split `PER_precision, PER_recall, PER_f1, PER_number` style keys (NER) into a per-type
+    table {type: {precision, recall, f1, number}}; everything else stays overall."""
+    kinds = [k[: -len("_number")] for k in metrics if k.endswith("_number")]
+    kinds = [t for t in kinds if all(f"{t}_{f}" in metrics for f in PER_TYPE_FIELDS)]
+    grouped = {f"{t}_{f}" for t in kinds for f in PER_TYPE_FIELDS}
+    overall = {k: v for k, v in metrics.items() if k not in grouped}
+    return overall, {t: {f: metrics[f"{t}_{f}"] for f in PER_TYPE_FIELDS} for t in kinds}
+
+
 class Console:
     def __init__(self, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -71,7 +84,7 @@ class Console:
                          f"lr {event.learning_rate:.2e} {event.samples_per_second:.1f} samples/s "
                          f"eta {fmt_duration(event.eta_s)}")
         elif isinstance(event, loop.Evaluated):
-            self.log(f"eval step {event.step} epoch {event.epoch:.2f}: {fmt_metrics(event.metrics)}"
+            self.log(f"eval step {event.step} epoch {event.epoch:.2f}: {fmt_metrics(split_per_type(event.metrics)[0])}"
                      + (" (best)" if event.is_best else ""))
         elif isinstance(event, loop.Checkpointed):
             self.log(f"checkpoint saved: {event.path}")
@@ -119,6 +132,28 @@ class Console:
                   f"({t['samples_per_second']:.1f} samples/s, {t['num_processes']} process(es), {t['precision']})")
 
     def table(self, title: str, metrics: dict) -> None:
+        metrics, per_type = split_per_type(metrics)
+        self._metric_table(title, metrics)
+        if per_type:
+            self._per_type_table(per_type)
+
+    def _per_type_table(self, per_type: dict) -> None:
+        if sys.stdout.isatty():
+            from rich.console import Console as RichConsole
+            from rich.table import Table
+
+            table = Table(title="per entity type")
+            for name in ("type",) + PER_TYPE_FIELDS:
+                table.add_column(name, justify="left" if name == "type" else "right")
+            for kind, m in per_type.items():
+                table.add_row(kind, *(f"{m[f]:.4f}" for f in PER_TYPE_FIELDS[:3]), str(int(m["number"])))
+            RichConsole().print(table)
+        else:
+            print(f"  {'type':<12} {'precision':>9} {'recall':>9} {'f1':>9} {'number':>7}")
+            for kind, m in per_type.items():
+                print(f"  {kind:<12} {m['precision']:>9.4f} {m['recall']:>9.4f} {m['f1']:>9.4f} {int(m['number']):>7}")
+
+    def _metric_table(self, title: str, metrics: dict) -> None:
         if sys.stdout.isatty():
             from rich.console import Console as RichConsole
             from rich.table import Table
