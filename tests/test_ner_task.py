@@ -204,3 +204,16 @@ def test_predictions_on_raw_text_keep_character_offsets(tmp_path, tiny_models):
         ("Bob", "PER", 0, 1), ("Acme Corp", "ORG", 2, 4)]
     with pytest.raises(DataError, match=r"<stdin> row 1: give 'text'"):
         task.predict_split([{"sentence": "x"}], "<stdin>")
+
+
+@pytest.mark.parametrize("name", ["conll2003-bert", "conll2003-gpt2", "conll2003-t5", "conll2003-minilm-local"])
+def test_ner_recipes_validate_and_open_with_their_command(name):
+    from helpers import REPO
+    from llmctl.config.load import load_recipe
+
+    path = REPO / "recipes" / "ner" / f"{name}.yaml"
+    assert path.read_text().startswith(f"# llmctl finetune recipes/ner/{name}.yaml")
+    recipe = load_recipe(f"ner/{name}")
+    assert recipe.task == "ner" and recipe.train.metric_for_best == "f1" and recipe.output_dir.startswith("runs/")
+    if recipe.data.dataset:
+        assert recipe.data.label_names[0] == "O" and len(recipe.data.label_names) == 9
