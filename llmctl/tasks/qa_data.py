@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
             context = ""
         context = str(context)
         gold = []
-        if labelled:
+        if labelled and context:  # (an empty context is reported once, not per answer)
             if row["answers"] is None:
                 problems.append((f"{loc}: no answers (column data.answers_column '{cfg.answers_column}').",
                                  "Label every question; an unanswerable v2 question has an empty answers list."))
@@ -180,7 +181,9 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
                     problems.append((f"{loc}: an answer text is empty.", "Fix or remove that answer."))
                     continue
                 text = str(text)
-                start = int(start) if isinstance(start, (int, float)) and not _missing(start) and start == int(start) else start
+                if isinstance(start, numbers.Real) and not isinstance(start, bool) and not _missing(start) \
+                        and float(start) == int(start):
+                    start = int(start)  # also numpy integers (parquet) and 12.0 (pandas)
                 ok = isinstance(start, int) and context[start:start + len(text)] == text
                 if not ok and cfg.realign_answers and context:
                     moved = _realign(context, text, start)
