@@ -9,6 +9,7 @@ metadata saved next to a model (`llmctl.json`, for eval and predict).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 from llmctl.config.schema import DataConfig
@@ -67,7 +68,12 @@ class Task(ABC):
 
     # -- remembering the task next to the model ---------------------------------------
     def metadata(self) -> dict:
-        return {"task": self.name, "data": self.data_cfg.model_dump(mode="json")}
+        data = self.data_cfg.model_dump(mode="json")
+        # Absolute paths, so `llmctl eval RUN_DIR` finds the validation file from any directory.
+        for key in ("train", "validation", "test"):
+            if data.get(key) and Path(data[key]).expanduser().is_file():
+                data[key] = str(Path(data[key]).expanduser().resolve())
+        return {"task": self.name, "data": data}
 
     # -- prediction -------------------------------------------------------------------
     @abstractmethod
