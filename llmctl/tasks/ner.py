@@ -27,8 +27,8 @@ from llmctl.tasks.base import Task
 
 class NerData(DataConfig):
     format: Literal["conll", "jsonl", "hub"] | None = Field(
-        None, description="conll | jsonl | hub. Default: from each file's extension (.jsonl/.json: jsonl, other "
-                          "files: conll), hub when data.dataset is set and the split is not a file.")
+        None, description="conll | jsonl | hub: how to read files. Default: from each file's extension "
+                          "(.jsonl/.json: jsonl, other files: conll). A split name with data.dataset is always hub.")
     conll_tag_index: int = Field(-1, description="CoNLL field (0-based) that holds the tag; -1 = the last one.")
     tokens_column: str = Field("tokens", description="jsonl / hub: the column holding each sentence's words.")
     tags_column: str | None = Field(
@@ -103,10 +103,10 @@ class NerTask(Task):
     def _format(self, spec: str) -> str:
         from llmctl.data.sources import looks_like_file
 
+        if self.data_cfg.dataset and not looks_like_file(spec):
+            return "hub"  # a split name (e.g. `eval --data ID --split test`), whatever format files have
         if self.data_cfg.format:
             return self.data_cfg.format
-        if self.data_cfg.dataset and not looks_like_file(spec):
-            return "hub"
         suffix = Path(spec).suffix.lower()
         if suffix in (".jsonl", ".json"):
             return "jsonl"
