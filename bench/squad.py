@@ -237,9 +237,13 @@ def run_llmctl(model_path: str, train: Path, valid: Path, epochs: float, tmp: Pa
         tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
         raise RuntimeError(f"llmctl exited with {proc.returncode}:\n{tail}")
     out = json.loads(proc.stdout)
+    # Compare the model after the last epoch, as the Trainer's; llmctl also keeps its best epoch.
+    lines = (tmp / f"llmctl-{run_id}" / "metrics.jsonl").read_text().splitlines()
+    final = json.loads(lines[-1])
     return {"samples_per_second": float(out["train"]["samples_per_second"]), "runtime_s": float(out["train"]["runtime_s"]),
-            "windows": int(out["train"]["samples"] / epochs), "precision": out["train"].get("precision"),
-            **{k: float(v) for k, v in out["metrics"].items()}}
+            "windows": round(out["train"]["samples"] / epochs), "precision": out["train"].get("precision"),
+            **{k: float(v) for k, v in final.items() if k not in ("step", "epoch")},
+            "best_epoch_metrics": out["metrics"]}
 
 
 def render(summary: dict, v2: dict | None, machine: dict, settings: dict) -> tuple[str, dict]:
