@@ -95,3 +95,19 @@ def test_sigterm_saves_and_resume_matches(tiny_models, tmp_path):
     clean = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "clean"))
     assert clean.exit_code == 0, clean.stderr
     assert_same_weights(tmp_path / "killed", tmp_path / "clean")
+
+
+def test_resume_refuses_a_changed_recipe_unless_forced(full_run):
+    tmp, recipe = full_run
+    changed = tmp / "changed"
+    shutil.copytree(tmp / "full", changed)
+    (changed / "metrics.json").unlink()
+    result = run_cli("finetune", str(recipe), "--output-dir", str(changed), "--resume",
+                     "--set", "train.learning_rate=0.5", "--set", "train.logging_steps=3")
+    assert result.exit_code == 2
+    assert "train.learning_rate: 0.001 in the checkpoint, 0.5 now" in result.stderr
+    assert "logging_steps" not in result.stderr  # harmless settings may change
+    assert "--force-resume" in result.stderr
+    forced = run_cli("finetune", str(recipe), "--output-dir", str(changed), "--force-resume",
+                     "--set", "train.learning_rate=0.5")
+    assert forced.exit_code == 0, forced.stderr

@@ -20,6 +20,8 @@ def finetune(
     seed: Optional[int] = typer.Option(None, "--seed", help="Same as --set train.seed=..."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    force_resume: bool = typer.Option(False, "--force-resume",
+                                      help="Resume even if the recipe, data or library versions changed."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
 ):
@@ -38,7 +40,8 @@ def finetune(
 
     console = Console(json_mode=json_out)
     try:
-        for event in run_finetune(parsed, resume=resume, overwrite=overwrite, device=device):
+        for event in run_finetune(parsed, resume=resume or force_resume, overwrite=overwrite, device=device,
+                                  force_resume=force_resume):
             if isinstance(event, Finished):
                 console.result(event.result, "validation metrics (best model)")
             else:

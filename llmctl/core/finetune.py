@@ -23,11 +23,13 @@ class Finished:
     result: dict
 
 
-def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None) -> Iterator:
+def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
+             force_resume: bool = False) -> Iterator:
     from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
     from llmctl.models import check_source, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train import checkpoint as ckpt
+    from llmctl.train.fingerprint import fingerprint
 
     run = RunDir(Path(recipe.output_dir))
     if resume and overwrite:
@@ -81,6 +83,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     train_features = task.featurize(train_split, tokenizer)
     eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
+    run_print = fingerprint(recipe, train_features)
+    if resume_from is not None:
+        _check_resumable(resume_from, run_print, force_resume)
     optimizer = build_optimizer(model, recipe.train)
     scheduler = build_scheduler(optimizer, recipe.train, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -104,6 +109,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         scheduler=scheduler, train_features=train_features, eval_features=eval_features, eval_split=eval_split,
         cfg=recipe.train, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
         checkpoint_dir=run.checkpoints, save_best=save_best, precision=precision, resume_from=resume_from,
+        fingerprint=run_print,
     )
     try:
         for event in train_loop(setup):
@@ -156,3 +162,21 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
     accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
     return evaluate(task, model, tokenizer, accelerator, task.featurize(split, tokenizer), split, batch_size)
+
+
+def _check_resumable(checkpoint: Path, current: dict, force: bool) -> None:
+    """Refuse to resume a checkpoint written by a different recipe, data or library versions."""
+    import json
+
+    from llmctl.train.fingerprint import differences
+
+    try:
+        saved = json.loads((checkpoint / "loop.json").read_text()).get("fingerprint", {})
+    except (OSError, ValueError):
+        return  # an unreadable checkpoint is reported by the checksum check when it loads
+    changed = differences(saved, current)
+    if changed and not force:
+        raise UsageError(
+            f"Cannot resume from {checkpoint}: the run has changed since it was written:\n  " + "\n  ".join(changed),
+            "\nRestore the original settings, start a new run with --output-dir, or pass --force-resume to continue anyway.",
+        )

@@ -89,6 +89,7 @@ class LoopSetup:
     save_best: Callable[[dict], None]  # writes the best model (called on the main process)
     precision: str = "fp32"
     resume_from: Path | None = None
+    fingerprint: dict = field(default_factory=dict)  # stored in checkpoints, checked on resume
 
 
 def plan_steps(num_examples: int, cfg) -> tuple[int, int]:
@@ -186,10 +187,11 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
     metric_name = cfg.metric_for_best or s.task.default_metric()
     greater = cfg.greater_is_better if cfg.greater_is_better is not None else metric_name not in ("loss", "mse", "perplexity")
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "best_step": None,
-             "best_metrics": {}, "bad_evals": 0, "samples": 0, "runtime_s": 0.0}
+             "best_metrics": {}, "bad_evals": 0, "samples": 0, "runtime_s": 0.0, "fingerprint": s.fingerprint}
     resumed = None
     if s.resume_from is not None:
         state |= ckpt.load_checkpoint(s.resume_from, acc, model, s.optimizer, s.scheduler)
+        state["fingerprint"] = s.fingerprint  # a forced resume records what it continued with
         resumed = str(s.resume_from)
     yield Started(s.total_steps, s.steps_per_epoch, len(s.train_features), world, s.precision, resumed)
 

@@ -1,0 +1,52 @@
+"""What a checkpoint must match to be resumed: the recipe, the training data, the libraries.
+
+A resumed run only continues the original if all three are the same; otherwise the
+"resumed" weights would silently mix two different runs. Settings that do not change
+the training trajectory (logging, checkpoint cadence, eval batch size) may differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+HARMLESS = {"output_dir", "train.logging_steps", "train.keep_checkpoints", "train.save_every", "train.eval_batch_size"}
+LIBRARIES = ("torch", "transformers", "accelerate")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= _flatten(value, name + ".")
+        else:
+            flat[name] = value
+    return flat
+
+
+def fingerprint(recipe, train_features) -> dict:
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    for name in sorted(train_features.columns):
+        digest.update(name.encode())
+        digest.update(json.dumps(train_features.columns[name], separators=(",", ":")).encode())
+    recipe_flat = {k: v for k, v in _flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
+    return {"recipe": recipe_flat, "data_sha256": digest.hexdigest(),
+            "versions": {name: version(name) for name in LIBRARIES}}
+
+
+def differences(saved: dict, current: dict) -> list[str]:
+    """Readable lines for everything that differs; empty when the run can be resumed."""
+    lines = []
+    old, new = saved.get("recipe", {}), current["recipe"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            lines.append(f"{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} now")
+    if saved.get("data_sha256") != current["data_sha256"]:
+        lines.append("the training data (tokenized) differs from the checkpoint's")
+    for name, was in saved.get("versions", {}).items():
+        if current["versions"].get(name) != was:
+            lines.append(f"{name} {was} in the checkpoint, {current['versions'].get(name)} now")
+    return lines
