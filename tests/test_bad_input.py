@@ -93,3 +93,19 @@ def test_pickle_only_weights_refused(tmp_path, files, tiny_models):
     result = finetune(tmp_path, model, *files)
     assert result.exit_code == EXIT_MODEL
     assert "only pickle weights" in result.stderr and "allow_pickle_weights" in result.stderr
+
+
+def test_custom_code_checkpoint_refused_without_trust_remote_code(tmp_path, files, tiny_models):
+    import json
+    import shutil
+
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_models["bert"], model)
+    config = json.loads((model / "config.json").read_text())
+    config |= {"model_type": "my-custom-bert", "auto_map": {"AutoConfig": "modeling_custom.CustomConfig"}}
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "modeling_custom.py").write_text("raise SystemExit('custom code must not run')\n")
+    result = finetune(tmp_path, model, *files)
+    assert result.exit_code == EXIT_MODEL
+    assert "needs custom code" in result.stderr and "trust_remote_code: true" in result.stderr
+    assert "custom code must not run" not in result.stderr
