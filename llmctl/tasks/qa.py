@@ -142,7 +142,8 @@ class QATask(Task):
                 example.append(ex)
                 if not train:
                     array = np.full((len(offsets), 2), -1, dtype=np.int32)
-                    array[context_ids] = [offsets[t] for t in context_ids]
+                    if context_ids:  # (a context of characters the tokenizer drops has none)
+                        array[context_ids] = [offsets[t] for t in context_ids]
                     offsets_out.append(array)
                 if labelled:
                     gold = split.answers[ex]
