@@ -80,6 +80,12 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         torch.use_deterministic_algorithms(True, warn_only=True)
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
+    if dev == "cpu":  # two CPU-only speed-ups; their modules say why they are safe
+        from llmctl.train.dropout import use_fast_dropout
+        from llmctl.train.memory import keep_freed_memory
+
+        keep_freed_memory()
+        use_fast_dropout(model)
     train_features = task.featurize(train_split, tokenizer)
     eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)

@@ -12,6 +12,7 @@ always describes a clean point a resumed run can continue from bit-for-bit.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import signal
 import time
@@ -195,6 +196,11 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
         resumed = str(s.resume_from)
     yield Started(s.total_steps, s.steps_per_epoch, len(s.train_features), world, s.precision, resumed)
 
+    # Move everything alive now (modules, tokenizer, features, imported libraries) out of
+    # the garbage collector's view: otherwise each full collection, triggered by the
+    # thousands of small objects a step allocates, walks millions of them (~8% of a step).
+    gc.collect()
+    gc.freeze()
     model.train()
     window_loss, window_batches, window_time, window_samples = 0.0, 0, 0.0, 0
     reason = "finished"

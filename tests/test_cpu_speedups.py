@@ -1,0 +1,46 @@
+"""The CPU-only speed-ups keep dropout's meaning and the run's determinism."""
+
+import torch
+
+from llmctl.train.dropout import FastDropout, use_fast_dropout
+from llmctl.train.memory import keep_freed_memory
+
+
+def test_fast_dropout_drops_at_rate_p_and_rescales():
+    layer = FastDropout(0.1).train()
+    out = layer(torch.ones(200_000))
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.9))
+
+
+def test_fast_dropout_follows_torch_seed_and_backpropagates_through_the_mask():
+    layer = FastDropout(0.3).train()
+    x = torch.randn(4, 7, 16, requires_grad=True)
+    torch.manual_seed(5)
+    first = layer(x)
+    torch.manual_seed(5)
+    assert torch.equal(layer(x), first)
+    first.sum().backward()
+    assert torch.equal(x.grad != 0, first != 0)
+
+
+def test_fast_dropout_is_identity_in_eval_and_keeps_dtype():
+    layer = FastDropout(0.5)
+    x = torch.randn(3, 5).bfloat16()
+    assert torch.equal(layer.eval()(x), x)
+    assert layer.train()(x).dtype == torch.bfloat16
+
+
+def test_use_fast_dropout_swaps_every_plain_dropout():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.2),
+                                torch.nn.Sequential(torch.nn.Dropout(0.1)))
+    assert use_fast_dropout(model) == 2
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [type(m) for m in dropouts] == [FastDropout, FastDropout]
+    assert [m.p for m in dropouts] == [0.2, 0.1]
+
+
+def test_keep_freed_memory_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("LLMCTL_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
