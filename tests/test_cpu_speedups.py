@@ -44,3 +44,24 @@ def test_use_fast_dropout_swaps_every_plain_dropout():
 def test_keep_freed_memory_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("LLMCTL_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False
+
+
+class _NoScaler:
+    def unscale_gradients(self):
+        pass
+
+
+def test_clip_gradients_matches_torch_bitwise_whether_or_not_it_clips():
+    from llmctl.train.optim import clip_gradients
+
+    for max_norm in (0.5, 1e6):  # clips / leaves alone
+        torch.manual_seed(0)
+        ours = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(3)]
+        theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        norm = clip_gradients(_NoScaler(), ours, max_norm)
+        expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+        assert torch.equal(norm, expected)
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from llmctl.errors import Interrupted, TrainingError
 from llmctl.train import checkpoint as ckpt
 from llmctl.train.batching import epoch_batches, eval_batches, shard
+from llmctl.train.optim import clip_gradients
 
 
 # -- events -----------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                     window_loss += float(loss.detach())
                     window_batches += 1
                 if cfg.max_grad_norm:
-                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    clip_gradients(acc, model.parameters(), cfg.max_grad_norm)
                 s.optimizer.step()
                 if not acc.optimizer_step_was_skipped:  # fp16 overflow: skip without advancing the schedule
                     s.scheduler.step()

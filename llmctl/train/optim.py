@@ -46,3 +46,23 @@ def build_scheduler(optimizer, cfg, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_scheduler)
     )
+
+
+def clip_gradients(accelerator, parameters, max_norm: float):
+    """Scale gradients so their global L2 norm is at most `max_norm`; returns the norm.
+
+    The same arithmetic as torch.nn.utils.clip_grad_norm_ (which accelerate calls), except
+    that it skips multiplying every gradient by 1.0 when the norm is already small enough:
+    bitwise the same result, one pass less over all gradients on the steps that do not clip.
+    """
+    import torch
+
+    accelerator.unscale_gradients()  # fp16: clip the true gradients, as accelerate does
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        torch._foreach_mul_(grads, coef)
+    return total
