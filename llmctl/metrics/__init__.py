@@ -34,6 +34,11 @@ SPAN_METRICS: tuple[str, ...] = (
 SEQUENCE_METRICS: tuple[str, ...] = (
     "seqeval",
 )
+# Metrics over generated text (one str per example): seq2seq fine-tuning.
+TEXT_METRICS: tuple[str, ...] = (
+    "rouge",
+    "bleu",
+)
 
 _HERE = Path(__file__).resolve().parent
 
@@ -42,7 +47,7 @@ _HERE = Path(__file__).resolve().parent
 def load(name: str) -> "evaluate.EvaluationModule":
     """Load a shipped metric by name; the instance is shared, so call
     `compute(predictions=..., references=...)` rather than `add_batch`."""
-    known = AVAILABLE + SPAN_METRICS + SEQUENCE_METRICS
+    known = AVAILABLE + SPAN_METRICS + SEQUENCE_METRICS + TEXT_METRICS
     if name not in known:
         raise ValueError(f"Unknown metric {name!r}; available: {', '.join(known)}")
     import evaluate
