@@ -78,7 +78,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
         for batch_ids in eval_batches(features.lengths, batch_size):
             inputs = task.collate(features.rows(batch_ids), tokenizer)
             index = inputs.pop("index").tolist()
-            outputs = model(**to_device(inputs, accelerator.device))
+            outputs = task.eval_outputs(model, to_device(inputs, accelerator.device))
             for name, tensor in task.outputs_to_keep(outputs, inputs).items():
                 store = kept.setdefault(name, [None] * len(features))
                 for row, i in zip(tensor.float().cpu().numpy(), index):

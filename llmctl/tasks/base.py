@@ -44,6 +44,9 @@ class Task(ABC):
     def tokenizer_kwargs(self) -> dict:
         return {}
 
+    def check_model(self, model_cfg) -> None:
+        """Refuse, before any weights load, a checkpoint whose architecture cannot do this task."""
+
     # -- features and batches ----------------------------------------------------------
     @abstractmethod
     def featurize(self, split, tokenizer):
@@ -54,6 +57,11 @@ class Task(ABC):
         """Pad a list of feature rows into model inputs (tensors) plus `index`."""
 
     # -- evaluation --------------------------------------------------------------------
+    def eval_outputs(self, model, inputs: dict):
+        """The outputs `outputs_to_keep` reads, for evaluation and prediction; tasks that
+        generate text override it (a teacher-forced forward pass plus `generate`)."""
+        return model(**inputs)
+
     @abstractmethod
     def outputs_to_keep(self, outputs, batch) -> dict:
         """The tensors (first dim = batch) needed to score a batch, e.g. {"logits": ...}."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from llmctl.errors import Interrupted, TrainingError
-from llmctl.train import checkpoint as ckpt
+from llmctl.train import checkpoint as ckpt, faults
 from llmctl.train.batching import epoch_batches, eval_batches, shard
 from llmctl.train.optim import clip_gradients
 
@@ -70,6 +70,7 @@ class Stopped:
     train_samples: int
     train_runtime_s: float
     best: dict = field(default_factory=dict)
+    skipped_steps: int = 0  # fp16 overflow steps (weights and schedule left unchanged)
 
 
 # -- what the loop needs ----------------------------------------------------------------
@@ -127,7 +128,8 @@ def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: i
             index = inputs.pop("index").to(accelerator.device)
             inputs = to_device(inputs, accelerator.device)
             with accelerator.autocast():
-                outputs = model(**inputs)
+                # Generating tasks (seq2seq) also generate here; the others run model(**inputs).
+                outputs = task.eval_outputs(model, inputs)
             if getattr(outputs, "loss", None) is not None:
                 loss = accelerator.gather(outputs.loss.detach().float().reshape(1) * len(index))
                 loss_sum += float(loss.sum())
@@ -215,7 +217,7 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                 total_examples = sum(len(b) for b in group)
                 for micro, batch_ids in enumerate(group):
                     inputs = s.task.collate(s.train_features.rows(shard(batch_ids, rank, world)), s.tokenizer)
-                    inputs.pop("index")
+                    faults.note_examples(inputs.pop("index"))
                     inputs = to_device(inputs, acc.device)
                     last = micro == len(group) - 1
                     sync = contextlib.nullcontext() if last or world == 1 else acc.no_sync(model)
@@ -234,8 +236,12 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                     window_batches += 1
                 if cfg.max_grad_norm:
                     clip_gradients(acc, model.parameters(), cfg.max_grad_norm)
+                scale = acc.scaler.get_scale() if acc.scaler is not None else None
                 s.optimizer.step()
-                if not acc.optimizer_step_was_skipped:  # fp16 overflow: skip without advancing the schedule
+                # fp16 overflow: the step is skipped and must not advance the schedule. accelerate's
+                # flag misses skips made inside fused AdamW itself; a lowered loss scale does not.
+                skipped = acc.optimizer_step_was_skipped or (scale is not None and acc.scaler.get_scale() < scale)
+                if not skipped:
                     s.scheduler.step()
                 else:
                     state["skipped_steps"] = state.get("skipped_steps", 0) + 1
@@ -248,6 +254,7 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                 window_time += elapsed
                 window_samples += total_examples
                 step = state["step"]
+                faults.after_step(rank, state["epoch"], step)  # test hooks: trace examples, pause
                 epoch_float = state["epoch"] + state["step_in_epoch"] / len(groups)
 
                 # Every step feeds a progress bar; every `logging_steps` also makes a log line
@@ -309,4 +316,5 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
         s.save_best({"step": state["step"]})  # no validation data: the last model is the model
     acc.wait_for_everyone()
     yield Stopped(state["step"], reason, state["samples"], state["runtime_s"],
-                  state["best_metrics"] | ({"best_step": state["best_step"]} if state["best_step"] else {}))
+                  state["best_metrics"] | ({"best_step": state["best_step"]} if state["best_step"] else {}),
+                  state.get("skipped_steps", 0))

@@ -1,0 +1,146 @@
+"""What the two text-generating tasks (seq2seq, causal-lm) share: reading text columns,
+refusing a checkpoint of the wrong architecture, exact token-level loss, and generation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from llmctl.data.sources import row_location
+from llmctl.errors import DataError, RecipeError
+
+
+def say(message: str) -> None:
+    """A note on stderr (rank 0 only); stdout stays for results and --json."""
+    import sys
+
+    from llmctl.console import is_main_rank
+
+    if is_main_rank():
+        print(message, file=sys.stderr, flush=True)
+
+
+def text_column(ds, column: str, key: str, where: str, header: bool, allow_empty: bool = False,
+                words: list[str] | None = None) -> list[str]:
+    """The values of one text column as strings; a missing column or an empty cell is a DataError.
+    `words` turns integer ids into words (classification as label words)."""
+    from llmctl.tasks.classification import missing_column
+
+    columns = list(ds.column_names)
+    if column not in columns:
+        raise missing_column(key, column, where, columns)
+    out = []
+    for i, value in enumerate(ds[column]):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = ""
+        if words and isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < len(words):
+                raise DataError(f"{row_location(where, i, header)}: column '{column}' holds id {value}, outside the "
+                                f"{len(words)} label words ({', '.join(words)}).", "Fix the row or data.label_words.")
+            value = words[value]
+        value = str(value)
+        if not allow_empty and not value.strip():
+            raise DataError(f"{row_location(where, i, header)}: column '{column}' is empty.",
+                            "Fill in or remove that row.")
+        out.append(value)
+    return out
+
+
+def limit_rows(ds, limit: int | None, key: str, where: str):
+    if limit is not None and len(ds) > limit:
+        ds = ds.select(range(limit))
+    if len(ds) == 0:
+        raise DataError(f"{key}: {where} is empty.", "Give a split with at least one example.")
+    return ds
+
+
+def check_architecture(task: str, model_cfg) -> None:
+    """Refuse, from the config alone (before any weights load), a model that cannot do `task`."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    from llmctl.models import _explain
+
+    name = model_cfg.name_or_path
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code,
+                                            revision=model_cfg.revision)
+    except Exception as exc:
+        raise _explain(exc, name) from exc
+    kind = config.model_type
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+    # BERT-style encoders appear in the causal-LM mapping (BertLMHeadModel) but cannot generate usefully.
+    encoder_only = not encoder_decoder and kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.is_decoder
+    decoder_only = not encoder_decoder and not encoder_only and kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    fits = "causal-lm" if decoder_only else "seq2seq" if encoder_decoder else "classification, ner or qa"
+    if task == "seq2seq" and not encoder_decoder:
+        what = "decoder-only" if decoder_only else "encoder-only" if encoder_only else "not an encoder-decoder"
+        raise RecipeError(f"model.name_or_path: '{name}' is a {kind} model ({what}); task seq2seq needs an "
+                          "encoder-decoder checkpoint (T5 family).", f"For {kind} use task: {fits}.")
+    if task == "causal-lm" and not decoder_only:
+        what = "encoder-decoder" if encoder_decoder else "encoder-only" if encoder_only else "no causal-LM head"
+        raise RecipeError(f"model.name_or_path: '{name}' is a {kind} model ({what}); task causal-lm needs a "
+                          "decoder-only checkpoint (GPT-2 family).", f"For {kind} use task: {fits}.")
+
+
+@dataclass
+class GenerationOutputs:
+    """What `Task.eval_outputs` returns for generating tasks: the teacher-forced forward pass
+    (loss, logits; None when there are no labels) and the generated token ids."""
+
+    loss: Any = None
+    logits: Any = None
+    generated: Any = None
+
+
+def unwrap(model):
+    """The bare transformers model (DistributedDataParallel keeps it in `.module`); it has `generate`."""
+    return getattr(model, "module", model)
+
+
+def greedy_generate(model, inputs: dict, max_new_tokens: int, num_beams: int = 1):
+    model = unwrap(model)
+    config = model.config
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    return model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                          max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                          pad_token_id=pad)
+
+
+def token_nll(logits, labels, shift: bool) -> dict:
+    """Per-example summed cross-entropy and count of labelled tokens (-100 = ignored).
+
+    Kept per example so the mean over tokens is exact under any batching or number of
+    processes; `shift` for causal models, whose position t predicts token t+1. One row at
+    a time, so a large vocabulary never needs a second [batch, length, vocab] float copy.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    nll = torch.zeros(len(labels), dtype=torch.float64, device=labels.device)
+    count = (labels != -100).sum(-1)
+    for i in range(len(labels)):
+        if count[i]:
+            nll[i] = F.cross_entropy(logits[i].float(), labels[i], ignore_index=-100, reduction="sum")
+    return {"nll": nll, "tokens": count}
+
+
+def loss_from_kept(kept: dict) -> float:
+    total = sum(float(x) for x in kept["nll"])
+    count = sum(int(x) for x in kept["tokens"])
+    return total / max(count, 1)
+
+
+def decode(ids, tokenizer, stop_ids: set[int], start: int = 0) -> tuple[str, int]:
+    """Text of generated ids from `start` up to the first stop token; also the token count."""
+    out = []
+    for token in (int(t) for t in ids[start:]):
+        if token in stop_ids:
+            break
+        out.append(token)
+    return tokenizer.decode(out, skip_special_tokens=True), len(out)

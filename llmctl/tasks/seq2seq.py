@@ -1,0 +1,168 @@
+"""Text-to-text fine-tuning (T5 family): source text in, target text out.
+
+One task covers classification as label words, summarisation, translation and
+generative QA: they differ only in the data. Training is teacher-forced cross-entropy
+on the target tokens; evaluation also generates (greedy, or beam search with
+`num_beams`) and scores the generated text against the target with ROUGE, BLEU and
+exact-match accuracy, all from local metric modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmctl.config.schema import DataConfig
+from llmctl.data.sources import load_split
+from llmctl.errors import DataError
+from llmctl.tasks import generative as gen
+from llmctl.tasks.base import Task
+
+
+class Seq2SeqData(DataConfig):
+    source_column: str = Field("source", description="Column holding the input text.")
+    target_column: str = Field("target", description="Column holding the text the model should produce.")
+    source_prefix: str = Field("", description='Prepended to every input, e.g. "summarize: " for T5.')
+    max_length: int = Field(256, gt=0, description="Input tokens after truncation.")
+    max_target_length: int = Field(64, gt=0, description="Target tokens after truncation (training and loss).")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="Tokens generated in eval and predict; default: max_target_length.")
+    num_beams: int = Field(1, gt=0, description="Beam search width for generation; 1 is greedy.")
+    label_words: list[str] | None = Field(
+        None, description="Words for integer targets, in id order (e.g. [negative, positive]); "
+                          "default: the names of a Hub ClassLabel column.")
+
+
+@dataclass
+class Seq2SeqSplit:
+    where: str
+    sources: list[str]
+    targets: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+class Seq2SeqTask(Task):
+    name: ClassVar[str] = "seq2seq"
+    data_config: ClassVar[type[DataConfig]] = Seq2SeqData
+    auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
+
+    def __init__(self, data_cfg: Seq2SeqData):
+        super().__init__(data_cfg)
+        self.tokenizer = None  # set by featurize; decoding generated ids needs it
+
+    @classmethod
+    def from_model(cls, meta: dict, model_config) -> "Seq2SeqTask":
+        return cls(Seq2SeqData.model_validate(meta["data"]))
+
+    def check_model(self, model_cfg) -> None:
+        gen.check_architecture(self.name, model_cfg)
+
+    # -- data -----------------------------------------------------------------------
+    def load_split(self, role: str, spec: str, labelled: bool = True) -> Seq2SeqSplit:
+        cfg = self.data_cfg
+        key = f"data.{role}"
+        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
+        ds = gen.limit_rows(ds, cfg.max_train_samples if role == "train" else cfg.max_eval_samples, key, where)
+        header = cfg.column_names is None
+        sources = gen.text_column(ds, cfg.source_column, "data.source_column", where, header)
+        targets = None
+        if labelled:
+            words = cfg.label_words or getattr(ds.features.get(cfg.target_column), "names", None)
+            targets = gen.text_column(ds, cfg.target_column, "data.target_column", where, header, words=words)
+        return Seq2SeqSplit(where=where, sources=sources, targets=targets)
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    # -- features -------------------------------------------------------------------
+    def featurize(self, split: Seq2SeqSplit, tokenizer):
+        from llmctl.train.batching import Features
+
+        self.tokenizer = tokenizer
+        cfg = self.data_cfg
+        enc = tokenizer([cfg.source_prefix + s for s in split.sources], truncation=True, max_length=cfg.max_length)
+        columns = {"input_ids": enc["input_ids"]}
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        if split.targets is not None:
+            labels = tokenizer(text_target=split.targets, truncation=True, max_length=cfg.max_target_length)["input_ids"]
+            columns["labels"] = labels
+            lengths = [a + len(b) for a, b in zip(lengths, labels)]
+        return Features(columns=columns, lengths=lengths)
+
+    def collate(self, rows: list[dict], tokenizer) -> dict:
+        import torch
+
+        from llmctl.train.batching import pad_stack
+
+        ids = pad_stack(rows, "input_ids", tokenizer.pad_token_id)
+        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+        batch = {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()}
+        if "labels" in rows[0]:
+            batch["labels"] = pad_stack(rows, "labels", -100)  # the model builds decoder inputs from these
+        batch["index"] = torch.tensor([r["index"] for r in rows])
+        return batch
+
+    # -- evaluation -----------------------------------------------------------------
+    def _max_new_tokens(self) -> int:
+        return self.data_cfg.max_new_tokens or self.data_cfg.max_target_length
+
+    def eval_outputs(self, model, inputs: dict):
+        out = gen.GenerationOutputs()
+        if "labels" in inputs:
+            forward = model(**inputs)
+            out.loss, out.logits = forward.loss, forward.logits
+        out.generated = gen.greedy_generate(model, inputs, self._max_new_tokens(), self.data_cfg.num_beams)
+        return out
+
+    def outputs_to_keep(self, outputs, batch) -> dict:
+        kept = {"generated": outputs.generated}
+        if outputs.logits is not None:
+            kept |= gen.token_nll(outputs.logits, batch["labels"], shift=False)
+        return kept
+
+    def default_metric(self) -> str:
+        return "rougeL"
+
+    def _texts(self, kept: dict) -> tuple[list[str], list[int]]:
+        tok = self.tokenizer
+        stop = {tok.eos_token_id, tok.pad_token_id} - {None}
+        # Generation starts from the decoder start token (T5: pad), which is not output.
+        decoded = [gen.decode(row, tok, stop, start=1) for row in kept["generated"]]
+        return [text.strip() for text, _ in decoded], [n for _, n in decoded]
+
+    def compute_metrics(self, kept: dict, features, split: Seq2SeqSplit) -> dict[str, float]:
+        from llmctl import metrics
+
+        predictions, lengths = self._texts(kept)
+        references = split.targets
+        out = {"loss": gen.loss_from_kept(kept)}
+        out |= metrics.load("rouge").compute(predictions=predictions, references=references)
+        out["bleu"] = metrics.load("bleu").compute(predictions=predictions, references=references)["bleu"]
+        out["accuracy"] = sum(_normalise(p) == _normalise(r) for p, r in zip(predictions, references)) / len(references)
+        out["gen_len"] = sum(lengths) / len(lengths)
+        return out
+
+    # -- prediction -----------------------------------------------------------------
+    def predict_split(self, rows: list[dict], where: str) -> Seq2SeqSplit:
+        column = self.data_cfg.source_column
+        sources = []
+        for i, row in enumerate(rows):
+            value = row.get(column, row.get("text"))
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{where} row {i + 1}: give '{column}' (or 'text') as a non-empty string; "
+                                f"fields are: {', '.join(row) or '(none)'}.",
+                                f'Plain text lines and jsonl rows like {{"{column}": "..."}} work.')
+            sources.append(value)
+        return Seq2SeqSplit(where=where, sources=sources, targets=None)
+
+    def format_predictions(self, kept: dict, features, split: Seq2SeqSplit) -> list[dict]:
+        predictions, _ = self._texts(kept)
+        return [{self.data_cfg.source_column: s, "prediction": p} for s, p in zip(split.sources, predictions)]
