@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -24,6 +25,8 @@ from llmctl.errors import UsageError
 
 MODEL_DIR = "model"
 TASK_FILE = "llmctl.json"
+# What a run writes first (the lock, then the recipe): a directory with none of these is not ours.
+OUR_FILES = {"run.lock", "recipe.yaml", "environment.json", "checkpoints", "metrics.jsonl", "metrics.json"}
 
 
 class RunDir:
@@ -51,6 +54,30 @@ class RunDir:
         if is_main:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
+
+    def check_resume(self, force: bool) -> None:
+        """`--resume [auto]` continues a run of ours or starts one in an empty place; it never
+        retrains a finished run (unless forced) nor writes into a directory llmctl did not make."""
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else {"(a file)"}
+        if not self.path.exists() or not names:
+            return
+        if not names & OUR_FILES:
+            raise UsageError(
+                f"{self.path} is not an llmctl run directory (no recipe.yaml, checkpoints/ or run.lock).",
+                "--resume will not write into it; choose another --output-dir.",
+            )
+        if (self.path / "metrics.json").is_file() and not force:
+            raise UsageError(
+                f"Run {self.path} already finished (it has metrics.json).",
+                "Use --overwrite to train it again, or --output-dir for a new run.",
+            )
+
+    def ensure_free(self) -> None:
+        """Refuse at once, before any data or model loads, when another llmctl process holds the lock.
+        Only rank 0 probes: under torchrun the other ranks would collide with it."""
+        if os.environ.get("RANK", "0") == "0" and (self.path / "run.lock").is_file():
+            self.lock()
+            self.unlock()
 
     def lock(self) -> None:
         if self._lock_handle is not None:
@@ -96,16 +123,35 @@ class RunDir:
 
     def save_model(self, model, tokenizer, task_meta: dict, info: dict) -> None:
         """save_pretrained into model.partial, then swap it in: the old best survives a failed save."""
+        from safetensors import SafetensorError
+
+        from llmctl.errors import TrainingError
+        from llmctl.train import faults
+
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
-        tokenizer.save_pretrained(partial)
-        (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
+        try:
+            faults.before_write(info.get("step", 0), MODEL_DIR + "/")
+            model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
+            tokenizer.save_pretrained(partial)
+            (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
+        except (OSError, SafetensorError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise TrainingError(
+                f"Could not write the best model to {self.model}: {'disk full' if disk_full(exc) else 'write failed'} "
+                f"({getattr(exc, 'strerror', None) or exc}).",
+                "Free disk space; the previous best model and the checkpoints are intact, and --resume continues.",
+            ) from exc
         shutil.rmtree(old, ignore_errors=True)
         if self.model.exists():
             os.replace(self.model, old)
         os.replace(partial, self.model)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def disk_full(exc: Exception) -> bool:
+    """ENOSPC, whether raised as OSError or by safetensors as SafetensorError("... (os error 28)")."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)
 
 
 def git_sha() -> str | None:

@@ -13,23 +13,34 @@ from llmctl.cli import app, report_errors
 @report_errors
 def finetune(
     recipe: str = typer.Argument(..., help="Recipe file, or a short name from `llmctl recipes list`."),
+    # Typer options cannot take an optional value, so the `auto` of `--resume auto` arrives
+    # as a second positional argument (before or after the recipe).
+    resume_word: Optional[str] = typer.Argument(None, hidden=True, metavar="auto"),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. train.learning_rate=3e-5."),
     model: Optional[str] = typer.Option(None, "--model", help="Same as --set model.name_or_path=..."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Same as --set output_dir=..."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Same as --set train.max_steps=..."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same as --set train.seed=..."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue from the run directory's latest complete checkpoint, or start fresh "
+                                "if it has none; never takes over a finished or non-llmctl directory. "
+                                "`--resume auto` is the same."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     force_resume: bool = typer.Option(False, "--force-resume",
                                       help="Resume even if the recipe, data or library versions changed."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
 ):
     """Fine-tune a pretrained model as a recipe describes."""
     from llmctl.config.load import load_recipe
     from llmctl.console import Console
 
+    recipe = _recipe_argument(recipe, resume_word, resume)
     overrides = list(set_)
+    if deterministic:
+        overrides.append("train.deterministic=true")
     for flag, key in ((model, "model.name_or_path"), (output_dir, "output_dir"),
                       (max_steps, "train.max_steps"), (seed, "train.seed")):
         if flag is not None:
@@ -48,3 +59,17 @@ def finetune(
                 console.show(event)
     finally:
         console.close()
+
+
+def _recipe_argument(recipe: str, word: str | None, resume: bool) -> str:
+    """The recipe, once the `auto` of `--resume auto` is taken out of the positional arguments."""
+    from llmctl.errors import UsageError
+
+    if word is None:
+        return recipe
+    if resume and word == "auto":
+        return recipe
+    if resume and recipe == "auto":  # `llmctl finetune --resume auto RECIPE`
+        return word
+    raise UsageError(f"Unexpected extra argument '{word}'.",
+                     "finetune takes one recipe; the only word allowed after it is `auto` in `--resume auto`.")

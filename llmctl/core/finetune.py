@@ -34,8 +34,11 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     run = RunDir(Path(recipe.output_dir))
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
+    run.ensure_free()
     if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
         run.prepare(resume=False, overwrite=False, is_main=True)  # raises the "already exists" error
+    if resume:
+        run.check_resume(force=force_resume)  # never a finished or foreign directory
 
     # 1. Everything that can be checked without a model: data, labels, model source.
     task = TASKS[recipe.task](recipe.data)
@@ -43,6 +46,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
     test_split = task.load_split("test", recipe.data.test) if recipe.data.test else None
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
+    task.check_model(recipe.model)
 
     # 2. Heavy libraries and the processes.
     quiet_libraries()
@@ -61,6 +65,11 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
             "Choose a batch size divisible by the number of processes.",
         )
+    # Tokenizing can still reject the data (a QA question longer than max_length): do it
+    # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
+    tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
+    train_features = task.featurize(train_split, tokenizer)
+    eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
     run.prepare(resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     resume_from = None
@@ -78,7 +87,6 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     set_seed(recipe.train.seed)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
     if dev == "cpu":  # two CPU-only speed-ups; their modules say why they are safe
         from llmctl.train.dropout import use_fast_dropout
@@ -86,8 +94,6 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
         keep_freed_memory()
         use_fast_dropout(model)
-    train_features = task.featurize(train_split, tokenizer)
-    eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:
@@ -101,9 +107,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
         (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
-                       | {"precision": precision})
-        if resume_from is not None:
-            run.truncate_metrics_after(int(resume_from.name.split("-")[1]))
+                       | {"precision": precision,
+                          "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
+        if resume:  # evaluations after the checkpoint (or all, when starting fresh) are redone
+            run.truncate_metrics_after(int(resume_from.name.split("-")[1]) if resume_from is not None else 0)
 
     meta = task.metadata()
 
@@ -155,6 +162,7 @@ def _result(stopped, run: RunDir, accelerator, precision: str, total_steps: int)
             "total_steps": total_steps,
             "precision": precision,
             "stopped": stopped.reason,
+            "skipped_steps": stopped.skipped_steps,
         },
     }
 

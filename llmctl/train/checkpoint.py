@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from llmctl.errors import TrainingError
+from llmctl.runs import disk_full
+from llmctl.train import faults
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
@@ -114,6 +116,7 @@ def _join_optimizer(tensors: dict, plain: dict) -> dict:
 # -- save / load ----------------------------------------------------------------------
 def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, scheduler, loop_state: dict) -> Path:
     """Write a checkpoint for `step` on every process; returns its folder."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file, save_model
 
     final = root / checkpoint_name(step)
@@ -122,31 +125,39 @@ def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, schedu
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
+
+    def target(name: str) -> str:
+        faults.before_write(step, name)
+        return str(partial / name)
+
     try:
         rank = accelerator.process_index
         tensors, plain = rng_state()
-        save_file(tensors, str(partial / f"rng-{rank}.safetensors"))
-        _write_json(partial / f"rng-{rank}.json", plain)
+        save_file(tensors, target(f"rng-{rank}.safetensors"))
+        _write_json(target(f"rng-{rank}.json"), plain)
         if accelerator.is_main_process:
-            save_model(accelerator.unwrap_model(model), str(partial / "model.safetensors"))
+            save_model(accelerator.unwrap_model(model), target("model.safetensors"))
             opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
-            save_file(opt_tensors, str(partial / "optimizer.safetensors"))
-            _write_json(partial / "optimizer.json", opt_plain)
-            _write_json(partial / "scheduler.json", scheduler.state_dict())
+            save_file(opt_tensors, target("optimizer.safetensors"))
+            _write_json(target("optimizer.json"), opt_plain)
+            _write_json(target("scheduler.json"), scheduler.state_dict())
             if accelerator.scaler is not None:
-                _write_json(partial / "scaler.json", accelerator.scaler.state_dict())
-            _write_json(partial / "loop.json", loop_state | {"num_processes": accelerator.num_processes})
+                _write_json(target("scaler.json"), accelerator.scaler.state_dict())
+            _write_json(target("loop.json"), loop_state | {"num_processes": accelerator.num_processes})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             files = sorted(p.name for p in partial.iterdir())
-            _write_json(partial / MANIFEST, {"step": step, "files": {f: _sha256(partial / f) for f in files}})
+            manifest = {"step": step, "files": {f: _sha256(partial / f) for f in files}}
+            _write_json(target(MANIFEST), manifest)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise TrainingError(
-            f"Could not write checkpoint {final}: {exc.strerror or exc}.",
-            "Free disk space (or raise train.save_every); earlier checkpoints are intact.",
+            f"Could not write checkpoint {final}: {'disk full' if disk_full(exc) else 'write failed'} "
+            f"({getattr(exc, 'strerror', None) or exc}).",
+            "Free disk space (or raise train.save_every); earlier checkpoints and the best model are intact, "
+            "and --resume continues from the latest complete checkpoint.",
         ) from exc
     accelerator.wait_for_everyone()
     return final
@@ -169,26 +180,45 @@ def verify_checkpoint(path: Path) -> dict:
     return manifest
 
 
+def _read(file: Path, reader):
+    """Read one checkpoint file with a parser that cannot run code; name the file if it fails."""
+    from safetensors import SafetensorError
+
+    try:
+        return reader(str(file))
+    except (SafetensorError, ValueError, OSError) as exc:
+        kind = "safetensors" if file.suffix == ".safetensors" else "JSON"
+        raise TrainingError(
+            f"Checkpoint file {file} is not valid {kind} ({str(exc).splitlines()[0][:120]}).",
+            "llmctl checkpoints hold only safetensors and JSON, never pickle; "
+            "delete that checkpoint folder to resume from an earlier one.",
+        ) from exc
+
+
+def _json(name: str) -> dict:
+    return json.loads(Path(name).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dict:
     """Restore everything `save_checkpoint` wrote; returns the loop state."""
     from safetensors.torch import load_file, load_model
 
     verify_checkpoint(path)
-    loop_state = json.loads((path / "loop.json").read_text())
+    loop_state = _read(path / "loop.json", _json)
     if loop_state.get("num_processes") != accelerator.num_processes:
         raise TrainingError(
             f"Checkpoint {path} was written by {loop_state.get('num_processes')} process(es); "
             f"this run has {accelerator.num_processes}.",
             "Resume with the same number of processes.",
         )
-    load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
-    opt_plain = json.loads((path / "optimizer.json").read_text())
-    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), opt_plain))
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    _read(path / "model.safetensors", lambda f: load_model(accelerator.unwrap_model(model), f))
+    opt_plain = _read(path / "optimizer.json", _json)
+    optimizer.load_state_dict(_join_optimizer(_read(path / "optimizer.safetensors", load_file), opt_plain))
+    scheduler.load_state_dict(_read(path / "scheduler.json", _json))
     if accelerator.scaler is not None and (path / "scaler.json").is_file():
-        accelerator.scaler.load_state_dict(json.loads((path / "scaler.json").read_text()))
+        accelerator.scaler.load_state_dict(_read(path / "scaler.json", _json))
     rank = accelerator.process_index
-    set_rng_state(load_file(str(path / f"rng-{rank}.safetensors")), json.loads((path / f"rng-{rank}.json").read_text()))
+    set_rng_state(_read(path / f"rng-{rank}.safetensors", load_file), _read(path / f"rng-{rank}.json", _json))
     return loop_state
 
 

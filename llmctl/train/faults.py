@@ -1,0 +1,74 @@
+"""Test-only fault injection and example tracing, switched on by environment variables.
+
+    LLMCTL_FAULT=pause@7                     after optimizer step 7, sleep until killed
+    LLMCTL_FAULT=pause@4:model.safetensors   inside the step-4 checkpoint save, sleep before that file
+    LLMCTL_FAULT=enospc@4:model.safetensors  that file's write fails with ENOSPC (disk full)
+    LLMCTL_FAULT=enospc@10:model/            saving the best model at step 10 fails the same way
+    LLMCTL_TRACE_EXAMPLES=PATH               append one JSON line per optimizer step and process:
+                                             {"rank", "epoch", "step", "indices"}
+
+The reliability tests (tests/test_kill_resume.py, tests/test_reliability.py) use them to
+SIGKILL or starve a real `llmctl finetune` at an exact point, and to check that a resumed
+run trains on exactly the examples an uninterrupted one does. Unset, every hook is a
+dictionary lookup. A pause prints one `llmctl-fault: paused ...` line to stderr so the
+test knows when to strike.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import time
+
+_noted: list[int] = []
+
+
+def _fault() -> tuple[str, int, str | None] | None:
+    spec = os.environ.get("LLMCTL_FAULT")
+    if not spec:
+        return None
+    action, _, where = spec.partition("@")
+    step, _, name = where.partition(":")
+    return action, int(step), name or None
+
+
+def _pause(what: str) -> None:
+    print(f"llmctl-fault: paused {what}", file=sys.stderr, flush=True)
+    while True:  # until the test kills us
+        time.sleep(60)
+
+
+def note_examples(index) -> None:
+    """Remember the example indices of one micro-batch (only when tracing)."""
+    if os.environ.get("LLMCTL_TRACE_EXAMPLES"):
+        _noted.extend(int(i) for i in index.tolist())
+
+
+def after_step(rank: int, epoch: int, step: int) -> None:
+    """Called once per optimizer step, after the weights changed and before any checkpoint."""
+    path = os.environ.get("LLMCTL_TRACE_EXAMPLES")
+    if path:
+        line = json.dumps({"rank": rank, "epoch": epoch, "step": step, "indices": _noted}) + "\n"
+        # One O_APPEND write per line: lines from several processes never interleave.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        _noted.clear()
+    fault = _fault()
+    if fault and fault[0] == "pause" and fault[1] == step and fault[2] is None:
+        _pause(f"after step {step}")
+
+
+def before_write(step: int, name: str) -> None:
+    """Called before each file of the step-`step` checkpoint (and before the best model, name `model/`) is written."""
+    fault = _fault()
+    if not fault or fault[1] != step or fault[2] != name:
+        return
+    if fault[0] == "pause":
+        _pause(f"writing checkpoint step {step} before {name}")
+    if fault[0] == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)

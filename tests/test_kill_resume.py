@@ -1,0 +1,199 @@
+"""kill -9 and resume: a real `llmctl finetune` is SIGKILLed (at a random step, at chosen steps,
+in the middle of writing a checkpoint, and as a two-process `accelerate launch`), continued with
+`--resume auto`, and must end bitwise equal to an uninterrupted run having trained on exactly
+the same examples, step by step (LLMCTL_TRACE_EXAMPLES, see llmctl/train/faults.py)."""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
+from test_resume import assert_same_weights, weights
+
+# 40 rows, batch 4: 10 batches per epoch, 2 epochs; a checkpoint every 5 steps.
+TRAIN = {"epochs": 2, "batch_size": 4, "save_every": 5, "keep_checkpoints": 10, "logging_steps": 1,
+         "warmup_ratio": 0.2}
+
+
+def env(**extra) -> dict:
+    return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"} | extra
+
+
+def start(args: list[str], launcher: list[str] = (), **extra_env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *launcher, "-m", "llmctl", *args], cwd=REPO, env=env(**extra_env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc: subprocess.Popen, seen) -> str:
+    """SIGKILL the process (and its children) at the first stderr line for which `seen` is true."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if seen(line):
+            # The whole job, as a preemption or the OOM killer would: torch's launcher starts
+            # each worker in its own session, so the process group alone would miss them.
+            import psutil
+
+            for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+                process.kill()
+            break
+    proc.wait(timeout=120)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)[-3000:]
+    return "".join(lines)
+
+
+def read_trace(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def resumed_step(stderr: str) -> int:
+    found = re.search(r"resuming from \S*step-(\d+)", stderr)
+    return int(found.group(1)) if found else 0  # no complete checkpoint: started fresh
+
+
+def check_examples(reference: list[dict], killed: list[dict], resumed: list[dict], step: int) -> None:
+    """The surviving history (killed run up to the checkpoint, then the resumed run) trains on
+    every example exactly as often, in the same steps, as the uninterrupted run."""
+    history = [r for r in killed if r["step"] <= step] + resumed
+    assert sorted({r["step"] for r in resumed}) == list(range(step + 1, reference[-1]["step"] + 1))
+
+    def multiset(records):
+        return Counter((r["epoch"], i) for r in records for i in r["indices"])
+
+    def by_step(records):
+        return sorted((r["step"], r["rank"], r["epoch"], r["indices"]) for r in records)
+
+    assert multiset(history) == multiset(reference)
+    assert by_step(history) == by_step(reference)
+
+
+def reference_run(tmp, name, train_file, valid_file=None, launcher=(), **train):
+    recipe = write_recipe(tmp / f"{name}.yaml", tmp / "model", train_file, valid_file, tmp / name,
+                          train=TRAIN | train)
+    trace = tmp / f"{name}.trace.jsonl"
+    proc = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe)], cwd=REPO,
+                          env=env(LLMCTL_TRACE_EXAMPLES=str(trace)), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return recipe, read_trace(trace)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_models, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kill")
+    shutil.copytree(tiny_models["bert"], tmp / "model")
+    return tmp, write_csv(tmp / "train.csv", sentiment_rows(40)), write_csv(tmp / "valid.csv", sentiment_rows(12))
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    tmp, train, _ = data
+    return reference_run(tmp, "reference", train)
+
+
+def kill_and_resume(tmp, recipe, name, seen, launcher=(), fault=None):
+    """Run `recipe` into tmp/name, SIGKILL it when `seen`, resume with --resume auto; returns
+    (stderr of the killed run, its trace, stderr of the resumed run, its trace)."""
+    out = tmp / name
+    killed_trace, resumed_trace = tmp / f"{name}.killed.jsonl", tmp / f"{name}.resumed.jsonl"
+    fault_env = {"LLMCTL_FAULT": fault} if fault else {}
+    proc = start(["finetune", str(recipe), "--output-dir", str(out)], launcher,
+                 LLMCTL_TRACE_EXAMPLES=str(killed_trace), **fault_env)
+    killed_err = kill_when(proc, seen)
+    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
+                              str(out), "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(resumed_trace)),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list((out / "checkpoints").glob("*.partial")), "a partial checkpoint survived the resume"
+    return killed_err, read_trace(killed_trace), resumed.stderr, read_trace(resumed_trace)
+
+
+def test_sigkill_at_a_random_step(data, reference):
+    tmp, _, _ = data
+    recipe, ref_trace = reference
+    at = random.SystemRandom().randrange(2, 19)
+    killed_err, killed, resumed_err, resumed = kill_and_resume(
+        tmp, recipe, "random", lambda line: line.startswith(f"step {at}/"))
+    step = resumed_step(resumed_err)
+    assert step <= max(r["step"] for r in killed), f"killed after step {at}"
+    check_examples(ref_trace, killed, resumed, step)
+    assert_same_weights(tmp / "reference", tmp / "random")
+
+
+@pytest.mark.parametrize("pause, checkpoint", [(7, 5), pytest.param(13, 10, marks=pytest.mark.slow)],
+                         ids=["mid-epoch", "after-first-epoch"])
+def test_sigkill_after_a_step_resumes_the_same_examples(data, reference, pause, checkpoint):
+    tmp, _, _ = data
+    recipe, ref_trace = reference
+    name = f"pause-{pause}"
+    _, killed, resumed_err, resumed = kill_and_resume(
+        tmp, recipe, name, lambda line: "llmctl-fault: paused" in line, fault=f"pause@{pause}")
+    assert max(r["step"] for r in killed) == pause  # steps 6-7 (or 11-13) were done, then lost
+    assert resumed_step(resumed_err) == checkpoint
+    check_examples(ref_trace, killed, resumed, checkpoint)
+    assert_same_weights(tmp / "reference", tmp / name)
+
+
+@pytest.mark.slow  # ~20 s; tests/test_resume.py covers accumulation + resume by weights
+def test_sigkill_with_gradient_accumulation(data):
+    tmp, train, _ = data
+    # 10 batches per epoch, 2 per step: 5 steps per epoch; checkpoint at 2, 4, ...; killed after 3.
+    recipe, ref_trace = reference_run(tmp, "ga-reference", train, gradient_accumulation_steps=2, save_every=2)
+    assert len(ref_trace) == 10 and all(len(r["indices"]) == 8 for r in ref_trace)
+    _, killed, resumed_err, resumed = kill_and_resume(
+        tmp, recipe, "ga", lambda line: "llmctl-fault: paused" in line, fault="pause@3")
+    assert resumed_step(resumed_err) == 2
+    check_examples(ref_trace, killed, resumed, 2)
+    assert_same_weights(tmp / "ga-reference", tmp / "ga")
+
+
+def test_sigkill_while_writing_a_checkpoint(data):
+    tmp, train, valid = data
+    recipe, ref_trace = reference_run(tmp, "eval-reference", train, valid, eval_every=5)
+    out = tmp / "mid-save"
+    proc = start(["finetune", str(recipe), "--output-dir", str(out)],
+                 LLMCTL_FAULT="pause@10:model.safetensors", LLMCTL_TRACE_EXAMPLES=str(tmp / "mid-save.killed.jsonl"))
+    kill_when(proc, lambda line: "llmctl-fault: paused" in line)
+    # Killed inside the step-10 save: a half-written .partial folder, the step-5 checkpoint
+    # complete, and the best model (saved at the step-10 evaluation) whole.
+    partial = out / "checkpoints" / "step-0000010.partial"
+    assert partial.is_dir() and (partial / "rng-0.safetensors").is_file()
+    assert not (partial / "model.safetensors").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name != partial.name] == ["step-0000005"]
+    assert (out / "model" / "llmctl.json").is_file() and not (out / "model.partial").exists()
+    assert weights(out)  # loads: every tensor present and the file well-formed
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
+
+    resumed = subprocess.run([sys.executable, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out),
+                              "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(tmp / "mid-save.resumed.jsonl")),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_step(resumed.stderr) == 5
+    assert not partial.exists()
+    check_examples(ref_trace, read_trace(tmp / "mid-save.killed.jsonl"), read_trace(tmp / "mid-save.resumed.jsonl"), 5)
+    assert_same_weights(tmp / "eval-reference", out)
+    # The evaluation log holds each evaluation once, with the uninterrupted run's numbers.
+    assert (out / "metrics.jsonl").read_text() == (tmp / "eval-reference" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_sigkill_two_processes(data):
+    tmp, train, _ = data
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    # 42 rows: the last batch of each epoch is short and topped up across the two processes.
+    train42 = write_csv(tmp / "train42.csv", sentiment_rows(42))
+    recipe, ref_trace = reference_run(tmp, "ddp-reference", train42, launcher=launcher)
+    assert {r["rank"] for r in ref_trace} == {0, 1}
+    _, killed, resumed_err, resumed = kill_and_resume(
+        tmp, recipe, "ddp", lambda line: "llmctl-fault: paused" in line, launcher=launcher, fault="pause@8")
+    assert resumed_step(resumed_err) == 5
+    check_examples(ref_trace, killed, resumed, 5)
+    assert_same_weights(tmp / "ddp-reference", tmp / "ddp")
