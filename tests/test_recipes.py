@@ -21,8 +21,11 @@ def test_ships_the_promised_recipes():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_recipe_validates_and_opens_with_its_command(path: Path):
     first = path.read_text().splitlines()[0]
-    assert first.startswith(f"# llmctl finetune {path.relative_to(REPO).as_posix()}"), first
     recipe = load_recipe(str(path))
+    if recipe.zero_shot is not None:  # scored without training: `llmctl eval MODEL --recipe PATH`
+        assert first == f"# llmctl eval {recipe.model.name_or_path} --recipe {path.relative_to(REPO).as_posix()}"
+    else:
+        assert first.startswith(f"# llmctl finetune {path.relative_to(REPO).as_posix()}"), first
     assert recipe.task in TASKS
     assert recipe.output_dir.startswith("runs/")
 

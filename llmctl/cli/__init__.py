@@ -82,6 +82,7 @@ def _root(
 from llmctl.cli import env as _env  # noqa: E402  (registers commands on `app`)
 from llmctl.cli import eval as _eval  # noqa: E402
 from llmctl.cli import finetune as _finetune  # noqa: E402
+from llmctl.cli import generate as _generate  # noqa: E402
 from llmctl.cli import predict as _predict  # noqa: E402
 from llmctl.cli import recipes as _recipes  # noqa: E402
 

@@ -35,5 +35,6 @@ def eval_command(
         from llmctl.core.evaluation import check_gates
 
         result["gates"] = {"passed": not check_gates(result["metrics"], gates), "thresholds": gates}
-    Console(json_mode=json_out).result(result, f"{result['data']} ({result['samples']} examples)")
+    kind = "zero-shot " if "zero_shot" in result else ""
+    Console(json_mode=json_out).result(result, f"{kind}{result['data']} ({result['samples']} examples)")
     gate(result, gates)

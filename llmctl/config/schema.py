@@ -86,18 +86,100 @@ class TrainConfig(Section):
         return value
 
 
+class ZeroShotConfig(Section):
+    """Zero-shot classification with a generative model (`llmctl eval MODEL --recipe R`): each label
+    is scored by the model's log-likelihood of its verbalizer after the filled-in template."""
+
+    template: str = Field(description="Prompt per example; {column} names a data column, e.g. 'Review: {sentence}'.")
+    verbalizers: dict[str, str] = Field(
+        description="Label name -> the word or phrase that answers the prompt, e.g. {negative: ' bad', positive: ' good'}."
+    )
+    score: Literal["sum", "mean"] = Field(
+        "sum", description="Label score: total log-likelihood of the verbalizer's tokens, or their mean."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _names_columns(cls, value):
+        template_columns(value)
+        return value
+
+    @field_validator("verbalizers")
+    @classmethod
+    def _distinct_words(cls, value):
+        if len(value) < 2:
+            raise ValueError("give one verbalizer per label, at least two labels")
+        empty = [label for label, word in value.items() if not word.strip()]
+        if empty:
+            raise ValueError(f"the verbalizer of {', '.join(map(repr, empty))} is empty")
+        if len(set(value.values())) < len(value):
+            raise ValueError("two labels share a verbalizer, so they could never be told apart")
+        return value
+
+    def columns(self) -> list[str]:
+        return template_columns(self.template)
+
+
+def template_columns(template: str) -> list[str]:
+    """Column names a str.format template uses, in order; ValueError for anything else."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"{{{name}}} is not a plain column name; use {{column}} with a data column's name")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("names no column; put the text in with {column}, e.g. 'Review: {sentence}'")
+    return names
+
+
 D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification (more tasks: see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq or causal-lm (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = Field("runs/run", description="Run directory (never overwritten without --overwrite).")
+    zero_shot: ZeroShotConfig | None = Field(
+        None, description="Score labels with a generative model's log-likelihood instead of training a head."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self):
         if self.train.eval_every != "epoch" and self.data.validation is None:
             raise ValueError("train.eval_every needs data.validation")
+        if self.zero_shot is not None:
+            check_zero_shot(self.task, self.data, self.zero_shot)
         return self
+
+
+def check_zero_shot(task: str, data, zero_shot: ZeroShotConfig) -> None:
+    """The template's columns become data.text_columns (or must be among them when given);
+    data.label_names, when given, must be the verbalizers' labels."""
+    if task != "classification":
+        raise ValueError(f"zero_shot works with task: classification, not {task!r}")
+    if getattr(data, "regression", None):
+        raise ValueError("zero_shot scores labels; it cannot predict a regression target (data.regression)")
+    columns = zero_shot.columns()
+    if "text_columns" not in data.model_fields_set:
+        if len(columns) > 2:
+            raise ValueError(f"zero_shot.template names {len(columns)} columns; at most two (a sentence pair) are read")
+        data.text_columns = columns
+    missing = [c for c in columns if c not in data.text_columns]
+    if missing:
+        raise ValueError(f"zero_shot.template names column {missing[0]!r}, which is not in data.text_columns "
+                         f"{data.text_columns}; add it there or fix the template")
+    names = getattr(data, "label_names", None)
+    if names is not None and sorted(names) != sorted(zero_shot.verbalizers):
+        raise ValueError(f"data.label_names {names} and the zero_shot.verbalizers labels "
+                         f"{list(zero_shot.verbalizers)} differ; give every label one verbalizer")

@@ -37,25 +37,21 @@ def check_gates(metrics: dict, gates: dict[str, float]) -> list[str]:
 
 def evaluate_model(model_path: str, data: str | None = None, split: str | None = None, recipe=None,
                    batch_size: int = 64, max_samples: int | None = None, device: str | None = None) -> dict:
-    """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples"}."""
+    """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples"}.
+    A recipe with a zero_shot section scores a generative model's label likelihoods instead."""
     from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
     from llmctl.models import load_tokenizer
     from llmctl.runs import find_model_dir
 
+    if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
+        from llmctl.generation.zeroshot import evaluate_zero_shot
+
+        spec = eval_spec(recipe.data, data, split, max_samples)
+        return evaluate_zero_shot(model_path, recipe, spec, batch_size=batch_size, device=device)
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir, recipe)
-    if max_samples is not None:
-        task.data_cfg.max_eval_samples = max_samples
-    spec = data or split or task.data_cfg.validation
-    if data and split:
-        # --data names a hub dataset, --split its split.
-        task.data_cfg.dataset, spec = data, split
-    if spec is None:
-        raise UsageError("Nothing to evaluate on.", "Pass --data FILE_OR_HUB_ID (and --split NAME for hub data).")
-    # A file given with --data replaces the recorded hub dataset.
-    if data and not split:
-        task.data_cfg.dataset = None
+    spec = eval_spec(task.data_cfg, data, split, max_samples)
     eval_split = task.load_split("eval", spec)
 
     from llmctl.config.schema import ModelConfig
@@ -72,6 +68,22 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path))}
+
+
+def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> str:
+    """The split or file to evaluate, applying --data / --split / --max-samples to data_cfg in place."""
+    if max_samples is not None:
+        data_cfg.max_eval_samples = max_samples
+    spec = data or split or data_cfg.validation
+    if data and split:
+        # --data names a hub dataset, --split its split.
+        data_cfg.dataset, spec = data, split
+    if spec is None:
+        raise UsageError("Nothing to evaluate on.", "Pass --data FILE_OR_HUB_ID (and --split NAME for hub data).")
+    # A file given with --data replaces the recorded hub dataset.
+    if data and not split:
+        data_cfg.dataset = None
+    return spec
 
 
 def gate(result: dict, gates: dict[str, float]) -> None:

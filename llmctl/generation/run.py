@@ -1,0 +1,56 @@
+"""`llmctl generate` as a function: prompts in, completions with finish reasons and stats out.
+
+Everything that can be checked without weights (settings, model family, tokenizer, prompt
+lengths, chat template) is checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
+from llmctl.generation.model import context_limit, generation_kind, load_checked, load_config, load_tokenizer, resolve_source
+from llmctl.generation.prompts import Prompt
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def generate_text(model: str, prompts: list[Prompt], settings: Settings, precision: str = "auto",
+                  device: str | None = None, stream=None, warn=_warn) -> dict:
+    """Returns {"model", "results": [{"prompt", "completion", "finish_reason", "prompt_tokens",
+    "completion_tokens"}], "stats"}. `stream(text)` receives a single greedy/sampled prompt's
+    completion piece by piece."""
+    settings.check()
+    quiet_transformers()
+    source = resolve_source(model)
+    config = load_config(source)
+    kind = generation_kind(config, source)
+    tokenizer, pad_added = load_tokenizer(source, kind)
+    encoded, truncated = encode_prompts([p.text for p in prompts], [p.where for p in prompts], tokenizer, kind,
+                                        context_limit(config, tokenizer, kind), settings)
+    if truncated:
+        warn(f"{truncated} prompt(s) too long for the model's context were cut from the left (--truncate-left).")
+    if pad_added:
+        warn(f"the tokenizer of '{source}' has no pad token; padding with its eos token "
+             f"{tokenizer.eos_token!r} (padded positions are masked out, so completions do not change).")
+    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added)
+    streamer = None
+    if stream is not None and len(prompts) == 1 and settings.num_beams == 1:
+        from llmctl.generation.stream import StopAwareStreamer
+
+        streamer = StopAwareStreamer(tokenizer, settings.stop, stream, eos_ids(gen.model))
+    rows, stats = generate(gen, encoded, settings, streamer)
+    results = [{"prompt": p.text} | row for p, row in zip(prompts, rows)]
+    return {"model": source, "results": results, "stats": stats, "streamed": streamer is not None}
