@@ -155,9 +155,15 @@ def test_sigkill_with_gradient_accumulation(data):
     assert_same_weights(tmp / "ga-reference", tmp / "ga")
 
 
-def test_sigkill_while_writing_a_checkpoint(data):
+@pytest.fixture(scope="module")
+def eval_reference(data):
     tmp, train, valid = data
-    recipe, ref_trace = reference_run(tmp, "eval-reference", train, valid, eval_every=5)
+    return reference_run(tmp, "eval-reference", train, valid, eval_every=5)
+
+
+def test_sigkill_while_writing_a_checkpoint(data, eval_reference):
+    tmp, train, valid = data
+    recipe, ref_trace = eval_reference
     out = tmp / "mid-save"
     proc = start(["finetune", str(recipe), "--output-dir", str(out)],
                  LLMCTL_FAULT="pause@10:model.safetensors", LLMCTL_TRACE_EXAMPLES=str(tmp / "mid-save.killed.jsonl"))
@@ -197,3 +203,53 @@ def test_sigkill_two_processes(data):
     assert resumed_step(resumed_err) == 5
     check_examples(ref_trace, killed, resumed, 5)
     assert_same_weights(tmp / "ddp-reference", tmp / "ddp")
+
+
+def test_sigint_while_evaluating(data, eval_reference):
+    tmp, _, _ = data
+    recipe, ref_trace = eval_reference
+    out = tmp / "eval-interrupted"
+    # The rank-0 process signals itself before the first batch of the step-10 evaluation.
+    proc = subprocess.run([sys.executable, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out)],
+                          cwd=REPO, env=env(LLMCTL_FAULT="sigint@10:eval", LLMCTL_TRACE_EXAMPLES=str(tmp / "ev.killed.jsonl")),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Stopped by signal SIGINT at step 10 while evaluating; state saved." in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Saved at once, with the evaluation still to do; nothing of it was logged.
+    loop_state = json.loads((out / "checkpoints" / "step-0000010" / "loop.json").read_text())
+    assert loop_state["pending_eval"]["step"] == 10
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [5]
+
+    resumed = subprocess.run([sys.executable, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out),
+                              "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(tmp / "ev.resumed.jsonl")),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_step(resumed.stderr) == 10
+    check_examples(ref_trace, read_trace(tmp / "ev.killed.jsonl"), read_trace(tmp / "ev.resumed.jsonl"), 10)
+    assert_same_weights(tmp / "eval-reference", out)
+    # The step-10 evaluation was done first on resume: the log and the best model are the uninterrupted run's.
+    assert (out / "metrics.jsonl").read_text() == (tmp / "eval-reference" / "metrics.jsonl").read_text()
+    final, reference_final = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp / "eval-reference"))
+    assert (final["metrics"], final["best_step"]) == (reference_final["metrics"], reference_final["best_step"])
+
+
+@pytest.mark.slow
+def test_signal_to_one_of_two_processes_while_evaluating(data):
+    """Only rank 0 is signalled; rank 1 must stop at the same point (not hang in a collective)."""
+    tmp, train, valid = data
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    recipe, _ = reference_run(tmp, "ddp-eval-reference", train, valid, launcher=launcher, eval_every=5)
+    out = tmp / "ddp-eval"
+    proc = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out)],
+                          cwd=REPO, env=env(LLMCTL_FAULT="sigterm@5:eval"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "Stopped by signal SIGTERM at step 5 while evaluating" in proc.stderr, proc.stderr[-3000:]
+    # Both workers stopped (with the documented code) rather than rank 1 waiting in a collective.
+    assert proc.stderr.count("exitcode  : 130") == 2, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "step-0000005").is_dir()
+    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
+                              str(out), "--resume", "auto"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(tmp / "ddp-eval-reference", out)
+    assert (out / "metrics.jsonl").read_text() == (tmp / "ddp-eval-reference" / "metrics.jsonl").read_text()

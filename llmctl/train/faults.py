@@ -4,6 +4,8 @@
     LLMCTL_FAULT=pause@4:model.safetensors   inside the step-4 checkpoint save, sleep before that file
     LLMCTL_FAULT=enospc@4:model.safetensors  that file's write fails with ENOSPC (disk full)
     LLMCTL_FAULT=enospc@10:model/            saving the best model at step 10 fails the same way
+    LLMCTL_FAULT=sigterm@3                   after step 3, the rank-0 process sends itself SIGTERM
+    LLMCTL_FAULT=sigint@5:eval               ... SIGINT, before the first batch of the step-5 evaluation
     LLMCTL_TRACE_EXAMPLES=PATH               append one JSON line per optimizer step and process:
                                              {"rank", "epoch", "step", "indices"}
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 import time
 
 _noted: list[int] = []
+_fired: set[tuple] = set()
 
 
 def _fault() -> tuple[str, int, str | None] | None:
@@ -61,6 +65,23 @@ def after_step(rank: int, epoch: int, step: int) -> None:
     fault = _fault()
     if fault and fault[0] == "pause" and fault[1] == step and fault[2] is None:
         _pause(f"after step {step}")
+    _maybe_signal(fault, rank, step, None)
+
+
+def during_eval(rank: int, step: int) -> bool:
+    """Called before each batch of an evaluation during training; always False (a hook, not a verdict)."""
+    _maybe_signal(_fault(), rank, step, "eval")
+    return False
+
+
+def _maybe_signal(fault, rank: int, step: int, where: str | None) -> None:
+    # Rank 0 only, once: the other processes must learn of it through the loop's own checks.
+    if not fault or fault[0] not in ("sigint", "sigterm") or fault[1:] != (step, where) or rank != 0:
+        return
+    if fault in _fired:
+        return
+    _fired.add(fault)
+    os.kill(os.getpid(), signal.SIGINT if fault[0] == "sigint" else signal.SIGTERM)
 
 
 def before_write(step: int, name: str) -> None:

@@ -107,12 +107,19 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: int) -> dict:
+class EvaluationStopped(Exception):
+    """A signal arrived while evaluating during training; the loop saves and exits."""
+
+
+def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: int,
+             should_stop: Callable[[], bool] | None = None) -> dict:
     """Score `features` with `model` on every process; returns metrics including `loss`.
 
     Each global batch is split across processes and the kept outputs are gathered with
     their example index, so repeated examples (topping up the last batch) are dropped
     by index and the metric sees each example exactly once, in dataset order.
+    `should_stop` is asked before each batch (by every process alike); when it says so,
+    EvaluationStopped is raised, so a long evaluation never delays a SIGTERM's checkpoint.
     """
     import numpy as np
     import torch
@@ -124,6 +131,9 @@ def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: i
     loss_sum, loss_count = 0.0, 0
     with torch.inference_mode():
         for batch_ids in eval_batches(features.lengths, batch_size):
+            if should_stop is not None and should_stop():
+                model.train()
+                raise EvaluationStopped
             inputs = task.collate(features.rows(shard(batch_ids, rank, world)), tokenizer)
             index = inputs.pop("index").to(accelerator.device)
             inputs = to_device(inputs, accelerator.device)
@@ -179,6 +189,17 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def _any_process(acc, flag: bool) -> bool:
+    """True on every process when it is true on any: a signal may reach one worker only (or
+    reach them at different steps), and all must stop at the same step or the next
+    collective would hang."""
+    if acc.num_processes == 1:
+        return flag
+    import torch
+
+    return bool(acc.reduce(torch.tensor([int(flag)], device=acc.device), reduction="sum").item())
+
+
 def _better(value: float, best: float | None, greater: bool) -> bool:
     return best is None or (value > best if greater else value < best)
 
@@ -207,7 +228,43 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
     model.train()
     window_loss, window_batches, window_time, window_samples = 0.0, 0, 0.0, 0
     reason = "finished"
+
+    def evaluate_at(step: int, epoch_float: float) -> Iterator[Evaluated]:
+        """Evaluate, keep the best model, count toward early stopping. A signal during the
+        evaluation leaves it pending in the state, for the resumed run to redo first."""
+        try:
+            metrics = evaluate(s.task, model, s.tokenizer, acc, s.eval_features, s.eval_split, cfg.eval_batch_size,
+                               should_stop=lambda: faults.during_eval(rank, step) or _any_process(acc, stop.signal is not None))
+        except EvaluationStopped:
+            state["pending_eval"] = {"step": step, "epoch": epoch_float}
+            return
+        state.pop("pending_eval", None)
+        if metric_name not in metrics:
+            raise TrainingError(
+                f"train.metric_for_best '{metric_name}' is not reported; metrics are: {', '.join(metrics)}.",
+                "Set train.metric_for_best to one of them.",
+            )
+        is_best = _better(metrics[metric_name], state["best_metric"], greater)
+        if is_best:
+            state.update(best_metric=metrics[metric_name], best_step=step, best_metrics=metrics, bad_evals=0)
+            if acc.is_main_process:
+                s.save_best({"step": step, "epoch": epoch_float, **metrics})
+            acc.wait_for_everyone()
+        else:
+            state["bad_evals"] += 1
+        yield Evaluated(step, epoch_float, metrics, is_best)
+
+    def early_stop() -> bool:
+        return bool(cfg.early_stopping_patience) and state["bad_evals"] >= cfg.early_stopping_patience
+
     with _StopFlag() as stop:
+        if state.get("pending_eval"):  # the interrupted run was stopped while evaluating
+            yield from evaluate_at(state["pending_eval"]["step"], state["pending_eval"]["epoch"])
+            if state.get("pending_eval"):  # stopped again: the checkpoint still says so
+                raise Interrupted(f"Stopped while evaluating at step {state['step']}; nothing new to save.",
+                                  "Continue with the same command plus --resume.")
+            if early_stop():
+                reason = "early_stopping"
         while state["step"] < s.total_steps and reason == "finished":
             batches = epoch_batches(s.train_features.lengths, cfg.batch_size, cfg.seed, state["epoch"], cfg.group_by_length)
             accum = cfg.gradient_accumulation_steps
@@ -274,23 +331,8 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                     or (cfg.eval_every != "epoch" and (step % cfg.eval_every == 0 or final))
                 )
                 if do_eval:
-                    metrics = evaluate(s.task, model, s.tokenizer, acc, s.eval_features, s.eval_split, cfg.eval_batch_size)
-                    if metric_name not in metrics:
-                        raise TrainingError(
-                            f"train.metric_for_best '{metric_name}' is not reported; metrics are: {', '.join(metrics)}.",
-                            "Set train.metric_for_best to one of them.",
-                        )
-                    is_best = _better(metrics[metric_name], state["best_metric"], greater)
-                    if is_best:
-                        state |= {"best_metric": metrics[metric_name], "best_step": step,
-                                  "best_metrics": metrics, "bad_evals": 0}
-                        if acc.is_main_process:
-                            s.save_best({"step": step, "epoch": epoch_float, **metrics})
-                        acc.wait_for_everyone()
-                    else:
-                        state["bad_evals"] += 1
-                    yield Evaluated(step, epoch_float, metrics, is_best)
-                    if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
+                    yield from evaluate_at(step, epoch_float)
+                    if early_stop():
                         reason = "early_stopping"
                 if end_of_epoch:
                     state["epoch"] += 1
@@ -298,15 +340,18 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                 save_due = (cfg.save_every == "epoch" and end_of_epoch) or (
                     cfg.save_every != "epoch" and step % cfg.save_every == 0
                 )
-                interrupted = stop.signal is not None
+                interrupted = _any_process(acc, stop.signal is not None)
                 if (save_due or interrupted) and not (final and not interrupted):
                     path = ckpt.save_checkpoint(s.checkpoint_dir, step, acc, model, s.optimizer, s.scheduler, state)
                     if acc.is_main_process:
                         ckpt.prune_checkpoints(s.checkpoint_dir, cfg.keep_checkpoints)
                     yield Checkpointed(step, str(path))
                 if interrupted:
+                    # Another process may have been the one signalled.
+                    name = f"signal {signal.Signals(stop.signal).name}" if stop.signal else "a signal to another process"
+                    during = " while evaluating" if state.get("pending_eval") else ""
                     raise Interrupted(
-                        f"Stopped by signal {signal.Signals(stop.signal).name} at step {step}; state saved.",
+                        f"Stopped by {name} at step {step}{during}; state saved.",
                         "Continue with the same command plus --resume.",
                     )
                 if final or reason != "finished":
