@@ -8,7 +8,7 @@ nothing is downloaded; the text is meaningless, the work is real. Greedy, 64 new
 References: `transformers.pipeline("text-generation")` for GPT-2 and a plain `model.generate`
 call for T5 (transformers 5 has no text2text pipeline). Two workloads: one prompt, and 16
 prompts (llmctl batches them; the reference is called prompt by prompt). Both tools run
-in one process per model, dtype and workload, timed alternately (so they meet the same load);
+in one process per model, dtype and workload, timed alternately, each going first in turn (so they meet the same load);
 peak memory is sampled during each run; the best of --repeats / --repeats-batch runs is kept.
 Results: a markdown table on stdout, bench/results/generate.{md,json}.
 """
@@ -120,8 +120,9 @@ def measure(family: str, path: str, n_prompts: int, dtype: str, repeats: int) ->
     for tool, run in runners.items():
         run(4)  # warm-up: first-call allocations and kernel selection
         results[tool] = {"seconds": [], "new_tokens": None, "peak_extra_mb": 0.0}
-    for _ in range(repeats):
-        for tool, run in runners.items():
+    for repeat in range(repeats):
+        # Alternate which tool goes first, so neither always runs on a cache the other warmed.
+        for tool, run in (list(runners.items()) if repeat % 2 == 0 else list(runners.items())[::-1]):
             gc.collect()
             with PeakRss() as memory:
                 start = time.perf_counter()
@@ -224,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="gpt2,t5")
     parser.add_argument("--dtypes", default=None, help="comma list of fp32,bf16 (default: both where the CPU has bf16)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool, one prompt")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per tool, one prompt")
     parser.add_argument("--repeats-batch", type=int, default=1, help="timed runs per tool, 16 prompts (slow)")
     parser.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
