@@ -35,6 +35,9 @@ test-slow: install
 
 bench: install
 	$(BIN)/python bench/sst2.py
+	$(BIN)/python bench/conll.py
+	$(BIN)/python bench/squad.py
+	$(BIN)/python bench/generate.py
 
 clean:
 	rm -rf runs data/quickstart
