@@ -42,13 +42,13 @@ def hub_reachable() -> bool:
     return bool(result and result[0])
 
 
-def ensure_hub_reachable(what: str) -> None:
-    """Raise a clear ModelError now rather than let a hub download retry for half a minute."""
+def ensure_hub_reachable(what: str, local: str = "a local directory") -> None:
+    """Raise a clear ModelError now rather than let a hub download retry for half a minute.
+    `local` names what to give instead (it differs for models and datasets)."""
     if hub_offline():
         return  # the libraries then only look in the local cache and fail fast themselves
     if not hub_reachable():
         raise ModelError(
             f"The Hugging Face Hub is unreachable, so {what} cannot be downloaded.",
-            "Use a local directory or file instead (e.g. model.name_or_path: ./my-model), "
-            "or set HF_HUB_OFFLINE=1 to use only what is already in the local cache.",
+            f"Use {local} instead, or set HF_HUB_OFFLINE=1 to use only what is already in the local cache.",
         )

@@ -35,7 +35,7 @@ def check_source(name_or_path: str, allow_pickle: bool = False) -> None:
         return
     if "/" in name_or_path.strip("/") and name_or_path.count("/") > 1:
         raise ModelError(f"Model '{name_or_path}' is neither a local directory nor a hub id (owner/name).")
-    ensure_hub_reachable(f"model '{name_or_path}'")
+    ensure_hub_reachable(f"model '{name_or_path}'", "a local model directory (a save_pretrained folder or a run directory)")
 
 
 def _explain(exc: Exception, name: str) -> ModelError:

@@ -92,7 +92,7 @@ def load_split(spec: str, key: str, dataset: str | None, config: str | None, col
 
     if dataset and not looks_like_file(spec):
         if not Path(dataset).expanduser().exists():  # a local folder of data files needs no Hub
-            ensure_hub_reachable(f"dataset {dataset}")
+            ensure_hub_reachable(f"dataset {dataset}", "local data files (csv, tsv, jsonl, json or parquet)")
         try:
             ds = datasets.load_dataset(dataset, config, split=spec)
         except Exception as exc:
