@@ -191,6 +191,7 @@ def test_sigkill_while_writing_a_checkpoint(data, eval_reference):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("gloo-port")  # see tests/test_multiprocess.py
 def test_sigkill_two_processes(data):
     tmp, train, _ = data
     launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
@@ -235,6 +236,7 @@ def test_sigint_while_evaluating(data, eval_reference):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("gloo-port")  # see tests/test_multiprocess.py
 def test_signal_to_one_of_two_processes_while_evaluating(data):
     """Only rank 0 is signalled; rank 1 must stop at the same point (not hang in a collective)."""
     tmp, train, valid = data

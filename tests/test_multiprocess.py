@@ -11,6 +11,9 @@ import pytest
 
 from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
 
+# Launchers listen on port 29500: tests that start them share one xdist worker, one at a time.
+pytestmark = pytest.mark.xdist_group("gloo-port")
+
 LAUNCHERS = {
     "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2"],
     "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"],
