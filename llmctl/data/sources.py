@@ -20,6 +20,17 @@ def looks_like_file(spec: str) -> bool:
     return Path(spec).suffix.lower() in FILE_FORMATS or "/" in spec or Path(spec).exists()
 
 
+def read_text(path: Path, key: str, encoding: str = "utf-8", missing_tip: str = "Check the path (relative to where you run llmctl).") -> str:
+    """A whole text file, or a DataError naming `key` and the file when it is missing or not UTF-8."""
+    if not path.is_file():
+        raise DataError(f"{key}: file {path} does not exist.", missing_tip)
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                        "Save the file as UTF-8.") from exc
+
+
 def read_table(path: Path, key: str, column_names: list[str] | None = None):
     """Read a csv/tsv/jsonl/json/parquet file into a pandas DataFrame with stripped column names."""
     import pandas as pd

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmctl.data.sources import read_text
 from llmctl.errors import DataError, UsageError
 
 
@@ -32,12 +33,7 @@ def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> l
             raise UsageError("No prompts.", "Pass PROMPT arguments, --file FILE, or pipe prompts into stdin.")
         return parse_prompts(stdin.read(), "<stdin>", jsonl=None)
     path = Path(file).expanduser()
-    if not path.is_file():
-        raise DataError(f"--file: {path} does not exist.", "Give a .txt (one prompt per line) or .jsonl file.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"--file: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+    text = read_text(path, "--file", missing_tip="Give a .txt (one prompt per line) or .jsonl file.")
     return parse_prompts(text, str(path), jsonl=path.suffix.lower() in (".jsonl", ".json"))
 
 

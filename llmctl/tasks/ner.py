@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
+from llmctl.data.sources import read_text
 from llmctl.errors import DataError, RecipeError
 from llmctl.tasks import ner_utils as nu
 from llmctl.tasks.base import Task
@@ -139,12 +140,7 @@ class NerTask(Task):
                          f"{', '.join(map(str, columns)) or '(none)'}.", f"{tip}Set data.{key_name} to one of them.")
 
     def _read_jsonl(self, path: Path, key: str, labelled: bool) -> nu.Sentences:
-        if not path.is_file():
-            raise DataError(f"{key}: file {path} does not exist.", "Check the path (relative to where you run llmctl).")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+        text = read_text(path, key, encoding="utf-8-sig")
         records, lines = [], []
         if text.lstrip().startswith("["):  # one JSON list rather than JSON lines
             try:
