@@ -17,6 +17,17 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def note(message: str) -> None:
+    """One line on stderr from the main process, outside any Console (data loading, generation):
+    stdout stays for results and --json."""
+    if is_main_rank():
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    note(f"warning: {message}")
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)

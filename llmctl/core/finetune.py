@@ -9,7 +9,6 @@ before anything heavy loads, and the run directory is created only once they pas
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator

@@ -7,15 +7,11 @@ lengths, chat template) is checked before the model loads.
 from __future__ import annotations
 
 import os
-import sys
 
+from llmctl.console import warn
 from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
 from llmctl.generation.model import context_limit, generation_kind, load_checked, load_config, load_tokenizer, resolve_source
 from llmctl.generation.prompts import Prompt
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def quiet_transformers() -> None:
@@ -28,7 +24,7 @@ def quiet_transformers() -> None:
 
 
 def generate_text(model: str, prompts: list[Prompt], settings: Settings, precision: str = "auto",
-                  device: str | None = None, stream=None, warn=_warn) -> dict:
+                  device: str | None = None, stream=None, warn=warn) -> dict:
     """Returns {"model", "results": [{"prompt", "completion", "finish_reason", "prompt_tokens",
     "completion_tokens"}], "stats"}. `stream(text)` receives a single greedy/sampled prompt's
     completion piece by piece."""

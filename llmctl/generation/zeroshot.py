@@ -6,7 +6,7 @@ the cross-entropy of the label scores normalised over the labels.
 
 from __future__ import annotations
 
-import sys
+from llmctl.console import warn as console_warn
 
 
 def fill_template(template: str, columns: list[str], texts: list[list[str]]) -> list[str]:
@@ -97,7 +97,7 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     from llmctl.generation.run import quiet_transformers
     from llmctl.tasks.classification import ClassificationTask
 
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
+    warn = warn or console_warn
     zero_shot, data_cfg = recipe.zero_shot, recipe.data
     labels = data_cfg.label_names or list(zero_shot.verbalizers)
     task = ClassificationTask(data_cfg, labels=labels, regression=False)

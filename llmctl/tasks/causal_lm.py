@@ -17,6 +17,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
+from llmctl.console import note
 from llmctl.data.sources import load_split
 from llmctl.errors import DataError
 from llmctl.tasks import generative as gen
@@ -95,7 +96,7 @@ class CausalLMTask(Task):
         learned = split.completions if split.completions is not None else split.prompts
         keep = [i for i, text in enumerate(learned) if text.strip()]
         if len(keep) < len(split):
-            gen.say(f"{split.where}: skipped {len(split) - len(keep)} empty row(s) (data.skip_empty).")
+            note(f"{split.where}: skipped {len(split) - len(keep)} empty row(s) (data.skip_empty).")
         if not keep:
             raise DataError(f"{split.where}: every row is empty.", "Check data.text_column / data.completion_column.")
         split.prompts = [split.prompts[i] for i in keep]

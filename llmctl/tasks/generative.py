@@ -12,16 +12,6 @@ from llmctl.data.sources import row_location
 from llmctl.errors import DataError, RecipeError
 
 
-def say(message: str) -> None:
-    """A note on stderr (rank 0 only); stdout stays for results and --json."""
-    import sys
-
-    from llmctl.console import is_main_rank
-
-    if is_main_rank():
-        print(message, file=sys.stderr, flush=True)
-
-
 def text_column(ds, column: str, key: str, where: str, header: bool, allow_empty: bool = False,
                 words: list[str] | None = None) -> list[str]:
     """The values of one text column as strings; a missing column or an empty cell is a DataError.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -20,6 +19,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
+from llmctl.console import note
 from llmctl.data.sources import read_text
 from llmctl.errors import DataError, RecipeError
 from llmctl.tasks import ner_utils as nu
@@ -73,14 +73,6 @@ class NerSplit:
         return len(self.tokens)
 
 
-def _say(message: str) -> None:
-    """A note on stderr (rank 0 only); stdout stays for results and --json."""
-    from llmctl.console import is_main_rank
-
-    if is_main_rank():
-        print(message, file=sys.stderr, flush=True)
-
-
 class NerTask(Task):
     name: ClassVar[str] = "ner"
     data_config: ClassVar[type[DataConfig]] = NerData
@@ -98,7 +90,7 @@ class NerTask(Task):
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
-        _say(message)
+        note(message)
 
     # -- data -----------------------------------------------------------------------
     def _format(self, spec: str) -> str:

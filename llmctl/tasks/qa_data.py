@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmctl.console import warn
 from llmctl.data.sources import load_split, looks_like_file, read_table
 from llmctl.errors import DataError
 
@@ -42,12 +41,6 @@ class QASplit:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def warn(message: str) -> None:
-    """A counted warning on stderr (logs channel), from the main process only."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _missing(value) -> bool:
