@@ -19,6 +19,19 @@ import torch
 _LEVELS = 1 << 16
 
 
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout of a CPU tensor with the PCG64 mask; 0 < p < 1."""
+    seed = int(torch.randint(0, 2**62, (1,)))
+    count = x.numel()
+    words = np.random.PCG64(seed).random_raw((count + 3) // 4)
+    draws = torch.from_numpy(words.view(np.int16)[:count]).view(x.shape)
+    # int16 draws are uniform over [-32768, 32767]; shift the threshold to match.
+    keep = draws >= round(p * _LEVELS) - _LEVELS // 2
+    # bool -> uint8 is a free view; uint8 -> float converts far faster than bool does.
+    scale = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * scale
+
+
 class FastDropout(torch.nn.Dropout):
     """nn.Dropout with a cheaper mask on CPU; a subclass so code reading `.p` still works."""
 
@@ -27,15 +40,7 @@ class FastDropout(torch.nn.Dropout):
             return super().forward(x)
         if self.p == 1.0:
             return x * 0.0
-        seed = int(torch.randint(0, 2**62, (1,)))
-        count = x.numel()
-        words = np.random.PCG64(seed).random_raw((count + 3) // 4)
-        draws = torch.from_numpy(words.view(np.int16)[:count]).view(x.shape)
-        # int16 draws are uniform over [-32768, 32767]; shift the threshold to match.
-        keep = draws >= round(self.p * _LEVELS) - _LEVELS // 2
-        # bool -> uint8 is a free view; uint8 -> float converts far faster than bool does.
-        scale = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * scale
+        return fast_dropout(x, self.p)
 
 
 def use_fast_dropout(model: torch.nn.Module) -> int:
