@@ -1,5 +1,6 @@
 """The CPU-only speed-ups keep dropout's meaning and the run's determinism."""
 
+import pytest
 import torch
 
 from llmctl.train.dropout import FastDropout, use_fast_dropout
@@ -65,3 +66,46 @@ def test_clip_gradients_matches_torch_bitwise_whether_or_not_it_clips():
         expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
         assert torch.equal(norm, expected)
         assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+
+
+def test_finetune_with_and_without_the_speedups_trains_the_same_model(tiny_models, tmp_path):
+    """Through the real CLI: without dropout (so no random masks differ) the sped-up run and
+    LLMCTL_CPU_SPEEDUPS=0 end with the same weights and metrics, and the saved model is
+    plain transformers (no custom attention name, the full embedding table)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from helpers import run_cli, sentiment_rows, write_csv, write_recipe
+
+    model = tmp_path / "bert-nodropout"
+    shutil.copytree(tiny_models["bert"], model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0,
+                                                            "attention_probs_dropout_prob": 0.0}))
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(40))
+    valid = write_csv(tmp_path / "valid.csv", sentiment_rows(12))
+    results = {}
+    for label, env in (("fast", {}), ("stock", {"LLMCTL_CPU_SPEEDUPS": "0"})):
+        recipe = write_recipe(tmp_path / f"{label}.yaml", model, train, valid, tmp_path / label,
+                              train={"epochs": 2, "weight_decay": 0.01})
+        out = run_cli("finetune", str(recipe), "--json", env=env)
+        assert out.exit_code == 0, out.stderr
+        results[label] = out.json()
+    fast, stock = results["fast"], results["stock"]
+    assert fast["metrics"]["loss"] == pytest.approx(stock["metrics"]["loss"], abs=1e-5)
+    assert fast["metrics"]["accuracy"] == stock["metrics"]["accuracy"]
+    weights = {label: load_file(str(tmp_path / label / "model" / "model.safetensors")) for label in results}
+    assert set(weights["fast"]) == set(weights["stock"])
+    for key, value in weights["stock"].items():
+        assert torch.allclose(weights["fast"][key], value, atol=1e-5), key
+    environment = {label: json.loads((tmp_path / label / "environment.json").read_text()) for label in results}
+    assert environment["fast"]["cpu_speedups"] == ["keep_freed_memory", "fast_dropout", "fast_attention",
+                                                   "first_position_only", "seen_embedding_rows"]
+    assert environment["stock"]["cpu_speedups"] == []
+    assert "llmctl" not in (tmp_path / "fast" / "model" / "config.json").read_text()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fast" / "model")
+    assert reloaded.config._attn_implementation == "sdpa"
+    assert type(reloaded.get_input_embeddings()) is torch.nn.Embedding

@@ -87,17 +87,18 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
-    if dev == "cpu":  # two CPU-only speed-ups; their modules say why they are safe
-        from llmctl.train.dropout import use_fast_dropout
-        from llmctl.train.memory import keep_freed_memory
+    speedups, attach_to_optimizer = [], None
+    if dev == "cpu":
+        from llmctl.train.cpu_speedups import speed_up_cpu_training
 
-        keep_freed_memory()
-        use_fast_dropout(model)
+        speedups, attach_to_optimizer = speed_up_cpu_training(model, train_features, tokenizer)
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:
         _check_resumable(resume_from, run_print, force_resume)
     optimizer = build_optimizer(model, recipe.train)
+    if attach_to_optimizer is not None:
+        attach_to_optimizer(optimizer)
     scheduler = build_scheduler(optimizer, recipe.train, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -106,7 +107,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
         (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
-                       | {"precision": precision,
+                       | {"precision": precision, "cpu_speedups": speedups,
                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
         if resume:  # evaluations after the checkpoint (or all, when starting fresh) are redone
             run.truncate_metrics_after(int(resume_from.name.split("-")[1]) if resume_from is not None else 0)

@@ -1,0 +1,39 @@
+"""The CPU training speed-ups, in one place. Each module says why its change computes the
+same thing as the plain model; together they take a MiniLM step on 2 cores from about
+200 ms to about 150 ms. CUDA runs keep the stock model: its kernels already fuse this work.
+
+LLMCTL_CPU_SPEEDUPS=0 trains the stock model instead (to compare, or to rule them out).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+
+def speed_up_cpu_training(model, train_features, tokenizer) -> tuple[list[str], Callable]:
+    """Apply every speed-up that fits `model`. Returns the names of those applied (the run's
+    environment.json records them) and `attach(optimizer)`, to call once the optimizer
+    exists: the seen-rows embedding needs a step hook on it."""
+    if os.environ.get("LLMCTL_CPU_SPEEDUPS", "1") == "0":
+        return [], lambda optimizer: None
+    from llmctl.train.attention import use_fast_attention
+    from llmctl.train.dropout import use_fast_dropout
+    from llmctl.train.first_token import compute_first_position_only
+    from llmctl.train.memory import keep_freed_memory
+    from llmctl.train.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
+
+    seen = train_seen_rows_only(model, seen_token_ids(train_features.columns, [tokenizer.pad_token_id]))
+    applied = {
+        "keep_freed_memory": keep_freed_memory(),
+        "fast_dropout": use_fast_dropout(model) > 0,
+        "fast_attention": use_fast_attention(model),
+        "first_position_only": compute_first_position_only(model),
+        "seen_embedding_rows": seen is not None,
+    }
+
+    def attach(optimizer) -> None:
+        if seen is not None:
+            decay_unseen_rows(optimizer, seen)
+
+    return [name for name, done in applied.items() if done], attach
