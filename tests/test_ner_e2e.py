@@ -132,3 +132,32 @@ def test_bad_data_fails_before_the_model_loads(tmp_path, ner_files):
     result = run_cli("finetune", str(bad))
     assert result.exit_code == EXIT_DATA
     assert f"{iobes}:2: tag 'E-PER' belongs to the IOBES/BILOU scheme" in result.stderr
+
+
+def test_sped_up_ner_training_matches_the_stock_model(tiny_models, ner_files, tmp_path):
+    """The CPU speed-ups (the last layer finished only at labelled positions among them) train
+    the same BERT tagger as LLMCTL_CPU_SPEEDUPS=0 when no dropout makes the runs differ."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    root, train, valid = ner_files
+    model = tmp_path / "bert-nodropout"
+    shutil.copytree(tiny_models["bert"], model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0,
+                                                            "attention_probs_dropout_prob": 0.0}))
+    metrics = {}
+    for label, env in (("fast", {}), ("stock", {"LLMCTL_CPU_SPEEDUPS": "0"})):
+        result = run_cli("finetune", str(ner_recipe(tmp_path, model, train, valid, tmp_path / label)), "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        metrics[label] = result.json()["metrics"]
+    assert metrics["fast"]["loss"] == pytest.approx(metrics["stock"]["loss"], abs=1e-4)
+    assert metrics["fast"]["f1"] == pytest.approx(metrics["stock"]["f1"], abs=1e-6)
+    fast, stock = (load_file(str(tmp_path / label / "model" / "model.safetensors")) for label in ("fast", "stock"))
+    assert set(fast) == set(stock)
+    for key, value in stock.items():
+        assert torch.allclose(fast[key], value, atol=1e-4), key
+    applied = json.loads((tmp_path / "fast" / "environment.json").read_text())["cpu_speedups"]
+    assert "labelled_positions_only" in applied and "first_position_only" not in applied
