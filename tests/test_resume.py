@@ -111,3 +111,21 @@ def test_resume_refuses_a_changed_recipe_unless_forced(full_run):
     forced = run_cli("finetune", str(recipe), "--output-dir", str(changed), "--force-resume",
                      "--set", "train.learning_rate=0.5")
     assert forced.exit_code == 0, forced.stderr
+
+
+def test_resume_without_the_cpu_speedups_names_the_mismatch(full_run):
+    """The checkpoint's AdamW moments cover only the embedding rows the data contains; the
+    stock model wants the full table. One clear line instead of a shape error a step later."""
+    from llmctl.errors import EXIT_RUNTIME
+
+    tmp, recipe = full_run
+    other = tmp / "no-speedups"
+    shutil.copytree(tmp / "full", other)
+    (other / "metrics.json").unlink()
+    before = sorted(p.name for p in (other / "checkpoints").iterdir())
+    result = run_cli("finetune", str(recipe), "--output-dir", str(other), "--resume",
+                     env={"LLMCTL_CPU_SPEEDUPS": "0"})
+    assert result.exit_code == EXIT_RUNTIME
+    assert "optimizer state of shape" in result.stderr and "LLMCTL_CPU_SPEEDUPS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (other / "checkpoints").iterdir()) == before  # nothing lost

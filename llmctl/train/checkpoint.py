@@ -113,6 +113,25 @@ def _join_optimizer(tensors: dict, plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def _check_optimizer_shapes(path: Path, optimizer, state_dict: dict) -> None:
+    """torch loads moment tensors of the wrong shape without a word and fails at the next
+    step; say it now. It happens when the checkpoint was written with the CPU speed-ups
+    and is resumed without them (or on CUDA), or the other way round: the seen-rows
+    embedding keeps AdamW moments for fewer rows than the full table."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+    for param, pid in zip(params, ids):
+        moment = state_dict["state"].get(pid, {}).get("exp_avg")
+        if moment is not None and tuple(moment.shape) != tuple(param.shape):
+            raise TrainingError(
+                f"Checkpoint {path} holds optimizer state of shape {tuple(moment.shape)} for a parameter "
+                f"of shape {tuple(param.shape)}: it was written with different CPU speed-ups "
+                "(see cpu_speedups in the run's environment.json).",
+                "Resume on the same kind of device with the same LLMCTL_CPU_SPEEDUPS setting, "
+                "or start a new run with --output-dir.",
+            )
+
+
 # -- save / load ----------------------------------------------------------------------
 def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, scheduler, loop_state: dict) -> Path:
     """Write a checkpoint for `step` on every process; returns its folder."""
@@ -213,7 +232,9 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
         )
     _read(path / "model.safetensors", lambda f: load_model(accelerator.unwrap_model(model), f))
     opt_plain = _read(path / "optimizer.json", _json)
-    optimizer.load_state_dict(_join_optimizer(_read(path / "optimizer.safetensors", load_file), opt_plain))
+    opt_state = _join_optimizer(_read(path / "optimizer.safetensors", load_file), opt_plain)
+    _check_optimizer_shapes(path, optimizer, opt_state)
+    optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(_read(path / "scheduler.json", _json))
     if accelerator.scaler is not None and (path / "scaler.json").is_file():
         accelerator.scaler.load_state_dict(_read(path / "scaler.json", _json))
