@@ -10,7 +10,8 @@ softmax runs in fp32 (cheaper here, and more exact) and the mask is llmctl's PCG
 Everything else is handed to transformers' own sdpa function unchanged: evaluation and
 generation (dropout 0), non-CPU tensors, grouped-query heads and options this module
 does not know. The name is registered with transformers' attention and mask interfaces
-and set on the model only while it trains; `config.json` never records it.
+and set on the model being trained; transformers keeps `_attn_implementation` out of
+`config.json`, so a saved model loads with sdpa as usual.
 """
 
 from __future__ import annotations
