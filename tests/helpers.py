@@ -79,3 +79,32 @@ def write_recipe(path: Path, model: Path, train_file: Path, valid_file: Path | N
             recipe[section] = values
     path.write_text(f"# llmctl finetune {path}\n" + yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+# An in-memory BERT small enough to compare models tensor by tensor (no tokenizer needed).
+TINY_BERT = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+
+
+def tiny_bert_pair(model_class, switch, **config):
+    """Two identical tiny in-memory BERT models of `model_class` (no dropout unless `config`
+    says so); `switch` is applied to the second and must report that it switched."""
+    import torch
+    from transformers import BertConfig
+
+    torch.manual_seed(0)
+    stock = model_class(BertConfig(**(TINY_BERT | config)))
+    switched = model_class(BertConfig(**(TINY_BERT | config)))
+    switched.load_state_dict(stock.state_dict())
+    assert switch(switched) is True
+    return stock, switched
+
+
+def copy_without_dropout(model_dir: Path, dest: Path) -> Path:
+    """A copy of a saved model with dropout off, so two runs can be compared weight for weight."""
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    config = json.loads((dest / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return dest

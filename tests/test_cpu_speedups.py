@@ -73,18 +73,13 @@ def test_finetune_with_and_without_the_speedups_trains_the_same_model(tiny_model
     LLMCTL_CPU_SPEEDUPS=0 end with the same weights and metrics, and the saved model is
     plain transformers (no custom attention name, the full embedding table)."""
     import json
-    import shutil
 
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
-    from helpers import run_cli, sentiment_rows, write_csv, write_recipe
+    from helpers import copy_without_dropout, run_cli, sentiment_rows, write_csv, write_recipe
 
-    model = tmp_path / "bert-nodropout"
-    shutil.copytree(tiny_models["bert"], model)
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0,
-                                                            "attention_probs_dropout_prob": 0.0}))
+    model = copy_without_dropout(tiny_models["bert"], tmp_path / "bert-nodropout")
     train = write_csv(tmp_path / "train.csv", sentiment_rows(40))
     valid = write_csv(tmp_path / "valid.csv", sentiment_rows(12))
     results = {}

@@ -3,23 +3,13 @@
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
+from helpers import TINY_BERT, tiny_bert_pair
 from llmctl.train.attention import use_fast_attention
 from llmctl.train.first_token import compute_first_position_only
 
 
-def _config(**extra):
-    settings = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
-    return BertConfig(**(settings | extra))
-
-
 def _pair(**extra):
-    torch.manual_seed(0)
-    full = BertForSequenceClassification(_config(**extra))
-    fast = BertForSequenceClassification(_config(**extra))
-    fast.load_state_dict(full.state_dict())
-    assert compute_first_position_only(fast) is True
-    return full, fast
+    return tiny_bert_pair(BertForSequenceClassification, compute_first_position_only, **extra)
 
 
 def _inputs():
@@ -63,6 +53,6 @@ def test_eval_and_the_fast_attention_path_agree_too():
 
 def test_only_bert_sequence_classifiers_are_switched():
     torch.manual_seed(0)
-    tokens = BertForTokenClassification(_config())  # reads every position
+    tokens = BertForTokenClassification(BertConfig(**TINY_BERT))  # reads every position
     assert compute_first_position_only(tokens) is False
     assert "forward" not in vars(tokens.bert.encoder.layer[-1])

@@ -3,23 +3,13 @@
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
+from helpers import TINY_BERT, tiny_bert_pair
 from llmctl.train.attention import use_fast_attention
 from llmctl.train.labelled_positions import finish_labelled_positions_only
 
 
-def _config(**extra):
-    settings = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=5)
-    return BertConfig(**(settings | extra))
-
-
 def _pair(**extra):
-    torch.manual_seed(0)
-    full = BertForTokenClassification(_config(**extra))
-    fast = BertForTokenClassification(_config(**extra))
-    fast.load_state_dict(full.state_dict())
-    assert finish_labelled_positions_only(fast) is True
-    return full, fast
+    return tiny_bert_pair(BertForTokenClassification, finish_labelled_positions_only, num_labels=5, **extra)
 
 
 def _inputs():
@@ -68,7 +58,7 @@ def test_eval_and_calls_without_labels_run_the_stock_forward():
 
 def test_only_bert_token_classifiers_are_switched():
     torch.manual_seed(0)
-    assert finish_labelled_positions_only(BertForSequenceClassification(_config())) is False
-    decoder = BertForTokenClassification(_config(is_decoder=True))
+    assert finish_labelled_positions_only(BertForSequenceClassification(BertConfig(**TINY_BERT))) is False
+    decoder = BertForTokenClassification(BertConfig(**(TINY_BERT | {"is_decoder": True})))
     assert finish_labelled_positions_only(decoder) is False
     assert "forward" not in vars(decoder)

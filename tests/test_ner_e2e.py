@@ -137,17 +137,13 @@ def test_bad_data_fails_before_the_model_loads(tmp_path, ner_files):
 def test_sped_up_ner_training_matches_the_stock_model(tiny_models, ner_files, tmp_path):
     """The CPU speed-ups (the last layer finished only at labelled positions among them) train
     the same BERT tagger as LLMCTL_CPU_SPEEDUPS=0 when no dropout makes the runs differ."""
-    import shutil
-
     import torch
     from safetensors.torch import load_file
 
+    from helpers import copy_without_dropout
+
     root, train, valid = ner_files
-    model = tmp_path / "bert-nodropout"
-    shutil.copytree(tiny_models["bert"], model)
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0,
-                                                            "attention_probs_dropout_prob": 0.0}))
+    model = copy_without_dropout(tiny_models["bert"], tmp_path / "bert-nodropout")
     metrics = {}
     for label, env in (("fast", {}), ("stock", {"LLMCTL_CPU_SPEEDUPS": "0"})):
         result = run_cli("finetune", str(ner_recipe(tmp_path, model, train, valid, tmp_path / label)), "--json", env=env)
