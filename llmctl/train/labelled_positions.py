@@ -34,8 +34,9 @@ def _last_layer_forward(layer, hidden_states, attention_mask=None, *args, **kwar
 
 def _model_forward(model, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                    inputs_embeds=None, labels=None, **kwargs):
-    plain = model.training and labels is not None and not any(v is not None for v in kwargs.values())
-    if not plain:
+    # the shortcut only for a training call with labels and nothing unusual
+    shortcut = model.training and labels is not None and not any(v is not None for v in kwargs.values())
+    if not shortcut:
         return type(model).forward(model, input_ids, attention_mask, token_type_ids, position_ids,
                                    inputs_embeds, labels, **kwargs)
     import torch
