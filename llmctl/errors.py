@@ -15,6 +15,7 @@ EXIT_DATA = 3  # data missing, empty, wrong columns or labels
 EXIT_GATE = 4  # `eval --fail-under` threshold not met
 EXIT_MODEL = 5  # model or tokenizer cannot be found or loaded (incl. Hub unreachable)
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: state saved, resume with --resume
+EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as shell tools do
 
 
 class LlmctlError(Exception):

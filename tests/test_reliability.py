@@ -312,3 +312,22 @@ def test_overflow_steps_are_skipped_counted_and_hold_the_schedule(tmp_path, file
     steps = {s: tensors(tmp_path / "run" / "checkpoints" / f"step-{s:07d}" / "optimizer.safetensors")["0.step"]
              for s in (2, 4)}
     assert float(steps[2]) == 2 and float(steps[4]) == 3
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_reader_closing_the_pipe_stops_quietly(tmp_path, tiny_models, read_first):
+    """`llmctl predict ... | head -1`: the reader goes away mid-output; llmctl stops with
+    128 + SIGPIPE like shell tools, with no 'error: BrokenPipeError' line."""
+    from llmctl.errors import EXIT_PIPE_CLOSED
+
+    texts = tmp_path / "in.txt"
+    texts.write_text("".join(f"review number {i} was fine\n" for i in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "predict", str(tiny_models["bert"]),
+                             "--input", str(texts)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    if read_first:
+        assert "review number" in proc.stdout.readline().decode()  # one row arrived
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == EXIT_PIPE_CLOSED, stderr
+    assert "BrokenPipe" not in stderr and "error:" not in stderr

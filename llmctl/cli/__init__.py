@@ -13,7 +13,7 @@ import traceback
 
 import typer
 
-from llmctl.errors import EXIT_RUNTIME, EXIT_USAGE, LlmctlError
+from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_RUNTIME, EXIT_USAGE, LlmctlError
 
 app = typer.Typer(
     name="llmctl",
@@ -47,6 +47,9 @@ def report_errors(command):
         except KeyboardInterrupt:
             _print_error("interrupted.")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            _stdout_gone()
+            raise typer.Exit(EXIT_PIPE_CLOSED) from None
         except Exception as exc:  # a bug or an unexpected library failure
             if debug_enabled():
                 traceback.print_exc()
@@ -55,6 +58,14 @@ def report_errors(command):
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
+
+
+def _stdout_gone() -> None:
+    """The reader closed the pipe (`llmctl predict ... | head`): stop quietly, like `cat`.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _print_error(message: str) -> None:
@@ -92,6 +103,10 @@ app.add_typer(_recipes.recipes_app, name="recipes")
 def main() -> None:
     try:
         app()
+        sys.stdout.flush()  # output still buffered here can meet a closed pipe too
+    except BrokenPipeError:
+        _stdout_gone()
+        sys.exit(EXIT_PIPE_CLOSED)
     except SystemExit as exc:
         # Click uses 2 for usage errors too, which matches EXIT_USAGE.
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
