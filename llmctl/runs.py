@@ -27,6 +27,9 @@ MODEL_DIR = "model"
 TASK_FILE = "llmctl.json"
 # What a run writes first (the lock, then the recipe): a directory with none of these is not ours.
 OUR_FILES = {"run.lock", "recipe.yaml", "environment.json", "checkpoints", "metrics.jsonl", "metrics.json"}
+# Everything a run writes; --overwrite removes these and nothing else.
+RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old"}
+MODES = ("fresh", "resume", "overwrite")
 
 
 class RunDir:
@@ -38,28 +41,72 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     metrics_log = property(lambda self: self.path / "metrics.jsonl")
 
-    def prepare(self, resume: bool, overwrite: bool, is_main: bool) -> None:
-        """Refuse to clobber an existing run unless asked; take the lock."""
-        exists = self.path.exists() and any(self.path.iterdir())
-        if is_main and exists and not resume:
-            if not overwrite:
+    def check(self, mode: str, force: bool = False, inputs: dict[str, Path] | None = None) -> None:
+        """Every refusal about the run directory, before any data or model loads; changes nothing.
+
+        fresh: the directory must be missing or empty; resume: see check_resume; overwrite: only a
+        directory llmctl made, and never one that holds this run's own model or data (`inputs`:
+        what -> path, e.g. {"model.name_or_path": Path("runs/x/model")})."""
+        assert mode in MODES, mode
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"Output directory {self.path} is a file, not a directory.",
+                             "Choose another --output-dir (or output_dir in the recipe).")
+        self.ensure_free()
+        if not self.entries():
+            return
+        if mode == "fresh":
+            raise UsageError(
+                f"Run directory {self.path} already exists.",
+                "Pass --resume to continue it, --overwrite to replace it, or --output-dir for a new one.",
+            )
+        if mode == "resume":
+            self.check_resume(force)
+            return
+        if not self.is_ours():
+            raise UsageError(
+                f"--overwrite: {self.path} is not an llmctl run directory (no environment.json written by llmctl), "
+                "so nothing in it is removed.",
+                "Choose another --output-dir; llmctl only replaces runs it made.",
+            )
+        root = self.path.resolve()
+        for what, path in (inputs or {}).items():
+            where = path.expanduser().resolve()
+            if where == root or root in where.parents:
                 raise UsageError(
-                    f"Run directory {self.path} already exists.",
-                    "Pass --resume to continue it, --overwrite to replace it, or --output-dir for a new one.",
+                    f"--overwrite would delete {path}, this run's {what}, which lives inside {self.path}.",
+                    "Copy it out of the run directory first, or choose another --output-dir.",
                 )
-            self.lock()
+
+    def open(self, mode: str, is_main: bool) -> None:
+        """Create (or clear, for overwrite) the directory and take the lock. Called once, after every
+        check (recipe, data, model) has passed, so a failed start leaves nothing behind."""
+        if not is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        if mode == "overwrite":
             for child in self.path.iterdir():
-                if child.name != "run.lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if is_main:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.lock()
+                if child.name != "run.lock" and (child.name in RUN_ENTRIES or _our_temp_file(child.name)):
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    def entries(self) -> set[str]:
+        """What the directory holds; a lone run.lock (left by a start that failed) counts as empty."""
+        if not self.path.is_dir():
+            return set()
+        return {p.name for p in self.path.iterdir()} - {"run.lock"}
+
+    def is_ours(self) -> bool:
+        """environment.json with llmctl's version in it: written by every run right after it starts."""
+        try:
+            return "llmctl" in json.loads((self.path / "environment.json").read_text()).get("packages", {})
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def check_resume(self, force: bool) -> None:
         """`--resume [auto]` continues a run of ours or starts one in an empty place; it never
         retrains a finished run (unless forced) nor writes into a directory llmctl did not make."""
-        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else {"(a file)"}
-        if not self.path.exists() or not names:
+        names = self.entries()
+        if not names:
             return
         if not names & OUR_FILES:
             raise UsageError(
@@ -76,8 +123,12 @@ class RunDir:
         """Refuse at once, before any data or model loads, when another llmctl process holds the lock.
         Only rank 0 probes: under torchrun the other ranks would collide with it."""
         if os.environ.get("RANK", "0") == "0" and (self.path / "run.lock").is_file():
-            self.lock()
-            self.unlock()
+            with open(self.path / "run.lock", "rb") as handle:  # a probe: the file is left as it is
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _busy(self.path) from None
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def lock(self) -> None:
         if self._lock_handle is not None:
@@ -88,10 +139,7 @@ class RunDir:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UsageError(
-                f"Run directory {self.path} is in use by another llmctl process.",
-                "Wait for it to finish or choose another --output-dir.",
-            ) from None
+            raise _busy(self.path) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -147,6 +195,16 @@ class RunDir:
             os.replace(self.model, old)
         os.replace(partial, self.model)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _busy(path: Path) -> UsageError:
+    return UsageError(f"Run directory {path} is in use by another llmctl process.",
+                      "Wait for it to finish or choose another --output-dir.")
+
+
+def _our_temp_file(name: str) -> bool:
+    """write_json's temporary files (`.metrics.json.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in OUR_FILES
 
 
 def disk_full(exc: Exception) -> bool:

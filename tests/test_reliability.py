@@ -43,6 +43,7 @@ def copy_of(finished, tmp_path):
     recipe, run = finished
     shutil.copytree(run, tmp_path / "run")
     (tmp_path / "run" / "metrics.json").unlink()
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-0000006")  # the final step's checkpoint
     return str(recipe), "--output-dir", str(tmp_path / "run"), "--max-steps", "6"
 
 
@@ -315,14 +316,14 @@ def test_overflow_steps_are_skipped_counted_and_hold_the_schedule(tmp_path, file
 
 
 @pytest.mark.parametrize("read_first", [False, True])
-def test_reader_closing_the_pipe_stops_quietly(tmp_path, tiny_models, read_first):
+def test_reader_closing_the_pipe_stops_quietly(tmp_path, finished, read_first):
     """`llmctl predict ... | head -1`: the reader goes away mid-output; llmctl stops with
     128 + SIGPIPE like shell tools, with no 'error: BrokenPipeError' line."""
     from llmctl.errors import EXIT_PIPE_CLOSED
 
     texts = tmp_path / "in.txt"
     texts.write_text("".join(f"review number {i} was fine\n" for i in range(3000)))
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "predict", str(tiny_models["bert"]),
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "predict", str(finished[1]),
                              "--input", str(texts)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=os.environ | {"HF_HUB_OFFLINE": "1"})
     if read_first:

@@ -30,22 +30,22 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.train import checkpoint as ckpt
     from llmctl.train.fingerprint import fingerprint
 
-    run = RunDir(Path(recipe.output_dir))
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
-    run.ensure_free()
-    if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
-        run.prepare(resume=False, overwrite=False, is_main=True)  # raises the "already exists" error
-    if resume:
-        run.check_resume(force=force_resume)  # never a finished or foreign directory
+    mode = "resume" if resume else "overwrite" if overwrite else "fresh"
+    run = RunDir(Path(recipe.output_dir))
+    run.check(mode, force=force_resume, inputs=_local_inputs(recipe))  # refusals only; nothing written yet
+    dev = device_type(device)
 
-    # 1. Everything that can be checked without a model: data, labels, model source.
+    # 1. Everything that can be checked without a model: data, labels, model source and size.
     task = TASKS[recipe.task](recipe.data)
     train_split = task.load_split("train", recipe.data.train)
     eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
     test_split = task.load_split("test", recipe.data.test) if recipe.data.test else None
+    _check_metric_for_best(recipe, task)
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
     task.check_model(recipe.model)
+    _check_max_length(recipe)
 
     # 2. Heavy libraries and the processes.
     quiet_libraries()
@@ -56,7 +56,6 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.train.optim import build_optimizer, build_scheduler
     from llmctl.train.precision import resolve_precision
 
-    dev = device_type(device)
     precision = resolve_precision(recipe.train.precision, dev)
     accelerator = make_accelerator(precision, dev)
     if recipe.train.batch_size % accelerator.num_processes:
@@ -69,13 +68,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     train_features = task.featurize(train_split, tokenizer)
     eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
-    run.prepare(resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
     resume_from = None
-    if resume:
-        if accelerator.is_main_process:
-            ckpt.remove_partial(run.checkpoints)
-        accelerator.wait_for_everyone()
+    if resume:  # reads only: partial checkpoints are ignored here and removed once the run owns the directory
         complete = ckpt.complete_checkpoints(run.checkpoints)
         if complete:
             resume_from = complete[-1]
@@ -102,6 +96,12 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     scheduler = build_scheduler(optimizer, recipe.train, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    # 4. Every check has passed and the model is loaded: only now is the directory created,
+    # or cleared for --overwrite, so a start that fails leaves nothing behind.
+    run.open(mode, is_main=accelerator.is_main_process)
+    if resume and accelerator.is_main_process:
+        ckpt.remove_partial(run.checkpoints)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         from llmctl.config.load import recipe_to_yaml
 
@@ -112,7 +112,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         if resume:  # evaluations after the checkpoint (or all, when starting fresh) are redone
             run.truncate_metrics_after(int(resume_from.name.split("-")[1]) if resume_from is not None else 0)
 
-    meta = task.metadata()
+    meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
 
     def save_best(info: dict) -> None:
         run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info)
@@ -143,6 +143,46 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             yield event
     finally:
         run.unlock()
+
+
+def _local_inputs(recipe) -> dict[str, Path]:
+    """The run's own model and data files, which --overwrite must never delete."""
+    found = {}
+    for key in ("train", "validation", "test"):
+        spec = getattr(recipe.data, key, None)
+        if spec and Path(spec).expanduser().exists():
+            found[f"data.{key} file"] = Path(spec)
+    if Path(recipe.model.name_or_path).expanduser().exists():
+        found["model (model.name_or_path)"] = Path(recipe.model.name_or_path)
+    return found
+
+
+def _check_metric_for_best(recipe, task) -> None:
+    """A misspelled train.metric_for_best would otherwise fail at the first evaluation."""
+    import difflib
+
+    wanted, names = recipe.train.metric_for_best, task.metric_names()
+    if wanted is None or names is None or wanted in names:
+        return
+    close = difflib.get_close_matches(wanted, names, n=1)
+    raise UsageError(
+        f"train.metric_for_best: '{wanted}' is not a metric of task {recipe.task}; it reports {', '.join(names)}.",
+        f"Did you mean '{close[0]}'?" if close else "Use one of those names.",
+    )
+
+
+def _check_max_length(recipe) -> None:
+    """A max_length past the model's position table crashes mid-training (index out of range)."""
+    from llmctl.models import model_max_positions
+
+    limit = model_max_positions(recipe.model)
+    for key in ("max_length", "max_target_length"):
+        value = getattr(recipe.data, key, None)
+        if limit and value and value > limit:
+            raise UsageError(
+                f"data.{key} {value} is more than model {recipe.model.name_or_path} can take ({limit} positions).",
+                f"Set data.{key} to at most {limit} (e.g. --set data.{key}={limit}).",
+            )
 
 
 def _result(stopped, run: RunDir, accelerator, precision: str, total_steps: int) -> dict:

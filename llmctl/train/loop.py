@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from llmctl.errors import Interrupted, TrainingError
+from llmctl.metrics import lower_is_better
 from llmctl.train import checkpoint as ckpt, faults
 from llmctl.train.batching import epoch_batches, eval_batches, shard
 from llmctl.train.optim import clip_gradients
@@ -210,7 +211,7 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
     cfg, acc, model = s.cfg, s.accelerator, s.model
     rank, world = acc.process_index, acc.num_processes
     metric_name = cfg.metric_for_best or s.task.default_metric()
-    greater = cfg.greater_is_better if cfg.greater_is_better is not None else metric_name not in ("loss", "mse", "perplexity")
+    greater = cfg.greater_is_better if cfg.greater_is_better is not None else not lower_is_better(metric_name)
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "best_step": None,
              "best_metrics": {}, "bad_evals": 0, "samples": 0, "runtime_s": 0.0, "fingerprint": s.fingerprint}
     resumed = None
@@ -341,7 +342,9 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
                     cfg.save_every != "epoch" and step % cfg.save_every == 0
                 )
                 interrupted = _any_process(acc, stop.signal is not None)
-                if (save_due or interrupted) and not (final and not interrupted):
+                # The last step is saved too (finished or stopped early): a run continued with more
+                # steps (--force-resume --max-steps N) starts from where it ended, not an epoch back.
+                if save_due or interrupted or final or reason != "finished":
                     path = ckpt.save_checkpoint(s.checkpoint_dir, step, acc, model, s.optimizer, s.scheduler, state)
                     if acc.is_main_process:
                         ckpt.prune_checkpoints(s.checkpoint_dir, cfg.keep_checkpoints)
