@@ -72,6 +72,42 @@ def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
     return tokenizer
 
 
+def load_trained(auto_class, model_dir: Path):
+    """A fine-tuned model for eval / predict (safetensors only). Refused when a weight is missing
+    from the checkpoint: transformers would start it at random (typically the task head of a
+    plain pretrained encoder) and every score would be noise with exit 0."""
+    try:
+        model, info = auto_class.from_pretrained(model_dir, use_safetensors=True, output_loading_info=True)
+    except Exception as exc:
+        raise _explain(exc, str(model_dir)) from exc
+    missing = list(info.get("missing_keys") or []) + [str(m[0]) for m in info.get("mismatched_keys") or []]
+    if missing:
+        shown = ", ".join(sorted(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelError(
+            f"{model_dir} has no trained weights for {shown}: they would start at random, so every score "
+            f"and prediction would be noise.",
+            f"Fine-tune it first (`llmctl finetune RECIPE --model {model_dir}`), then eval the run directory; "
+            "to score a generative model without training, use `llmctl eval MODEL --recipe` with a zero_shot section.",
+        )
+    return model
+
+
+def model_max_positions(model_cfg) -> int | None:
+    """Longest input the checkpoint's position table covers (None: relative positions, e.g. T5).
+    Read from config.json alone, so data.max_length is checked before any weight loads."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
+                                            revision=model_cfg.revision)
+    except Exception as exc:
+        raise _explain(exc, model_cfg.name_or_path) from exc
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit and config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= 2  # their position ids start after the padding index
+    return limit
+
+
 def load_model(auto_class, model_cfg, tokenizer, **config_overrides):
     """`auto_class.from_pretrained` with our safety defaults; pad id written into the config."""
     from transformers import AutoConfig

@@ -16,25 +16,33 @@ def eval_command(
     data: Optional[str] = typer.Option(None, "--data", help="A data file, or a hub dataset id (with --split)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split name for hub data (default: the run's validation)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe whose data section describes the data."),
-    fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE; exit 4 when a metric is below it."),
+    fail_under: list[str] = typer.Option([], "--fail-under",
+                                         help="METRIC=VALUE; exit 4 when the metric is below it (higher-is-better metrics)."),
+    fail_over: list[str] = typer.Option([], "--fail-over",
+                                        help="METRIC=VALUE; exit 4 when the metric is above it (loss, mse, perplexity)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per evaluation batch."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate only the first N examples."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Measure a model on a dataset; optionally fail when a metric is too low."""
+    """Measure a model on a dataset; optionally fail when a metric is too low (or too high)."""
+    from llmctl.cli.checks import at_least_one
     from llmctl.config.load import load_recipe
     from llmctl.console import Console
-    from llmctl.core.evaluation import evaluate_model, gate, parse_gates
+    from llmctl.core.evaluation import check_gates, evaluate_model, gate, parse_gates
+    from llmctl.core.setup import check_precision
 
-    gates = parse_gates(fail_under)  # bad gate syntax fails before anything loads
+    # Everything the command line alone can get wrong fails here, before anything loads.
+    gates = parse_gates(fail_under, fail_over)
+    at_least_one(batch_size=batch_size, max_samples=max_samples)
+    check_precision(precision)
     parsed = load_recipe(recipe) if recipe else None
     result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
-                            max_samples=max_samples, device=device)
+                            max_samples=max_samples, device=device, precision=precision, gates=gates)
     if gates:
-        from llmctl.core.evaluation import check_gates
-
-        result["gates"] = {"passed": not check_gates(result["metrics"], gates), "thresholds": gates}
+        result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
     kind = "zero-shot " if "zero_shot" in result else ""
     Console(json_mode=json_out).result(result, f"{kind}{result['data']} ({result['samples']} examples)")
     gate(result, gates)

@@ -20,21 +20,29 @@ def predict(
     context: Optional[str] = typer.Option(None, "--context", help="Question answering: the passage to answer from."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write jsonl here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", help="Inputs per batch."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"predictions": [...]}.'),
 ):
     """Run a fine-tuned model over inputs."""
     from pathlib import Path
 
+    from llmctl.cli.checks import at_least_one, writable_file
     from llmctl.core.prediction import flag_inputs, predict as run_predict, read_inputs
+    from llmctl.core.setup import check_precision
     from llmctl.errors import UsageError
 
     if input_ is not None and (question is not None or context is not None):
         raise UsageError("--input and --question/--context are alternatives.", "Pass one of them.")
     if input_ is None and question is None and context is None:
         raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model).")
+    at_least_one(batch_size=batch_size)
+    check_precision(precision)
+    if output:
+        writable_file(output, "--output")
     rows, where = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
-    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device)
+    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device, precision=precision)
     if output:
         target = Path(output)
         tmp = target.with_name(f".{target.name}.tmp")

@@ -2,72 +2,115 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import GateFailed, UsageError
 
 
-def parse_gates(items: list[str]) -> dict[str, float]:
-    """`accuracy=0.9` -> {"accuracy": 0.9}; several allowed."""
+@dataclass
+class Gates:
+    """--fail-under (a metric must reach the value) and --fail-over (must not exceed it)."""
+
+    under: dict[str, float] = field(default_factory=dict)
+    over: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.under or self.over)
+
+    def as_json(self, failed: list[str]) -> dict:
+        return {"passed": not failed, "thresholds": self.under, "ceilings": self.over, "failed": failed}
+
+
+def parse_gates(fail_under: list[str], fail_over: list[str] | None = None) -> Gates:
+    """`accuracy=0.9` -> {"accuracy": 0.9}; several allowed. A lower-is-better metric (loss,
+    perplexity) under --fail-under is refused: that gate would pass a worse model."""
+    from llmctl.metrics import lower_is_better
+
+    gates = Gates(_parse(fail_under, "--fail-under", "accuracy=0.9"), _parse(fail_over or [], "--fail-over", "loss=0.5"))
+    for name, value in gates.under.items():
+        if lower_is_better(name):
+            raise UsageError(f"--fail-under {name}={value:g}: {name} is better when lower, so this gate would pass "
+                             "a worse model and fail a better one.", f"Use --fail-over {name}={value:g}.")
+    return gates
+
+
+def _parse(items: list[str], flag: str, example: str) -> dict[str, float]:
     gates = {}
     for item in items:
         name, sep, value = item.partition("=")
         try:
-            gates[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
-            raise UsageError(f"--fail-under '{item}' is not METRIC=VALUE.", "Example: --fail-under accuracy=0.9")
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise UsageError(f"{flag} '{item}' is not METRIC=VALUE with a finite number.", f"Example: {flag} {example}")
+        gates[name.strip()] = number
     return gates
 
 
-def check_gates(metrics: dict, gates: dict[str, float]) -> list[str]:
+def check_gate_names(gates: Gates, names: list[str] | None) -> None:
+    """Gate names checked against what the evaluation will report (before the model loads)."""
+    for flag, group in (("--fail-under", gates.under), ("--fail-over", gates.over)):
+        for name in group:
+            if names is not None and name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                raise UsageError(f"{flag} {name}: no such metric; this evaluation reports {', '.join(names)}.",
+                                 f"Did you mean '{close[0]}'?" if close else "Use one of those names.")
+
+
+def check_gates(metrics: dict, gates: Gates) -> list[str]:
     """Failed gates as readable lines; an unknown metric name is a usage error."""
-    failed = []
-    for name, threshold in gates.items():
-        if name not in metrics:
-            raise UsageError(
-                f"--fail-under {name}: no such metric; this evaluation reports {', '.join(metrics)}.",
-                "Use one of those names.",
-            )
-        if not metrics[name] >= threshold:
-            failed.append(f"{name} {metrics[name]:.4f} < {threshold}")
+    check_gate_names(gates, list(metrics))
+    failed = [f"{name} {metrics[name]:.4f} < {limit:g}" for name, limit in gates.under.items()
+              if not metrics[name] >= limit]
+    failed += [f"{name} {metrics[name]:.4f} > {limit:g}" for name, limit in gates.over.items()
+               if not metrics[name] <= limit]
     return failed
 
 
 def evaluate_model(model_path: str, data: str | None = None, split: str | None = None, recipe=None,
-                   batch_size: int = 64, max_samples: int | None = None, device: str | None = None) -> dict:
-    """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples"}.
-    A recipe with a zero_shot section scores a generative model's label likelihoods instead."""
-    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
-    from llmctl.models import load_tokenizer
+                   batch_size: int = 64, max_samples: int | None = None, device: str | None = None,
+                   precision: str | None = None, gates: Gates | None = None) -> dict:
+    """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples", "precision"}.
+    A recipe with a zero_shot section scores a generative model's label likelihoods instead.
+    Gate names, the device and the data are checked before any weight loads."""
+    from llmctl.core.setup import (auto_class, device_type, inference_precision, make_accelerator, quiet_libraries,
+                                   task_for_model)
+    from llmctl.models import load_tokenizer, load_trained
     from llmctl.runs import find_model_dir
 
+    gates = gates or Gates()
+    dev = device_type(device)
     if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
         from llmctl.generation.zeroshot import evaluate_zero_shot
+        from llmctl.tasks.classification import ClassificationTask
 
+        check_gate_names(gates, ClassificationTask(recipe.data, regression=False).metric_names())
         spec = eval_spec(recipe.data, data, split, max_samples)
-        return evaluate_zero_shot(model_path, recipe, spec, batch_size=batch_size, device=device)
+        return evaluate_zero_shot(model_path, recipe, spec, batch_size=batch_size, device=dev,
+                                  precision=precision or "auto")
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir, recipe)
     spec = eval_spec(task.data_cfg, data, split, max_samples)
     eval_split = task.load_split("eval", spec)
+    check_gate_names(gates, task.metric_names())
 
     from llmctl.config.schema import ModelConfig
     from llmctl.train.loop import evaluate
-    from llmctl.train.precision import resolve_precision
 
-    dev = device_type(device)
-    accelerator = make_accelerator(resolve_precision("auto", dev), dev)
+    resolved = inference_precision(precision, model_dir, dev)
+    accelerator = make_accelerator(resolved, dev)
     model_cfg = ModelConfig(name_or_path=str(model_dir))
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
     features = task.featurize(eval_split, tokenizer)  # before the model: data errors surface first
-    model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True)
-    model = accelerator.prepare(model)
+    model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir))
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
-            "output_dir": str(Path(model_path))}
+            "output_dir": str(Path(model_path)), "precision": resolved}
 
 
 def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> str:
@@ -86,7 +129,7 @@ def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | 
     return spec
 
 
-def gate(result: dict, gates: dict[str, float]) -> None:
+def gate(result: dict, gates: Gates) -> None:
     failed = check_gates(result["metrics"], gates)
     if failed:
         raise GateFailed("Quality gate failed: " + "; ".join(failed) + ".")

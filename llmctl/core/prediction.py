@@ -10,7 +10,9 @@ from llmctl.errors import DataError
 
 
 def read_inputs(source: str) -> tuple[list[dict], str]:
-    """Rows from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or plain lines)."""
+    """Rows from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or plain lines).
+    Each row carries its input line as "line" (blank lines are skipped, so outputs can still be
+    matched to inputs, and the count skipped is noted)."""
     if source == "-":
         text, where = sys.stdin.read(), "<stdin>"
         suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
@@ -23,21 +25,29 @@ def read_inputs(source: str) -> tuple[list[dict], str]:
             from llmctl.data.sources import read_table
 
             frame = read_table(path, "--input")
-            return frame.to_dict(orient="records"), where
+            first = 2 if suffix != ".parquet" else 1  # csv/tsv: line 1 is the header
+            return [row | {"line": i + first} for i, row in enumerate(frame.to_dict(orient="records"))], where
         text = path.read_text(encoding="utf-8")
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-                rows.append(row if isinstance(row, dict) else {"text": row})
-    else:
-        rows = [{"text": line} for line in text.splitlines() if line.strip()]
+    rows, blank = [], 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        if suffix in (".jsonl", ".json"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+            row = row if isinstance(row, dict) else {"text": row}
+        else:
+            row = {"text": line}
+        rows.append(row | {"line": number})
     if not rows:
         raise DataError(f"{where} has no inputs.", "Give at least one line of text or one jsonl row.")
+    if blank:
+        from llmctl.console import note
+
+        note(f"skipped {blank} blank line(s) of {where}; each prediction carries its input line number as \"line\".")
     return rows, where
 
 
@@ -50,29 +60,30 @@ def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], 
     return [{"question": question, "context": context}], "--question/--context"
 
 
-def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None) -> list[dict]:
+def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None,
+            precision: str | None = None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside)."""
-    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.core.setup import auto_class, device_type, inference_precision, make_accelerator, quiet_libraries, task_for_model
     from llmctl.runs import find_model_dir
 
+    dev = device_type(device)
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir)
-    split = task.predict_split(rows, where)
+    lines = [row.get("line") for row in rows]
+    split = task.predict_split([{k: v for k, v in row.items() if k != "line"} for row in rows], where)
 
     import torch
 
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models import load_tokenizer, load_trained
     from llmctl.train.batching import eval_batches
     from llmctl.train.loop import to_device
-    from llmctl.train.precision import resolve_precision
 
-    dev = device_type(device)
-    accelerator = make_accelerator(resolve_precision("auto", dev), dev)
+    accelerator = make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
     features = task.featurize(split, tokenizer)  # before the model: data errors surface first
-    model = auto_class(task.auto_model).from_pretrained(model_dir, use_safetensors=True).to(accelerator.device).eval()
+    model = load_trained(auto_class(task.auto_model), model_dir).to(accelerator.device).eval()
     kept: dict[str, list] = {}
     with torch.inference_mode(), accelerator.autocast():
         for batch_ids in eval_batches(features.lengths, batch_size):
@@ -83,4 +94,5 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
                 store = kept.setdefault(name, [None] * len(features))
                 for row, i in zip(tensor.float().cpu().numpy(), index):
                     store[i] = row
-    return task.format_predictions(kept, features, split)
+    predictions = task.format_predictions(kept, features, split)
+    return [p | {"line": n} if n is not None else p for p, n in zip(predictions, lines)]

@@ -42,6 +42,13 @@ TEXT_METRICS: tuple[str, ...] = (
 
 _HERE = Path(__file__).resolve().parent
 
+# Metrics where smaller is better: the best model minimises them and gates use --fail-over.
+LOWER_IS_BETTER: tuple[str, ...] = ("loss", "mse", "mae", "rmse", "perplexity")
+
+
+def lower_is_better(name: str) -> bool:
+    return name in LOWER_IS_BETTER or name.endswith("_loss")
+
 
 @functools.lru_cache(maxsize=None)
 def load(name: str) -> "evaluate.EvaluationModule":

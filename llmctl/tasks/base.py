@@ -74,6 +74,11 @@ class Task(ABC):
     def default_metric(self) -> str:
         """Metric used to pick the best model when the recipe does not say."""
 
+    def metric_names(self) -> list[str] | None:
+        """Every metric `compute_metrics` can report once the labels are known, so that gates and
+        train.metric_for_best are checked before any model loads; None: not known in advance."""
+        return None
+
     # -- remembering the task next to the model ---------------------------------------
     def metadata(self) -> dict:
         data = self.data_cfg.model_dump(mode="json")

@@ -195,6 +195,9 @@ class CausalLMTask(Task):
     def default_metric(self) -> str:
         return "perplexity"
 
+    def metric_names(self) -> list[str]:
+        return ["loss", "perplexity"]
+
     def compute_metrics(self, kept: dict, features, split: LMSplit) -> dict[str, float]:
         import math
 

@@ -224,6 +224,11 @@ class ClassificationTask(Task):
     def default_metric(self) -> str:
         return "pearson" if self.regression else "accuracy"
 
+    def metric_names(self) -> list[str]:
+        if self.regression:
+            return ["loss", "pearson", "spearmanr", "mse"]
+        return ["loss", "accuracy", "f1", "matthews_correlation"]
+
     def compute_metrics(self, kept: dict, features, split: Split) -> dict[str, float]:
         import numpy as np
 

@@ -336,6 +336,13 @@ class NerTask(Task):
     def default_metric(self) -> str:
         return "f1"
 
+    def metric_names(self) -> list[str] | None:
+        if self.labels is None:
+            return None
+        types = sorted({tag[2:] for tag in self.labels if tag[:2] in ("B-", "I-")})
+        per_type = [f"{t}_{m}" for t in types for m in ("precision", "recall", "f1", "number")]
+        return ["loss", "precision", "recall", "f1", "accuracy"] + per_type
+
     def _word_probs(self, kept: dict, features, split: NerSplit):
         """Per-sentence word probabilities [words, labels], stitched from the windows."""
         import numpy as np

@@ -87,6 +87,12 @@ class QATask(Task):
     def default_metric(self) -> str:
         return "f1"
 
+    def metric_names(self) -> list[str]:
+        if not self.data_cfg.version_2_with_negative:
+            return ["loss", "exact_match", "f1"]
+        return ["loss", "exact_match", "exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
+                "NoAns_exact", "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+
     # -- features -------------------------------------------------------------------
     def _check_question_lengths(self, split: QASplit, questions: list[str], tokenizer) -> None:
         """Questions are never truncated: each must leave the context more than doc_stride tokens."""
