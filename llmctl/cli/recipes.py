@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import typer
@@ -42,16 +42,39 @@ def show(name: str = typer.Argument(..., help="Short name or path.")):
 
 @recipes_app.command("copy")
 @report_errors
-def copy(name: str = typer.Argument(..., help="Short name."), dest: str = typer.Argument(..., help="File or folder.")):
+def copy(name: str = typer.Argument(..., help="Short name."),
+         dest: str = typer.Argument(..., help="File, or folder (a trailing / creates it).")):
     """Copy a recipe to edit it (never overwrites an existing file)."""
     from llmctl.config.load import resolve_recipe
-    from llmctl.errors import UsageError
 
     source = resolve_recipe(name)
+    print(f"copied {source} -> {_copy_to(source, dest)}")
+
+
+def _copy_to(source: Path, dest: str) -> Path:
+    """Write `source` to `dest`: into it when it is a folder or ends in a separator (created if
+    its parent exists, since `dir/` never means a file called `dir`), else as that file."""
+    from llmctl.errors import UsageError
+
     target = Path(dest)
+    if dest.endswith(tuple(filter(None, ("/", os.sep, os.altsep)))) and not target.is_dir():
+        if not target.parent.is_dir():
+            raise UsageError(f"Cannot create folder {dest}: {target.parent} does not exist.",
+                             f"Create it first (mkdir -p {target}) or choose another destination.")
+        try:
+            target.mkdir()
+        except OSError as exc:  # e.g. a file of that name
+            raise UsageError(f"Cannot create folder {dest}: {exc.strerror}.", "Choose another destination.") from None
     if target.is_dir():
         target = target / source.name
-    if target.exists():
-        raise UsageError(f"{target} already exists.", "Choose another destination.")
-    shutil.copyfile(source, target)
-    print(f"copied {source} -> {target}")
+    if not target.parent.is_dir():
+        raise UsageError(f"Cannot copy to {target}: folder {target.parent} does not exist.",
+                         f"Create it first (mkdir -p {target.parent}) or choose another destination.")
+    try:
+        with open(target, "xb") as handle:  # "x": an existing file is never overwritten, even in a race
+            handle.write(source.read_bytes())
+    except FileExistsError:
+        raise UsageError(f"{target} already exists.", "Choose another destination.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot write {target}: {exc.strerror}.", "Choose another destination.") from None
+    return target

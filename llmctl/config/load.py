@@ -99,17 +99,32 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
+# Top-level keys that hold a mapping of keys; a scalar there would replace the whole section.
+SECTIONS = ("model", "data", "train", "zero_shot")
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
-    """Apply --set items in place; returns the key paths they touched."""
+    """Apply --set items in place; returns the key paths they touched. A --set never silently
+    replaces a value it descends through, nor a whole section with a scalar."""
     touched = set()
     for item in overrides:
         keys, value = parse_override(item)
         node = raw
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = value
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:  # absent or null: start an empty section
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                here = ".".join(keys[: depth + 1])
+                raise RecipeError(f"--set {item}: {here} is {child!r}, which has no keys to set.",
+                                  f"Use --set {here}=VALUE.")
+            node = child
+        last = keys[-1]
+        section = isinstance(node.get(last), dict) or (len(keys) == 1 and last in SECTIONS)
+        if section and value is not None and not isinstance(value, dict):
+            raise RecipeError(f"--set {item}: {'.'.join(keys)} is a section of keys, not a single value.",
+                              f"Set one key inside it: --set {'.'.join(keys)}.KEY=VALUE.")
+        node[last] = value
         touched.add(tuple(keys))
     return touched
 
@@ -124,9 +139,13 @@ def _describe(err: dict, model_fields_at) -> str:
         return f"{key}: unknown key{tip}"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
+    # Our own validators' messages read as sentences; pydantic's "Value error, " prefix adds nothing.
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a cross-check: its message names the keys itself
+        return msg
     got = err.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
-    return f"{key}: {err['msg']}{shown}"
+    return f"{key}: {msg}{shown}"
 
 
 def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = None, overridden: set | None = None):
@@ -157,12 +176,16 @@ def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = No
         return list(model.model_fields)
 
     try:
-        return schema.model_validate(raw)
+        recipe = schema.model_validate(raw)
+        recipe._source = source
+        return recipe
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
             text = _describe(err, fields_at)
+            if not loc:  # a cross-check names its key first (e.g. "train.eval_every needs ..."): point at it
+                loc = tuple(text.split(" ", 1)[0].rstrip(",").split("."))
             if loc in overridden:
                 problems.append(f"--set {text}")
             else:
@@ -181,6 +204,17 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None):
     raw, lines = read_yaml(path)
     touched = apply_overrides(raw, overrides or [])
     return validate_recipe(raw, str(path), lines, touched)
+
+
+def check_recipe_task(recipe, model_task: str, where: str) -> None:
+    """`eval MODEL --recipe R`: R's data keys mean something only for the task MODEL was trained
+    for (`where` names the model); another task's recipe would fail deep inside loading."""
+    if recipe.task != model_task:
+        raise RecipeError(
+            f"--recipe {recipe._source} is for task '{recipe.task}' but model {where} was trained for "
+            f"'{model_task}'.",
+            f"Use a {model_task} recipe or drop --recipe.",
+        )
 
 
 def recipe_to_yaml(recipe) -> str:

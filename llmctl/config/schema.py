@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import Generic, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+# torch.manual_seed and numpy's legacy seeding both take 0 .. 2**32 - 1; anything else fails
+# (or wraps) only once training starts.
+MAX_SEED = 2**32 - 1
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: YAML's .inf / .nan (and "inf" / "nan" strings) would otherwise pass the
+    # range checks of some fields and turn every weight into nan a few steps into training.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -36,7 +42,9 @@ class DataConfig(Section):
     train: str | None = Field("train", description="Split name, or a local file (csv, tsv, jsonl, json, parquet).")
     validation: str | None = Field("validation", description="Split name or local file used for evaluation.")
     test: str | None = Field(None, description="Optional split or file evaluated once after training.")
-    column_names: list[str] | None = Field(None, description="Column names for csv/tsv files without a header row.")
+    column_names: list[str] | None = Field(
+        None, description="Column names for csv/tsv files without a header row (a first row equal to them is skipped)."
+    )
     max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
@@ -66,7 +74,7 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32."
     )
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
-    seed: int = Field(42, description="Seeds data order, initialisation and dropout.")
+    seed: int = Field(42, description="Seeds data order, initialisation and dropout; 0 to 2**32 - 1.")
     deterministic: bool = Field(False, description="Use torch's deterministic algorithms (slower).")
     eval_every: StepsOrEpoch = Field("epoch", description='"epoch" or a number of optimizer steps.')
     save_every: StepsOrEpoch = Field("epoch", description='Full training-state checkpoint: "epoch" or a step count.')
@@ -84,6 +92,17 @@ class TrainConfig(Section):
         if isinstance(value, int) and value <= 0:
             raise ValueError('must be "epoch" or a positive number of steps')
         return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value):
+        if not 0 <= value <= MAX_SEED:
+            raise ValueError(f"must be between 0 and {MAX_SEED} (the seeds torch and numpy accept)")
+        return value
+
+
+# Keys that only matter when something is evaluated during training.
+NEEDS_VALIDATION = ("eval_every", "metric_for_best", "greater_is_better", "early_stopping_patience")
 
 
 class ZeroShotConfig(Section):
@@ -154,10 +173,19 @@ class Recipe(Section, Generic[D]):
         None, description="Score labels with a generative model's log-likelihood instead of training a head."
     )
 
+    # The file the recipe came from, for messages (set by llmctl.config.load.validate_recipe).
+    _source: str = PrivateAttr("<recipe>")
+
     @model_validator(mode="after")
     def _cross_checks(self):
-        if self.train.eval_every != "epoch" and self.data.validation is None:
-            raise ValueError("train.eval_every needs data.validation")
+        if self.data.validation is None:
+            # Without validation data nothing is evaluated, so these would be silently ignored.
+            unused = [f"train.{k}" for k in NEEDS_VALIDATION
+                      if getattr(self.train, k) != TrainConfig.model_fields[k].default]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} {'needs' if len(unused) == 1 else 'need'} data.validation, "
+                                 f"which is null; set data.validation to a split or file, "
+                                 f"or drop {', '.join(unused)}")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
         return self

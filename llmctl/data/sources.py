@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from llmctl.console import warn
 from llmctl.errors import DataError
 from llmctl.hub import ensure_hub_reachable
 
@@ -45,12 +46,22 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None):
         raise DataError(f"{key}: cannot read {path}: unknown extension.", f"Use one of {', '.join(FILE_FORMATS)}.")
     try:
         if fmt in ("csv", "tsv"):
+            sep = "\t" if fmt == "tsv" else ","
+            # GLUE's TSVs contain bare quote characters inside sentences.
+            quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+            header = None
+            if column_names and _first_row(path, sep, quoting) == [n.strip() for n in column_names]:
+                # Certainly a header: as a data row it would become an example (and turn a numeric
+                # label column into strings). Read it as the header it is, and say so.
+                warn(f"{key}: {path} starts with a header row ({', '.join(column_names)}) although "
+                     "data.column_names is set; skipping it. Drop data.column_names or the header line.")
+                header = 0
+                _HEADER_SKIPPED.add(str(path))
             frame = pd.read_csv(
                 path,
-                sep="\t" if fmt == "tsv" else ",",
-                # GLUE's TSVs contain bare quote characters inside sentences.
-                quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
-                header=None if column_names else "infer",
+                sep=sep,
+                quoting=quoting,
+                header=header if column_names else "infer",
                 names=column_names,
                 keep_default_na=False,
                 dtype_backend="numpy_nullable",
@@ -69,6 +80,16 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None):
         raise DataError(f"{key}: cannot parse {path}: {first}.") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+# Files read with data.column_names whose header row was skipped: row_location must count it.
+_HEADER_SKIPPED: set[str] = set()
+
+
+def _first_row(path: Path, sep: str, quoting: int) -> list[str]:
+    """The first csv/tsv row's cells, stripped (utf-8-sig: a BOM is not part of the first name)."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return [cell.strip() for cell in next(csv.reader(handle, delimiter=sep, quoting=quoting), [])]
 
 
 def _read_json(path: Path, fmt: str):
@@ -123,6 +144,7 @@ def load_split(spec: str, key: str, dataset: str | None, config: str | None, col
 def row_location(where: str, index: int, has_header: bool = True) -> str:
     """`file.csv:12` for a csv/tsv row (1-based line), `file.jsonl:12`, or `dataset[split] row 11`."""
     suffix = Path(where).suffix.lower()
+    has_header = has_header or where in _HEADER_SKIPPED
     if suffix in (".csv", ".tsv"):
         return f"{where}:{index + (2 if has_header else 1)}"
     if suffix in (".jsonl",):
