@@ -11,6 +11,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
 # Avoid the tokenizers fork warning/deadlock when DataLoader workers fork.
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# The feature cache of these tests lives and dies with the session, never in ~/.cache.
+import tempfile  # noqa: E402
+
+os.environ["LLMCTL_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmctl-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -90,6 +90,7 @@ def _root(
         os.environ["LLMCTL_DEBUG"] = "1"
 
 
+from llmctl.cli import cache as _cache  # noqa: E402
 from llmctl.cli import env as _env  # noqa: E402  (registers commands on `app`)
 from llmctl.cli import eval as _eval  # noqa: E402
 from llmctl.cli import finetune as _finetune  # noqa: E402
@@ -98,6 +99,7 @@ from llmctl.cli import predict as _predict  # noqa: E402
 from llmctl.cli import recipes as _recipes  # noqa: E402
 
 app.add_typer(_recipes.recipes_app, name="recipes")
+app.add_typer(_cache.cache_app, name="cache")
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ class DataConfig(Section):
     max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
+    cache: bool = Field(True, description="Keep the tokenized training features in $LLMCTL_CACHE_DIR for the next run.")
 
 
 StepsOrEpoch = Union[Literal["epoch"], int]

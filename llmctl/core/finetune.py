@@ -25,6 +25,7 @@ class Finished:
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
     from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
+    from llmctl.data.prepare import train_features as train_features_for
     from llmctl.models import check_source, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train import checkpoint as ckpt
@@ -66,7 +67,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     # Tokenizing can still reject the data (a QA question longer than max_length): do it
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
-    train_features = task.featurize(train_split, tokenizer)
+    train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache)
     eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
     resume_from = None
     if resume:  # reads only: partial checkpoints are ignored here and removed once the run owns the directory
@@ -131,7 +132,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             if isinstance(event, Checkpointed) and not accelerator.is_main_process:
                 continue
             if isinstance(event, Stopped):
-                result = _result(event, run, accelerator, precision, total_steps)
+                result = _result(event, run, accelerator, precision, total_steps) | {"data": data_info}
                 if test_split is not None:
                     result["test_metrics"] = _evaluate_saved(run, task, tokenizer, accelerator, model,
                                                              test_split, recipe.train.eval_batch_size)

@@ -46,27 +46,7 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None):
         raise DataError(f"{key}: cannot read {path}: unknown extension.", f"Use one of {', '.join(FILE_FORMATS)}.")
     try:
         if fmt in ("csv", "tsv"):
-            sep = "\t" if fmt == "tsv" else ","
-            # GLUE's TSVs contain bare quote characters inside sentences.
-            quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-            header = None
-            if column_names and _first_row(path, sep, quoting) == [n.strip() for n in column_names]:
-                # Certainly a header: as a data row it would become an example (and turn a numeric
-                # label column into strings). Read it as the header it is, and say so.
-                warn(f"{key}: {path} starts with a header row ({', '.join(column_names)}) although "
-                     "data.column_names is set; skipping it. Drop data.column_names or the header line.")
-                header = 0
-                _HEADER_SKIPPED.add(str(path))
-            frame = pd.read_csv(
-                path,
-                sep=sep,
-                quoting=quoting,
-                header=header if column_names else "infer",
-                names=column_names,
-                keep_default_na=False,
-                dtype_backend="numpy_nullable",
-                encoding="utf-8",
-            )
+            frame = pd.read_csv(path, **_csv_options(path, fmt, key, column_names))
         elif fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
@@ -80,6 +60,86 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None):
         raise DataError(f"{key}: cannot parse {path}: {first}.") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None) -> dict:
+    """pandas.read_csv options for a csv/tsv file; the same for a whole read and a chunked one."""
+    sep = "\t" if fmt == "tsv" else ","
+    # GLUE's TSVs contain bare quote characters inside sentences.
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    header = None
+    if column_names and _first_row(path, sep, quoting) == [n.strip() for n in column_names]:
+        # Certainly a header: as a data row it would become an example (and turn a numeric
+        # label column into strings). Read it as the header it is, and say so.
+        warn(f"{key}: {path} starts with a header row ({', '.join(column_names)}) although "
+             "data.column_names is set; skipping it. Drop data.column_names or the header line.")
+        header = 0
+        _HEADER_SKIPPED.add(str(path))
+    return {"sep": sep, "quoting": quoting, "header": header if column_names else "infer", "names": column_names,
+            "keep_default_na": False, "dtype_backend": "numpy_nullable", "encoding": "utf-8"}
+
+
+def iter_table(path: Path, key: str, columns: list[str], column_names: list[str] | None = None,
+               chunk_rows: int = 50_000, limit: int | None = None):
+    """(column names of the file, iterator of DataFrames of `columns`, at most `chunk_rows` rows each).
+
+    csv / tsv / parquet are read chunk by chunk, so the whole table is never in memory; json and
+    jsonl are read whole (a json list cannot be streamed) and sliced. Parsing is read_table's:
+    the same options, the same errors. Requested columns missing from the file are left out (the
+    caller names them, with the file's columns)."""
+    import pandas as pd
+
+    fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt not in ("csv", "tsv", "parquet"):
+        frame = read_table(path, key, column_names)
+        frame = frame if limit is None else frame.iloc[:limit]
+        return list(frame.columns), (frame.iloc[i : i + chunk_rows][[c for c in columns if c in frame.columns]]
+                                     for i in range(0, len(frame), chunk_rows))
+    if not path.is_file():
+        read_table(path, key, column_names)  # raises the "does not exist" error
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            handle = pq.ParquetFile(path)
+            raw = list(handle.schema_arrow.names)
+        else:
+            options = _csv_options(path, fmt, key, column_names)
+            raw = [str(c) for c in pd.read_csv(path, nrows=0, **options).columns]
+    except Exception as exc:
+        raise _parse_error(exc, key, path) from exc
+    names = {str(c).strip(): c for c in raw}
+    wanted = [names[c] for c in columns if c in names]
+
+    def chunks():
+        seen = 0
+        try:
+            if fmt == "parquet":
+                pieces = (b.to_pandas() for b in handle.iter_batches(batch_size=chunk_rows, columns=wanted))
+            else:
+                pieces = pd.read_csv(path, usecols=wanted, chunksize=chunk_rows, **options)
+            for frame in pieces:
+                frame.columns = [str(c).strip() for c in frame.columns]
+                if limit is not None and seen + len(frame) > limit:
+                    frame = frame.iloc[: limit - seen]
+                seen += len(frame)
+                if len(frame):
+                    yield frame
+                if limit is not None and seen >= limit:
+                    return
+        except DataError:
+            raise
+        except Exception as exc:
+            raise _parse_error(exc, key, path) from exc
+
+    return list(names), chunks()
+
+
+def _parse_error(exc: Exception, key: str, path: Path) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataError(f"{key}: cannot parse {path}: {first}.")
 
 
 # Files read with data.column_names whose header row was skipped: row_location must count it.

@@ -19,6 +19,9 @@ class Task(ABC):
     name: ClassVar[str]
     data_config: ClassVar[type[DataConfig]]
     auto_model: ClassVar[str]  # name of the transformers Auto class for the head
+    # True when featurize keeps nothing on `self`, so its training features may come from the
+    # feature cache without featurize running (llmctl.data.prepare).
+    cacheable_features: ClassVar[bool] = False
 
     def __init__(self, data_cfg: DataConfig):
         self.data_cfg = data_cfg

@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import load_split, row_location
+from llmctl.data.sources import iter_table, load_split, looks_like_file, row_location
 from llmctl.errors import DataError
 from llmctl.tasks.base import Task
 
@@ -49,6 +50,26 @@ class Split:
         return len(self.texts[0])
 
 
+@dataclass
+class FileSplit:
+    """A training file checked row by row but not held in memory: featurize reads it again in
+    chunks (llmctl.data.sources.iter_table). Only the label ids are kept."""
+
+    where: str
+    path: Path
+    labels: list
+    rows: int
+    has_header: bool = True
+    texts = None  # never materialised
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+STREAMED = (".csv", ".tsv", ".parquet")  # formats read in chunks
+CHUNK_ROWS = 50_000
+
+
 def missing_column(key: str, column: str, where: str, columns: list[str]) -> DataError:
     close = difflib.get_close_matches(column, columns, n=1)
     tip = f"Did you mean '{close[0]}'? " if close else ""
@@ -66,6 +87,7 @@ class ClassificationTask(Task):
     name: ClassVar[str] = "classification"
     data_config: ClassVar[type[DataConfig]] = ClassificationData
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"
+    cacheable_features: ClassVar[bool] = True
 
     def __init__(self, data_cfg: ClassificationData, labels: list[str] | None = None, regression: bool | None = None):
         super().__init__(data_cfg)
@@ -80,9 +102,12 @@ class ClassificationTask(Task):
         return cls(data, labels=labels, regression=regression)
 
     # -- data -----------------------------------------------------------------------
-    def load_split(self, role: str, spec: str, labelled: bool = True) -> Split:
+    def load_split(self, role: str, spec: str, labelled: bool = True) -> Split | FileSplit:
         cfg = self.data_cfg
         key = f"data.{role}"
+        if role == "train" and labelled and not (cfg.dataset and not looks_like_file(spec)) \
+                and Path(spec).suffix.lower() in STREAMED:
+            return self._load_file_split(Path(spec).expanduser(), key)
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
         limit = cfg.max_train_samples if role == "train" else cfg.max_eval_samples
         if limit is not None and len(ds) > limit:
@@ -110,6 +135,31 @@ class ClassificationTask(Task):
                 self._names_from_feature(ds.features.get(cfg.label_column))
             labels = self._label_ids(ds[cfg.label_column], where, header, fitting=role == "train")
         return Split(where=where, texts=texts, labels=labels, has_header=header)
+
+    def _load_file_split(self, path: Path, key: str) -> FileSplit:
+        """The checks of load_split, one chunk at a time: every text cell present, every label valid."""
+        cfg = self.data_cfg
+        where, header = str(path), cfg.column_names is None
+        wanted = list(cfg.text_columns) + [cfg.label_column]
+        columns, chunks = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, cfg.max_train_samples)
+        for column in cfg.text_columns:
+            if column not in columns:
+                raise missing_column("data.text_columns", column, where, columns)
+        if cfg.label_column not in columns:
+            raise missing_column("data.label_column", cfg.label_column, where, columns)
+        values, start = [], 0
+        for frame in chunks:
+            for column in cfg.text_columns:
+                empty = frame[column].isna().to_numpy()
+                if empty.any():
+                    raise DataError(f"{row_location(where, start + int(empty.argmax()), header)}: column '{column}' "
+                                    "is empty.", "Fill in or remove that row.")
+            values.extend(frame[cfg.label_column].tolist())
+            start += len(frame)
+        if start == 0:
+            raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
+        labels = self._label_ids(values, where, header, fitting=True)
+        return FileSplit(where=where, path=path, labels=labels, rows=start, has_header=header)
 
     def _names_from_feature(self, feature) -> None:
         names = getattr(feature, "names", None)
@@ -189,7 +239,9 @@ class ClassificationTask(Task):
         return super().metadata() | {"regression": self.regression}
 
     # -- features -------------------------------------------------------------------
-    def featurize(self, split: Split, tokenizer):
+    def featurize(self, split: Split | FileSplit, tokenizer, progress=None):
+        if isinstance(split, FileSplit):
+            return self._featurize_file(split, tokenizer, progress)
         from llmctl.train.batching import Features
 
         second = split.texts[1] if len(split.texts) > 1 else None
@@ -200,6 +252,35 @@ class ClassificationTask(Task):
         if split.labels is not None:
             columns["labels"] = split.labels
         return Features(columns=columns, lengths=[len(ids) for ids in enc["input_ids"]])
+
+    def _featurize_file(self, split: FileSplit, tokenizer, progress=None):
+        """Tokenize a training file chunk by chunk into columnar features (no per-token objects)."""
+        import numpy as np
+
+        from llmctl.data.store import Writer, to_columnar
+        from llmctl.train.batching import Features
+
+        cfg = self.data_cfg
+        ids, types = Writer(), Writer()
+        pairs = len(cfg.text_columns) > 1 and "token_type_ids" in tokenizer.model_input_names
+        _, chunks = iter_table(split.path, "data.train", list(cfg.text_columns), cfg.column_names, CHUNK_ROWS,
+                               cfg.max_train_samples)
+        done = 0
+        for frame in chunks:
+            texts = [[str(v) for v in frame[c].tolist()] for c in cfg.text_columns]
+            enc = tokenizer(texts[0], texts[1] if len(texts) > 1 else None, truncation=True, max_length=cfg.max_length)
+            ids.extend(enc["input_ids"])
+            if pairs:  # single sentences: all zeros, which the model assumes when they are absent
+                types.extend(enc["token_type_ids"])
+            done += len(frame)
+            del enc, texts, frame  # before the next chunk is read: otherwise two chunks' lists are alive at once
+            if progress is not None:
+                progress(done, split.rows)
+        columns = {"input_ids": ids.finish()}
+        if pairs:
+            columns["token_type_ids"] = types.finish()
+        columns["labels"] = to_columnar(split.labels)
+        return Features(columns=columns, lengths=columns["input_ids"].lengths().astype(np.int32))
 
     def collate(self, rows: list[dict], tokenizer) -> dict:
         import torch

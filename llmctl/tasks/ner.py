@@ -77,6 +77,7 @@ class NerTask(Task):
     name: ClassVar[str] = "ner"
     data_config: ClassVar[type[DataConfig]] = NerData
     auto_model: ClassVar[str] = "AutoModelForTokenClassification"
+    cacheable_features: ClassVar[bool] = True
 
     def __init__(self, data_cfg: NerData, labels: list[str] | None = None):
         super().__init__(data_cfg)

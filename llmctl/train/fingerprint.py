@@ -28,10 +28,21 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 def fingerprint(recipe, train_features) -> dict:
     from importlib.metadata import version
 
+    import numpy as np
+
+    from llmctl.data.store import Ragged
+
     digest = hashlib.sha256()
     for name in sorted(train_features.columns):
         digest.update(name.encode())
-        digest.update(json.dumps(train_features.columns[name], separators=(",", ":")).encode())
+        column = train_features.columns[name]
+        if isinstance(column, Ragged):  # values as int64, so the narrow storage type never matters
+            digest.update(np.ascontiguousarray(column.values, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(column.offsets, dtype=np.int64).tobytes())
+        elif isinstance(column, np.ndarray):
+            digest.update(np.ascontiguousarray(column, dtype=np.float64 if column.dtype.kind == "f" else np.int64).tobytes())
+        else:
+            digest.update(json.dumps(column, separators=(",", ":")).encode())
     recipe_flat = {k: v for k, v in _flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
     return {"recipe": recipe_flat, "data_sha256": digest.hexdigest(),
             "versions": {name: version(name) for name in LIBRARIES}}

@@ -69,8 +69,14 @@ def seen_token_ids(columns: dict, extra=()) -> torch.Tensor:
     """Every token id in the features' `input_ids`, plus `extra` (pad ids the collator adds)."""
     import numpy as np
 
-    ids = columns.get("input_ids") or []
-    flat = np.fromiter((t for row in ids for t in row), dtype=np.int64) if ids else np.zeros(0, np.int64)
+    from llmctl.data.store import Ragged
+
+    ids = columns.get("input_ids")
+    if isinstance(ids, Ragged):
+        flat = np.unique(ids.values).astype(np.int64)
+    else:
+        ids = ids or []
+        flat = np.fromiter((t for row in ids for t in row), dtype=np.int64) if ids else np.zeros(0, np.int64)
     extra = np.asarray([e for e in extra if e is not None and e >= 0], dtype=np.int64)
     return torch.from_numpy(np.unique(np.concatenate([flat, extra])))
 

@@ -1,0 +1,150 @@
+"""Columnar features: token ids as one flat array plus row offsets, never one Python object per token.
+
+A column of token lists becomes a `Ragged` (values: int32 / uint16 / uint8, offsets: int64);
+a column of one number per row becomes a numpy array. Batches are sliced from them, and a
+directory of `.npy` files written by `save` is memory-mapped back by `load`, so a feature
+store of any size costs page cache, not heap. Columns that are neither (QA offset maps)
+stay Python lists, and such features are simply not stored on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class Ragged:
+    """Rows of varying length over one flat array: row i is values[offsets[i]:offsets[i + 1]]."""
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    @classmethod
+    def from_lists(cls, rows) -> "Ragged":
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(offsets[-1]))
+        return cls(flat.astype(smallest_int_type(flat), copy=False), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def smallest_int_type(values: np.ndarray):
+    """uint8 / uint16 / int32 / int64: the narrowest type that holds every value (labels use -100)."""
+    if values.size == 0:
+        return np.int32
+    low, high = int(values.min()), int(values.max())
+    for kind in (np.uint8, np.uint16) if low >= 0 else ():
+        if high <= np.iinfo(kind).max:
+            return kind
+    return np.int32 if np.iinfo(np.int32).min <= low and high <= np.iinfo(np.int32).max else np.int64
+
+
+def to_columnar(column):
+    """A feature column as a Ragged or numpy array when it is made of integers (or floats), else unchanged."""
+    if isinstance(column, (Ragged, np.ndarray)) or len(column) == 0:
+        return column
+    first = column[0]
+    if isinstance(first, (list, tuple, np.ndarray)):
+        if all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for r in column[:100] for t in r):
+            try:
+                return Ragged.from_lists(column)
+            except (TypeError, ValueError):  # a float or None further down: leave it as it is
+                return column
+        return column
+    if isinstance(first, (bool, np.bool_)):
+        return column
+    if isinstance(first, (int, np.integer)):
+        try:
+            values = np.asarray(column, dtype=np.int64)
+        except (TypeError, ValueError):
+            return column
+        return values.astype(smallest_int_type(values), copy=False)
+    if isinstance(first, (float, np.floating)):
+        try:
+            return np.asarray(column, dtype=np.float64)
+        except (TypeError, ValueError):
+            return column
+    return column
+
+
+def is_columnar(features) -> bool:
+    return all(isinstance(c, (Ragged, np.ndarray)) for c in features.columns.values())
+
+
+def save(features, directory: Path) -> list[Path]:
+    """Write columnar features as .npy files plus features.json (names, kinds, meta); returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    layout, files = {}, []
+    for name, column in features.columns.items():
+        if isinstance(column, Ragged):
+            layout[name] = "ragged"
+            files += [_save(directory / f"{name}.values.npy", column.values),
+                      _save(directory / f"{name}.offsets.npy", column.offsets)]
+        else:
+            layout[name] = "dense"
+            files.append(_save(directory / f"{name}.npy", column))
+    files.append(_save(directory / "lengths.npy", np.asarray(features.lengths, dtype=np.int32)))
+    info = directory / "features.json"
+    info.write_text(json.dumps({"columns": layout, "meta": features.meta, "rows": len(features)}))
+    return files + [info]
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def load(directory: Path):
+    """Features memory-mapped from a directory `save` wrote (read-only: batches copy what they use)."""
+    from llmctl.train.batching import Features
+
+    info = json.loads((directory / "features.json").read_text())
+
+    def mapped(name: str) -> np.ndarray:
+        return np.load(directory / name, mmap_mode="r", allow_pickle=False)
+
+    columns = {}
+    for name, kind in info["columns"].items():
+        columns[name] = (Ragged(mapped(f"{name}.values.npy"), mapped(f"{name}.offsets.npy")) if kind == "ragged"
+                         else mapped(f"{name}.npy"))
+    return Features(columns=columns, lengths=mapped("lengths.npy"), meta=info["meta"])
+
+
+class Writer:
+    """Append chunks of token lists to a growing Ragged column without holding them as Python lists."""
+
+    def __init__(self):
+        self._chunks: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+
+    def extend(self, rows) -> None:
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))
+        self._chunks.append(flat.astype(smallest_int_type(flat), copy=False))
+        self._lengths.append(lengths)
+
+    def finish(self) -> Ragged:
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        kind = np.result_type(*[c.dtype for c in self._chunks]) if self._chunks else np.int32
+        values = np.concatenate([c.astype(kind, copy=False) for c in self._chunks]) if self._chunks else np.zeros(0, kind)
+        self._chunks, self._lengths = [], []
+        return Ragged(values, offsets)
