@@ -72,7 +72,9 @@ def test_finetune_eval_predict(tiny_models, files, tmp_path):
     one = run_cli("predict", str(tmp_path / "run"), "--input", "-", "--batch-size", "1", "--json",
                   input=json.dumps({"source": "i hated the story"}) + "\n")
     assert one.exit_code == 0, one.stderr
-    assert one.json()["predictions"] == [rows[1]]  # batching does not change what is generated
+    # Batching does not change what is generated ("line" numbers the input line, so it differs).
+    same = ("source", "prediction")
+    assert [{k: r[k] for k in same} for r in one.json()["predictions"]] == [{k: rows[1][k] for k in same}]
 
 
 def test_resume_matches_uninterrupted(tiny_models, files, tmp_path):
@@ -126,7 +128,7 @@ def test_bad_input_is_refused_before_the_model(tiny_models, files, tmp_path):
     assert not (tmp_path / "c").exists()  # refused before a run directory (or the weights) appeared
 
 
-def test_integer_targets_become_label_words(tmp_path):
+def test_integer_targets_become_label_words(tmp_path, capsys):
     import datasets
 
     from llmctl.errors import DataError
@@ -146,4 +148,13 @@ def test_integer_targets_become_label_words(tmp_path):
     words = Seq2SeqTask(Seq2SeqData(label_words=["negative", "positive"]))
     with pytest.raises(DataError, match=rf"{path}:2: column 'target' holds id 2, outside the 2 label words"):
         words.load_split("train", str(path))
+    capsys.readouterr()
+    # Without words the ids are written as digits, and a warning names data.label_words.
     assert Seq2SeqTask(Seq2SeqData()).load_split("train", str(path)).targets == ["1", "2"]
+    assert (f"warning: data.train: column 'target' of {path} holds integers (1, 2) and there are no label words"
+            in capsys.readouterr().err)
+    text = write_jsonl(tmp_path / "text.jsonl", [{"source": "fine", "target": "positive"}])
+    assert words.load_split("train", str(text)).targets == ["positive"]
+    assert "data.label_words is set but column 'target'" in capsys.readouterr().err
+    assert Seq2SeqTask(Seq2SeqData()).load_split("train", str(text)).targets == ["positive"]
+    assert capsys.readouterr().err == ""  # text targets, no words: nothing to say

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
@@ -16,24 +15,30 @@ from llmctl.cli import app, report_errors
 def generate(
     model: str = typer.Argument(..., help="GPT-2- or T5-family model: hub id, saved-model folder or run directory."),
     prompts: list[str] = typer.Argument(None, help="Prompts; default: --file, else lines from stdin."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", help="txt (one prompt per line) or jsonl ({\"prompt\": ...})."),
+    file: Optional[str] = typer.Option(None, "--file", "-f", help="txt (one prompt per line), jsonl ({\"prompt\": ...} "
+                                       "or {\"messages\": [...]} with --chat), or csv / tsv with a 'prompt' column."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens to generate per prompt."),
-    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (implied by the next three)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample among the most likely tokens holding this probability."),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (implied by the next three); "
+                                "from the whole distribution unless they restrict it."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default 1.0)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens (default, and 0: off)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample among the most likely tokens holding this "
+                                          "probability (default 1.0: off)."),
     num_beams: int = typer.Option(1, "--num-beams", help="Beam search with this many beams (1: none)."),
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Above 1.0 discourages repeats."),
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable); the completion ends just before it."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for reproducible sampling."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts generated together."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts generated together. In bf16/fp16 a prompt's "
+                                   "output can depend on its batch; use fp32 or 1 for batch-independent output."),
     chat: bool = typer.Option(False, "--chat", help="Wrap each prompt in the tokenizer's chat template."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message for every prompt (with --chat)."),
     truncate_left: bool = typer.Option(False, "--truncate-left", help="Cut prompts too long for the context from the left."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), fp32, bf16 or fp16."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a GPT-2- or T5-family model."""
+    from llmctl.core.setup import device_type
     from llmctl.errors import UsageError
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import read_prompts
@@ -42,27 +47,41 @@ def generate(
         raise UsageError(f"--precision {precision!r} is not one of auto, fp32, bf16, fp16.")
     settings = Settings(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,
                         top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty, stop=list(stop),
-                        seed=seed, batch_size=batch_size, chat=chat, truncate_left=truncate_left).check()
+                        seed=seed, batch_size=batch_size, chat=chat, system=system,
+                        truncate_left=truncate_left).check()
+    device = device_type(device)  # before prompts are read or the model is looked at
     items = read_prompts(prompts or [], file)
 
+    from llmctl.generation.output import RowPrinter
     from llmctl.generation.run import generate_text
 
+    streamed = []
+
     def write(text: str) -> None:
+        streamed.append(text)
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    printer = RowPrinter(len(items), json_mode=json_out)
     streaming = sys.stdout.isatty() and not json_out
-    out = generate_text(model, items, settings, precision=precision, device=device,
-                        stream=write if streaming else None)
+    with printer.sigint_between_rows():
+        try:
+            out = generate_text(model, items, settings, precision=precision, device=device,
+                                stream=write if streaming else None, on_rows=printer.add)
+        except KeyboardInterrupt:
+            if streamed:
+                from llmctl.errors import Interrupted
+
+                print(flush=True)  # end the streamed line
+                raise Interrupted("interrupted; the text above is the completion so far.") from None
+            raise printer.interrupted() from None
     stats = out["stats"]
-    if json_out:
-        print(json.dumps({"results": out["results"], "stats": stats}))
-        return
     if out["streamed"]:
         print()
         print(f"[{out['results'][0]['finish_reason']}]", file=sys.stderr)
     else:
-        for row in out["results"]:
-            print(json.dumps(row))
+        printer.finish(stats)
+    if json_out:
+        return
     print(f"generated {stats['new_tokens']} tokens for {stats['prompts']} prompt(s) in {stats['runtime_s']:.2f}s "
           f"({stats['tokens_per_second']} tokens/s, {stats['precision']}, {stats['device']})", file=sys.stderr)

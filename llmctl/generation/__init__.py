@@ -1,8 +1,10 @@
 """Text generation and zero-shot scoring with GPT-2- (decoder-only) and T5-family (encoder-decoder) models.
 
-    prompts.py   read prompts from arguments, a txt / jsonl file or stdin
+    prompts.py   read prompts from arguments, a txt / jsonl / csv / tsv file or stdin; chat messages
     model.py     which checkpoints generate, tokenizer + model loading, context limits
     generate.py  batched generation with stop strings and finish reasons
+    decoding.py  the decoding settings transformers gets: only the options given
+    output.py    rows printed in input order as batches finish; what Ctrl-C keeps
     stream.py    print tokens as they come (one prompt on a terminal)
     zeroshot.py  score each label's verbalizer by log-likelihood (`llmctl eval` with zero_shot)
 """

@@ -1,5 +1,5 @@
 """Batched generation: encode and check prompts, generate in length-sorted batches, cut at stop
-strings and say why each completion ended.
+strings and say why each completion ended. Decoding settings: decoding.py.
 
 Finish reasons: `stop` (a stop string was generated; the completion ends just before it),
 `eos` (the model emitted its end-of-sequence token), `length` (max_new_tokens ran out).
@@ -28,6 +28,7 @@ class Settings:
     seed: int | None = None
     batch_size: int = 16
     chat: bool = False
+    system: str | None = None
     truncate_left: bool = False
 
     def check(self) -> "Settings":
@@ -37,8 +38,8 @@ class Settings:
             problems.append("--max-new-tokens must be at least 1")
         if self.temperature is not None and self.temperature <= 0:
             problems.append("--temperature must be above 0 (use greedy decoding, the default, for temperature 0)")
-        if self.top_k is not None and self.top_k < 1:
-            problems.append("--top-k must be at least 1")
+        if self.top_k is not None and self.top_k < 0:
+            problems.append("--top-k must be 0 (off) or more")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             problems.append("--top-p must be in (0, 1]")
         if self.num_beams < 1:
@@ -49,6 +50,10 @@ class Settings:
             problems.append("--batch-size must be at least 1")
         if any(s == "" for s in self.stop):
             problems.append("--stop must not be empty")
+        if self.system is not None and not self.chat:
+            problems.append("--system needs --chat (the system message goes into the chat template)")
+        elif self.system is not None and not self.system.strip():
+            problems.append("--system must not be empty")
         if problems:
             raise UsageError("; ".join(problems) + ".")
         if any(v is not None for v in (self.temperature, self.top_k, self.top_p)):
@@ -57,23 +62,31 @@ class Settings:
 
 
 def encode_prompts(texts: list[str], wheres: list[str], tokenizer, kind: str, limit: int | None,
-                   settings: Settings) -> tuple[list[list[int]], int]:
+                   settings: Settings, prompts: list | None = None) -> tuple[list[list[int]], int]:
     """Token ids per prompt (chat template applied with --chat); returns (ids, number truncated).
 
+    `prompts` (Prompt objects, same order) carry conversations from jsonl `messages` rows.
     A prompt that leaves no room for max_new_tokens in the model's context is an error, or is
     cut from the left (the end of a prompt is what the model continues) with --truncate-left.
     """
+    from llmctl.generation.prompts import Prompt, chat_prompt
+
+    prompts = prompts or [Prompt(text, where) for text, where in zip(texts, wheres)]
+    conversation = next((p for p in prompts if p.messages is not None), None)
+    if conversation is not None and not settings.chat:
+        raise UsageError(f"{conversation.where}: a 'messages' row needs --chat (the tokenizer's chat template "
+                         "turns the conversation into a prompt).", "Pass --chat.")
     if settings.chat and not getattr(tokenizer, "chat_template", None):
         raise UsageError(f"--chat: the tokenizer of '{tokenizer.name_or_path}' has no chat template.",
                          "Drop --chat to send the prompts as plain text, or use a chat model.")
     encoded = []
-    for text in texts:
+    for prompt in prompts:
         if settings.chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True)
+            # The template writes the special tokens itself; the tokenizer must not add them again.
+            text = chat_prompt(tokenizer, prompt, settings.system)
             encoded.append(tokenizer(text, add_special_tokens=False)["input_ids"])
         else:
-            encoded.append(tokenizer(text)["input_ids"])
+            encoded.append(tokenizer(prompt.text)["input_ids"])
     for ids, where in zip(encoded, wheres):
         if not ids:
             raise DataError(f"Prompt {where} encodes to no tokens.", "Give some text to continue.")
@@ -95,23 +108,6 @@ def encode_prompts(texts: list[str], wheres: list[str], tokenizer, kind: str, li
     for i in long:
         encoded[i] = encoded[i][-budget:]
     return encoded, len(long)
-
-
-def generation_config(model, tokenizer, settings: Settings):
-    """The model's own generation config with the user's settings on top."""
-    import copy
-
-    config = copy.deepcopy(model.generation_config)
-    config.max_new_tokens = settings.max_new_tokens
-    config.max_length = None
-    config.do_sample = settings.sample
-    config.num_beams = settings.num_beams
-    config.pad_token_id = tokenizer.pad_token_id
-    # Only the knobs given apply: a checkpoint's own sampling defaults would change what
-    # --sample means from model to model (and warn under greedy decoding).
-    for key in ("temperature", "top_k", "top_p", "repetition_penalty"):
-        setattr(config, key, getattr(settings, key))
-    return config
 
 
 def eos_ids(model) -> set[int]:
@@ -169,26 +165,45 @@ class StopStrings:
         return torch.tensor([first_stop(t, self.stops) is not None for t in texts], device=input_ids.device)
 
 
-def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None) -> tuple[list[dict], dict]:
-    """Generate for every encoded prompt; returns (rows in input order, stats).
+# Batches are length-sorted within windows of this many batches of consecutive prompts, not over
+# the whole input: rows can then be printed in input order a window at a time while the rest is
+# still generating (sorted globally, the first prompt's row could wait for the very last batch),
+# at the price of a little more padding.
+WINDOW_BATCHES = 8
 
-    Prompts are batched longest first, so a batch holds similar lengths (little padding); greedy
-    output does not depend on the batch (decoder-only prompts are left-padded and masked).
+
+def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Input positions per batch: longest first within each window, so a batch holds similar lengths."""
+    out, window = [], batch_size * WINDOW_BATCHES
+    for first in range(0, len(lengths), window):
+        part = sorted(range(first, min(first + window, len(lengths))), key=lambda i: -lengths[i])
+        out += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    return out
+
+
+def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None,
+             on_rows=None) -> tuple[list[dict], dict]:
+    """Generate for every encoded prompt; returns (rows in input order, stats).
+    `on_rows([(position, row), ...])` is called as each batch finishes.
+
+    Decoder-only prompts are left-padded and masked, so padding changes no result in exact
+    arithmetic; in floating point a batch's shape changes the rounding, which in fp32 flips a
+    greedy choice only on a tie to ~1e-6 but in bf16/fp16 does flip near-ties (README, "Generation").
     """
     import torch
     from transformers import StoppingCriteriaList, set_seed
+
+    from llmctl.generation.decoding import decoding, generation_config
 
     model, tokenizer = gen.model, gen.tokenizer
     config = generation_config(model, tokenizer, settings)
     eos = eos_ids(model)
     if settings.seed is not None:
         set_seed(settings.seed)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     rows: list[dict | None] = [None] * len(encoded)
     start = time.perf_counter()
     with torch.inference_mode():
-        for b in range(0, len(order), settings.batch_size):
-            chunk = order[b:b + settings.batch_size]
+        for chunk in batches([len(ids) for ids in encoded], settings.batch_size):
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(gen.device)
             # Decoder-only output repeats the (padded) prompt; encoder-decoder output opens with the start token.
             skip = batch["input_ids"].shape[1] if gen.kind == "causal" else 1
@@ -199,9 +214,11 @@ def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None) -
                 text, reason, count = finish(row, tokenizer, eos, settings.stop)
                 rows[i] = {"completion": text, "finish_reason": reason, "prompt_tokens": len(encoded[i]),
                            "completion_tokens": count}
+            if on_rows is not None:
+                on_rows([(i, rows[i]) for i in chunk])
     runtime = time.perf_counter() - start
     new_tokens = sum(r["completion_tokens"] for r in rows)
     stats = {"prompts": len(rows), "new_tokens": new_tokens, "runtime_s": round(runtime, 4),
              "tokens_per_second": round(new_tokens / runtime, 2) if runtime > 0 else None,
-             "precision": gen.precision, "device": gen.device}
+             "precision": gen.precision, "device": gen.device, "decoding": decoding(settings)}
     return rows, stats

@@ -115,9 +115,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     from llmctl.core.setup import device_type
     from llmctl.models import _explain
 
-    dev = device_type(device)
-    if dev == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is visible to torch here.", "Use --device cpu (the default here).")
+    dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load
     precision = resolve_precision(precision, dev, kind)
     if tokenizer is None:
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)

@@ -1,4 +1,10 @@
-"""Read prompts: command-line arguments, `--file` (txt: one per line; jsonl: a `prompt` field) or stdin."""
+"""Read prompts: command-line arguments, `--file` or stdin.
+
+Files: .txt (or no extension): one prompt per non-blank line; .jsonl / .json: one object per
+line, {"prompt": "..."} or a conversation {"messages": [{"role", "content"}, ...]} (with
+--chat); .csv / .tsv / .parquet: a `prompt` column. Any other extension is refused, so a
+table is never read line by line with its header as the first prompt.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,21 @@ from pathlib import Path
 from llmctl.data.sources import read_text
 from llmctl.errors import DataError, UsageError
 
+LINES, JSONL, TABLES = ("", ".txt", ".text"), (".jsonl", ".json"), (".csv", ".tsv", ".parquet")
+ROLES = ("system", "user", "assistant")
+FILE_TIP = ('Use .txt (one prompt per line), .jsonl ({"prompt": ...} or {"messages": [...]} per line), '
+            "or .csv / .tsv / .parquet with a 'prompt' column.")
+
 
 @dataclass
 class Prompt:
-    text: str
+    text: str  # for a conversation: its last user message (shown nowhere; `messages` is what is sent)
     where: str  # "argument 2", "prompts.txt:3", "<stdin>:1": named in errors
+    messages: list[dict] | None = None
+
+    def echo(self) -> dict:
+        """The input as the output row repeats it."""
+        return {"messages": self.messages} if self.messages is not None else {"prompt": self.text}
 
 
 def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> list[Prompt]:
@@ -33,37 +49,104 @@ def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> l
             raise UsageError("No prompts.", "Pass PROMPT arguments, --file FILE, or pipe prompts into stdin.")
         return parse_prompts(stdin.read(), "<stdin>", jsonl=None)
     path = Path(file).expanduser()
-    text = read_text(path, "--file", missing_tip="Give a .txt (one prompt per line) or .jsonl file.")
-    return parse_prompts(text, str(path), jsonl=path.suffix.lower() in (".jsonl", ".json"))
+    suffix = path.suffix.lower()
+    if suffix in TABLES:
+        return table_prompts(path)
+    if suffix not in LINES + JSONL:
+        raise DataError(f"--file: cannot read {path}: unknown extension '{path.suffix}'.", FILE_TIP)
+    text = read_text(path, "--file", missing_tip=FILE_TIP)
+    return parse_prompts(text, str(path), jsonl=suffix in JSONL)
+
+
+def table_prompts(path: Path) -> list[Prompt]:
+    """The `prompt` column of a csv / tsv / parquet file, each cell named by its file line."""
+    import pandas as pd
+
+    from llmctl.data.sources import read_table, row_location
+
+    frame = read_table(path, "--file")
+    columns = list(frame.columns)
+    if "prompt" not in columns:
+        raise DataError(f"--file: {path} has no 'prompt' column; its columns are: {', '.join(columns) or '(none)'}.",
+                        "Name the column of prompts 'prompt' in the header row.")
+    prompts = []
+    for i, value in enumerate(frame["prompt"].tolist()):
+        where = row_location(str(path), i)
+        text = value if isinstance(value, str) else "" if pd.isna(value) else str(value)
+        if not text.strip():  # a missing (NA) cell and a blank one alike
+            raise DataError(f"{where}: 'prompt' is empty.", "Give some text to continue, or drop the row.")
+        prompts.append(Prompt(text, where))
+    if not prompts:
+        raise DataError(f"{path} has no prompts (only a header).", "Add one row per prompt.")
+    return prompts
 
 
 def parse_prompts(text: str, where: str, jsonl: bool | None) -> list[Prompt]:
-    """One prompt per non-blank line; jsonl rows need a string `prompt` field. jsonl=None: guess from the text."""
+    """One prompt per non-blank line; jsonl rows need `prompt` or `messages`. jsonl=None: guess from the text."""
     if jsonl is None:
         jsonl = text.lstrip().startswith("{")
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue  # blank lines separate nothing; skipping them keeps line numbers honest
-        if jsonl:
-            prompts.append(Prompt(_jsonl_prompt(line, where, number), f"{where}:{number}"))
-        else:
-            prompts.append(Prompt(line, f"{where}:{number}"))
+        at = f"{where}:{number}"
+        prompts.append(_jsonl_prompt(line, at) if jsonl else Prompt(line, at))
     if not prompts:
         raise DataError(f"{where} has no prompts (it is empty or blank).",
                         "Put one prompt per line (txt) or one {\"prompt\": ...} object per line (jsonl).")
     return prompts
 
 
-def _jsonl_prompt(line: str, where: str, number: int) -> str:
+def _jsonl_prompt(line: str, at: str) -> Prompt:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-    if not isinstance(row, dict) or "prompt" not in row:
+        raise DataError(f"{at}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+    if not isinstance(row, dict) or ("prompt" in row) == ("messages" in row):
         fields = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-        raise DataError(f"{where}:{number}: no 'prompt' field (found: {fields or 'nothing'}).",
-                        'Each jsonl line needs {"prompt": "..."}.')
+        raise DataError(f"{at}: give exactly one of 'prompt' or 'messages' (found: {fields or 'nothing'}).",
+                        'Each jsonl line needs {"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]}.')
+    if "messages" in row:
+        messages = check_messages(row["messages"], at)
+        return Prompt(messages[-1]["content"], at, messages)
     if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-        raise DataError(f"{where}:{number}: 'prompt' is empty or not a string.", "Give some text to continue.")
-    return row["prompt"]
+        raise DataError(f"{at}: 'prompt' is empty or not a string.", "Give some text to continue.")
+    return Prompt(row["prompt"], at)
+
+
+def check_messages(messages, at: str) -> list[dict]:
+    """A conversation the chat template can end with the assistant's turn: role + content each,
+    a system message only first, and the last message the user's (the one answered)."""
+    shape = 'Give "messages" as a list of {"role": "system" | "user" | "assistant", "content": "..."}.'
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{at}: 'messages' must be a non-empty list.", shape)
+    for k, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise DataError(f"{at}: message {k} needs 'role' and 'content'.", shape)
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise DataError(f"{at}: message {k} has role {role!r}, not one of {', '.join(ROLES)}.", shape)
+        if role == "system" and k > 1:
+            raise DataError(f"{at}: message {k} is a system message; only the first message may be one.")
+        if not isinstance(content, str) or not content.strip():
+            raise DataError(f"{at}: message {k} ('{role}') has empty or non-string content.", shape)
+    if messages[-1]["role"] != "user":
+        raise DataError(f"{at}: the last message is from '{messages[-1]['role']}'; it must be the user's "
+                        "(the model writes the reply to it).")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def chat_prompt(tokenizer, prompt: Prompt, system: str | None) -> str:
+    """The prompt as the tokenizer's chat template writes it, ending in the assistant's turn."""
+    messages = prompt.messages or [{"role": "user", "content": prompt.text}]
+    if system is not None:
+        if messages[0]["role"] == "system":
+            raise DataError(f"{prompt.where}: the conversation has its own system message and --system was given.",
+                            "Drop one of the two.")
+        messages = [{"role": "system", "content": system}] + messages
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # templates refuse with jinja's raise_exception, e.g. "System role not supported"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{prompt.where}: the chat template of '{tokenizer.name_or_path}' refused the messages: "
+                        f"{first}.") from exc

@@ -24,29 +24,41 @@ def quiet_transformers() -> None:
 
 
 def generate_text(model: str, prompts: list[Prompt], settings: Settings, precision: str = "auto",
-                  device: str | None = None, stream=None, warn=warn) -> dict:
-    """Returns {"model", "results": [{"prompt", "completion", "finish_reason", "prompt_tokens",
-    "completion_tokens"}], "stats"}. `stream(text)` receives a single greedy/sampled prompt's
-    completion piece by piece."""
+                  device: str | None = None, stream=None, warn=warn, on_rows=None) -> dict:
+    """Returns {"model", "results": [{"prompt" (or "messages"), "completion", "finish_reason",
+    "prompt_tokens", "completion_tokens"}], "stats", "streamed"}. `stream(text)` receives a single
+    prompt's completion piece by piece; otherwise `on_rows([(position, result), ...])` receives
+    each batch's results as soon as it is done."""
+    from llmctl.core.setup import device_type
+    from llmctl.generation.decoding import describe_dropped, token_ids_only
+
     settings.check()
+    device = device_type(device)  # --device tpu: one line, exit 2, before anything loads
     quiet_transformers()
     source = resolve_source(model)
     config = load_config(source)
     kind = generation_kind(config, source)
     tokenizer, pad_added = load_tokenizer(source, kind)
     encoded, truncated = encode_prompts([p.text for p in prompts], [p.where for p in prompts], tokenizer, kind,
-                                        context_limit(config, tokenizer, kind), settings)
+                                        context_limit(config, tokenizer, kind), settings, prompts)
     if truncated:
         warn(f"{truncated} prompt(s) too long for the model's context were cut from the left (--truncate-left).")
     if pad_added:
         warn(f"the tokenizer of '{source}' has no pad token; padding with its eos token "
              f"{tokenizer.eos_token!r} (padded positions are masked out, so completions do not change).")
     gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added)
+    dropped = token_ids_only(gen.model)
+    if dropped:
+        warn(describe_dropped(dropped))
     streamer = None
     if stream is not None and len(prompts) == 1 and settings.num_beams == 1:
         from llmctl.generation.stream import StopAwareStreamer
 
         streamer = StopAwareStreamer(tokenizer, settings.stop, stream, eos_ids(gen.model))
-    rows, stats = generate(gen, encoded, settings, streamer)
-    results = [{"prompt": p.text} | row for p, row in zip(prompts, rows)]
+
+    def done(pairs):
+        on_rows([(i, prompts[i].echo() | row) for i, row in pairs])
+
+    rows, stats = generate(gen, encoded, settings, streamer, done if on_rows and streamer is None else None)
+    results = [p.echo() | row for p, row in zip(prompts, rows)]
     return {"model": source, "results": results, "stats": stats, "streamed": streamer is not None}

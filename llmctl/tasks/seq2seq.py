@@ -15,6 +15,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmctl.config.schema import DataConfig
+from llmctl.console import warn
 from llmctl.data.sources import load_split
 from llmctl.errors import DataError
 from llmctl.tasks import generative as gen
@@ -43,6 +44,21 @@ class Seq2SeqSplit:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+
+def _check_target_words(values, column: str, key: str, where: str, words, label_words) -> None:
+    """Warn when integer targets have no words (a local csv of SST-2: the model would learn to
+    write "0" / "1"), or when data.label_words is set but no target is an integer (unused).
+    Not an error: a target that is a count or a year is legitimately written as digits."""
+    ids = sorted({v for v in values if isinstance(v, int) and not isinstance(v, bool)})
+    if not words and ids and len(ids) == len({v for v in values if v is not None}):
+        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+        warn(f"{key}: column '{column}' of {where} holds integers ({shown}) and there are no label words for "
+             "them, so the model learns to write the digits. Set data.label_words (words in id order, e.g. "
+             "[negative, positive]) to train on words.")
+    elif label_words and not ids:
+        warn(f"{key}: data.label_words is set but column '{column}' of {where} holds text, not integer ids; "
+             "the label words are not used.")
 
 
 def _normalise(text: str) -> str:
@@ -77,6 +93,7 @@ class Seq2SeqTask(Task):
         if labelled:
             words = cfg.label_words or getattr(ds.features.get(cfg.target_column), "names", None)
             targets = gen.text_column(ds, cfg.target_column, "data.target_column", where, header, words=words)
+            _check_target_words(ds[cfg.target_column], cfg.target_column, key, where, words, cfg.label_words)
         return Seq2SeqSplit(where=where, sources=sources, targets=targets)
 
     def model_kwargs(self) -> dict:
