@@ -41,8 +41,9 @@ def predict(
     check_precision(precision)
     if output:
         writable_file(output, "--output")
-    rows, where = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
-    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device, precision=precision)
+    rows, where, lines = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
+    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device, precision=precision,
+                              lines=lines)
     if output:
         target = Path(output)
         tmp = target.with_name(f".{target.name}.tmp")

@@ -9,10 +9,10 @@ from pathlib import Path
 from llmctl.errors import DataError
 
 
-def read_inputs(source: str) -> tuple[list[dict], str]:
-    """Rows from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or plain lines).
-    Each row carries its input line as "line" (blank lines are skipped, so outputs can still be
-    matched to inputs, and the count skipped is noted)."""
+def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
+    """(rows, where, lines) from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or
+    plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
+    note), so predictions carry it to be matched with their inputs."""
     if source == "-":
         text, where = sys.stdin.read(), "<stdin>"
         suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
@@ -26,9 +26,9 @@ def read_inputs(source: str) -> tuple[list[dict], str]:
 
             frame = read_table(path, "--input")
             first = 2 if suffix != ".parquet" else 1  # csv/tsv: line 1 is the header
-            return [row | {"line": i + first} for i, row in enumerate(frame.to_dict(orient="records"))], where
+            return frame.to_dict(orient="records"), where, list(range(first, first + len(frame)))
         text = path.read_text(encoding="utf-8")
-    rows, blank = [], 0
+    rows, lines, blank = [], [], 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             blank += 1
@@ -41,28 +41,30 @@ def read_inputs(source: str) -> tuple[list[dict], str]:
             row = row if isinstance(row, dict) else {"text": row}
         else:
             row = {"text": line}
-        rows.append(row | {"line": number})
+        rows.append(row)
+        lines.append(number)
     if not rows:
         raise DataError(f"{where} has no inputs.", "Give at least one line of text or one jsonl row.")
     if blank:
         from llmctl.console import note
 
         note(f"skipped {blank} blank line(s) of {where}; each prediction carries its input line number as \"line\".")
-    return rows, where
+    return rows, where, lines
 
 
-def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], str]:
+def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], str, list[None]]:
     """One {question, context} row from `predict --question/--context` (question answering models)."""
     from llmctl.errors import UsageError
 
     if question is None or context is None:
         raise UsageError("--question and --context go together.", "Pass both, or --input FILE|- instead.")
-    return [{"question": question, "context": context}], "--question/--context"
+    return [{"question": question, "context": context}], "--question/--context", [None]
 
 
 def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None,
-            precision: str | None = None) -> list[dict]:
-    """Run a saved model over rows; outputs keep input order (batches are length-sorted inside)."""
+            precision: str | None = None, lines: list[int | None] | None = None) -> list[dict]:
+    """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
+    carry their input line as "line" when `lines` gives it."""
     from llmctl.core.setup import auto_class, device_type, inference_precision, make_accelerator, quiet_libraries, task_for_model
     from llmctl.runs import find_model_dir
 
@@ -70,8 +72,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir)
-    lines = [row.get("line") for row in rows]
-    split = task.predict_split([{k: v for k, v in row.items() if k != "line"} for row in rows], where)
+    split = task.predict_split(rows, where)
 
     import torch
 
@@ -95,4 +96,4 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
                 for row, i in zip(tensor.float().cpu().numpy(), index):
                     store[i] = row
     predictions = task.format_predictions(kept, features, split)
-    return [p | {"line": n} if n is not None else p for p, n in zip(predictions, lines)]
+    return [p | {"line": n} if n is not None else p for p, n in zip(predictions, lines or [None] * len(predictions))]

@@ -17,11 +17,13 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.errors import TrainingError
+from llmctl.runs import file_sha256
 
 FORMAT = 1  # bump when the stored layout or featurization changes meaning
 
@@ -32,14 +34,6 @@ def cache_root() -> Path:
 
 def entries_dir() -> Path:
     return cache_root() / "features"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenizer_digest(tokenizer, kwargs: dict) -> str:
@@ -66,7 +60,7 @@ def make_key(task_name: str, role: str, source: Path, data_settings: dict, token
     from llmctl import __version__
 
     return Key({"format": FORMAT, "llmctl": __version__, "task": task_name, "role": role,
-                "source": {"path": str(source.resolve()), "sha256": file_digest(source), "bytes": source.stat().st_size},
+                "source": {"path": str(source.resolve()), "sha256": file_sha256(source), "bytes": source.stat().st_size},
                 "data": data_settings, "tokenizer": tokenizer_digest(tokenizer, tokenizer_kwargs)})
 
 
@@ -81,7 +75,7 @@ def lookup(key: Key, notes: list[str]):
     try:
         manifest = json.loads(manifest_path.read_text())
         for name, expected in manifest["files"].items():
-            if file_digest(entry / name) != expected:
+            if file_sha256(entry / name) != expected:
                 raise ValueError(f"{name} does not match its checksum")
         features = store.load(entry)
     except (OSError, ValueError, KeyError) as exc:
@@ -105,7 +99,7 @@ def write(key: Key, features, notes: list[str]) -> bool:
     root = entries_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(_mkdtemp(root, key.digest))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key.digest}-", dir=root))
     except OSError as exc:
         notes.append(f"warning: the feature cache {cache_root()} is not writable ({exc.strerror or exc}); "
                      "training without it. Set LLMCTL_CACHE_DIR to a writable folder, or data.cache: false.")
@@ -115,7 +109,7 @@ def write(key: Key, features, notes: list[str]) -> bool:
         files = store.save(features, tmp)
         manifest = {"key": key.parts, "created": time.time(), "rows": len(features),
                     "tokens": int(sum(c.values.size for c in features.columns.values() if hasattr(c, "values"))),
-                    "files": {p.name: file_digest(p) for p in files}}
+                    "files": {p.name: file_sha256(p) for p in files}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         try:
             os.rename(tmp, root / key.digest)
@@ -133,12 +127,6 @@ def write(key: Key, features, notes: list[str]) -> bool:
         notes.append(f"warning: could not write the feature cache entry in {root} ({exc.strerror or exc}); "
                      "training without it.")
         return False
-
-
-def _mkdtemp(root: Path, name: str) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root)
 
 
 def list_entries() -> list[dict]:

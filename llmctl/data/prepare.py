@@ -36,8 +36,7 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
             note(f"features: {len(features):,} training rows from the cache ({cache.entries_dir() / key.digest})")
             return features, _info(features, "hit", started)
     with Progress(len(split), "tokenizing the training data") as progress:
-        features = task.featurize(split, tokenizer, progress=progress) if hasattr(split, "path") \
-            else task.featurize(split, tokenizer)
+        features = task.featurize(split, tokenizer, progress=progress)
     features = Features({k: to_columnar(v) for k, v in features.columns.items()},
                         np.asarray(features.lengths, dtype=np.int32), features.meta)
     status = "off"

@@ -52,11 +52,10 @@ def decoding(settings) -> dict:
 
 def generation_config(model, tokenizer, settings):
     """The config generate() runs with: the checkpoint's token ids, the user's decoding, nothing more."""
-    from transformers import GenerationConfig
+    import copy
 
     token_ids_only(model)
-    own = model.generation_config
-    config = GenerationConfig(**{k: getattr(own, k) for k in KEEP if getattr(own, k, None) is not None})
+    config = copy.deepcopy(model.generation_config)
     config.update(**decoding(settings), max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
     return config
 

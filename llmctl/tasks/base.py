@@ -52,8 +52,9 @@ class Task(ABC):
 
     # -- features and batches ----------------------------------------------------------
     @abstractmethod
-    def featurize(self, split, tokenizer):
-        """Tokenize a split into `llmctl.train.batching.Features`."""
+    def featurize(self, split, tokenizer, progress=None):
+        """Tokenize a split into `llmctl.train.batching.Features`; tasks that read their split in
+        chunks call `progress(rows_done, rows_total)` after each."""
 
     @abstractmethod
     def collate(self, rows: list[dict], tokenizer) -> dict:

@@ -131,7 +131,7 @@ class CausalLMTask(Task):
         ids, labels = ids[cut:], labels[cut:]
         return ids[:limit], labels[:limit]
 
-    def featurize(self, split: LMSplit, tokenizer):
+    def featurize(self, split: LMSplit, tokenizer, progress=None):
         from llmctl.train.batching import Features
 
         self.tokenizer = tokenizer

@@ -256,7 +256,7 @@ class NerTask(Task):
         first, last = wids.index(0), len(wids) - 1 - wids[::-1].index(0)
         return enc["input_ids"][:first], enc["input_ids"][last + 1:]
 
-    def featurize(self, split: NerSplit, tokenizer):
+    def featurize(self, split: NerSplit, tokenizer, progress=None):
         from llmctl.train.batching import Features
 
         cfg = self.data_cfg

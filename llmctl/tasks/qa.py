@@ -117,7 +117,7 @@ class QATask(Task):
                 "Raise data.max_length, lower data.doc_stride, or shorten the question (questions are never truncated).",
             )
 
-    def featurize(self, split: QASplit, tokenizer):
+    def featurize(self, split: QASplit, tokenizer, progress=None):
         import numpy as np
 
         from llmctl.train.batching import Features

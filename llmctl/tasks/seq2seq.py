@@ -100,7 +100,7 @@ class Seq2SeqTask(Task):
         return {}
 
     # -- features -------------------------------------------------------------------
-    def featurize(self, split: Seq2SeqSplit, tokenizer):
+    def featurize(self, split: Seq2SeqSplit, tokenizer, progress=None):
         from llmctl.train.batching import Features
 
         self.tokenizer = tokenizer

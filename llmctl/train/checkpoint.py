@@ -10,7 +10,6 @@ Nothing here unpickles, so a crafted state file cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,19 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from llmctl.errors import TrainingError
-from llmctl.runs import disk_full
+from llmctl.runs import disk_full, file_sha256
 from llmctl.train import faults
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data) -> None:
@@ -166,7 +157,7 @@ def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, schedu
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             files = sorted(p.name for p in partial.iterdir())
-            manifest = {"step": step, "files": {f: _sha256(partial / f) for f in files}}
+            manifest = {"step": step, "files": {f: file_sha256(partial / f) for f in files}}
             _write_json(target(MANIFEST), manifest)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
@@ -191,7 +182,7 @@ def verify_checkpoint(path: Path) -> dict:
         raise TrainingError(f"Checkpoint {path} has no readable manifest.", "Delete that folder to resume from an earlier one.") from exc
     for name, digest in manifest["files"].items():
         file = path / name
-        if not file.is_file() or _sha256(file) != digest:
+        if not file.is_file() or file_sha256(file) != digest:
             raise TrainingError(
                 f"Checkpoint file {file} is missing or corrupt (checksum mismatch).",
                 "Delete that checkpoint folder to resume from an earlier one.",
