@@ -18,7 +18,8 @@ from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_RUNTIME, EXIT_USAGE, LlmctlErro
 app = typer.Typer(
     name="llmctl",
     help="Fine-tune, evaluate and run transformer models from recipes. Exit codes: 0 ok, 1 runtime failure, "
-    "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted.",
+    "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted, "
+    "141 stdout reader closed the pipe.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
