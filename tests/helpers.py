@@ -33,11 +33,26 @@ class Result:
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
             timeout: int = 600) -> Result:
     """Run `python -m llmctl ARGS` in a subprocess, exactly as a user's shell would."""
-    full_env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)} | (env or {})
-    full_env = {k: v for k, v in full_env.items() if v is not None}
-    proc = subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, env=full_env, input=input,
+    proc = subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, env=cli_env(env), input=input,
                           capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of every llmctl subprocess the tests start: offline, importing this
+    checkout; `env` adds variables (a None value removes one)."""
+    full_env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)} | (env or {})
+    return {k: v for k, v in full_env.items() if v is not None}
+
+
+# For subprocesses that train: tiny models run many times faster on one thread than on
+# threads fighting over the two shared cores (and the suite runs two workers at once).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error: ...` lines of a command's stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def write_csv(path: Path, rows: list[dict], delimiter: str = ",", header: bool = True) -> Path:
@@ -61,17 +76,25 @@ def sentiment_rows(n: int = 40, string_labels: bool = False) -> list[dict]:
 
 def write_recipe(path: Path, model: Path, train_file: Path, valid_file: Path | None, output_dir: Path, **extra) -> Path:
     """A small classification recipe; `extra` adds sections, e.g. data={...}, train={...}."""
+    data = {"train": str(train_file), "validation": str(valid_file) if valid_file else None,
+            "text_columns": ["sentence"], "label_column": "label", "max_length": 32}
+    return build_recipe(path, "classification", model, output_dir, data, **extra)
+
+
+# The training settings of every small test recipe (fp32: exact on CPU, and predict / eval
+# run in the precision a model trained in).
+SMALL_TRAIN = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3,
+               "precision": "fp32", "logging_steps": 1}
+
+
+def build_recipe(path: Path, task: str, model: Path, output_dir: Path, data: dict, /, **extra) -> Path:
+    """A small recipe of any task, written with the command that runs it on its first line.
+    `data` is the data section; `extra` adds to sections (data={...}, train={...}: over
+    SMALL_TRAIN) or sets top-level keys."""
     import yaml
 
-    recipe = {
-        "task": "classification",
-        "model": {"name_or_path": str(model)},
-        "data": {"train": str(train_file), "validation": str(valid_file) if valid_file else None,
-                 "text_columns": ["sentence"], "label_column": "label", "max_length": 32},
-        "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3,
-                  "precision": "fp32", "logging_steps": 1},
-        "output_dir": str(output_dir),
-    }
+    recipe = {"task": task, "model": {"name_or_path": str(model)}, "data": dict(data), "train": dict(SMALL_TRAIN),
+              "output_dir": str(output_dir)}
     for section, values in extra.items():
         if isinstance(values, dict):
             recipe.setdefault(section, {}).update(values)
@@ -108,3 +131,104 @@ def copy_without_dropout(model_dir: Path, dest: Path) -> Path:
     config = json.loads((dest / "config.json").read_text())
     (dest / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
     return dest
+
+
+# -- run directories: weights, evaluation log, checkpoints ---------------------------------
+def tensors(path) -> dict:
+    """Every tensor of a safetensors file."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def weights(run_dir: Path) -> dict:
+    """The tensors of a run's saved model."""
+    return tensors(Path(run_dir) / "model" / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two runs saved bit-identical models."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert (wa[key] == wb[key]).all(), f"{key} differs"
+
+
+def eval_log(run_dir: Path) -> list[dict]:
+    """metrics.jsonl: one dict per evaluation during training, in order."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The latest checkpoint a resume must continue from, judged from the disk alone: a
+    `checkpoints/step-NNNNNNN` folder holding its manifest.json (a `.partial` or manifest-less
+    folder is an interrupted save); None when there is none."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit() and (p / "manifest.json").is_file()]
+    return max(found, key=lambda p: int(p.name[5:]), default=None)
+
+
+def resumed_from(stderr: str) -> Path | None:
+    """The checkpoint `finetune --resume` said it continued from ("resuming from PATH: ..."),
+    or None when it started fresh."""
+    import re
+
+    found = re.findall(r"^resuming from (.+?): \d+ examples", stderr, flags=re.M)
+    assert len(found) <= 1, found
+    return Path(found[0]) if found else None
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """NNNNNNN of checkpoints/step-NNNNNNN; 0 for None (a fresh start)."""
+    return int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+
+
+# -- toy data that a tiny model can learn ---------------------------------------------------
+GOOD_WORDS = "great wonderful brilliant moving funny charming beautiful excellent clever gripping delightful".split()
+BAD_WORDS = "terrible boring awful dull weak messy painful forgettable clumsy tedious shallow".split()
+_THINGS = "movie film plot acting script soundtrack ending cast story dialogue pacing camera".split()
+_ADVERBS = "really very quite truly rather incredibly somewhat surprisingly".split()
+
+
+def keyword_sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """`the <thing> was <adverb> <adjective>`, labelled by the adjective alone (separable):
+    held-out rows (another seed) are new combinations of the same words. Balanced,
+    alternating positive / negative, string labels."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        adjective = rng.choice(GOOD_WORDS if positive else BAD_WORDS)
+        rows.append({"sentence": f"the {rng.choice(_THINGS)} was {rng.choice(_ADVERBS)} {adjective}",
+                     "label": "positive" if positive else "negative"})
+    return rows
+
+
+NER_PEOPLE = [["Alice", "Smith"], ["Bob"], ["Carla", "Diaz"], ["David", "Chen"], ["Emma"], ["Grace", "Khan"]]
+NER_PLACES = [["Paris"], ["London"], ["Berlin"], ["Tokyo"], ["New", "York"]]
+NER_ORGS = [["Acme", "Corp"], ["Globex"], ["Initech"], ["Blue", "River", "Bank"]]
+
+
+def ner_entity(words: list[str], kind: str) -> list[tuple[str, str]]:
+    return [(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)]
+
+
+def ner_sentence(rng) -> list[tuple[str, str]]:
+    """One (word, IOB2 tag) sentence from three templates over the people, places and orgs above."""
+    per, loc = ner_entity(rng.choice(NER_PEOPLE), "PER"), ner_entity(rng.choice(NER_PLACES), "LOC")
+    org = ner_entity(rng.choice(NER_ORGS), "ORG")
+    o = lambda text: [(w, "O") for w in text.split()]  # noqa: E731
+    return rng.choice([
+        per + o("works for") + org + o("in") + loc + o("."),
+        per + o("was born in") + loc + o("."),
+        org + o("opened an office in") + loc + o(", said") + per + o("."),
+    ])
+
+
+def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
+    """CoNLL-2003 style: `word X TAG` lines, a blank line between sentences, a -DOCSTART- first."""
+    path.write_text("-DOCSTART- -X- O\n\n" + "".join(
+        "".join(f"{w} X {t}\n" for w, t in s) + "\n" for s in sentences) + "\n")
+    return path

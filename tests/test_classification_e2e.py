@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from helpers import run_cli, sentiment_rows, write_csv, write_recipe
-from llmctl.errors import EXIT_GATE, EXIT_USAGE
+from helpers import ONE_THREAD, error_lines, keyword_sentiment_rows, run_cli, sentiment_rows, write_csv, write_recipe
+from llmctl.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture
@@ -54,11 +54,16 @@ def test_finetune_eval_predict(family, tiny_models, sentiment_files, tmp_path):
     assert all(r["label"] in ("negative", "positive") and 0.5 <= r["score"] <= 1 for r in rows)
 
 
-def test_eval_gate_and_existing_run_is_not_overwritten(tiny_models, sentiment_files, tmp_path):
-    train, valid = sentiment_files
+def test_eval_gate_and_existing_run_is_not_overwritten(tiny_models, tmp_path):
+    # A separable toy set the tiny BERT learns for every seed tried (1, 2, 3, 42): accuracy 1.0,
+    # loss 0.01-0.04 on held-out rows; the best model is picked by loss, so model/ is the last.
+    train = write_csv(tmp_path / "train.csv", keyword_sentiment_rows(160, seed=0))
+    valid = write_csv(tmp_path / "valid.csv", keyword_sentiment_rows(64, seed=1))
     run_dir = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, valid, run_dir)
-    assert run_cli("finetune", str(recipe)).exit_code == 0
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, valid, run_dir,
+                          train={"epochs": 6, "batch_size": 16, "learning_rate": 5e-3, "metric_for_best": "loss",
+                                 "save_every": 1000})
+    assert run_cli("finetune", str(recipe), env=ONE_THREAD).exit_code == 0
     before = (run_dir / "model" / "model.safetensors").read_bytes()
 
     again = run_cli("finetune", str(recipe))
@@ -66,13 +71,25 @@ def test_eval_gate_and_existing_run_is_not_overwritten(tiny_models, sentiment_fi
     assert "already exists" in again.stderr and "--overwrite" in again.stderr
     assert (run_dir / "model" / "model.safetensors").read_bytes() == before
 
-    failed = run_cli("eval", str(run_dir), "--fail-under", "accuracy=1.01", "--json")
+    # Gates the trained model must pass: they fail for a model that did not learn (accuracy 0.5, loss 0.69).
+    passed = run_cli("eval", str(run_dir), "--data", str(valid), "--fail-under", "accuracy=0.9", "--fail-under",
+                     "f1=0.9", "--fail-over", "loss=0.3", "--json", env=ONE_THREAD)
+    assert passed.exit_code == EXIT_OK, passed.stderr
+    metrics = passed.json()["metrics"]
+    assert passed.json()["gates"] == {"passed": True, "thresholds": {"accuracy": 0.9, "f1": 0.9},
+                                      "ceilings": {"loss": 0.3}, "failed": []}
+
+    failed = run_cli("eval", str(run_dir), "--fail-under", "accuracy=1.01", "--json", env=ONE_THREAD)
     assert failed.exit_code == EXIT_GATE
-    assert failed.json()["gates"]["passed"] is False
+    assert failed.json()["gates"] == {"passed": False, "thresholds": {"accuracy": 1.01}, "ceilings": {},
+                                      "failed": [f"accuracy {metrics['accuracy']:.4f} < 1.01"]}
     assert "Quality gate failed: accuracy" in failed.stderr
-    passed = run_cli("eval", str(run_dir), "--data", str(valid), "--fail-under", "accuracy=0.0", "--fail-under", "f1=0")
-    assert passed.exit_code == 0, passed.stderr
-    assert "accuracy" in passed.stdout
+
+    # One gate of two fails: only it is named; the table still prints.
+    ceiling = run_cli("eval", str(run_dir), "--fail-under", "accuracy=0.9", "--fail-over", "loss=0.0001", env=ONE_THREAD)
+    assert ceiling.exit_code == EXIT_GATE
+    assert error_lines(ceiling.stderr) == [f"error: Quality gate failed: loss {metrics['loss']:.4f} > 0.0001."]
+    assert "accuracy" in ceiling.stdout
     unknown = run_cli("eval", str(run_dir), "--fail-under", "acuracy=0.5")
     assert unknown.exit_code == EXIT_USAGE and "no such metric" in unknown.stderr
 

@@ -4,9 +4,7 @@ in the middle of writing a checkpoint, and as a two-process `accelerate launch`)
 the same examples, step by step (LLMCTL_TRACE_EXAMPLES, see llmctl/train/faults.py)."""
 
 import json
-import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -15,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
-from test_resume import assert_same_weights, weights
+from helpers import (REPO, assert_same_weights, checkpoint_step, cli_env, newest_complete_checkpoint, resumed_from,
+                     run_cli, sentiment_rows, weights, write_csv, write_recipe)
 
 # 40 rows, batch 4: 10 batches per epoch, 2 epochs; a checkpoint every 5 steps.
 TRAIN = {"epochs": 2, "batch_size": 4, "save_every": 5, "keep_checkpoints": 10, "logging_steps": 1,
@@ -24,7 +22,7 @@ TRAIN = {"epochs": 2, "batch_size": 4, "save_every": 5, "keep_checkpoints": 10, 
 
 
 def env(**extra) -> dict:
-    return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"} | extra
+    return cli_env({"OMP_NUM_THREADS": "1"} | extra)
 
 
 def start(args: list[str], launcher: list[str] = (), **extra_env) -> subprocess.Popen:
@@ -56,8 +54,21 @@ def read_trace(path) -> list[dict]:
 
 
 def resumed_step(stderr: str) -> int:
-    found = re.search(r"resuming from \S*step-(\d+)", stderr)
-    return int(found.group(1)) if found else 0  # no complete checkpoint: started fresh
+    return checkpoint_step(resumed_from(stderr))  # 0: no complete checkpoint, started fresh
+
+
+def resume(recipe, out, launcher=(), trace=None) -> subprocess.CompletedProcess:
+    """`finetune --resume auto` on the killed run in `out`; it must continue from the newest
+    complete checkpoint on disk (same seed, same bits: a resume that silently started over
+    would pass every weight and example check)."""
+    newest = newest_complete_checkpoint(out)
+    trace_env = {"LLMCTL_TRACE_EXAMPLES": str(trace)} if trace else {}
+    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
+                              str(out), "--resume", "auto"], cwd=REPO, env=env(**trace_env),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_from(resumed.stderr) == newest, (newest, resumed.stderr[-3000:])
+    return resumed
 
 
 def check_examples(reference: list[dict], killed: list[dict], resumed: list[dict], step: int) -> None:
@@ -108,10 +119,7 @@ def kill_and_resume(tmp, recipe, name, seen, launcher=(), fault=None):
     proc = start(["finetune", str(recipe), "--output-dir", str(out)], launcher,
                  LLMCTL_TRACE_EXAMPLES=str(killed_trace), **fault_env)
     killed_err = kill_when(proc, seen)
-    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
-                              str(out), "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(resumed_trace)),
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = resume(recipe, out, launcher, resumed_trace)
     assert not list((out / "checkpoints").glob("*.partial")), "a partial checkpoint survived the resume"
     return killed_err, read_trace(killed_trace), resumed.stderr, read_trace(resumed_trace)
 
@@ -178,10 +186,7 @@ def test_sigkill_while_writing_a_checkpoint(data, eval_reference):
     assert weights(out)  # loads: every tensor present and the file well-formed
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
 
-    resumed = subprocess.run([sys.executable, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out),
-                              "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(tmp / "mid-save.resumed.jsonl")),
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = resume(recipe, out, trace=tmp / "mid-save.resumed.jsonl")
     assert resumed_step(resumed.stderr) == 5
     assert not partial.exists()
     check_examples(ref_trace, read_trace(tmp / "mid-save.killed.jsonl"), read_trace(tmp / "mid-save.resumed.jsonl"), 5)
@@ -222,10 +227,7 @@ def test_sigint_while_evaluating(data, eval_reference):
     assert loop_state["pending_eval"]["step"] == 10
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [5]
 
-    resumed = subprocess.run([sys.executable, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out),
-                              "--resume", "auto"], cwd=REPO, env=env(LLMCTL_TRACE_EXAMPLES=str(tmp / "ev.resumed.jsonl")),
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = resume(recipe, out, trace=tmp / "ev.resumed.jsonl")
     assert resumed_step(resumed.stderr) == 10
     check_examples(ref_trace, read_trace(tmp / "ev.killed.jsonl"), read_trace(tmp / "ev.resumed.jsonl"), 10)
     assert_same_weights(tmp / "eval-reference", out)
@@ -250,8 +252,6 @@ def test_signal_to_one_of_two_processes_while_evaluating(data):
     # Both workers stopped (with the documented code) rather than rank 1 waiting in a collective.
     assert proc.stderr.count("exitcode  : 130") == 2, proc.stderr[-3000:]
     assert (out / "checkpoints" / "step-0000005").is_dir()
-    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
-                              str(out), "--resume", "auto"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resume(recipe, out, launcher)
     assert_same_weights(tmp / "ddp-eval-reference", out)
     assert (out / "metrics.jsonl").read_text() == (tmp / "ddp-eval-reference" / "metrics.jsonl").read_text()

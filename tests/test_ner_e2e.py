@@ -4,34 +4,9 @@ import json
 import random
 
 import pytest
-import yaml
 
-from helpers import run_cli
-from llmctl.errors import EXIT_DATA, EXIT_GATE
-
-PEOPLE = [["Alice", "Smith"], ["Bob"], ["Carla", "Diaz"], ["David", "Chen"], ["Emma"], ["Grace", "Khan"]]
-PLACES = [["Paris"], ["London"], ["Berlin"], ["Tokyo"], ["New", "York"]]
-ORGS = [["Acme", "Corp"], ["Globex"], ["Initech"], ["Blue", "River", "Bank"]]
-
-
-def entity(words, kind):
-    return [(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)]
-
-
-def sentence(rng):
-    per, loc, org = entity(rng.choice(PEOPLE), "PER"), entity(rng.choice(PLACES), "LOC"), entity(rng.choice(ORGS), "ORG")
-    o = lambda text: [(w, "O") for w in text.split()]  # noqa: E731
-    return rng.choice([
-        per + o("works for") + org + o("in") + loc + o("."),
-        per + o("was born in") + loc + o("."),
-        org + o("opened an office in") + loc + o(", said") + per + o("."),
-    ])
-
-
-def write_conll(path, sentences):
-    path.write_text("-DOCSTART- -X- O\n\n" + "".join(
-        "".join(f"{w} X {t}\n" for w, t in s) + "\n" for s in sentences) + "\n")
-    return path
+from helpers import ONE_THREAD, build_recipe, ner_sentence as sentence, run_cli, write_conll
+from llmctl.errors import EXIT_DATA, EXIT_GATE, EXIT_OK
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +19,25 @@ def ner_files(tmp_path_factory):
     return root, train, valid
 
 
-def ner_recipe(root, model, train, valid, out, **data):
-    recipe = {"task": "ner", "model": {"name_or_path": str(model)},
-              "data": {"train": str(train), "validation": str(valid) if valid else None, "max_length": 24} | data,
-              "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 2e-3,
-                        "precision": "fp32", "logging_steps": 4},
-              "output_dir": str(out)}
-    path = root / f"{out.name}.yaml"
-    path.write_text(f"# llmctl finetune {path}\n" + yaml.safe_dump(recipe, sort_keys=False))
-    return path
+def ner_recipe(root, model, train, valid, out, training=None, **data):
+    """root/<out name>.yaml: a small NER recipe; `data` adds data keys, `training` train keys."""
+    return build_recipe(root / f"{out.name}.yaml", "ner", model, out,
+                        {"train": str(train), "validation": str(valid) if valid else None, "max_length": 24} | data,
+                        train={"epochs": 2, "learning_rate": 2e-3, "logging_steps": 4} | (training or {}))
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "t5"])
 def test_finetune_eval_predict(family, tiny_models, ner_files, tmp_path):
     root, train, valid = ner_files
     run_dir = tmp_path / f"run-{family}"
-    recipe = ner_recipe(tmp_path, tiny_models[family], train, valid, run_dir)
-    result = run_cli("finetune", str(recipe), "--json")
-    assert result.exit_code == 0, result.stderr
+    # Trained enough (4 epochs at 5e-3) that every family tags the toy sentences: F1 0.79 to 0.99
+    # over seeds 1, 2 and 42, and the predictions below hold for each of them.
+    recipe = ner_recipe(tmp_path, tiny_models[family], train, valid, run_dir, training={"epochs": 4, "learning_rate": 5e-3})
+    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
+    assert result.exit_code == EXIT_OK, result.stderr
     out = result.json()
     assert {"loss", "precision", "recall", "f1", "accuracy", "PER_f1", "LOC_number", "ORG_recall"} <= set(out["metrics"])
-    assert out["metrics"]["PER_number"] == 15 and 0 <= out["metrics"]["f1"] <= 1
+    assert out["metrics"]["PER_number"] == 15 and 0.5 <= out["metrics"]["f1"] <= 1
     assert "were split into overlapping windows" in result.stderr
     assert "PER_f1" not in result.stderr  # eval log lines keep to the overall scores
 
@@ -74,20 +47,26 @@ def test_finetune_eval_predict(family, tiny_models, ner_files, tmp_path):
     assert config.id2label == {0: "O", 1: "B-LOC", 2: "I-LOC", 3: "B-ORG", 4: "I-ORG", 5: "B-PER", 6: "I-PER"}
     AutoModelForTokenClassification.from_pretrained(run_dir / "model")
 
-    evaluated = run_cli("eval", str(run_dir), "--json")
-    assert evaluated.exit_code == 0, evaluated.stderr
+    evaluated = run_cli("eval", str(run_dir), "--json", env=ONE_THREAD)
+    assert evaluated.exit_code == EXIT_OK, evaluated.stderr
     assert evaluated.json()["metrics"]["f1"] == pytest.approx(out["metrics"]["f1"], abs=0.05)
     assert evaluated.json()["samples"] == 12
 
     inputs = tmp_path / "in.jsonl"
     inputs.write_text(json.dumps({"text": "Alice Smith works for Acme Corp in Paris."}) + "\n"
                       + json.dumps({"tokens": ["Bob", "was", "born", "in", "Tokyo", "."]}) + "\n")
-    predicted = run_cli("predict", str(run_dir), "--input", str(inputs))
-    assert predicted.exit_code == 0, predicted.stderr
+    predicted = run_cli("predict", str(run_dir), "--input", str(inputs), env=ONE_THREAD)
+    assert predicted.exit_code == EXIT_OK, predicted.stderr
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert rows[0]["text"] == "Alice Smith works for Acme Corp in Paris." and rows[1]["tokens"][0] == "Bob"
     assert len(rows[1]["tags"]) == 6
+    # The checks on entities below must not pass vacuously: the model found them.
+    assert {("Alice Smith", "PER"), ("Paris", "LOC")} <= {(e["text"], e["type"]) for e in rows[0]["entities"]}
+    assert rows[1]["tags"] == ["B-PER", "O", "O", "O", "B-LOC", "O"]
+    assert [(e["text"], e["type"], e["start"], e["end"]) for e in rows[1]["entities"]] == [
+        ("Bob", "PER", 0, 1), ("Tokyo", "LOC", 4, 5)]
     for row in rows:
+        assert row["entities"]
         for ent in row["entities"]:
             assert set(ent) == {"text", "type", "start", "end", "score"} and ent["type"] in ("PER", "LOC", "ORG")
             assert 0 < ent["score"] <= 1

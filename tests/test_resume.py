@@ -9,21 +9,9 @@ import time
 
 import pytest
 
-from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
+from helpers import (REPO, assert_same_weights, cli_env, newest_complete_checkpoint, resumed_from, run_cli,  # noqa: F401
+                     sentiment_rows, weights, write_csv, write_recipe)
 from llmctl.errors import EXIT_INTERRUPTED
-
-
-def weights(run_dir):
-    from safetensors.torch import load_file
-
-    return load_file(str(run_dir / "model" / "model.safetensors"))
-
-
-def assert_same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert (wa[key] == wb[key]).all(), f"{key} differs"
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +41,10 @@ def test_resume_matches_uninterrupted(full_run, step):
     (resumed / "metrics.json").unlink()
     # ... and in the middle of writing the next one.
     (resumed / "checkpoints" / f"step-{step + 1:07d}.partial").mkdir()
+    assert newest_complete_checkpoint(resumed) == resumed / "checkpoints" / f"step-{step:07d}"
     result = run_cli("finetune", str(recipe), "--output-dir", str(resumed), "--resume", "--json")
     assert result.exit_code == 0, result.stderr
-    assert f"resuming from {resumed / 'checkpoints' / f'step-{step:07d}'}" in result.stderr
+    assert resumed_from(result.stderr) == resumed / "checkpoints" / f"step-{step:07d}"
     assert not (resumed / "checkpoints" / f"step-{step + 1:07d}.partial").exists()
     assert result.json()["train"]["steps"] == 6
     assert_same_weights(tmp / "full", resumed)
@@ -80,7 +69,7 @@ def test_sigterm_saves_and_resume_matches(tiny_models, tmp_path):
     common = {"train": {"epochs": 3, "batch_size": 4, "save_every": 1000, "logging_steps": 1}}
     recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, None, tmp_path / "killed", **common)
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "finetune", str(recipe)], cwd=REPO,
-                            stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
     for line in proc.stderr:  # wait until training is really under way
         if line.startswith("step 3/"):
             break
@@ -88,10 +77,15 @@ def test_sigterm_saves_and_resume_matches(tiny_models, tmp_path):
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == EXIT_INTERRUPTED, rest
     assert "Stopped by signal SIGTERM" in rest and "--resume" in rest
-    assert list((tmp_path / "killed" / "checkpoints").glob("step-*"))
+    # save_every is 1000: the only checkpoint is the one the signal made (after step 3 or later).
+    saved = newest_complete_checkpoint(tmp_path / "killed")
+    assert saved is not None and int(saved.name.split("-")[1]) >= 3, rest
 
     resumed = run_cli("finetune", str(recipe), "--resume")
     assert resumed.exit_code == 0, resumed.stderr
+    # Same seed, same bits: a resume that silently started over would still match the weights
+    # below, so the checkpoint it continued from is checked too.
+    assert resumed_from(resumed.stderr) == saved, resumed.stderr
     clean = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "clean"))
     assert clean.exit_code == 0, clean.stderr
     assert_same_weights(tmp_path / "killed", tmp_path / "clean")
