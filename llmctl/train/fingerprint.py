@@ -37,15 +37,24 @@ def fingerprint(recipe, train_features) -> dict:
         digest.update(name.encode())
         column = train_features.columns[name]
         if isinstance(column, Ragged):  # values as int64, so the narrow storage type never matters
-            digest.update(np.ascontiguousarray(column.values, dtype=np.int64).tobytes())
-            digest.update(np.ascontiguousarray(column.offsets, dtype=np.int64).tobytes())
+            _update(digest, column.values, np.int64)
+            _update(digest, column.offsets, np.int64)
         elif isinstance(column, np.ndarray):
-            digest.update(np.ascontiguousarray(column, dtype=np.float64 if column.dtype.kind == "f" else np.int64).tobytes())
+            _update(digest, column, np.float64 if column.dtype.kind == "f" else np.int64)
         else:
             digest.update(json.dumps(column, separators=(",", ":")).encode())
     recipe_flat = {k: v for k, v in _flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
     return {"recipe": recipe_flat, "data_sha256": digest.hexdigest(),
             "versions": {name: version(name) for name in LIBRARIES}}
+
+
+def _update(digest, array, dtype, block: int = 1 << 20) -> None:
+    """Hash `array` as `dtype` a million values at a time: a whole int64 copy of 100M token ids
+    would cost 800 MB for a moment."""
+    import numpy as np
+
+    for start in range(0, len(array), block):
+        digest.update(np.ascontiguousarray(array[start : start + block], dtype=dtype).tobytes())
 
 
 def differences(saved: dict, current: dict) -> list[str]:
