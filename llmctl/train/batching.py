@@ -8,7 +8,8 @@ an uninterrupted run would have seen, on any number of processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +20,18 @@ MEGABATCH_BATCHES = 64
 
 @dataclass
 class Features:
-    """Columns of tokenized features (lists of equal length) plus the token count of each."""
+    """Columns of tokenized features (lists or columnar arrays of equal length), the token count of
+    each row, and what featurize learned that later steps need: `meta` (JSON-safe, stored with a
+    cache entry: pad side, label maps, ...) and the tokenizer that made them (never cached; tasks
+    that decode generated ids read it here rather than keeping it on `self`)."""
 
     columns: dict[str, list]
     lengths: list[int]
     meta: dict = field(default_factory=dict)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+
+    def with_tokenizer(self, tokenizer) -> "Features":
+        return replace(self, tokenizer=tokenizer)
 
     def __len__(self) -> int:
         return len(self.lengths)
