@@ -130,3 +130,15 @@ def test_check_recipe_task_names_both_tasks_and_the_fix(tmp_path, files):
     assert str(info.value) == (f"--recipe {path} is for task 'classification' but model runs/x was trained for "
                                "'ner'. Use a ner recipe or drop --recipe.")
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_set_of_a_mapping_on_a_section_sets_those_keys_and_keeps_the_others(tmp_path, files):
+    path = write_recipe(tmp_path / "r.yaml", "never-loaded", *files, tmp_path / "run")
+    before = load_recipe(str(path))
+    after = load_recipe(str(path), ["train={epochs: 2, learning_rate: 1.0e-4}"])
+    assert (after.train.epochs, after.train.learning_rate) == (2, 1.0e-4)
+    untouched = {k: v for k, v in before.train.model_dump().items() if k not in ("epochs", "learning_rate")}
+    assert {k: after.train.model_dump()[k] for k in untouched} == untouched
+    # The keys are still checked one by one, named as the user wrote them.
+    err = refused(tmp_path, "--set", "train={epochs: many}", files=files)
+    assert "--set train.epochs: Input should be a valid number" in err

@@ -124,9 +124,24 @@ def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
         if section and value is not None and not isinstance(value, dict):
             raise RecipeError(f"--set {item}: {'.'.join(keys)} is a section of keys, not a single value.",
                               f"Set one key inside it: --set {'.'.join(keys)}.KEY=VALUE.")
-        node[last] = value
-        touched.add(tuple(keys))
+        if len(keys) == 1 and last in SECTIONS and isinstance(value, dict) and isinstance(node.get(last), dict):
+            # `--set train={epochs: 2}` sets those keys; replacing the section would silently drop
+            # every other key the recipe gave it. A mapping-valued key (zero_shot.verbalizers) is
+            # one value and is replaced whole.
+            _merge(node[last], value)
+            touched.update(tuple(keys) + path for path in _leaf_paths(value))
+        else:
+            node[last] = value
+            touched.add(tuple(keys))
     return touched
+
+
+def _merge(into: dict, update: dict) -> None:
+    into.update(update)
+
+
+def _leaf_paths(mapping: dict) -> list[tuple]:
+    return [(key,) for key in mapping]
 
 
 def _describe(err: dict, model_fields_at) -> str:
