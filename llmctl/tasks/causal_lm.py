@@ -79,7 +79,8 @@ class CausalLMTask(Task):
     def load_split(self, role: str, spec: str, labelled: bool = True) -> LMSplit | LMFileSplit:
         cfg = self.data_cfg
         key = f"data.{role}"
-        if role == "train" and not (cfg.dataset and not looks_like_file(spec)) and Path(spec).suffix.lower() in STREAMED:
+        local = not (cfg.dataset and not looks_like_file(spec))
+        if role == "train" and local and Path(spec).suffix.lower() in STREAMED:
             split = open_split(Path(spec).expanduser(), key, cfg)  # None: it fits in one chunk, read it whole
             if split is not None:
                 return split
