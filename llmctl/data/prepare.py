@@ -34,11 +34,12 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
         _say(notes)
         if features is not None:
             note(f"features: {len(features):,} training rows from the cache ({cache.entries_dir() / key.digest})")
-            return features, _info(features, "hit", started)
+            # Tasks that decode generated ids read the tokenizer from their features; it is never stored.
+            return features.with_tokenizer(tokenizer), _info(features, "hit", started)
     with Progress(len(split), "tokenizing the training data") as progress:
         features = task.featurize(split, tokenizer, progress=progress)
     features = Features({k: to_columnar(v) for k, v in features.columns.items()},
-                        np.asarray(features.lengths, dtype=np.int32), features.meta)
+                        np.asarray(features.lengths, dtype=np.int32), features.meta, features.tokenizer)
     status = "off"
     if key is not None and is_columnar(features) and _json_safe(features.meta):
         status = "miss"

@@ -135,6 +135,43 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
     return list(names), chunks()
 
 
+def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None = None):
+    """Lists of at most `chunk_rows` objects from a JSON-lines file, read line by line so the file
+    is never whole in memory (iter_table reads jsonl whole). Blank lines are skipped, as read_table
+    skips them; errors name the file and line as read_table's do."""
+    import json
+
+    if not path.is_file():
+        read_table(path, key)  # raises the "does not exist" error
+    rows, seen, offset = [], 0, 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
+                                "Save the file as UTF-8.") from exc
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}.",
+                                'Write one object per line, e.g. {"text": "..."}.')
+            rows.append(row)
+            seen += 1
+            if len(rows) == chunk_rows:
+                yield rows
+                rows = []
+            if limit is not None and seen >= limit:
+                break
+    if rows:
+        yield rows
+
+
 def _parse_error(exc: Exception, key: str, path: Path) -> DataError:
     if isinstance(exc, UnicodeDecodeError):
         return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).")

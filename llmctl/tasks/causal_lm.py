@@ -6,22 +6,26 @@ perplexity) counts only the completion and its EOS, which teaches the model to s
 `packing` concatenates training examples, each ending in EOS, and cuts the stream into
 `max_length` blocks: no padding and no truncation, but an example may attend to the one
 before it in its block, and one may straddle two blocks. Validation is never packed, so
-perplexity means the same with and without packing.
+perplexity means the same with and without packing. A training file of more than one chunk
+is read and tokenized a chunk at a time (causal_lm_file); the features are the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
 from llmctl.console import note
-from llmctl.data.sources import load_split
+from llmctl.data.sources import load_split, looks_like_file
 from llmctl.errors import DataError
+from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Task
+from llmctl.tasks.causal_lm_file import STREAMED, LMFileSplit, featurize_file, open_split
 
 
 class CausalLMData(DataConfig):
@@ -58,10 +62,7 @@ class CausalLMTask(Task):
     name: ClassVar[str] = "causal-lm"
     data_config: ClassVar[type[DataConfig]] = CausalLMData
     auto_model: ClassVar[str] = "AutoModelForCausalLM"
-
-    def __init__(self, data_cfg: CausalLMData):
-        super().__init__(data_cfg)
-        self.tokenizer = None  # set by featurize; decoding generated ids needs it
+    cacheable_features: ClassVar[bool] = True
 
     @classmethod
     def from_model(cls, meta: dict, model_config) -> "CausalLMTask":
@@ -75,9 +76,14 @@ class CausalLMTask(Task):
         return self.data_cfg.completion_column is not None
 
     # -- data -----------------------------------------------------------------------
-    def load_split(self, role: str, spec: str, labelled: bool = True) -> LMSplit:
+    def load_split(self, role: str, spec: str, labelled: bool = True) -> LMSplit | LMFileSplit:
         cfg = self.data_cfg
         key = f"data.{role}"
+        local = not (cfg.dataset and not looks_like_file(spec))
+        if role == "train" and local and Path(spec).suffix.lower() in STREAMED:
+            split = open_split(Path(spec).expanduser(), key, cfg)  # None: it fits in one chunk, read it whole
+            if split is not None:
+                return split
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
         ds = gen.limit_rows(ds, cfg.max_train_samples if role == "train" else cfg.max_eval_samples, key, where)
         header = cfg.column_names is None
@@ -108,14 +114,15 @@ class CausalLMTask(Task):
         return {}
 
     # -- features -------------------------------------------------------------------
-    def _examples(self, split: LMSplit, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    def _examples(self, prompts: list[str], completions: list[str] | None,
+                  tokenizer) -> tuple[list[list[int]], list[list[int]]]:
         """(input ids, labels) per example, each ending in EOS; not yet truncated."""
         eos = tokenizer.eos_token_id
-        first = tokenizer(split.prompts)["input_ids"]  # with the tokenizer's own BOS, if it adds one
-        if split.completions is None:
+        first = tokenizer(prompts)["input_ids"]  # with the tokenizer's own BOS, if it adds one
+        if completions is None:
             ids = [x + [eos] for x in first]
             return ids, [list(x) for x in ids]
-        rest = tokenizer(split.completions, add_special_tokens=False)["input_ids"]
+        rest = tokenizer(completions, add_special_tokens=False)["input_ids"]
         ids = [p + c + [eos] for p, c in zip(first, rest)]
         labels = [[-100] * len(p) + c + [eos] for p, c in zip(first, rest)]
         return ids, labels
@@ -131,25 +138,35 @@ class CausalLMTask(Task):
         ids, labels = ids[cut:], labels[cut:]
         return ids[:limit], labels[:limit]
 
-    def featurize(self, split: LMSplit, tokenizer, progress=None):
+    def _unpacked(self, ids: list[list[int]], labels: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+        pairs = [self._truncate(i, lab) for i, lab in zip(ids, labels)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def featurize(self, split: LMSplit | LMFileSplit, tokenizer, progress=None):
         from llmctl.train.batching import Features
 
-        self.tokenizer = tokenizer
         cfg = self.data_cfg
+        if isinstance(split, LMFileSplit):
+            def examples(prompts, completions):
+                ids, labels = self._examples(prompts, completions, tokenizer)
+                return (ids, labels) if cfg.packing else self._unpacked(ids, labels)
+
+            return featurize_file(split, cfg, examples, tokenizer, progress)
         if split.completions is None and split.role == "predict":
             # Prompts to continue: no EOS, and the most recent context is kept.
             ids = [x[-cfg.max_length:] for x in tokenizer(split.prompts)["input_ids"]]
             empty = [i + 1 for i, x in enumerate(ids) if not x]
             if empty:
                 raise DataError(f"{split.where} row {empty[0]}: the prompt has no tokens.")
-            return Features(columns={"input_ids": ids}, lengths=[len(x) for x in ids])
-        ids, labels = self._examples(split, tokenizer)
+            # Decoding generated ids needs the tokenizer: it travels with the features.
+            return Features(columns={"input_ids": ids}, lengths=[len(x) for x in ids], tokenizer=tokenizer)
+        ids, labels = self._examples(split.prompts, split.completions, tokenizer)
         if cfg.packing and split.role == "train":
             ids, labels = self._pack(ids, labels)
         else:
-            pairs = [self._truncate(i, lab) for i, lab in zip(ids, labels)]
-            ids, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-        return Features(columns={"input_ids": ids, "labels": labels}, lengths=[len(x) for x in ids])
+            ids, labels = self._unpacked(ids, labels)
+        return Features(columns={"input_ids": ids, "labels": labels}, lengths=[len(x) for x in ids],
+                        tokenizer=tokenizer)
 
     def _pack(self, ids: list[list[int]], labels: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
         size = self.data_cfg.max_length
@@ -190,7 +207,7 @@ class CausalLMTask(Task):
     def outputs_to_keep(self, outputs, batch) -> dict:
         if getattr(outputs, "generated", None) is not None:
             return {"generated": outputs.generated}
-        return gen.token_nll(outputs.logits, batch["labels"], shift=True)
+        return token_nll(outputs.logits, batch["labels"], shift=True)
 
     def default_metric(self) -> str:
         return "perplexity"
@@ -201,7 +218,7 @@ class CausalLMTask(Task):
     def compute_metrics(self, kept: dict, features, split: LMSplit) -> dict[str, float]:
         import math
 
-        loss = gen.loss_from_kept(kept)
+        loss = exact_mean(kept["nll"], kept["tokens"])
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}  # exp overflows a float past ~709
 
     # -- prediction -----------------------------------------------------------------
@@ -218,7 +235,7 @@ class CausalLMTask(Task):
         return LMSplit(where=where, role="predict", prompts=prompts, completions=None)
 
     def format_predictions(self, kept: dict, features, split: LMSplit) -> list[dict]:
-        tok = self.tokenizer
+        tok = features.tokenizer
         out = []
         for prompt, row in zip(split.prompts, kept["generated"]):
             text, _ = gen.decode(row, tok, {tok.eos_token_id} - {None})

@@ -1,5 +1,6 @@
 """What the two text-generating tasks (seq2seq, causal-lm) share: reading text columns,
-refusing a checkpoint of the wrong architecture, exact token-level loss, and generation.
+refusing a checkpoint of the wrong architecture, and generation (their exact token-level loss
+is llmctl.metrics.loss, shared with the other tasks).
 """
 
 from __future__ import annotations
@@ -98,32 +99,6 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int, num_beams: int = 1
     return model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                           max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                           pad_token_id=pad)
-
-
-def token_nll(logits, labels, shift: bool) -> dict:
-    """Per-example summed cross-entropy and count of labelled tokens (-100 = ignored).
-
-    Kept per example so the mean over tokens is exact under any batching or number of
-    processes; `shift` for causal models, whose position t predicts token t+1. One row at
-    a time, so a large vocabulary never needs a second [batch, length, vocab] float copy.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if shift:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    nll = torch.zeros(len(labels), dtype=torch.float64, device=labels.device)
-    count = (labels != -100).sum(-1)
-    for i in range(len(labels)):
-        if count[i]:
-            nll[i] = F.cross_entropy(logits[i].float(), labels[i], ignore_index=-100, reduction="sum")
-    return {"nll": nll, "tokens": count}
-
-
-def loss_from_kept(kept: dict) -> float:
-    total = sum(float(x) for x in kept["nll"])
-    count = sum(int(x) for x in kept["tokens"])
-    return total / max(count, 1)
 
 
 def decode(ids, tokenizer, stop_ids: set[int], start: int = 0) -> tuple[str, int]:

@@ -68,10 +68,7 @@ class QATask(Task):
     name: ClassVar[str] = "qa"
     data_config: ClassVar[type[DataConfig]] = QAData
     auto_model: ClassVar[str] = "AutoModelForQuestionAnswering"
-
-    def __init__(self, data_cfg: QAData):
-        super().__init__(data_cfg)
-        self.pad_left = False
+    cacheable_features: ClassVar[bool] = True
 
     @classmethod
     def from_model(cls, meta: dict, model_config) -> "QATask":
@@ -123,7 +120,6 @@ class QATask(Task):
         from llmctl.train.batching import Features
 
         cfg = self.data_cfg
-        self.pad_left = tokenizer.padding_side == "left"
         questions = [q.lstrip() for q in split.questions]  # leading spaces only waste window room
         self._check_question_lengths(split, questions, tokenizer)
         keep_types = "token_type_ids" in tokenizer.model_input_names
@@ -175,7 +171,6 @@ class QATask(Task):
         from llmctl.train.batching import pad_stack
 
         left = tokenizer.padding_side == "left"
-        self.pad_left = left
         batch = {"input_ids": pad_stack(rows, "input_ids", tokenizer.pad_token_id, left=left)}
         width = batch["input_ids"].shape[1]
         lengths = torch.tensor([len(r["input_ids"]) for r in rows])
@@ -195,16 +190,17 @@ class QATask(Task):
 
     # -- evaluation -----------------------------------------------------------------
     def outputs_to_keep(self, outputs, batch) -> dict:
-        start, end = outputs.start_logits.float(), outputs.end_logits.float()
-        if self.pad_left:
-            # Move each row's tokens back to positions 0..n-1 so logits line up with offsets.
-            import torch
+        import torch
 
-            width = start.shape[1]
-            pad = width - batch["attention_mask"].to(start.device).sum(1)
-            index = (torch.arange(width, device=start.device)[None, :] + pad[:, None]).clamp(max=width - 1)
-            start, end = start.gather(1, index), end.gather(1, index)
-        return {"start_logits": start, "end_logits": end}
+        start, end = outputs.start_logits.float(), outputs.end_logits.float()
+        # Move each row's tokens back to positions 0..n-1 so logits line up with offsets. The
+        # batch's mask says where they start (after the padding of a left-padding tokenizer, else
+        # at 0), so no pad side has to be remembered between collate and here.
+        mask = batch["attention_mask"].to(start.device)
+        first = mask.argmax(1)  # the first real token of each row
+        width = start.shape[1]
+        index = (torch.arange(width, device=start.device)[None, :] + first[:, None]).clamp(max=width - 1)
+        return {"start_logits": start.gather(1, index), "end_logits": end.gather(1, index)}
 
     def predictions(self, kept: dict, features, split: QASplit):
         """Post-processed predictions (qa_postprocess.Prediction), one per example."""
@@ -217,18 +213,15 @@ class QATask(Task):
 
     def _loss(self, kept: dict, features) -> float | None:
         """Mean over windows of the start/end cross-entropy on the window's real tokens."""
-        import numpy as np
+        from llmctl.metrics.loss import cross_entropy, exact_mean
 
         if "start_positions" not in features.meta:
             return None
-        total = 0.0
-        for i, n in enumerate(features.lengths):
-            for name, gold in (("start_logits", features.meta["start_positions"][i]),
-                               ("end_logits", features.meta["end_positions"][i])):
-                logits = np.asarray(kept[name][i][:n], dtype=np.float64)
-                top = logits.max()
-                total += (top + np.log(np.exp(logits - top).sum()) - logits[gold]) / 2
-        return total / len(features)
+        meta = features.meta
+        per_window = [(cross_entropy(kept["start_logits"][i][:n], meta["start_positions"][i])
+                       + cross_entropy(kept["end_logits"][i][:n], meta["end_positions"][i])) / 2
+                      for i, n in enumerate(features.lengths)]
+        return exact_mean(per_window, [1] * len(per_window))
 
     def compute_metrics(self, kept: dict, features, split: QASplit) -> dict[str, float]:
         from llmctl import metrics

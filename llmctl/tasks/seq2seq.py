@@ -18,6 +18,7 @@ from llmctl.config.schema import DataConfig
 from llmctl.console import warn
 from llmctl.data.sources import load_split
 from llmctl.errors import DataError
+from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Task
 
@@ -69,10 +70,7 @@ class Seq2SeqTask(Task):
     name: ClassVar[str] = "seq2seq"
     data_config: ClassVar[type[DataConfig]] = Seq2SeqData
     auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
-
-    def __init__(self, data_cfg: Seq2SeqData):
-        super().__init__(data_cfg)
-        self.tokenizer = None  # set by featurize; decoding generated ids needs it
+    cacheable_features: ClassVar[bool] = True
 
     @classmethod
     def from_model(cls, meta: dict, model_config) -> "Seq2SeqTask":
@@ -103,7 +101,6 @@ class Seq2SeqTask(Task):
     def featurize(self, split: Seq2SeqSplit, tokenizer, progress=None):
         from llmctl.train.batching import Features
 
-        self.tokenizer = tokenizer
         cfg = self.data_cfg
         enc = tokenizer([cfg.source_prefix + s for s in split.sources], truncation=True, max_length=cfg.max_length)
         columns = {"input_ids": enc["input_ids"]}
@@ -112,7 +109,8 @@ class Seq2SeqTask(Task):
             labels = tokenizer(text_target=split.targets, truncation=True, max_length=cfg.max_target_length)["input_ids"]
             columns["labels"] = labels
             lengths = [a + len(b) for a, b in zip(lengths, labels)]
-        return Features(columns=columns, lengths=lengths)
+        # Decoding generated ids (metrics, predictions) needs the tokenizer: it travels with the features.
+        return Features(columns=columns, lengths=lengths, tokenizer=tokenizer)
 
     def collate(self, rows: list[dict], tokenizer) -> dict:
         import torch
@@ -142,14 +140,14 @@ class Seq2SeqTask(Task):
     def outputs_to_keep(self, outputs, batch) -> dict:
         kept = {"generated": outputs.generated}
         if outputs.logits is not None:
-            kept |= gen.token_nll(outputs.logits, batch["labels"], shift=False)
+            kept |= token_nll(outputs.logits, batch["labels"], shift=False)
         return kept
 
     def default_metric(self) -> str:
         return "rougeL"
 
-    def _texts(self, kept: dict) -> tuple[list[str], list[int]]:
-        tok = self.tokenizer
+    def _texts(self, kept: dict, features) -> tuple[list[str], list[int]]:
+        tok = features.tokenizer
         stop = {tok.eos_token_id, tok.pad_token_id} - {None}
         # Generation starts from the decoder start token (T5: pad), which is not output.
         decoded = [gen.decode(row, tok, stop, start=1) for row in kept["generated"]]
@@ -158,9 +156,9 @@ class Seq2SeqTask(Task):
     def compute_metrics(self, kept: dict, features, split: Seq2SeqSplit) -> dict[str, float]:
         from llmctl import metrics
 
-        predictions, lengths = self._texts(kept)
+        predictions, lengths = self._texts(kept, features)
         references = split.targets
-        out = {"loss": gen.loss_from_kept(kept)}
+        out = {"loss": exact_mean(kept["nll"], kept["tokens"])}
         out |= metrics.load("rouge").compute(predictions=predictions, references=references)
         out["bleu"] = metrics.load("bleu").compute(predictions=predictions, references=references)["bleu"]
         out["accuracy"] = sum(_normalise(p) == _normalise(r) for p, r in zip(predictions, references)) / len(references)
@@ -181,5 +179,5 @@ class Seq2SeqTask(Task):
         return Seq2SeqSplit(where=where, sources=sources, targets=None)
 
     def format_predictions(self, kept: dict, features, split: Seq2SeqSplit) -> list[dict]:
-        predictions, _ = self._texts(kept)
+        predictions, _ = self._texts(kept, features)
         return [{self.data_cfg.source_column: s, "prediction": p} for s, p in zip(split.sources, predictions)]

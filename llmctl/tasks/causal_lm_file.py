@@ -1,0 +1,142 @@
+"""A causal-LM training file larger than one chunk, never whole in memory: checked once a chunk at
+a time (columns, empty cells, data.skip_empty), then read again and tokenized a chunk at a time
+into columnar features, packed into blocks (llmctl.data.packing) or one row per example.
+
+A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
+same features. csv / tsv / parquet chunks come from llmctl.data.sources.iter_table, jsonl chunks
+from iter_jsonl; a .json list cannot be streamed and is always read whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmctl.console import note
+from llmctl.data.sources import iter_jsonl, iter_table, row_location
+from llmctl.errors import DataError
+
+STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")
+CHUNK_ROWS = 10_000  # rows read and tokenized at once: their token lists are the transient heap
+
+
+@dataclass
+class LMFileSplit:
+    """A training file checked but not held: `featurize_file` reads it again in chunks."""
+
+    where: str
+    path: Path
+    rows: int  # rows trained on (after data.skip_empty)
+    has_header: bool = True
+    role: str = "train"
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+def _columns(cfg) -> dict[str, str]:
+    """Column -> recipe key, in the order the whole-file read checks them."""
+    if cfg.completion_column is None:
+        return {cfg.text_column: "data.text_column"}
+    return {cfg.prompt_column: "data.prompt_column", cfg.completion_column: "data.completion_column"}
+
+
+def _learned(cfg) -> str:
+    return cfg.completion_column or cfg.text_column
+
+
+def _as_text(value) -> str:
+    """A cell as the whole-file read sees it: missing (None, NaN, pandas NA) is empty text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType":
+        return ""
+    return str(value)
+
+
+def _chunks(path: Path, key: str, cfg):
+    """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows."""
+    wanted = list(_columns(cfg))
+    if path.suffix.lower() == ".jsonl":
+        names: dict[str, None] = {}  # first appearance order, as pandas orders the columns of a jsonl
+        for rows in iter_jsonl(path, key, CHUNK_ROWS, cfg.max_train_samples):
+            for row in rows:
+                names.update(dict.fromkeys(row))
+            yield list(names), {c: [_as_text(row.get(c)) for row in rows] for c in wanted}
+        return
+    names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, cfg.max_train_samples)
+    for frame in frames:
+        yield names, {c: [_as_text(v) for v in frame[c].tolist()] if c in frame.columns else [""] * len(frame)
+                      for c in wanted}
+
+
+def _check_columns(names: list[str], cfg, where: str) -> None:
+    from llmctl.tasks.classification import missing_column
+
+    for column, key in _columns(cfg).items():
+        if column not in names:
+            raise missing_column(key, column, where, names)
+
+
+def open_split(path: Path, key: str, cfg) -> LMFileSplit | None:
+    """The checked split, or None when the file fits in one chunk (the caller reads it whole).
+    Errors are the whole-file read's, in its order: a missing column, then the first empty cell."""
+    chunks = _chunks(path, key, cfg)
+    first, second = next(chunks, None), next(chunks, None)
+    if second is None:
+        return None
+    where, header = str(path), cfg.column_names is None
+    if path.suffix.lower() != ".jsonl":
+        _check_columns(first[0], cfg, where)  # a table's header names every column: fail before reading on
+    # An empty prompt is allowed (the completion is then plain text); empty learned text only with
+    # skip_empty. The first empty row is reported after the pass: a jsonl's missing column comes first.
+    learned, first_empty = _learned(cfg), None
+    names, start, kept = [], 0, 0
+    for names, texts in itertools.chain([first, second], chunks):
+        nonempty = [bool(t.strip()) for t in texts[learned]]
+        if first_empty is None and not cfg.skip_empty and not all(nonempty):
+            first_empty = start + nonempty.index(False)
+        kept += sum(nonempty)
+        start += len(nonempty)
+    _check_columns(names, cfg, where)
+    if first_empty is not None:
+        raise DataError(f"{row_location(where, first_empty, header)}: column '{learned}' is empty.",
+                        "Fill in or remove that row.")
+    if kept < start:
+        note(f"{where}: skipped {start - kept} empty row(s) (data.skip_empty).")
+    if not kept:
+        raise DataError(f"{where}: every row is empty.", "Check data.text_column / data.completion_column.")
+    return LMFileSplit(where=where, path=path, rows=kept, has_header=header)
+
+
+def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
+    """Columnar training features, a chunk at a time. `examples(prompts, completions)` gives the
+    chunk's (input ids, labels) per example, as the whole-file featurize makes them; they are
+    packed into cfg.max_length blocks when cfg.packing, else kept one row per example."""
+    import numpy as np
+
+    from llmctl.data.packing import PackedColumn
+    from llmctl.data.store import Writer
+    from llmctl.train.batching import Features
+
+    pairs = cfg.completion_column is not None
+    column = (lambda: PackedColumn(cfg.max_length)) if cfg.packing else Writer
+    ids_out, labels_out = column(), column() if pairs else None
+    learned, done = _learned(cfg), 0
+    for _, texts in _chunks(split.path, "data.train", cfg):
+        keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty else None
+        if keep is not None:
+            texts = {c: [values[i] for i in keep] for c, values in texts.items()}
+        prompts = texts[cfg.prompt_column] if pairs else texts[cfg.text_column]
+        ids, labels = examples(prompts, texts[cfg.completion_column] if pairs else None)
+        ids_out.extend(ids)
+        if pairs:
+            labels_out.extend(labels)
+        done += len(prompts)
+        del ids, labels, texts, prompts  # before the next chunk is read: one chunk's lists alive at a time
+        if progress is not None:
+            progress(done, split.rows)
+    input_ids = ids_out.finish()
+    # Plain text learns every token: its labels are its input ids, the same array.
+    columns = {"input_ids": input_ids, "labels": labels_out.finish() if pairs else input_ids}
+    return Features(columns=columns, lengths=input_ids.lengths().astype(np.int32), tokenizer=tokenizer)
