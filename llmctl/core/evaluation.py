@@ -100,7 +100,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     check_gate_names(gates, task.metric_names())
 
     from llmctl.config.schema import ModelConfig
-    from llmctl.train.loop import evaluate
+    from llmctl.train.evaluate import evaluate
 
     resolved = inference_precision(precision, model_dir, dev)
     accelerator = make_accelerator(resolved, dev)

@@ -79,7 +79,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     from llmctl.config.schema import ModelConfig
     from llmctl.models import load_tokenizer, load_trained
     from llmctl.train.batching import eval_batches
-    from llmctl.train.loop import to_device
+    from llmctl.train.evaluate import to_device
 
     accelerator = make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
