@@ -19,7 +19,8 @@ from llmctl.runs import RunDir, environment
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
-    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
+    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
+    from llmctl.devices import device_type
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.models import check_source, load_model, load_tokenizer
     from llmctl.tasks import TASKS
@@ -49,7 +50,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     from llmctl.train.loop import LoopSetup, plan_steps, train_loop
     from llmctl.train.optim import build_optimizer, build_scheduler
-    from llmctl.train.precision import resolve_precision
+    from llmctl.precision import resolve_precision
 
     precision = resolve_precision(recipe.train.precision, dev)
     accelerator = make_accelerator(precision, dev)

@@ -65,7 +65,9 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
             precision: str | None = None, lines: list[int | None] | None = None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
     carry their input line as "line" when `lines` gives it."""
-    from llmctl.core.setup import auto_class, device_type, inference_precision, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.devices import device_type
+    from llmctl.precision import inference_precision
     from llmctl.runs import find_model_dir
 
     dev = device_type(device)
