@@ -17,6 +17,12 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def print_json(data, out=None) -> None:
+    """A command's whole --json output: one JSON object on stdout (or `out`), from the main process."""
+    if is_main_rank():
+        print(json.dumps(data), file=out or sys.stdout, flush=True)
+
+
 def note(message: str) -> None:
     """One line on stderr from the main process, outside any Console (data loading, generation):
     stdout stays for results and --json."""
@@ -126,10 +132,10 @@ class Console:
 
     # -- results (stdout) ---------------------------------------------------------------
     def result(self, data: dict, title: str) -> None:
-        if not is_main_rank():
-            return
         if self.json_mode:
-            print(json.dumps(data), flush=True)
+            print_json(data)
+            return
+        if not is_main_rank():
             return
         self.table(title, data.get("metrics", {}))
         if data.get("test_metrics"):
