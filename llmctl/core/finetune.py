@@ -20,8 +20,8 @@ from llmctl.runs import RunDir, environment
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
-    from llmctl.devices import device_type
     from llmctl.data.prepare import train_features as train_features_for
+    from llmctl.devices import device_type
     from llmctl.models import check_source, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train.fingerprint import fingerprint
@@ -48,9 +48,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     import torch
     from accelerate.utils import set_seed
 
+    from llmctl.precision import resolve_precision
     from llmctl.train.loop import LoopSetup, plan_steps, train_loop
     from llmctl.train.optim import build_optimizer, build_scheduler
-    from llmctl.precision import resolve_precision
 
     precision = resolve_precision(recipe.train.precision, dev)
     accelerator = make_accelerator(precision, dev)

@@ -69,7 +69,7 @@ def train_loop(s: LoopSetup) -> Iterator[Any]:
     with StopFlag() as stop:
         yield from run.finish_pending_eval(stop)
         while run.more_steps():
-            for group in run.epoch():
+            for group in run.steps_left_in_epoch():
                 yield run.optimizer_step(group)
                 yield from run.maybe_evaluate(stop)
                 interrupted = stop.reason(s.accelerator)  # asked by every process at every step
@@ -133,7 +133,7 @@ class Training:
                        state.get("skipped_steps", 0))
 
     # -- one optimizer step --------------------------------------------------------------
-    def epoch(self) -> list[list]:
+    def steps_left_in_epoch(self) -> list[list]:
         """The optimizer steps (groups of global batches) left in the current epoch."""
         cfg, state = self.cfg, self.state
         batches = epoch_batches(self.s.train_features.lengths, cfg.batch_size, cfg.seed, state["epoch"],
