@@ -17,6 +17,12 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def print_json(data, out=None) -> None:
+    """A command's whole --json output: one JSON object on stdout (or `out`), from the main process."""
+    if is_main_rank():
+        print(json.dumps(data), file=out or sys.stdout, flush=True)
+
+
 def note(message: str) -> None:
     """One line on stderr from the main process, outside any Console (data loading, generation):
     stdout stays for results and --json."""
@@ -78,14 +84,14 @@ class Console:
 
     # -- training events -----------------------------------------------------------------
     def show(self, event) -> None:
-        from llmctl.train import loop
+        from llmctl import events as ev
 
-        if isinstance(event, loop.Started):
+        if isinstance(event, ev.Started):
             what = f"resuming from {event.resumed_from}" if event.resumed_from else "training"
             self.log(f"{what}: {event.num_examples} examples, {event.total_steps} steps "
                      f"({event.steps_per_epoch}/epoch), {event.num_processes} process(es), {event.precision}")
             self._start_bar(event.total_steps)
-        elif isinstance(event, loop.Progress):
+        elif isinstance(event, ev.Progress):
             if self._progress is not None:
                 self._progress.update(self._task, completed=event.step,
                                       stats=f"loss {event.loss:.4f} lr {event.learning_rate:.2e} "
@@ -94,12 +100,12 @@ class Console:
                 self.log(f"step {event.step}/{event.total_steps} epoch {event.epoch:.2f} loss {event.loss:.4f} "
                          f"lr {event.learning_rate:.2e} {event.samples_per_second:.1f} samples/s "
                          f"eta {fmt_duration(event.eta_s)}")
-        elif isinstance(event, loop.Evaluated):
+        elif isinstance(event, ev.Evaluated):
             self.log(f"eval step {event.step} epoch {event.epoch:.2f}: {fmt_metrics(split_per_type(event.metrics)[0])}"
                      + (" (best)" if event.is_best else ""))
-        elif isinstance(event, loop.Checkpointed):
+        elif isinstance(event, ev.Checkpointed):
             self.log(f"checkpoint saved: {event.path}")
-        elif isinstance(event, loop.Stopped):
+        elif isinstance(event, ev.Stopped):
             self._stop_bar()
             if event.reason == "early_stopping":
                 self.log(f"early stopping at step {event.step}")
@@ -126,10 +132,10 @@ class Console:
 
     # -- results (stdout) ---------------------------------------------------------------
     def result(self, data: dict, title: str) -> None:
-        if not is_main_rank():
-            return
         if self.json_mode:
-            print(json.dumps(data), flush=True)
+            print_json(data)
+            return
+        if not is_main_rank():
             return
         self.table(title, data.get("metrics", {}))
         if data.get("test_metrics"):

@@ -1,7 +1,9 @@
-"""Load a tokenizer and model by hub id or local directory through the Auto classes.
+"""Load a tokenizer, config and model by hub id or local directory through the Auto classes,
+for every command (finetune, eval, predict here; generate and zero-shot through
+llmctl/generation/model.py, which adds what generation needs on top).
 
-Family quirks handled here, once, for every task: GPT-2 has no pad token (we use eos
-and record it in the saved config); weights load from safetensors only unless the
+Handled here, once: the "cannot load" explanation (`pretrained`); GPT-2 has no pad token (we
+use eos and record it in the saved config); weights load from safetensors only unless the
 recipe opts into pickle weights; custom code runs only with trust_remote_code.
 """
 
@@ -52,23 +54,36 @@ def _explain(exc: Exception, name: str) -> ModelError:
     return ModelError(f"Cannot load model '{name}': {first}")
 
 
+def pretrained(loader, name, **kwargs):
+    """`loader.from_pretrained(name, **kwargs)` (an Auto class or a model class); a failure becomes
+    one ModelError that says why (custom code, offline, or the library's first line)."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except Exception as exc:
+        raise _explain(exc, str(name)) from exc
+
+
+def pad_with_eos(tokenizer, name: str, why: str = "") -> bool:
+    """GPT-2 family: no pad token. Padding positions are masked out, so eos is safe to reuse.
+    True when the pad token was added."""
+    if tokenizer.pad_token is not None:
+        return False
+    if tokenizer.eos_token is None:
+        raise ModelError(f"Tokenizer of '{name}' has neither a pad nor an eos token{why}.")
+    tokenizer.pad_token = tokenizer.eos_token
+    return True
+
+
 def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
     from transformers import AutoTokenizer
 
     kwargs = {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision}
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_cfg.name_or_path, **kwargs)
-    except Exception as exc:
-        raise _explain(exc, model_cfg.name_or_path) from exc
+    tokenizer = pretrained(AutoTokenizer, model_cfg.name_or_path, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
-    if tokenizer.pad_token is None:
-        # GPT-2 family: no pad token. Padding positions are masked out, so eos is safe to reuse.
-        if tokenizer.eos_token is None:
-            raise ModelError(f"Tokenizer of '{model_cfg.name_or_path}' has neither a pad nor an eos token.")
-        tokenizer.pad_token = tokenizer.eos_token
+    pad_with_eos(tokenizer, model_cfg.name_or_path)
     return tokenizer
 
 
@@ -76,10 +91,7 @@ def load_trained(auto_class, model_dir: Path):
     """A fine-tuned model for eval / predict (safetensors only). Refused when a weight is missing
     from the checkpoint: transformers would start it at random (typically the task head of a
     plain pretrained encoder) and every score would be noise with exit 0."""
-    try:
-        model, info = auto_class.from_pretrained(model_dir, use_safetensors=True, output_loading_info=True)
-    except Exception as exc:
-        raise _explain(exc, str(model_dir)) from exc
+    model, info = pretrained(auto_class, model_dir, use_safetensors=True, output_loading_info=True)
     missing = list(info.get("missing_keys") or []) + [str(m[0]) for m in info.get("mismatched_keys") or []]
     if missing:
         shown = ", ".join(sorted(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
@@ -97,11 +109,8 @@ def model_max_positions(model_cfg) -> int | None:
     Read from config.json alone, so data.max_length is checked before any weight loads."""
     from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
-                                            revision=model_cfg.revision)
-    except Exception as exc:
-        raise _explain(exc, model_cfg.name_or_path) from exc
+    config = pretrained(AutoConfig, model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
+                        revision=model_cfg.revision)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if limit and config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
         limit -= 2  # their position ids start after the padding index

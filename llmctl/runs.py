@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -21,7 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmctl import faults
 from llmctl.errors import UsageError
+from llmctl.files import disk_full, file_sha256  # noqa: F401  (file_sha256: llmctl/data/cache.py imports it from here)
 
 MODEL_DIR = "model"
 TASK_FILE = "llmctl.json"
@@ -77,9 +78,11 @@ class RunDir:
                     "Copy it out of the run directory first, or choose another --output-dir.",
                 )
 
-    def open(self, mode: str, is_main: bool) -> None:
-        """Create (or clear, for overwrite) the directory and take the lock. Called once, after every
-        check (recipe, data, model) has passed, so a failed start leaves nothing behind."""
+    def open(self, mode: str, is_main: bool, resume_from: Path | None = None) -> None:
+        """Make the directory this run's: create it, take the lock, and for overwrite remove what an
+        earlier run wrote; for resume, remove partial checkpoints and forget the evaluations logged
+        after `resume_from` (all of them when starting afresh), which the run redoes. Called once,
+        after every check (recipe, data, model) has passed, so a failed start leaves nothing behind."""
         if not is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -88,6 +91,14 @@ class RunDir:
             for child in self.path.iterdir():
                 if child.name != "run.lock" and (child.name in RUN_ENTRIES or _our_temp_file(child.name)):
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if mode == "resume":
+            remove_partial_checkpoints(self.checkpoints)
+            self._truncate_metrics_after(checkpoint_step(resume_from) if resume_from is not None else 0)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, the one --resume continues from (reads only)."""
+        complete = complete_checkpoints(self.checkpoints)
+        return complete[-1] if complete else None
 
     def entries(self) -> set[str]:
         """What the directory holds; a lone run.lock (left by a start that failed) counts as empty."""
@@ -161,8 +172,7 @@ class RunDir:
         with open(self.metrics_log, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def truncate_metrics_after(self, step: int) -> None:
-        """On resume, forget evaluations logged after the checkpoint (they will be redone)."""
+    def _truncate_metrics_after(self, step: int) -> None:
         if not self.metrics_log.is_file():
             return
         lines = [l for l in self.metrics_log.read_text().splitlines() if l.strip()]
@@ -174,12 +184,11 @@ class RunDir:
         from safetensors import SafetensorError
 
         from llmctl.errors import TrainingError
-        from llmctl.train import faults
 
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            faults.before_write(info.get("step", 0), MODEL_DIR + "/")
+            faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
             model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
@@ -197,6 +206,39 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# -- checkpoints/: which folders count (their contents: llmctl/train/checkpoint.py) ---------
+CHECKPOINT_PREFIX = "step-"
+MANIFEST = "manifest.json"  # written last: a folder without it is an interrupted save
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (partial ones are skipped)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and "." not in p.name]
+    return sorted((p for p in found if (p / MANIFEST).is_file()), key=lambda p: p.name)
+
+
+def remove_partial_checkpoints(root: Path) -> list[Path]:
+    """Delete leftovers of interrupted saves; returns what was removed."""
+    removed = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (
+                    p.name.endswith(".partial") or not (p / MANIFEST).is_file()):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
 def _busy(path: Path) -> UsageError:
     return UsageError(f"Run directory {path} is in use by another llmctl process.",
                       "Wait for it to finish or choose another --output-dir.")
@@ -205,22 +247,6 @@ def _busy(path: Path) -> UsageError:
 def _our_temp_file(name: str) -> bool:
     """write_json's temporary files (`.metrics.json.tmp`)."""
     return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in OUR_FILES
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 4 MB blocks (checkpoint manifests and feature-cache entries)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def disk_full(exc: Exception) -> bool:
-    """ENOSPC, whether raised as OSError or by safetensors as SafetensorError("... (os error 28)")."""
-    return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)
 
 
 def git_sha() -> str | None:

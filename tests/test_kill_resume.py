@@ -1,7 +1,7 @@
 """kill -9 and resume: a real `llmctl finetune` is SIGKILLed (at a random step, at chosen steps,
 in the middle of writing a checkpoint, and as a two-process `accelerate launch`), continued with
 `--resume auto`, and must end bitwise equal to an uninterrupted run having trained on exactly
-the same examples, step by step (LLMCTL_TRACE_EXAMPLES, see llmctl/train/faults.py)."""
+the same examples, step by step (LLMCTL_TRACE_EXAMPLES, see llmctl/faults.py)."""
 
 import json
 import random

@@ -281,7 +281,7 @@ def test_overflow_steps_are_skipped_counted_and_hold_the_schedule(tmp_path, file
     import llmctl.core.setup as setup
     from llmctl.config.load import load_recipe
     from llmctl.core.finetune import Finished, finetune
-    from llmctl.train.loop import Progress
+    from llmctl.events import Progress
 
     make_accelerator = setup.make_accelerator
 

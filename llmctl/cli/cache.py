@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Optional
 
 import typer
 
 from llmctl.cli import report_errors
+from llmctl.console import print_json
 
 cache_app = typer.Typer(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print one JSON ob
 
     entries = list_entries()
     if json_out:
-        print(json.dumps({"cache_dir": str(cache_root()), "entries": entries}))
+        print_json({"cache_dir": str(cache_root()), "entries": entries})
         return
     if not entries:
         print(f"no cached features in {cache_root()}")
@@ -53,6 +53,6 @@ def clear(older_than: Optional[float] = typer.Option(None, "--older-than", help=
         raise UsageError(f"--older-than must be a number of days, 0 or more (got {older_than}).")
     removed, freed = clear_entries(older_than)
     if json_out:
-        print(json.dumps({"removed": removed, "bytes_freed": freed, "cache_dir": str(cache_root())}))
+        print_json({"removed": removed, "bytes_freed": freed, "cache_dir": str(cache_root())})
     else:
         print(f"removed {removed} entries ({_size(freed)}) from {cache_root()}")

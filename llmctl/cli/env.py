@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from llmctl.cli import app, report_errors
@@ -16,7 +14,7 @@ def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON obje
     import torch
 
     from llmctl.runs import environment
-    from llmctl.train.precision import cpu_supports_bf16, resolve_precision
+    from llmctl.precision import cpu_supports_bf16, resolve_precision
 
     info = environment()
     info["devices"] = {
@@ -26,7 +24,9 @@ def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON obje
         "auto_precision": resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"),
     }
     if json_out:
-        print(json.dumps(info))
+        from llmctl.console import print_json
+
+        print_json(info)
         return
     for key, value in info.items():
         if isinstance(value, dict):

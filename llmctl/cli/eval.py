@@ -32,7 +32,7 @@ def eval_command(
     from llmctl.config.load import load_recipe
     from llmctl.console import Console
     from llmctl.core.evaluation import check_gates, evaluate_model, gate, parse_gates
-    from llmctl.core.setup import check_precision
+    from llmctl.precision import check_precision
 
     # Everything the command line alone can get wrong fails here, before anything loads.
     gates = parse_gates(fail_under, fail_over)

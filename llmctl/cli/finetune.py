@@ -47,7 +47,8 @@ def finetune(
             overrides.append(f"{key}={flag}")
     parsed = load_recipe(recipe, overrides)
 
-    from llmctl.core.finetune import Finished, finetune as run_finetune
+    from llmctl.core.finetune import finetune as run_finetune
+    from llmctl.events import Finished
 
     console = Console(json_mode=json_out)
     try:

@@ -38,13 +38,14 @@ def generate(
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a GPT-2- or T5-family model."""
-    from llmctl.core.setup import device_type
+    from llmctl.devices import device_type
     from llmctl.errors import UsageError
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import read_prompts
+    from llmctl.precision import PRECISIONS
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision {precision!r} is not one of auto, fp32, bf16, fp16.")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     settings = Settings(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,
                         top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty, stop=list(stop),
                         seed=seed, batch_size=batch_size, chat=chat, system=system,

@@ -29,8 +29,9 @@ def predict(
     from pathlib import Path
 
     from llmctl.cli.checks import at_least_one, writable_file
+    from llmctl.console import print_json
     from llmctl.core.prediction import flag_inputs, predict as run_predict, read_inputs
-    from llmctl.core.setup import check_precision
+    from llmctl.precision import check_precision
     from llmctl.errors import UsageError
 
     if input_ is not None and (question is not None or context is not None):
@@ -51,9 +52,9 @@ def predict(
         tmp.replace(target)
         print(f"wrote {len(predictions)} predictions to {target}", file=sys.stderr)
         if json_out:
-            print(json.dumps({"output": str(target), "count": len(predictions)}))
+            print_json({"output": str(target), "count": len(predictions)})
     elif json_out:
-        print(json.dumps({"predictions": predictions}))
+        print_json({"predictions": predictions})
     else:
         for p in predictions:
             print(json.dumps(p))

@@ -77,8 +77,9 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples", "precision"}.
     A recipe with a zero_shot section scores a generative model's label likelihoods instead.
     Gate names, the device and the data are checked before any weight loads."""
-    from llmctl.core.setup import (auto_class, device_type, inference_precision, make_accelerator, quiet_libraries,
-                                   task_for_model)
+    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.devices import device_type
+    from llmctl.precision import inference_precision
     from llmctl.models import load_tokenizer, load_trained
     from llmctl.runs import find_model_dir
 
@@ -100,7 +101,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     check_gate_names(gates, task.metric_names())
 
     from llmctl.config.schema import ModelConfig
-    from llmctl.train.loop import evaluate
+    from llmctl.train.evaluate import evaluate
 
     resolved = inference_precision(precision, model_dir, dev)
     accelerator = make_accelerator(resolved, dev)

@@ -9,26 +9,21 @@ before anything heavy loads, and the run directory is created only once they pas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from llmctl.errors import UsageError
+from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
 from llmctl.runs import RunDir, environment
-
-
-@dataclass
-class Finished:
-    result: dict
 
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
-    from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
+    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
+    from llmctl.devices import device_type
     from llmctl.models import check_source, load_model, load_tokenizer
     from llmctl.tasks import TASKS
-    from llmctl.train import checkpoint as ckpt
     from llmctl.train.fingerprint import fingerprint
 
     if resume and overwrite:
@@ -53,9 +48,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     import torch
     from accelerate.utils import set_seed
 
-    from llmctl.train.loop import Checkpointed, Evaluated, LoopSetup, Stopped, plan_steps, train_loop
+    from llmctl.precision import resolve_precision
+    from llmctl.train.loop import LoopSetup, plan_steps, train_loop
     from llmctl.train.optim import build_optimizer, build_scheduler
-    from llmctl.train.precision import resolve_precision
 
     precision = resolve_precision(recipe.train.precision, dev)
     accelerator = make_accelerator(precision, dev)
@@ -69,13 +64,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache)
     eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
-    resume_from = None
-    if resume:  # reads only: partial checkpoints are ignored here and removed once the run owns the directory
-        complete = ckpt.complete_checkpoints(run.checkpoints)
-        if complete:
-            resume_from = complete[-1]
-        elif (run.path / "metrics.json").is_file():
-            raise UsageError(f"Run {run.path} already finished.", "Use --overwrite to train it again.")
+    resume_from = run.latest_checkpoint() if resume else None  # partial ones are removed by run.open
+    if resume and resume_from is None and (run.path / "metrics.json").is_file():
+        raise UsageError(f"Run {run.path} already finished.", "Use --overwrite to train it again.")
 
     # 3. Seeded model, features, optimizer.
     set_seed(recipe.train.seed)
@@ -99,9 +90,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     # 4. Every check has passed and the model is loaded: only now is the directory created,
     # or cleared for --overwrite, so a start that fails leaves nothing behind.
-    run.open(mode, is_main=accelerator.is_main_process)
-    if resume and accelerator.is_main_process:
-        ckpt.remove_partial(run.checkpoints)
+    run.open(mode, is_main=accelerator.is_main_process, resume_from=resume_from)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         from llmctl.config.load import recipe_to_yaml
@@ -110,8 +99,6 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
                        | {"precision": precision, "cpu_speedups": speedups,
                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
-        if resume:  # evaluations after the checkpoint (or all, when starting fresh) are redone
-            run.truncate_metrics_after(int(resume_from.name.split("-")[1]) if resume_from is not None else 0)
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
 
@@ -212,7 +199,7 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     """Score the saved (best) model on the test split, once, after training."""
     from safetensors.torch import load_file
 
-    from llmctl.train.loop import evaluate
+    from llmctl.train.evaluate import evaluate
 
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
     accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)

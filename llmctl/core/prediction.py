@@ -65,7 +65,9 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
             precision: str | None = None, lines: list[int | None] | None = None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
     carry their input line as "line" when `lines` gives it."""
-    from llmctl.core.setup import auto_class, device_type, inference_precision, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.devices import device_type
+    from llmctl.precision import inference_precision
     from llmctl.runs import find_model_dir
 
     dev = device_type(device)
@@ -79,7 +81,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     from llmctl.config.schema import ModelConfig
     from llmctl.models import load_tokenizer, load_trained
     from llmctl.train.batching import eval_batches
-    from llmctl.train.loop import to_device
+    from llmctl.train.evaluate import to_device
 
     accelerator = make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmctl.errors import ModelError, UsageError
+from llmctl.errors import ModelError
 
 FAMILIES_HINT = "GPT-2-family (decoder-only) and T5-family (encoder-decoder) checkpoints generate; give one of those."
 
@@ -39,12 +39,9 @@ def resolve_source(model: str) -> str:
 def load_config(source: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    from llmctl.models import _explain
+    from llmctl.models import pretrained
 
-    try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise _explain(exc, source) from exc
+    return pretrained(AutoConfig, source, trust_remote_code=trust_remote_code)
 
 
 def generation_kind(config, name: str) -> str:
@@ -69,34 +66,13 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
     """Fast tokenizer padded on the side generation needs; returns (tokenizer, pad_added)."""
     from transformers import AutoTokenizer
 
-    from llmctl.models import _explain
+    from llmctl.models import pad_with_eos, pretrained
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise _explain(exc, source) from exc
-    pad_added = False
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelError(f"Tokenizer of '{source}' has neither a pad nor an eos token, so prompts cannot be batched.")
-        # GPT-2 has no pad token; padded positions are masked out, so eos is safe to reuse.
-        tokenizer.pad_token = tokenizer.eos_token
-        pad_added = True
+    tokenizer = pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    pad_added = pad_with_eos(tokenizer, source, why=", so prompts cannot be batched")
     # Decoder-only models continue the last position, so padding must go on the left.
     tokenizer.padding_side = "left" if kind == "causal" else "right"
     return tokenizer, pad_added
-
-
-def resolve_precision(requested: str, device: str, kind: str) -> str:
-    """auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU has it; fp16 on older GPUs except T5 (it overflows)."""
-    from llmctl.train.precision import resolve_precision as resolve_train_precision
-
-    precision = resolve_train_precision(requested, device)
-    if requested == "auto" and precision == "fp16" and kind == "seq2seq":
-        return "fp32"
-    if precision == "fp16" and device == "cpu":
-        raise UsageError("--precision fp16 is not supported on CPU.", "Use bf16 or fp32 (or auto).")
-    return precision
 
 
 def load_generator(model: str, precision: str = "auto", device: str | None = None,
@@ -112,19 +88,17 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from llmctl.core.setup import device_type
-    from llmctl.models import _explain
+    from llmctl.devices import device_type
+    from llmctl.models import pretrained
+    from llmctl.precision import generation_precision
 
     dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load
-    precision = resolve_precision(precision, dev, kind)
+    precision = generation_precision(precision, dev, kind)
     if tokenizer is None:
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    try:
-        model = auto.from_pretrained(source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise _explain(exc, source) from exc
+    model = pretrained(auto, source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     model.to(dev).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -7,6 +7,7 @@ import signal
 import sys
 from contextlib import contextmanager
 
+from llmctl.console import print_json
 from llmctl.errors import Interrupted
 
 
@@ -78,14 +79,14 @@ class RowPrinter:
 
     def finish(self, stats: dict) -> None:
         if self.json_mode:
-            print(json.dumps({"results": self.rows, "stats": stats}), file=self.out, flush=True)
+            print_json({"results": self.rows, "stats": stats}, self.out)
 
     def interrupted(self) -> Interrupted:
         """Print every finished row not printed yet (still in input order, after a gap) and
         return the error that says which prompts have rows. --json: null for unfinished ones."""
         done = [i for i, row in enumerate(self.rows) if row is not None]
         if self.json_mode:
-            print(json.dumps({"results": self.rows, "interrupted": True}), file=self.out, flush=True)
+            print_json({"results": self.rows, "interrupted": True}, self.out)
         else:
             self._print(gaps=True)
         which = f"; rows printed for prompts {ranges(done)}" if done else ""

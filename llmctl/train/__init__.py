@@ -1,2 +1,2 @@
-"""Training: batching (batching.py), optimizer and schedule (optim.py), mixed precision
-(precision.py), training-state checkpoints (checkpoint.py) and the one loop (loop.py)."""
+"""Training: batching (batching.py), optimizer and schedule (optim.py), training-state
+checkpoints (checkpoint.py), scoring (evaluate.py) and the one loop (loop.py)."""

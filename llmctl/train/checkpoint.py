@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llmctl import faults
 from llmctl.errors import TrainingError
-from llmctl.runs import disk_full, file_sha256
-from llmctl.train import faults
-
-MANIFEST = "manifest.json"
-PREFIX = "step-"
+from llmctl.files import disk_full, file_sha256
+from llmctl.runs import MANIFEST, checkpoint_name, complete_checkpoints
 
 
 def _write_json(path: Path, data) -> None:
@@ -31,29 +29,6 @@ def _write_json(path: Path, data) -> None:
         json.dump(data, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{PREFIX}{step:07d}"
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (partial ones are skipped)."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and "." not in p.name]
-    return sorted((p for p in found if (p / MANIFEST).is_file()), key=lambda p: p.name)
-
-
-def remove_partial(root: Path) -> list[Path]:
-    """Delete leftovers of interrupted saves; returns what was removed."""
-    removed = []
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and p.name.startswith(PREFIX) and (p.name.endswith(".partial") or not (p / MANIFEST).is_file()):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    return removed
 
 
 # -- RNG state ------------------------------------------------------------------------
@@ -137,7 +112,7 @@ def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, schedu
     accelerator.wait_for_everyone()
 
     def target(name: str) -> str:
-        faults.before_write(step, name)
+        faults.hook("write", step=step, name=name)
         return str(partial / name)
 
     try:

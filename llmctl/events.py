@@ -1,0 +1,58 @@
+"""What `llmctl finetune` reports while it runs: the training loop yields these, the core
+adds Finished, and llmctl.console renders them. Plain data, so both sides import it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Started:
+    total_steps: int
+    steps_per_epoch: int
+    num_examples: int
+    num_processes: int
+    precision: str
+    resumed_from: str | None = None
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    samples_per_second: float
+    eta_s: float
+    log: bool = True  # False: only a progress-bar update, no log line
+
+
+@dataclass
+class Evaluated:
+    step: int
+    epoch: float
+    metrics: dict
+    is_best: bool
+
+
+@dataclass
+class Checkpointed:
+    step: int
+    path: str
+
+
+@dataclass
+class Stopped:
+    step: int
+    reason: str  # "finished" | "early_stopping"
+    train_samples: int
+    train_runtime_s: float
+    best: dict = field(default_factory=dict)
+    skipped_steps: int = 0  # fp16 overflow steps (weights and schedule left unchanged)
+
+
+@dataclass
+class Finished:
+    """The last event: what metrics.json holds and `--json` prints."""
+    result: dict
