@@ -24,6 +24,7 @@ class Finished:
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
+    from llmctl.console import tell
     from llmctl.core.setup import auto_class, device_type, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.models import check_source, load_model, load_tokenizer
@@ -40,9 +41,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     # 1. Everything that can be checked without a model: data, labels, model source and size.
     task = TASKS[recipe.task](recipe.data)
-    train_split = task.load_split("train", recipe.data.train)
-    eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
-    test_split = task.load_split("test", recipe.data.test) if recipe.data.test else None
+    train_split = tell(task.load_split("train", recipe.data.train))
+    task = task.with_labels(task.fit(train_split))
+    eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None
+    test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
     _check_metric_for_best(recipe, task)
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
     task.check_model(recipe.model)
@@ -68,7 +70,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache)
-    eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
+    eval_features = tell(task.featurize(eval_split, tokenizer)) if eval_split is not None else None
     resume_from = None
     if resume:  # reads only: partial checkpoints are ignored here and removed once the run owns the directory
         complete = ckpt.complete_checkpoints(run.checkpoints)
@@ -216,7 +218,10 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
 
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
     accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
-    return evaluate(task, model, tokenizer, accelerator, task.featurize(split, tokenizer), split, batch_size)
+    from llmctl.console import tell
+
+    features = tell(task.featurize(split, tokenizer))
+    return evaluate(task, model, tokenizer, accelerator, features, split, batch_size)
 
 
 def _check_resumable(checkpoint: Path, current: dict, force: bool) -> None:
