@@ -106,7 +106,16 @@ def encode_labels(values: list, labels: Labels, where: str, header: bool) -> lis
     if labels.regression:
         return [_target(v, where, i, header) for i, v in enumerate(values)]
     lookup = {name: i for i, name in enumerate(labels.names)}
-    return [_label_id(v, lookup, labels.names, where, i, header) for i, v in enumerate(values)]
+    seen: dict = {}  # (type, value) -> id: a label column holds few distinct values (1 and True differ)
+    ids = []
+    for i, value in enumerate(values):
+        try:
+            ids.append(seen[value.__class__, value])
+        except (KeyError, TypeError):  # new, or unhashable (a list in a json file)
+            ids.append(_label_id(value, lookup, labels.names, where, i, header))
+            if isinstance(value, (int, float, str)):
+                seen[value.__class__, value] = ids[-1]
+    return ids
 
 
 def _fit_names(values, where, header) -> list[str]:
@@ -125,7 +134,9 @@ def _fit_names(values, where, header) -> list[str]:
 
 
 def _label_id(value, lookup: dict, names: tuple[str, ...], where: str, i: int, header: bool) -> int:
-    if _is_number(value) and float(value) == int(value):
+    if _is_missing(value) or (isinstance(value, str) and value == ""):
+        raise DataError(f"{row_location(where, i, header)}: the label is empty.", "Label every row, or remove it.")
+    if _is_number(value) and math.isfinite(value) and float(value) == int(value):
         as_name = str(int(value))
         if as_name in lookup:
             return lookup[as_name]
@@ -226,14 +237,16 @@ class ClassificationTask(Task):
                 raise missing_column("data.text_columns", column, where, columns)
         if cfg.label_column not in columns:
             raise missing_column("data.label_column", cfg.label_column, where, columns)
-        values, start = [], 0
+        values, start, shared = [], 0, {}
         for frame in chunks:
             for column in cfg.text_columns:
                 empty = frame[column].isna().to_numpy()
                 if empty.any():
                     raise DataError(f"{row_location(where, start + int(empty.argmax()), header)}: column '{column}' "
                                     "is empty.", "Fill in or remove that row.")
-            values.extend(frame[cfg.label_column].tolist())
+            # One object per distinct label string, not one per row: a million string labels
+            # kept until featurize would otherwise hold a million copies.
+            values.extend(shared.setdefault(v, v) if isinstance(v, str) else v for v in frame[cfg.label_column].tolist())
             start += len(frame)
         if start == 0:
             raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
