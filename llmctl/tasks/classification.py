@@ -96,9 +96,23 @@ def learn_labels(split: Split | FileSplit, cfg: ClassificationData) -> Labels:
     data.regression is unset and a label has a fraction; else the sorted labels present."""
     if split.class_names and not cfg.regression:
         return Labels(tuple(split.class_names))
-    if cfg.regression is None and any(_is_number(v) and float(v) != int(v) for v in split.labels if not _is_missing(v)):
+    values = _distinct(split.labels)
+    if cfg.regression is None and any(_is_number(v) and not _is_missing(v) and (math.isinf(v) or v != int(v))
+                                      for v in values):
         return Labels(regression=True)
-    return Labels(tuple(_fit_names(split.labels, split.where, split.has_header)))
+    try:
+        return Labels(tuple(_fit_names(values, split.where, split.has_header)))
+    except DataError:
+        _fit_names(split.labels, split.where, split.has_header)  # the same error, naming the first bad row
+        raise
+
+
+def _distinct(values: list) -> list:
+    """Each distinct label value once (1, 1.0 and True kept apart), or all of them when one is unhashable."""
+    try:
+        return list({(v.__class__, v): v for v in values}.values())
+    except TypeError:
+        return values
 
 
 def encode_labels(values: list, labels: Labels, where: str, header: bool) -> list:
