@@ -92,10 +92,10 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     import numpy as np
     import torch
 
+    from llmctl.console import tell
     from llmctl.generation.model import (context_limit, generation_kind, load_checked, load_config,
                                          load_tokenizer, resolve_source)
     from llmctl.generation.run import quiet_transformers
-    from llmctl.console import tell
     from llmctl.tasks.base import Labels
     from llmctl.tasks.classification import ClassificationTask
 
