@@ -34,6 +34,14 @@ def warn(message: str) -> None:
     note(f"warning: {message}")
 
 
+def tell(given):
+    """Show the notes a task returned with `given` (a split or Features, see
+    llmctl.tasks.base.Note) and return it: tasks never print, their callers do it here."""
+    for item in getattr(given, "notes", ()):
+        (warn if item.warning else note)(item.text)
+    return given
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)

@@ -45,6 +45,14 @@ def test_label_outside_known_set_names_line(tmp_path, files):
     assert f"{valid}:4: label 'neutral' is not one of the known labels (negative, positive)" in result.stderr
 
 
+def test_empty_label_in_validation_names_line(tmp_path, files):
+    valid = tmp_path / "bad.csv"
+    valid.write_text("sentence,label\na fine film,positive\na dull film,\n")
+    result = finetune(tmp_path, "never-loaded", files[0], valid)
+    assert result.exit_code == EXIT_DATA
+    assert f"{valid}:3: the label is empty" in result.stderr
+
+
 def test_empty_split(tmp_path, files):
     empty = tmp_path / "empty.csv"
     empty.write_text("sentence,label\n")

@@ -171,6 +171,7 @@ def test_feature_store_is_flat_arrays_and_bounded_by_a_chunk(tmp_path, tiny_mode
     for n in (CHUNK_ROWS, 4 * CHUNK_ROWS):
         task = ClassificationTask(ClassificationData(train=str(write(tmp_path / f"{n}.tsv", n)), max_length=64))
         split = task.load_split("train", str(tmp_path / f"{n}.tsv"))
+        task = task.with_labels(task.fit(split))
         tracemalloc.start()
         features = task.featurize(split, tokenizer)
         peaks[n] = tracemalloc.get_traced_memory()[1]

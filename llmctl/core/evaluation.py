@@ -77,6 +77,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples", "precision"}.
     A recipe with a zero_shot section scores a generative model's label likelihoods instead.
     Gate names, the device and the data are checked before any weight loads."""
+    from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
     from llmctl.devices import device_type
     from llmctl.precision import inference_precision
@@ -87,17 +88,19 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     dev = device_type(device)
     if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
         from llmctl.generation.zeroshot import evaluate_zero_shot
+        from llmctl.tasks.base import Labels
         from llmctl.tasks.classification import ClassificationTask
 
-        check_gate_names(gates, ClassificationTask(recipe.data, regression=False).metric_names())
-        spec = eval_spec(recipe.data, data, split, max_samples)
-        return evaluate_zero_shot(model_path, recipe, spec, batch_size=batch_size, device=dev,
-                                  precision=precision or "auto")
+        check_gate_names(gates, ClassificationTask(recipe.data, Labels()).metric_names())
+        data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
+        return evaluate_zero_shot(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
+                                  batch_size=batch_size, device=dev, precision=precision or "auto")
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir, recipe)
-    spec = eval_spec(task.data_cfg, data, split, max_samples)
-    eval_split = task.load_split("eval", spec)
+    data_cfg, spec = eval_spec(task.data_cfg, data, split, max_samples)
+    task = task.with_data(data_cfg)
+    eval_split = tell(task.load_split("eval", spec))
     check_gate_names(gates, task.metric_names())
 
     from llmctl.config.schema import ModelConfig
@@ -107,27 +110,27 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     accelerator = make_accelerator(resolved, dev)
     model_cfg = ModelConfig(name_or_path=str(model_dir))
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
-    features = task.featurize(eval_split, tokenizer)  # before the model: data errors surface first
+    features = tell(task.featurize(eval_split, tokenizer))  # before the model: data errors surface first
     model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir))
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path)), "precision": resolved}
 
 
-def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> str:
-    """The split or file to evaluate, applying --data / --split / --max-samples to data_cfg in place."""
-    if max_samples is not None:
-        data_cfg.max_eval_samples = max_samples
+def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> tuple:
+    """(data config, split or file to evaluate): a copy of data_cfg with --data / --split /
+    --max-samples applied; the one given is not changed."""
+    changes = {} if max_samples is None else {"max_eval_samples": max_samples}
     spec = data or split or data_cfg.validation
     if data and split:
         # --data names a hub dataset, --split its split.
-        data_cfg.dataset, spec = data, split
+        changes["dataset"], spec = data, split
     if spec is None:
         raise UsageError("Nothing to evaluate on.", "Pass --data FILE_OR_HUB_ID (and --split NAME for hub data).")
     # A file given with --data replaces the recorded hub dataset.
     if data and not split:
-        data_cfg.dataset = None
-    return spec
+        changes["dataset"] = None
+    return data_cfg.model_copy(update=changes), spec
 
 
 def gate(result: dict, gates: Gates) -> None:

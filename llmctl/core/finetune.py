@@ -19,6 +19,7 @@ from llmctl.runs import RunDir, environment
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
+    from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
@@ -35,9 +36,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     # 1. Everything that can be checked without a model: data, labels, model source and size.
     task = TASKS[recipe.task](recipe.data)
-    train_split = task.load_split("train", recipe.data.train)
-    eval_split = task.load_split("validation", recipe.data.validation) if recipe.data.validation else None
-    test_split = task.load_split("test", recipe.data.test) if recipe.data.test else None
+    train_split = tell(task.load_split("train", recipe.data.train))
+    task = task.with_labels(task.fit(train_split))
+    eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None
+    test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
     _check_metric_for_best(recipe, task)
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
     task.check_model(recipe.model)
@@ -63,7 +65,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache)
-    eval_features = task.featurize(eval_split, tokenizer) if eval_split is not None else None
+    eval_features = tell(task.featurize(eval_split, tokenizer)) if eval_split is not None else None
     resume_from = run.latest_checkpoint() if resume else None  # partial ones are removed by run.open
     if resume and resume_from is None and (run.path / "metrics.json").is_file():
         raise UsageError(f"Run {run.path} already finished.", "Use --overwrite to train it again.")
@@ -203,7 +205,10 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
 
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
     accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
-    return evaluate(task, model, tokenizer, accelerator, task.featurize(split, tokenizer), split, batch_size)
+    from llmctl.console import tell
+
+    features = tell(task.featurize(split, tokenizer))
+    return evaluate(task, model, tokenizer, accelerator, features, split, batch_size)
 
 
 def _check_resumable(checkpoint: Path, current: dict, force: bool) -> None:

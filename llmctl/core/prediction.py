@@ -65,6 +65,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
             precision: str | None = None, lines: list[int | None] | None = None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
     carry their input line as "line" when `lines` gives it."""
+    from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
     from llmctl.devices import device_type
     from llmctl.precision import inference_precision
@@ -74,7 +75,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir)
-    split = task.predict_split(rows, where)
+    split = tell(task.predict_split(rows, where))
 
     import torch
 
@@ -85,7 +86,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
 
     accelerator = make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
-    features = task.featurize(split, tokenizer)  # before the model: data errors surface first
+    features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
     model = load_trained(auto_class(task.auto_model), model_dir).to(accelerator.device).eval()
     kept: dict[str, list] = {}
     with torch.inference_mode(), accelerator.autocast():

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmctl.console import note
+from llmctl.console import note, tell
 
 # Keys of the data section that never change the training features.
 NOT_IN_KEY = ("validation", "test", "max_eval_samples", "cache")
@@ -38,6 +38,7 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
             return features.with_tokenizer(tokenizer), _info(features, "hit", started)
     with Progress(len(split), "tokenizing the training data") as progress:
         features = task.featurize(split, tokenizer, progress=progress)
+    tell(features)
     features = Features({k: to_columnar(v) for k, v in features.columns.items()},
                         np.asarray(features.lengths, dtype=np.int32), features.meta, features.tokenizer)
     status = "off"

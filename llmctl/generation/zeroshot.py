@@ -92,16 +92,18 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     import numpy as np
     import torch
 
+    from llmctl.console import tell
     from llmctl.generation.model import (context_limit, generation_kind, load_checked, load_config,
                                          load_tokenizer, resolve_source)
     from llmctl.generation.run import quiet_transformers
+    from llmctl.tasks.base import Labels
     from llmctl.tasks.classification import ClassificationTask
 
     warn = warn or console_warn
     zero_shot, data_cfg = recipe.zero_shot, recipe.data
     labels = data_cfg.label_names or list(zero_shot.verbalizers)
-    task = ClassificationTask(data_cfg, labels=labels, regression=False)
-    split = task.load_split("eval", spec)  # data errors surface before any model loads
+    task = ClassificationTask(data_cfg, Labels(tuple(labels)))
+    split = tell(task.load_split("eval", spec))  # data errors surface before any model loads
     prompts = fill_template(zero_shot.template, data_cfg.text_columns, split.texts)
 
     quiet_transformers()

@@ -1,43 +1,112 @@
-"""What every task provides to the shared loop, eval and predict.
+"""The task contract: what every task provides to the shared loop, eval and predict.
 
 The Hugging Face example scripts (run_glue, run_ner, run_qa) differ only in model head,
 preprocessing, collation, post-processing and metrics; a Task holds exactly those.
-A task object is built from the recipe's `data` section (training) or from the
-metadata saved next to a model (`llmctl.json`, for eval and predict).
+llmctl.core drives a task like this (a task never drives itself):
+
+    task = TASKS[recipe.task](recipe.data)                 # or Task.from_model(llmctl.json, config)
+    train = task.load_split("train", recipe.data.train)    # read and check rows, no model yet
+    task = task.with_labels(task.fit(train))               # a new task; the first one is unchanged
+    features = task.featurize(train, tokenizer)            # Features: token columns + meta
+    batch = task.collate(features.rows(ids), tokenizer)    # padded tensors + "index"
+    # evaluation: eval_outputs -> outputs_to_keep -> compute_metrics(kept, features, split)
+    # prediction: predict_split(rows) -> featurize -> ... -> format_predictions
+
+Rules a new task follows:
+- Stateless: nothing is assigned to `self` after `__init__(data_cfg, labels=None)`. What is
+  learned from data comes back as a value: the label set from `fit` (a frozen `Labels`), and
+  whatever later steps need from `featurize` (pad side, windows, label maps) in `Features.meta`
+  (JSON-safe: it is cached with the features).
+- Never print: a split or Features carries `notes` (a tuple of `Note`); the caller shows them.
+- Rows: readers keep the first `row_limit(role)` rows (data.max_train_samples /
+  max_eval_samples) and never read or check the rest.
+- Batches: declare `padding(tokenizer)`; the shared collator (llmctl.data.collate) pads the
+  columns, builds the attention mask and adds each row's `index`.
+- Register the class in TASKS (llmctl/tasks/__init__.py); the recipe's `task:` names it.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from llmctl.config.schema import DataConfig
+from llmctl.data.collate import Padding, collate
+from llmctl.train.batching import Features  # what featurize returns
+
+__all__ = ["DataConfig", "Features", "Labels", "Note", "Padding", "Task"]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a task learned about its targets: class names in id order, or a regression flag.
+    Empty (the default) for tasks without labels, or while nothing is known yet."""
+
+    names: tuple[str, ...] = ()
+    regression: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.names) or self.regression
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line for the user (repairs made to the data, sentences split into windows, ...)."""
+
+    text: str
+    warning: bool = False
 
 
 class Task(ABC):
     name: ClassVar[str]
     data_config: ClassVar[type[DataConfig]]
     auto_model: ClassVar[str]  # name of the transformers Auto class for the head
-    # True when featurize keeps nothing on `self`, so its training features may come from the
-    # feature cache without featurize running (llmctl.data.prepare).
+    # True when the training features depend only on the data file, data settings and tokenizer,
+    # so they may come from the feature cache without featurize running (llmctl.data.prepare).
     cacheable_features: ClassVar[bool] = False
 
-    def __init__(self, data_cfg: DataConfig):
+    def __init__(self, data_cfg: DataConfig, labels: Labels | None = None):
         self.data_cfg = data_cfg
+        self.labels = labels if labels is not None else Labels()
 
     @classmethod
     @abstractmethod
     def from_model(cls, meta: dict, model_config) -> "Task":
-        """Rebuild the task from a saved model's llmctl.json (`meta`) and its transformers config."""
+        """Rebuild the task, labels included, from a saved model's llmctl.json (`meta`) and config."""
+
+    def with_labels(self, labels: Labels) -> "Task":
+        """This task with `labels` (what `fit` returned); `self` is left as it is."""
+        return self if labels == self.labels else self._replaced(labels=labels)
+
+    def with_data(self, data_cfg: DataConfig) -> "Task":
+        """This task reading data as `data_cfg` says (eval --data / --max-samples); `self` is unchanged."""
+        return self._replaced(data_cfg=data_cfg)
+
+    def _replaced(self, **attributes) -> "Task":
+        new = copy.copy(self)
+        vars(new).update(attributes)
+        return new
 
     # -- data, before any model is loaded ---------------------------------------------
     @abstractmethod
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Any:
-        """Read and validate one split (role: train / validation / test / eval)."""
+        """Read and check one split (role: train / validation / test / eval). Labels are checked
+        against `self.labels` when they are known; a split has `where` (for messages), `len()`
+        and `notes`."""
 
-    def fit_labels(self, train_split) -> None:
-        """Learn the label set from training data (no-op for tasks without labels)."""
+    def fit(self, train_split) -> Labels:
+        """The label set the training split implies (checking every training label against it),
+        or the one given in the recipe. Tasks without labels return an empty Labels."""
+        return self.labels
+
+    def row_limit(self, role: str) -> int | None:
+        """The one rule for data.max_train_samples / max_eval_samples: how many rows to keep."""
+        if role == "train":
+            return self.data_cfg.max_train_samples
+        return None if role == "predict" else self.data_cfg.max_eval_samples
 
     # -- the model -------------------------------------------------------------------
     @abstractmethod
@@ -56,9 +125,13 @@ class Task(ABC):
         """Tokenize a split into `llmctl.train.batching.Features`; tasks that read their split in
         chunks call `progress(rows_done, rows_total)` after each."""
 
-    @abstractmethod
+    def padding(self, tokenizer) -> Padding:
+        """Which feature columns a batch holds and what pads them (see llmctl.data.collate)."""
+        raise NotImplementedError(f"task {self.name} declares no padding; define padding() or collate()")
+
     def collate(self, rows: list[dict], tokenizer) -> dict:
         """Pad a list of feature rows into model inputs (tensors) plus `index`."""
+        return collate(rows, self.padding(tokenizer))
 
     # -- evaluation --------------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):

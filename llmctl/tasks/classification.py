@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from llmctl.config.schema import DataConfig
 from llmctl.data.sources import iter_table, load_split, looks_like_file, row_location
 from llmctl.errors import DataError
-from llmctl.tasks.base import Task
+from llmctl.tasks.base import Labels, Padding, Task
 
 
 class ClassificationData(DataConfig):
@@ -43,8 +43,10 @@ class Split:
 
     where: str
     texts: list[list[str]]  # one list per text column
-    labels: list | None  # label ids (int) or targets (float); None when unlabelled
+    labels: list | None  # label values as read (names, ids or numbers); None when unlabelled
     has_header: bool = True
+    class_names: tuple[str, ...] | None = None  # a Hub ClassLabel's names, which integer labels index
+    notes = ()  # classification has nothing to tell beyond its errors
 
     def __len__(self) -> int:
         return len(self.texts[0])
@@ -53,7 +55,7 @@ class Split:
 @dataclass
 class FileSplit:
     """A training file checked row by row but not held in memory: featurize reads it again in
-    chunks (llmctl.data.sources.iter_table). Only the label ids are kept."""
+    chunks (llmctl.data.sources.iter_table). Only the label values are kept."""
 
     where: str
     path: Path
@@ -61,6 +63,8 @@ class FileSplit:
     rows: int
     has_header: bool = True
     texts = None  # never materialised
+    class_names = None
+    notes = ()
 
     def __len__(self) -> int:
         return self.rows
@@ -83,23 +87,116 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def learn_labels(split: Split | FileSplit, cfg: ClassificationData) -> Labels:
+    """The label set a training split implies: a Hub ClassLabel's names; regression when
+    data.regression is unset and a label has a fraction; else the sorted labels present."""
+    if split.class_names and not cfg.regression:
+        return Labels(tuple(split.class_names))
+    values = _distinct(split.labels)
+    if cfg.regression is None and any(_is_number(v) and not _is_missing(v) and (math.isinf(v) or v != int(v))
+                                      for v in values):
+        return Labels(regression=True)
+    try:
+        return Labels(tuple(_fit_names(values, split.where, split.has_header)))
+    except DataError:
+        _fit_names(split.labels, split.where, split.has_header)  # the same error, naming the first bad row
+        raise
+
+
+def _distinct(values: list) -> list:
+    """Each distinct label value once (1, 1.0 and True kept apart), or all of them when one is unhashable."""
+    try:
+        return list({(v.__class__, v): v for v in values}.values())
+    except TypeError:
+        return values
+
+
+def encode_labels(values: list, labels: Labels, where: str, header: bool) -> list:
+    """Label ids (int) or regression targets (float), one per value; a DataError names the first bad row."""
+    if labels.regression:
+        return [_target(v, where, i, header) for i, v in enumerate(values)]
+    lookup = {name: i for i, name in enumerate(labels.names)}
+    seen: dict = {}  # (type, value) -> id: a label column holds few distinct values (1 and True differ)
+    ids = []
+    for i, value in enumerate(values):
+        try:
+            ids.append(seen[value.__class__, value])
+        except (KeyError, TypeError):  # new, or unhashable (a list in a json file)
+            ids.append(_label_id(value, lookup, labels.names, where, i, header))
+            if isinstance(value, (int, float, str)):
+                seen[value.__class__, value] = ids[-1]
+    return ids
+
+
+def _fit_names(values, where, header) -> list[str]:
+    present = []
+    for i, value in enumerate(values):
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            raise DataError(f"{row_location(where, i, header)}: the label is empty.", "Label every training row.")
+        present.append(value)
+    if all(_is_number(v) for v in present):
+        ints = sorted({int(v) for v in present})
+        if ints and ints[0] < 0:
+            raise DataError(f"{where}: label {ints[0]} is negative (unlabelled rows?).",
+                            "Remove unlabelled rows from the training split.")
+        return [str(i) for i in range(max(ints) + 1)] if ints[0] == 0 else [str(i) for i in ints]
+    return sorted({str(v).strip() for v in present})
+
+
+def _label_id(value, lookup: dict, names: tuple[str, ...], where: str, i: int, header: bool) -> int:
+    if _is_missing(value) or (isinstance(value, str) and value == ""):
+        raise DataError(f"{row_location(where, i, header)}: the label is empty.", "Label every row, or remove it.")
+    if _is_number(value) and math.isfinite(value) and float(value) == int(value):
+        as_name = str(int(value))
+        if as_name in lookup:
+            return lookup[as_name]
+        if 0 <= int(value) < len(names) and not any(n.lstrip("-").isdigit() for n in names):
+            return int(value)  # integer labels index into names from label_names / ClassLabel
+    elif isinstance(value, str) and value.strip() in lookup:
+        return lookup[value.strip()]
+    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    raise DataError(
+        f"{row_location(where, i, header)}: label {value!r} is not one of the known labels ({shown}).",
+        "Fix the row, or list every label in data.label_names.",
+    )
+
+
+def _target(value, where, i, header) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number) or math.isinf(number):
+        raise DataError(
+            f"{row_location(where, i, header)}: regression target {value!r} is not a number.",
+            "Fix the row; regression labels must be numbers.",
+        )
+    return number
+
+
 class ClassificationTask(Task):
     name: ClassVar[str] = "classification"
     data_config: ClassVar[type[DataConfig]] = ClassificationData
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"
     cacheable_features: ClassVar[bool] = True
 
-    def __init__(self, data_cfg: ClassificationData, labels: list[str] | None = None, regression: bool | None = None):
-        super().__init__(data_cfg)
-        self.labels = labels if labels is not None else data_cfg.label_names
-        self.regression = regression if regression is not None else bool(data_cfg.regression)
+    def __init__(self, data_cfg: ClassificationData, labels: Labels | None = None):
+        """`labels` None: what the recipe gives (data.label_names, data.regression: true), else
+        nothing yet (`fit` learns it from the training split)."""
+        if labels is None:
+            labels = Labels(tuple(data_cfg.label_names or ()), bool(data_cfg.regression))
+        super().__init__(data_cfg, labels)
 
     @classmethod
     def from_model(cls, meta: dict, model_config) -> "ClassificationTask":
         data = ClassificationData.model_validate(meta["data"])
-        regression = model_config.problem_type == "regression" or model_config.num_labels == 1
-        labels = None if regression else [model_config.id2label[i] for i in range(model_config.num_labels)]
-        return cls(data, labels=labels, regression=regression)
+        if model_config.problem_type == "regression" or model_config.num_labels == 1:
+            return cls(data, Labels(regression=True))
+        return cls(data, Labels(tuple(model_config.id2label[i] for i in range(model_config.num_labels))))
 
     # -- data -----------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Split | FileSplit:
@@ -107,9 +204,17 @@ class ClassificationTask(Task):
         key = f"data.{role}"
         if role == "train" and labelled and not (cfg.dataset and not looks_like_file(spec)) \
                 and Path(spec).suffix.lower() in STREAMED:
-            return self._load_file_split(Path(spec).expanduser(), key)
+            split = self._load_file_split(Path(spec).expanduser(), key)
+        else:
+            split = self._load_split(role, spec, key, labelled)
+        if labelled and (self.labels or role != "train"):
+            self._label_ids(split)  # a bad label is reported now, before any model loads
+        return split
+
+    def _load_split(self, role: str, spec: str, key: str, labelled: bool) -> Split:
+        cfg = self.data_cfg
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
-        limit = cfg.max_train_samples if role == "train" else cfg.max_eval_samples
+        limit = self.row_limit(role)
         if limit is not None and len(ds) > limit:
             ds = ds.select(range(limit))
         if len(ds) == 0:
@@ -127,121 +232,71 @@ class ClassificationTask(Task):
                     raise DataError(f"{row_location(where, i, header)}: column '{column}' is empty.",
                                     "Fill in or remove that row.")
             texts.append([str(v) for v in values])
-        labels = None
-        if labelled:
-            if cfg.label_column not in columns:
-                raise missing_column("data.label_column", cfg.label_column, where, columns)
-            if role == "train" and self.labels is None and not self.regression:
-                self._names_from_feature(ds.features.get(cfg.label_column))
-            labels = self._label_ids(ds[cfg.label_column], where, header, fitting=role == "train")
-        return Split(where=where, texts=texts, labels=labels, has_header=header)
+        if not labelled:
+            return Split(where=where, texts=texts, labels=None, has_header=header)
+        if cfg.label_column not in columns:
+            raise missing_column("data.label_column", cfg.label_column, where, columns)
+        class_names = getattr(ds.features.get(cfg.label_column), "names", None)
+        return Split(where=where, texts=texts, labels=list(ds[cfg.label_column]), has_header=header,
+                     class_names=tuple(class_names) if class_names else None)
 
     def _load_file_split(self, path: Path, key: str) -> FileSplit:
-        """The checks of load_split, one chunk at a time: every text cell present, every label valid."""
+        """The checks of load_split, one chunk at a time: every text cell present (labels: `fit`)."""
         cfg = self.data_cfg
         where, header = str(path), cfg.column_names is None
         wanted = list(cfg.text_columns) + [cfg.label_column]
-        columns, chunks = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, cfg.max_train_samples)
+        columns, chunks = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, self.row_limit("train"))
         for column in cfg.text_columns:
             if column not in columns:
                 raise missing_column("data.text_columns", column, where, columns)
         if cfg.label_column not in columns:
             raise missing_column("data.label_column", cfg.label_column, where, columns)
-        values, start = [], 0
+        values, start, shared = [], 0, {}
         for frame in chunks:
             for column in cfg.text_columns:
                 empty = frame[column].isna().to_numpy()
                 if empty.any():
                     raise DataError(f"{row_location(where, start + int(empty.argmax()), header)}: column '{column}' "
                                     "is empty.", "Fill in or remove that row.")
-            values.extend(frame[cfg.label_column].tolist())
+            # One object per distinct label string, not one per row: a million string labels
+            # kept until featurize would otherwise hold a million copies.
+            values.extend(shared.setdefault(v, v) if isinstance(v, str) else v for v in frame[cfg.label_column].tolist())
             start += len(frame)
         if start == 0:
             raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
-        labels = self._label_ids(values, where, header, fitting=True)
-        return FileSplit(where=where, path=path, labels=labels, rows=start, has_header=header)
+        return FileSplit(where=where, path=path, labels=values, rows=start, has_header=header)
 
-    def _names_from_feature(self, feature) -> None:
-        names = getattr(feature, "names", None)
-        if names:
-            self.labels = list(names)
+    def fit(self, train_split: Split | FileSplit) -> Labels:
+        if self.labels:
+            return self.labels  # from the recipe; load_split checked every training label against them
+        labels = learn_labels(train_split, self.data_cfg)
+        encode_labels(train_split.labels, labels, train_split.where, train_split.has_header)
+        return labels
 
-    def _label_ids(self, values: list, where: str, header: bool, fitting: bool) -> list:
-        auto_regression = self.data_cfg.regression is None and self.labels is None and fitting
-        if auto_regression and any(_is_number(v) and float(v) != int(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))):
-            self.regression = True
-        if self.regression:
-            return [self._target(v, where, i, header) for i, v in enumerate(values)]
-        if self.labels is None:
-            if fitting:
-                self.labels = self._fit_names(values, where, header)
-            else:
-                raise DataError("No label set known; train first or give data.label_names.")
-        lookup = {name: i for i, name in enumerate(self.labels)}
-        ids = []
-        for i, value in enumerate(values):
-            ids.append(self._label_id(value, lookup, where, i, header))
-        return ids
-
-    def _fit_names(self, values, where, header) -> list[str]:
-        present = []
-        for i, value in enumerate(values):
-            if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-                raise DataError(f"{row_location(where, i, header)}: the label is empty.", "Label every training row.")
-            present.append(value)
-        if all(_is_number(v) for v in present):
-            ints = sorted({int(v) for v in present})
-            if ints and ints[0] < 0:
-                raise DataError(f"{where}: label {ints[0]} is negative (unlabelled rows?).",
-                                "Remove unlabelled rows from the training split.")
-            return [str(i) for i in range(max(ints) + 1)] if ints[0] == 0 else [str(i) for i in ints]
-        return sorted({str(v).strip() for v in present})
-
-    def _label_id(self, value, lookup: dict, where: str, i: int, header: bool) -> int:
-        if _is_number(value) and float(value) == int(value):
-            as_name = str(int(value))
-            if as_name in lookup:
-                return lookup[as_name]
-            if 0 <= int(value) < len(self.labels) and not any(n.lstrip("-").isdigit() for n in self.labels):
-                return int(value)  # integer labels index into names from label_names / ClassLabel
-        elif isinstance(value, str) and value.strip() in lookup:
-            return lookup[value.strip()]
-        shown = ", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")
-        raise DataError(
-            f"{row_location(where, i, header)}: label {value!r} is not one of the known labels ({shown}).",
-            "Fix the row, or list every label in data.label_names.",
-        )
-
-    def _target(self, value, where, i, header) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if math.isnan(number) or math.isinf(number):
-            raise DataError(
-                f"{row_location(where, i, header)}: regression target {value!r} is not a number.",
-                "Fix the row; regression labels must be numbers.",
-            )
-        return number
+    def _label_ids(self, split: Split | FileSplit) -> list:
+        if not self.labels:
+            raise DataError("No label set known; train first or give data.label_names.")
+        return encode_labels(split.labels, self.labels, split.where, split.has_header)
 
     # -- model ----------------------------------------------------------------------
     def model_kwargs(self) -> dict:
-        if self.regression:
+        if self.labels.regression:
             return {"num_labels": 1, "problem_type": "regression"}
+        names = self.labels.names
         return {
-            "num_labels": len(self.labels),
-            "id2label": dict(enumerate(self.labels)),
-            "label2id": {name: i for i, name in enumerate(self.labels)},
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
             "problem_type": "single_label_classification",
         }
 
     def metadata(self) -> dict:
-        return super().metadata() | {"regression": self.regression}
+        return super().metadata() | {"regression": self.labels.regression}
 
     # -- features -------------------------------------------------------------------
     def featurize(self, split: Split | FileSplit, tokenizer, progress=None):
         if isinstance(split, FileSplit):
-            return self._featurize_file(split, tokenizer, progress)
+            return self._featurize_file(replace(split, labels=self._label_ids(split)), tokenizer, progress)
         from llmctl.train.batching import Features
 
         second = split.texts[1] if len(split.texts) > 1 else None
@@ -250,7 +305,7 @@ class ClassificationTask(Task):
         if "token_type_ids" in enc and tokenizer.model_input_names.count("token_type_ids"):
             columns["token_type_ids"] = enc["token_type_ids"]
         if split.labels is not None:
-            columns["labels"] = split.labels
+            columns["labels"] = self._label_ids(split)
         return Features(columns=columns, lengths=[len(ids) for ids in enc["input_ids"]])
 
     def _featurize_file(self, split: FileSplit, tokenizer, progress=None):
@@ -282,31 +337,19 @@ class ClassificationTask(Task):
         columns["labels"] = to_columnar(split.labels)
         return Features(columns=columns, lengths=columns["input_ids"].lengths().astype(np.int32))
 
-    def collate(self, rows: list[dict], tokenizer) -> dict:
-        import torch
-
-        from llmctl.train.batching import pad_stack
-
-        batch = {"input_ids": pad_stack(rows, "input_ids", tokenizer.pad_token_id)}
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None, :] < lengths[:, None]).long()
-        if "token_type_ids" in rows[0]:
-            batch["token_type_ids"] = pad_stack(rows, "token_type_ids", 0)
-        if "labels" in rows[0]:
-            dtype = torch.float if self.regression else torch.long
-            batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=dtype)
-        batch["index"] = torch.tensor([r["index"] for r in rows])
-        return batch
+    def padding(self, tokenizer) -> Padding:
+        return Padding(sequences={"input_ids": tokenizer.pad_token_id, "token_type_ids": 0},
+                       values={"labels": "float" if self.labels.regression else "long"})
 
     # -- evaluation -----------------------------------------------------------------
     def outputs_to_keep(self, outputs, batch) -> dict:
         return {"logits": outputs.logits.float()}
 
     def default_metric(self) -> str:
-        return "pearson" if self.regression else "accuracy"
+        return "pearson" if self.labels.regression else "accuracy"
 
     def metric_names(self) -> list[str]:
-        if self.regression:
+        if self.labels.regression:
             return ["loss", "pearson", "spearmanr", "mse"]
         return ["loss", "accuracy", "f1", "matthews_correlation"]
 
@@ -316,10 +359,10 @@ class ClassificationTask(Task):
         from llmctl import metrics
 
         logits = np.stack(kept["logits"]).astype(np.float64)
-        refs = split.labels
+        refs = self._label_ids(split)
         # The loss is recomputed here from per-example logits rather than averaged from
         # batch losses, so it counts every example exactly once under several processes.
-        if self.regression:
+        if self.labels.regression:
             preds = logits[:, 0]
             out = {"loss": float(np.mean((preds - np.asarray(refs)) ** 2))}
             out |= metrics.load("pearsonr").compute(predictions=preds, references=refs)
@@ -331,7 +374,7 @@ class ClassificationTask(Task):
         out = {"loss": float(-log_probs[np.arange(len(refs)), refs].mean())}
         preds = logits.argmax(-1)
         out |= metrics.load("accuracy").compute(predictions=preds, references=refs)
-        f1_args = {} if len(self.labels) == 2 else {"average": "macro"}
+        f1_args = {} if len(self.labels.names) == 2 else {"average": "macro"}
         out |= metrics.load("f1").compute(predictions=preds, references=refs, **f1_args)
         out |= metrics.load("matthews_correlation").compute(predictions=preds, references=refs)
         return out
@@ -360,14 +403,14 @@ class ClassificationTask(Task):
         out = []
         for i, row_logits in enumerate(logits):
             row = {c: split.texts[k][i] for k, c in enumerate(self.data_cfg.text_columns)}
-            if self.regression:
+            if self.labels.regression:
                 row["prediction"] = float(row_logits[0])
             else:
                 probs = np.exp(row_logits - row_logits.max())
                 probs /= probs.sum()
                 best = int(probs.argmax())
-                row["label"] = self.labels[best]
+                row["label"] = self.labels.names[best]
                 row["score"] = round(float(probs[best]), 6)
-                row["scores"] = {name: round(float(p), 6) for name, p in zip(self.labels, probs)}
+                row["scores"] = {name: round(float(p), 6) for name, p in zip(self.labels.names, probs)}
             out.append(row)
         return out

@@ -19,11 +19,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.console import note
 from llmctl.data.sources import read_text
 from llmctl.errors import DataError, RecipeError
 from llmctl.tasks import ner_utils as nu
-from llmctl.tasks.base import Task
+from llmctl.tasks.base import Labels, Note, Padding, Task
 
 
 class NerData(DataConfig):
@@ -65,9 +64,11 @@ class NerSplit:
 
     where: str
     tokens: list[list[str]]
-    tags: list[list[int]] | None  # label ids per word; None when unlabelled
+    tags: list[list[str]] | None  # IOB2 tag per word (I- without B- repaired); None when unlabelled
     texts: list[str | None] | None = None
     offsets: list[list[tuple[int, int]] | None] | None = None
+    class_names: tuple[str, ...] | None = None  # a Hub ClassLabel's names (training data)
+    notes: tuple[Note, ...] = ()
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -79,19 +80,14 @@ class NerTask(Task):
     auto_model: ClassVar[str] = "AutoModelForTokenClassification"
     cacheable_features: ClassVar[bool] = True
 
-    def __init__(self, data_cfg: NerData, labels: list[str] | None = None):
-        super().__init__(data_cfg)
-        self.labels = labels if labels is not None else data_cfg.label_names
-        self.notes: list[str] = []  # what was said on stderr (repairs, windows), for tests and callers
+    def __init__(self, data_cfg: NerData, labels: Labels | None = None):
+        """`labels` None: data.label_names when the recipe gives them, else nothing yet (`fit`)."""
+        super().__init__(data_cfg, labels if labels is not None else Labels(tuple(data_cfg.label_names or ())))
 
     @classmethod
     def from_model(cls, meta: dict, model_config) -> "NerTask":
         data = NerData.model_validate(meta["data"])
-        return cls(data, labels=[model_config.id2label[i] for i in range(model_config.num_labels)])
-
-    def _note(self, message: str) -> None:
-        self.notes.append(message)
-        note(message)
+        return cls(data, Labels(tuple(model_config.id2label[i] for i in range(model_config.num_labels))))
 
     # -- data -----------------------------------------------------------------------
     def _format(self, spec: str) -> str:
@@ -108,18 +104,41 @@ class NerTask(Task):
 
     def load_split(self, role: str, spec: str, labelled: bool = True) -> NerSplit:
         cfg, key = self.data_cfg, f"data.{role}"
-        fmt = self._format(spec)
+        fmt, class_names = self._format(spec), None
         if fmt == "conll":
             sents = nu.read_conll(Path(spec).expanduser(), cfg.conll_tag_index, key)
         elif fmt == "jsonl":
             sents = self._read_jsonl(Path(spec).expanduser(), key, labelled)
         else:
-            sents = self._read_dataset(spec, key, labelled)
-        limit = cfg.max_train_samples if role == "train" else cfg.max_eval_samples
+            sents, class_names = self._read_dataset(spec, key, labelled)
+        limit = self.row_limit(role)
         if limit is not None and len(sents.tokens) > limit:
             sents.tokens, sents.tags = sents.tokens[:limit], sents.tags[:limit]
-        tags = self._label_ids(sents, key, fitting=role == "train") if labelled else None
-        return NerSplit(where=sents.where, tokens=sents.tokens, tags=tags)
+        if not labelled:
+            return NerSplit(where=sents.where, tokens=sents.tokens, tags=None)
+        notes = []
+        repairs = nu.check_iob2(sents, key)
+        if repairs.count:
+            many = "entities" if repairs.count > 1 else "entity"
+            notes.append(Note(f"{sents.where}: {repairs.count} {many} started with I- (no B- before), first at "
+                              f"{repairs.first}; read as B- (IOB2).", warning=True))
+        # Training tags are checked against names given up front (recipe, Hub ClassLabel); names
+        # learned from the tags themselves (`fit`) hold every one of them.
+        names = self.labels.names or (class_names if role == "train" else None)
+        if names:
+            self._check_tags(sents, names, key, "is not in the label names" if role == "train" else
+                             "was not seen in training")
+        elif role != "train":
+            raise DataError("No label set known; train first or give data.label_names.")
+        return NerSplit(where=sents.where, tokens=sents.tokens, tags=sents.tags,
+                        class_names=tuple(class_names) if class_names else None, notes=tuple(notes))
+
+    def fit(self, train_split: NerSplit) -> Labels:
+        if self.labels:
+            return self.labels
+        if train_split.class_names:
+            return Labels(train_split.class_names)
+        return Labels(tuple(nu.fit_label_names(train_split.tags)))
 
     def _tags_column(self, columns) -> str:
         if self.data_cfg.tags_column:
@@ -164,7 +183,7 @@ class NerTask(Task):
             tags.append(record[tags_column] if labelled else None)
         return self._fill(sents, tokens, tags if labelled else None, key, None)
 
-    def _read_dataset(self, spec: str, key: str, labelled: bool) -> nu.Sentences:
+    def _read_dataset(self, spec: str, key: str, labelled: bool) -> tuple[nu.Sentences, list[str] | None]:
         from llmctl.data.sources import load_split
 
         ds, where = load_split(spec, key, self.data_cfg.dataset, self.data_cfg.config)
@@ -179,13 +198,13 @@ class NerTask(Task):
             feature = ds.features[tags_column]
             names = getattr(getattr(feature, "feature", None), "names", None)  # Sequence/List of ClassLabel
         sents = nu.Sentences(where=where)
-        return self._fill(sents, ds[self.data_cfg.tokens_column], ds[tags_column] if labelled else None, key, names)
+        tags = ds[tags_column] if labelled else None
+        return self._fill(sents, ds[self.data_cfg.tokens_column], tags, key, names), names
 
     def _fill(self, sents: nu.Sentences, tokens: list, tags: list | None, key: str, names) -> nu.Sentences:
-        """Check the shapes of jsonl / dataset rows and turn integer tags into names."""
-        if names and self.labels is None:
-            self.labels = list(names)  # a Hub ClassLabel names the ids (training data)
-        names = names or self.labels
+        """Check the shapes of jsonl / dataset rows and turn integer tags into names (a Hub
+        ClassLabel's, else the task's)."""
+        names = names or self.labels.names
         tokens = list(tokens)  # a datasets Column re-creates its rows on every access
         tags = [list(r) if isinstance(r, (list, tuple)) else r for r in tags] if tags is not None else None
         for s, words in enumerate(tokens):
@@ -214,35 +233,21 @@ class NerTask(Task):
         sents.tags = tags if tags is not None else [None] * len(tokens)
         return sents
 
-    def _label_ids(self, sents: nu.Sentences, key: str, fitting: bool) -> list[list[int]]:
-        repairs = nu.check_iob2(sents, key)
-        if repairs.count:
-            many = "entities" if repairs.count > 1 else "entity"
-            self._note(f"warning: {sents.where}: {repairs.count} {many} started with I- (no B- before), first at "
-                       f"{repairs.first}; read as B- (IOB2).")
-        given = self.labels is not None
-        if self.labels is None:
-            if not fitting:
-                raise DataError("No label set known; train first or give data.label_names.")
-            self.labels = nu.fit_label_names(sents.tags)
-        lookup = {name: i for i, name in enumerate(self.labels)}
-        ids = []
+    @staticmethod
+    def _check_tags(sents: nu.Sentences, names, key: str, why: str) -> None:
+        known = set(names)
         for s, tags in enumerate(sents.tags):
-            row = []
             for t, tag in enumerate(tags):
-                if tag not in lookup:
-                    known = ", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")
-                    why = "is not in the label names" if fitting and given else "was not seen in training"
-                    raise DataError(f"{key}: {sents.locate(s, t)}: tag {tag!r} {why} ({known}).",
+                if tag not in known:
+                    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+                    raise DataError(f"{key}: {sents.locate(s, t)}: tag {tag!r} {why} ({shown}).",
                                     "Fix the tag, or train with that entity type (or list it in data.label_names).")
-                row.append(lookup[tag])
-            ids.append(row)
-        return ids
 
     # -- model ----------------------------------------------------------------------
     def model_kwargs(self) -> dict:
-        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)),
-                "label2id": {name: i for i, name in enumerate(self.labels)}}
+        names = self.labels.names
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {name: i for i, name in enumerate(names)}}
 
     def tokenizer_kwargs(self) -> dict:
         return {"add_prefix_space": True}  # byte-level BPE (GPT-2, RoBERTa) on pre-split words
@@ -266,10 +271,12 @@ class NerTask(Task):
             raise RecipeError(f"data.max_length {cfg.max_length} leaves no room for words after "
                               f"{len(prefix) + len(suffix)} special tokens.", "Raise data.max_length.")
         enc = tokenizer(split.tokens, is_split_into_words=True, add_special_tokens=False)
+        names = self.labels.names
+        lookup = {name: i for i, name in enumerate(names)}
         cont = {}  # B-X id -> I-X id, for sub-tokens after the first with label_all_subtokens
-        for i, name in enumerate(self.labels):
-            if nu.split_tag(name)[0] == "B" and f"I-{nu.split_tag(name)[1]}" in self.labels:
-                cont[i] = self.labels.index(f"I-{nu.split_tag(name)[1]}")
+        for i, name in enumerate(names):
+            if nu.split_tag(name)[0] == "B" and f"I-{nu.split_tag(name)[1]}" in names:
+                cont[i] = names.index(f"I-{nu.split_tag(name)[1]}")
         input_ids, labels, example, first_word, spans = [], [], [], [], []
         split_count = 0
         for i, words in enumerate(split.tokens):
@@ -289,7 +296,7 @@ class NerTask(Task):
                     window_ids += ids[starts[w]: starts[w] + n]
                     window_spans.append((a, a + n))
                     if split.tags is not None:
-                        tag = split.tags[i][w]
+                        tag = lookup[split.tags[i][w]]
                         rest = cont.get(tag, tag) if cfg.label_all_subtokens else -100
                         window_labels += [tag] + [rest] * (n - 1) if n else []
                 window_ids += suffix
@@ -301,34 +308,19 @@ class NerTask(Task):
                 example.append(i)
                 first_word.append(ws)
                 spans.append(window_spans)
+        notes = ()
         if split_count:
-            self._note(f"{split.where}: {split_count} sentence(s) longer than max_length {cfg.max_length} were split "
-                       f"into overlapping windows ({len(input_ids) - len(split.tokens) + split_count} windows).")
+            notes = (Note(f"{split.where}: {split_count} sentence(s) longer than max_length {cfg.max_length} were "
+                          f"split into overlapping windows ({len(input_ids) - len(split.tokens) + split_count} "
+                          "windows)."),)
         columns = {"input_ids": input_ids}
         if split.tags is not None:
             columns["labels"] = labels
         meta = {"example": example, "first_word": first_word, "spans": spans}
-        return Features(columns=columns, lengths=[len(x) for x in input_ids], meta=meta)
+        return Features(columns=columns, lengths=[len(x) for x in input_ids], meta=meta, notes=notes)
 
-    def collate(self, rows: list[dict], tokenizer) -> dict:
-        import numpy as np
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = np.full((len(rows), width), tokenizer.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        labels = np.full((len(rows), width), -100, dtype=np.int64) if "labels" in rows[0] else None
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = r["input_ids"]
-            mask[i, :n] = 1
-            if labels is not None:
-                labels[i, :n] = r["labels"]
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        if labels is not None:
-            batch["labels"] = torch.from_numpy(labels)
-        batch["index"] = torch.tensor([r["index"] for r in rows])
-        return batch
+    def padding(self, tokenizer) -> Padding:
+        return Padding(sequences={"input_ids": tokenizer.pad_token_id, "labels": -100})
 
     # -- evaluation -----------------------------------------------------------------
     def outputs_to_keep(self, outputs, batch) -> dict:
@@ -338,9 +330,9 @@ class NerTask(Task):
         return "f1"
 
     def metric_names(self) -> list[str] | None:
-        if self.labels is None:
+        if not self.labels:
             return None
-        types = sorted({tag[2:] for tag in self.labels if tag[:2] in ("B-", "I-")})
+        types = sorted({tag[2:] for tag in self.labels.names if tag[:2] in ("B-", "I-")})
         per_type = [f"{t}_{m}" for t in types for m in ("precision", "recall", "f1", "number")]
         return ["loss", "precision", "recall", "f1", "accuracy"] + per_type
 
@@ -355,17 +347,18 @@ class NerTask(Task):
             z = np.exp(z - z.max(-1, keepdims=True))
             by_example.setdefault(features.meta["example"][f], []).append(
                 (features.meta["first_word"][f], None, z / z.sum(-1, keepdims=True), features.meta["spans"][f]))
-        out = []
+        out, names = [], self.labels.names
         for i, words in enumerate(split.tokens):
-            probs, seen = nu.stitch(by_example.get(i, []), len(words), len(self.labels), self.data_cfg.label_all_subtokens)
-            if "O" in self.labels:
-                probs[~seen, self.labels.index("O")] = 1.0  # a word without sub-tokens is outside entities
+            probs, seen = nu.stitch(by_example.get(i, []), len(words), len(names), self.data_cfg.label_all_subtokens)
+            if "O" in names:
+                probs[~seen, names.index("O")] = 1.0  # a word without sub-tokens is outside entities
             out.append(probs)
         return out
 
     def _decode(self, word_probs) -> list[list[str]]:
-        transitions = nu.allowed_transitions(self.labels)
-        return [nu.decode(p, self.labels, self.data_cfg.constrained_decoding, transitions) for p in word_probs]
+        names = list(self.labels.names)
+        transitions = nu.allowed_transitions(names)
+        return [nu.decode(p, names, self.data_cfg.constrained_decoding, transitions) for p in word_probs]
 
     def compute_metrics(self, kept: dict, features, split: NerSplit) -> dict[str, float]:
         import numpy as np
@@ -388,8 +381,7 @@ class NerTask(Task):
                     count += int(keep.sum())
             out["loss"] = total / max(count, 1)
         predictions = self._decode(self._word_probs(kept, features, split))
-        references = [[self.labels[t] for t in tags] for tags in split.tags]
-        return out | metrics.load("seqeval").compute(predictions=predictions, references=references)
+        return out | metrics.load("seqeval").compute(predictions=predictions, references=split.tags)
 
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> NerSplit:
@@ -419,7 +411,7 @@ class NerTask(Task):
 
     def format_predictions(self, kept: dict, features, split: NerSplit) -> list[dict]:
         word_probs = self._word_probs(kept, features, split)
-        lookup = {name: i for i, name in enumerate(self.labels)}
+        lookup = {name: i for i, name in enumerate(self.labels.names)}
         out = []
         for i, tags in enumerate(self._decode(word_probs)):
             words = split.tokens[i]

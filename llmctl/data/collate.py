@@ -1,0 +1,82 @@
+"""The one padding collator: feature rows -> a batch of tensors, for every task.
+
+A task says what its rows hold (`Padding`); this module does the padding, the attention
+mask and the `index` column that evaluation uses to put predictions back in order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How one task's feature rows become a batch.
+
+    sequences: list-valued columns and the value that pads each (the tokenizer's pad id for
+        input_ids, 0 for token_type_ids, -100 for labels the loss must ignore); each column is
+        padded to its own longest row.
+    values: one number per row (a class id, a regression target, an answer start), stacked
+        with the torch dtype named ("long", "float").
+    positions: those `values` that point into `mask_from`, so they move with left padding.
+    left: pad on the left (decoder-only models that generate from the end of the prompt).
+    mask_from: the column whose real length makes `attention_mask`; None for no mask.
+    Columns a row does not have (labels at prediction time) are left out of the batch.
+    """
+
+    sequences: Mapping[str, int]
+    values: Mapping[str, str] = field(default_factory=dict)
+    positions: tuple[str, ...] = ()
+    left: bool = False
+    mask_from: str | None = "input_ids"
+    pad_to_multiple_of: int | None = None
+
+
+def collate(rows: list[dict], padding: Padding) -> dict:
+    """Pad `rows` (dicts of lists or arrays, each with an `index`) into a dict of tensors."""
+    import torch
+
+    first, batch, shift = rows[0], {}, None
+    for name, pad_value in padding.sequences.items():
+        if name not in first:
+            continue
+        padded, lengths = pad_sequences([r[name] for r in rows], pad_value, padding.left, padding.pad_to_multiple_of)
+        batch[name] = torch.from_numpy(padded)
+        if name == padding.mask_from:
+            batch["attention_mask"] = torch.from_numpy(_mask(lengths, padded.shape[1], padding.left))
+            shift = torch.from_numpy(padded.shape[1] - lengths) if padding.left else None
+    for name, dtype in padding.values.items():
+        if name in first:
+            batch[name] = torch.tensor([r[name] for r in rows], dtype=getattr(torch, dtype))
+            if name in padding.positions and shift is not None:
+                batch[name] = batch[name] + shift
+    batch["index"] = torch.tensor([r["index"] for r in rows])
+    return batch
+
+
+def pad_sequences(seqs: list, pad_value: int, left: bool = False, pad_to_multiple_of: int | None = None):
+    """(int64 array [rows, width], int64 array of real lengths)."""
+    import numpy as np
+
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    width = int(lengths.max()) if len(seqs) else 0
+    if pad_to_multiple_of:
+        width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
+    out = np.full((len(seqs), width), pad_value, dtype=np.int64)
+    for i, seq in enumerate(seqs):
+        n = len(seq)
+        if n and left:
+            out[i, width - n:] = seq
+        elif n:
+            out[i, :n] = seq
+    return out, lengths
+
+
+def _mask(lengths, width: int, left: bool):
+    import numpy as np
+
+    positions = np.arange(width)[None, :]
+    real = positions >= (width - lengths)[:, None] if left else positions < lengths[:, None]
+    return real.astype(np.int64)
