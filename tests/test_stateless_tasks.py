@@ -71,7 +71,7 @@ def test_featurize_and_collate_leave_the_task_unchanged(make, family, left, tiny
         task.collate(features.rows(range(len(features))), tokenizer)
         if task.name != "qa":  # the tasks that decode generated ids find their tokenizer here
             assert features.tokenizer is tokenizer
-    assert vars(task) == before and set(vars(task)) == {"data_cfg"}
+    assert vars(task) == before and set(vars(task)) == {"data_cfg", "labels"}
 
 
 def test_a_left_padded_qa_batch_realigns_without_remembering_the_pad_side(tiny_models, tmp_path):
