@@ -22,6 +22,8 @@ class Padding:
         with the torch dtype named ("long", "float").
     positions: those `values` that point into `mask_from`, so they move with left padding.
     left: pad on the left (decoder-only models that generate from the end of the prompt).
+    left_when_missing: pad on the left only for rows without this column (a causal LM's prompts
+        to continue have no labels and are generated from; its training rows are right-padded).
     mask_from: the column whose real length makes `attention_mask`; None for no mask.
     Columns a row does not have (labels at prediction time) are left out of the batch.
     """
@@ -30,6 +32,7 @@ class Padding:
     values: Mapping[str, str] = field(default_factory=dict)
     positions: tuple[str, ...] = ()
     left: bool = False
+    left_when_missing: str | None = None
     mask_from: str | None = "input_ids"
     pad_to_multiple_of: int | None = None
 
@@ -39,14 +42,15 @@ def collate(rows: list[dict], padding: Padding) -> dict:
     import torch
 
     first, batch, shift = rows[0], {}, None
+    left = padding.left or (padding.left_when_missing is not None and padding.left_when_missing not in first)
     for name, pad_value in padding.sequences.items():
         if name not in first:
             continue
-        padded, lengths = pad_sequences([r[name] for r in rows], pad_value, padding.left, padding.pad_to_multiple_of)
+        padded, lengths = pad_sequences([r[name] for r in rows], pad_value, left, padding.pad_to_multiple_of)
         batch[name] = torch.from_numpy(padded)
         if name == padding.mask_from:
-            batch["attention_mask"] = torch.from_numpy(_mask(lengths, padded.shape[1], padding.left))
-            shift = torch.from_numpy(padded.shape[1] - lengths) if padding.left else None
+            batch["attention_mask"] = torch.from_numpy(_mask(lengths, padded.shape[1], left))
+            shift = torch.from_numpy(padded.shape[1] - lengths) if left else None
     for name, dtype in padding.values.items():
         if name in first:
             batch[name] = torch.tensor([r[name] for r in rows], dtype=getattr(torch, dtype))
