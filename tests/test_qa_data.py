@@ -6,6 +6,7 @@ import json
 import pytest
 
 from helpers import run_cli
+from llmctl.console import tell
 from llmctl.errors import EXIT_DATA, EXIT_USAGE, DataError, RecipeError
 from llmctl.tasks.qa import QAData, QATask
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
@@ -75,7 +76,7 @@ def test_realign_moves_and_counts(articles, tmp_path, capsys):
         task().load_split("train", str(write_squad(tmp_path / "missing.json", articles)))
     qas[0]["answers"][0]["answer_start"] += 2
     path = write_squad(tmp_path / "bad.json", articles)
-    split = task(realign_answers=True).load_split("train", str(path))
+    split = tell(task(realign_answers=True).load_split("train", str(path)))  # the task returns notes; tell shows them
     assert [a[0][1] for a in split.answers[:2]] == right[:2]
     assert context[right[0]:].startswith(split.answers[0][0][0])
     assert "moved answer_start of 2 answers" in capsys.readouterr().err
@@ -102,7 +103,7 @@ def test_v2_file_read_as_v1(tmp_path, capsys):
     with pytest.raises(DataError) as info:
         task().load_split("validation", str(path))
     assert "has 2 unanswerable questions" in str(info.value) and "data.version_2_with_negative: true" in str(info.value)
-    answerable = task(skip_unanswerable=True).load_split("validation", str(path))
+    answerable = tell(task(skip_unanswerable=True).load_split("validation", str(path)))
     assert len(answerable) == 8 and all(answerable.answers)
     assert "skipped 2 unanswerable questions" in capsys.readouterr().err
     both = task(version_2_with_negative=True).load_split("validation", str(path))

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
 from llmctl.errors import DataError
-from llmctl.tasks.base import Task
+from llmctl.tasks.base import Padding, Task
 from llmctl.tasks.qa_data import QASplit, load_qa_split, predict_rows
 
 CHUNK = 1000  # examples tokenized per call (bounds memory on the full SQuAD train set)
@@ -76,7 +76,7 @@ class QATask(Task):
 
     # -- data -----------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True) -> QASplit:
-        return load_qa_split(spec, f"data.{role}", self.data_cfg, role, labelled)
+        return load_qa_split(spec, f"data.{role}", self.data_cfg, role, self.row_limit(role), labelled)
 
     def model_kwargs(self) -> dict:
         return {}
@@ -165,28 +165,11 @@ class QATask(Task):
             meta["start_positions"], meta["end_positions"] = starts, ends
         return Features(columns=columns, lengths=[len(ids) for ids in columns["input_ids"]], meta=meta)
 
-    def collate(self, rows: list[dict], tokenizer) -> dict:
-        import torch
-
-        from llmctl.train.batching import pad_stack
-
-        left = tokenizer.padding_side == "left"
-        batch = {"input_ids": pad_stack(rows, "input_ids", tokenizer.pad_token_id, left=left)}
-        width = batch["input_ids"].shape[1]
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        positions = torch.arange(width)[None, :]
-        if left:
-            batch["attention_mask"] = (positions >= (width - lengths)[:, None]).long()
-        else:
-            batch["attention_mask"] = (positions < lengths[:, None]).long()
-        if "token_type_ids" in rows[0]:
-            batch["token_type_ids"] = pad_stack(rows, "token_type_ids", 0, left=left)
-        if "start_positions" in rows[0]:
-            shift = (width - lengths) if left else torch.zeros_like(lengths)
-            batch["start_positions"] = torch.tensor([r["start_positions"] for r in rows]) + shift
-            batch["end_positions"] = torch.tensor([r["end_positions"] for r in rows]) + shift
-        batch["index"] = torch.tensor([r["index"] for r in rows])
-        return batch
+    def padding(self, tokenizer) -> Padding:
+        # A left-padding tokenizer (GPT-2 family) moves each row's answer positions with its tokens.
+        return Padding({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0},
+                       values={"start_positions": "long", "end_positions": "long"},
+                       positions=("start_positions", "end_positions"), left=tokenizer.padding_side == "left")
 
     # -- evaluation -----------------------------------------------------------------
     def outputs_to_keep(self, outputs, batch) -> dict:

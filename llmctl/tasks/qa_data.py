@@ -22,15 +22,16 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.console import warn
 from llmctl.data.sources import load_split, looks_like_file, read_table
 from llmctl.errors import DataError
+from llmctl.tasks.base import Note
 
 
 @dataclass
 class QASplit:
     """Validated examples of one split. `answers[i]` lists (text, answer_start) pairs; an
-    empty list is an unanswerable (v2) question; `answers` is None for unlabelled input."""
+    empty list is an unanswerable (v2) question; `answers` is None for unlabelled input.
+    `notes`: questions skipped and answers moved, for the caller to show (llmctl.tasks.base.Note)."""
 
     where: str
     ids: list[str]
@@ -38,6 +39,7 @@ class QASplit:
     contexts: list[str]
     answers: list[list[tuple[str, int]]] | None
     role: str = "eval"
+    notes: tuple = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,10 +85,13 @@ def _flat_answers(value, where: str, qid: str, key: str) -> list[dict] | None:
                     f"or a list of {{\"text\", \"answer_start\"}} objects (got {type(value).__name__}).")
 
 
-def read_rows(spec: str, key: str, cfg) -> tuple[list[dict], str]:
-    """Raw rows {id, question, context, answers} of a split and a name for messages."""
+def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[dict], str]:
+    """The first `limit` (all when None) raw rows {id, question, context, answers} of a split and
+    a name for messages."""
     if cfg.dataset and not looks_like_file(spec):
         ds, where = load_split(spec, key, cfg.dataset, cfg.config)
+        if limit is not None and len(ds) > limit:
+            ds = ds.select(range(limit))
         return _rename(ds.to_list(), cfg, where), where
     path = Path(spec).expanduser()
     where = str(path)
@@ -100,9 +105,9 @@ def read_rows(spec: str, key: str, cfg) -> tuple[list[dict], str]:
         except UnicodeDecodeError as exc:
             raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
         if _is_official(data):
-            return _official_rows(data), where
+            return _official_rows(data)[:limit], where
     frame = read_table(path, key)
-    return _rename(frame.to_dict(orient="records"), cfg, where), where
+    return _rename(frame.iloc[:limit].to_dict(orient="records"), cfg, where), where
 
 
 def _rename(records: list[dict], cfg, where: str) -> list[dict]:
@@ -216,21 +221,21 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
             "data), but data.version_2_with_negative is false.",
             "Set data.version_2_with_negative: true, or data.skip_unanswerable: true to use only the answerable ones.",
         )
+    notes = []
     if unanswerable:
-        warn(f"{key}: skipped {unanswerable} unanswerable questions of {where} (data.skip_unanswerable).")
+        notes.append(Note(f"{key}: skipped {unanswerable} unanswerable questions of {where} (data.skip_unanswerable).",
+                          warning=True))
     if realigned:
-        warn(f"{key}: moved answer_start of {realigned} answers in {where} to where their text occurs "
-             "(data.realign_answers).")
-    limit = cfg.max_train_samples if role == "train" else cfg.max_eval_samples
-    if limit is not None and len(ids) > limit:
-        ids, questions, contexts, answers = ids[:limit], questions[:limit], contexts[:limit], answers[:limit]
+        notes.append(Note(f"{key}: moved answer_start of {realigned} answers in {where} to where their text occurs "
+                          "(data.realign_answers).", warning=True))
     if not ids:
         raise DataError(f"{key}: no questions left in {where}.", "Give a split with at least one usable question.")
-    return QASplit(where, ids, questions, contexts, answers if labelled else None, role)
+    return QASplit(where, ids, questions, contexts, answers if labelled else None, role, tuple(notes))
 
 
-def load_qa_split(spec: str, key: str, cfg, role: str, labelled: bool = True) -> QASplit:
-    rows, where = read_rows(spec, key, cfg)
+def load_qa_split(spec: str, key: str, cfg, role: str, limit: int | None, labelled: bool = True) -> QASplit:
+    """The first `limit` questions of a split (Task.row_limit), read and checked; the rest are never checked."""
+    rows, where = read_rows(spec, key, cfg, limit)
     return validate(rows, where, key, cfg, role, labelled)
 
 
