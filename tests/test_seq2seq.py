@@ -131,6 +131,7 @@ def test_bad_input_is_refused_before_the_model(tiny_models, files, tmp_path):
 def test_integer_targets_become_label_words(tmp_path, capsys):
     import datasets
 
+    from llmctl.console import tell
     from llmctl.errors import DataError
     from llmctl.tasks.seq2seq import Seq2SeqData, Seq2SeqTask
 
@@ -150,11 +151,12 @@ def test_integer_targets_become_label_words(tmp_path, capsys):
         words.load_split("train", str(path))
     capsys.readouterr()
     # Without words the ids are written as digits, and a warning names data.label_words.
-    assert Seq2SeqTask(Seq2SeqData()).load_split("train", str(path)).targets == ["1", "2"]
+    # (the task returns its warnings as notes; tell shows them as finetune does)
+    assert tell(Seq2SeqTask(Seq2SeqData()).load_split("train", str(path))).targets == ["1", "2"]
     assert (f"warning: data.train: column 'target' of {path} holds integers (1, 2) and there are no label words"
             in capsys.readouterr().err)
     text = write_jsonl(tmp_path / "text.jsonl", [{"source": "fine", "target": "positive"}])
-    assert words.load_split("train", str(text)).targets == ["positive"]
+    assert tell(words.load_split("train", str(text))).targets == ["positive"]
     assert "data.label_words is set but column 'target'" in capsys.readouterr().err
-    assert Seq2SeqTask(Seq2SeqData()).load_split("train", str(text)).targets == ["positive"]
+    assert tell(Seq2SeqTask(Seq2SeqData()).load_split("train", str(text))).targets == ["positive"]
     assert capsys.readouterr().err == ""  # text targets, no words: nothing to say

@@ -15,12 +15,11 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmctl.config.schema import DataConfig
-from llmctl.console import warn
 from llmctl.data.sources import load_split
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
-from llmctl.tasks.base import Task
+from llmctl.tasks.base import Note, Padding, Task
 
 
 class Seq2SeqData(DataConfig):
@@ -42,24 +41,26 @@ class Seq2SeqSplit:
     where: str
     sources: list[str]
     targets: list[str] | None
+    notes: tuple[Note, ...] = ()
 
     def __len__(self) -> int:
         return len(self.sources)
 
 
-def _check_target_words(values, column: str, key: str, where: str, words, label_words) -> None:
-    """Warn when integer targets have no words (a local csv of SST-2: the model would learn to
+def _target_word_notes(values, column: str, key: str, where: str, words, label_words) -> tuple[Note, ...]:
+    """A warning when integer targets have no words (a local csv of SST-2: the model would learn to
     write "0" / "1"), or when data.label_words is set but no target is an integer (unused).
     Not an error: a target that is a count or a year is legitimately written as digits."""
     ids = sorted({v for v in values if isinstance(v, int) and not isinstance(v, bool)})
     if not words and ids and len(ids) == len({v for v in values if v is not None}):
         shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
-        warn(f"{key}: column '{column}' of {where} holds integers ({shown}) and there are no label words for "
-             "them, so the model learns to write the digits. Set data.label_words (words in id order, e.g. "
-             "[negative, positive]) to train on words.")
-    elif label_words and not ids:
-        warn(f"{key}: data.label_words is set but column '{column}' of {where} holds text, not integer ids; "
-             "the label words are not used.")
+        return (Note(f"{key}: column '{column}' of {where} holds integers ({shown}) and there are no label words "
+                     "for them, so the model learns to write the digits. Set data.label_words (words in id order, "
+                     "e.g. [negative, positive]) to train on words.", warning=True),)
+    if label_words and not ids:
+        return (Note(f"{key}: data.label_words is set but column '{column}' of {where} holds text, not integer ids; "
+                     "the label words are not used.", warning=True),)
+    return ()
 
 
 def _normalise(text: str) -> str:
@@ -84,15 +85,15 @@ class Seq2SeqTask(Task):
         cfg = self.data_cfg
         key = f"data.{role}"
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
-        ds = gen.limit_rows(ds, cfg.max_train_samples if role == "train" else cfg.max_eval_samples, key, where)
+        ds = gen.limit_rows(ds, self.row_limit(role), key, where)
         header = cfg.column_names is None
         sources = gen.text_column(ds, cfg.source_column, "data.source_column", where, header)
-        targets = None
+        targets, notes = None, ()
         if labelled:
             words = cfg.label_words or getattr(ds.features.get(cfg.target_column), "names", None)
             targets = gen.text_column(ds, cfg.target_column, "data.target_column", where, header, words=words)
-            _check_target_words(ds[cfg.target_column], cfg.target_column, key, where, words, cfg.label_words)
-        return Seq2SeqSplit(where=where, sources=sources, targets=targets)
+            notes = _target_word_notes(ds[cfg.target_column], cfg.target_column, key, where, words, cfg.label_words)
+        return Seq2SeqSplit(where=where, sources=sources, targets=targets, notes=notes)
 
     def model_kwargs(self) -> dict:
         return {}
@@ -112,18 +113,9 @@ class Seq2SeqTask(Task):
         # Decoding generated ids (metrics, predictions) needs the tokenizer: it travels with the features.
         return Features(columns=columns, lengths=lengths, tokenizer=tokenizer)
 
-    def collate(self, rows: list[dict], tokenizer) -> dict:
-        import torch
-
-        from llmctl.train.batching import pad_stack
-
-        ids = pad_stack(rows, "input_ids", tokenizer.pad_token_id)
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        batch = {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()}
-        if "labels" in rows[0]:
-            batch["labels"] = pad_stack(rows, "labels", -100)  # the model builds decoder inputs from these
-        batch["index"] = torch.tensor([r["index"] for r in rows])
-        return batch
+    def padding(self, tokenizer) -> Padding:
+        # The model builds its decoder inputs from the labels; -100 keeps their padding out of the loss.
+        return Padding({"input_ids": tokenizer.pad_token_id, "labels": -100})
 
     # -- evaluation -----------------------------------------------------------------
     def _max_new_tokens(self) -> int:
