@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from helpers import NEGATIVE, POSITIVE, run_cli
+from llmctl.console import tell
 from llmctl.errors import EXIT_DATA, EXIT_USAGE, RecipeError
 
 
@@ -208,4 +209,5 @@ def test_prompt_and_completion_columns_go_together(tmp_path):
 def test_skip_empty_drops_blank_rows_with_a_note(tmp_path, capsys):
     task, split = task_for(tmp_path, text_rows(2) + [{"text": ""}, {"text": "   "}], skip_empty=True)
     assert split.prompts == [r["text"] for r in text_rows(2)]
+    tell(split)  # the task returns the note; the caller shows it
     assert "skipped 2 empty row(s) (data.skip_empty)" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import run_cli
+from llmctl.console import tell
 from llmctl.errors import EXIT_DATA, EXIT_OK
 
 WORDS = "the a film movie was great dull and not very truly awful good plot acting story".split()
@@ -55,7 +56,7 @@ def featurize(path, tokenizer, **data):
     from llmctl.tasks.causal_lm import CausalLMData, CausalLMTask
 
     task = CausalLMTask(CausalLMData(train=str(path), validation=None, **data))
-    split = task.load_split("train", str(path))
+    split = tell(task.load_split("train", str(path)))  # shows the split's notes, as finetune does
     return split, task.featurize(split, tokenizer)
 
 

@@ -12,19 +12,18 @@ is read and tokenized a chunk at a time (causal_lm_file); the features are the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.console import note
 from llmctl.data.sources import load_split, looks_like_file
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
-from llmctl.tasks.base import Task
+from llmctl.tasks.base import Note, Padding, Task
 from llmctl.tasks.causal_lm_file import STREAMED, LMFileSplit, featurize_file, open_split
 
 
@@ -53,6 +52,7 @@ class LMSplit:
     role: str
     prompts: list[str]  # the text itself for plain text, the prompt for pairs
     completions: list[str] | None  # None: plain text, or prediction input
+    notes: tuple[Note, ...] = ()
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -81,11 +81,12 @@ class CausalLMTask(Task):
         key = f"data.{role}"
         local = not (cfg.dataset and not looks_like_file(spec))
         if role == "train" and local and Path(spec).suffix.lower() in STREAMED:
-            split = open_split(Path(spec).expanduser(), key, cfg)  # None: it fits in one chunk, read it whole
+            # None: it fits in one chunk, read it whole
+            split = open_split(Path(spec).expanduser(), key, cfg, self.row_limit(role))
             if split is not None:
                 return split
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
-        ds = gen.limit_rows(ds, cfg.max_train_samples if role == "train" else cfg.max_eval_samples, key, where)
+        ds = gen.limit_rows(ds, self.row_limit(role), key, where)
         header = cfg.column_names is None
         if not self.pairs:
             texts = gen.text_column(ds, cfg.text_column, "data.text_column", where, header, cfg.skip_empty)
@@ -101,14 +102,13 @@ class CausalLMTask(Task):
     def _drop_empty(self, split: LMSplit) -> LMSplit:
         learned = split.completions if split.completions is not None else split.prompts
         keep = [i for i, text in enumerate(learned) if text.strip()]
-        if len(keep) < len(split):
-            note(f"{split.where}: skipped {len(split) - len(keep)} empty row(s) (data.skip_empty).")
         if not keep:
             raise DataError(f"{split.where}: every row is empty.", "Check data.text_column / data.completion_column.")
-        split.prompts = [split.prompts[i] for i in keep]
-        if split.completions is not None:
-            split.completions = [split.completions[i] for i in keep]
-        return split
+        if len(keep) == len(split):
+            return split
+        return replace(split, prompts=[split.prompts[i] for i in keep],
+                       completions=None if split.completions is None else [split.completions[i] for i in keep],
+                       notes=(Note(f"{split.where}: skipped {len(split) - len(keep)} empty row(s) (data.skip_empty)."),))
 
     def model_kwargs(self) -> dict:
         return {}
@@ -175,26 +175,10 @@ class CausalLMTask(Task):
         blocks = range(0, len(stream), size)  # the last block may be shorter; it is kept, not dropped
         return [stream[i : i + size] for i in blocks], [label_stream[i : i + size] for i in blocks]
 
-    def collate(self, rows: list[dict], tokenizer) -> dict:
-        import torch
-
-        from llmctl.train.batching import pad_stack
-
-        # Prompts to continue are padded on the left, so generation carries on from real tokens.
-        left = "labels" not in rows[0]
-        ids = pad_stack(rows, "input_ids", tokenizer.pad_token_id, left=left)
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        positions = torch.arange(ids.shape[1])[None, :]
-        if left:
-            mask = positions >= ids.shape[1] - lengths[:, None]
-        else:
-            mask = positions < lengths[:, None]
-        batch = {"input_ids": ids, "attention_mask": mask.long()}
-        if not left:
-            # Padding is masked by position, not token id: GPT-2's pad is its EOS, which is learned.
-            batch["labels"] = pad_stack(rows, "labels", -100)
-        batch["index"] = torch.tensor([r["index"] for r in rows])
-        return batch
+    def padding(self, tokenizer) -> Padding:
+        # Prompts to continue (no labels) are padded on the left, so generation carries on from real
+        # tokens. Padding is masked by position, not token id: GPT-2's pad is its EOS, which is learned.
+        return Padding({"input_ids": tokenizer.pad_token_id, "labels": -100}, left_when_missing="labels")
 
     # -- evaluation -----------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):

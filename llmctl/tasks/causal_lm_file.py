@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.console import note
 from llmctl.data.sources import iter_jsonl, iter_table, row_location
 from llmctl.errors import DataError
+from llmctl.tasks.base import Note
 
 STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")
 CHUNK_ROWS = 10_000  # rows read and tokenized at once: their token lists are the transient heap
@@ -31,6 +31,8 @@ class LMFileSplit:
     rows: int  # rows trained on (after data.skip_empty)
     has_header: bool = True
     role: str = "train"
+    limit: int | None = None  # rows of the file read (Task.row_limit); featurize reads the same ones
+    notes: tuple[Note, ...] = ()
 
     def __len__(self) -> int:
         return self.rows
@@ -54,17 +56,18 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def _chunks(path: Path, key: str, cfg):
-    """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows."""
+def _chunks(path: Path, key: str, cfg, limit: int | None):
+    """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows,
+    from the first `limit` rows (all when None)."""
     wanted = list(_columns(cfg))
     if path.suffix.lower() == ".jsonl":
         names: dict[str, None] = {}  # first appearance order, as pandas orders the columns of a jsonl
-        for rows in iter_jsonl(path, key, CHUNK_ROWS, cfg.max_train_samples):
+        for rows in iter_jsonl(path, key, CHUNK_ROWS, limit):
             for row in rows:
                 names.update(dict.fromkeys(row))
             yield list(names), {c: [_as_text(row.get(c)) for row in rows] for c in wanted}
         return
-    names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, cfg.max_train_samples)
+    names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit)
     for frame in frames:
         yield names, {c: [_as_text(v) for v in frame[c].tolist()] if c in frame.columns else [""] * len(frame)
                       for c in wanted}
@@ -78,10 +81,11 @@ def _check_columns(names: list[str], cfg, where: str) -> None:
             raise missing_column(key, column, where, names)
 
 
-def open_split(path: Path, key: str, cfg) -> LMFileSplit | None:
-    """The checked split, or None when the file fits in one chunk (the caller reads it whole).
-    Errors are the whole-file read's, in its order: a missing column, then the first empty cell."""
-    chunks = _chunks(path, key, cfg)
+def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | None:
+    """The checked split of the first `limit` rows, or None when they fit in one chunk (the caller
+    reads them whole). Errors are the whole-file read's, in its order: a missing column, then the
+    first empty cell."""
+    chunks = _chunks(path, key, cfg, limit)
     first, second = next(chunks, None), next(chunks, None)
     if second is None:
         return None
@@ -102,11 +106,10 @@ def open_split(path: Path, key: str, cfg) -> LMFileSplit | None:
     if first_empty is not None:
         raise DataError(f"{row_location(where, first_empty, header)}: column '{learned}' is empty.",
                         "Fill in or remove that row.")
-    if kept < start:
-        note(f"{where}: skipped {start - kept} empty row(s) (data.skip_empty).")
     if not kept:
         raise DataError(f"{where}: every row is empty.", "Check data.text_column / data.completion_column.")
-    return LMFileSplit(where=where, path=path, rows=kept, has_header=header)
+    notes = (Note(f"{where}: skipped {start - kept} empty row(s) (data.skip_empty)."),) if kept < start else ()
+    return LMFileSplit(where=where, path=path, rows=kept, has_header=header, limit=limit, notes=notes)
 
 
 def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
@@ -123,7 +126,7 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
     column = (lambda: PackedColumn(cfg.max_length)) if cfg.packing else Writer
     ids_out, labels_out = column(), column() if pairs else None
     learned, done = _learned(cfg), 0
-    for _, texts in _chunks(split.path, "data.train", cfg):
+    for _, texts in _chunks(split.path, "data.train", cfg, split.limit):
         keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty else None
         if keep is not None:
             texts = {c: [values[i] for i in keep] for c, values in texts.items()}
