@@ -40,6 +40,8 @@ def text_column(ds, column: str, key: str, where: str, header: bool, allow_empty
 
 
 def limit_rows(ds, limit: int | None, key: str, where: str):
+    """The first `limit` rows of a split (the task's row_limit: max_train/eval_samples, None for all);
+    a split with no rows is a DataError."""
     if limit is not None and len(ds) > limit:
         ds = ds.select(range(limit))
     if len(ds) == 0:
