@@ -83,13 +83,15 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
                chunk_rows: int = 50_000, limit: int | None = None):
     """(column names of the file, iterator of DataFrames of `columns`, at most `chunk_rows` rows each).
 
-    csv / tsv / parquet are read chunk by chunk, so the whole table is never in memory; json and
-    jsonl are read whole (a json list cannot be streamed) and sliced. Parsing is read_table's:
+    csv / tsv / parquet / jsonl are read chunk by chunk, so the whole table is never in memory;
+    json is read whole (a json list cannot be streamed) and sliced. Parsing is read_table's:
     the same options, the same errors. Requested columns missing from the file are left out (the
     caller names them, with the file's columns)."""
     import pandas as pd
 
     fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt == "jsonl" and path.is_file():
+        return _iter_jsonl(path, key, columns, chunk_rows, limit)
     if fmt not in ("csv", "tsv", "parquet"):
         frame = read_table(path, key, column_names)
         frame = frame if limit is None else frame.iloc[:limit]
@@ -137,8 +139,8 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
 
 def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None = None):
     """Lists of at most `chunk_rows` objects from a JSON-lines file, read line by line so the file
-    is never whole in memory (iter_table reads jsonl whole). Blank lines are skipped, as read_table
-    skips them; errors name the file and line as read_table's do."""
+    is never whole in memory. Blank lines are skipped, as read_table skips them; errors name the
+    file, line and column as read_table's do."""
     import json
 
     if not path.is_file():
@@ -154,22 +156,44 @@ def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None
             offset += len(raw)
             if not line.strip():
                 continue
+            if limit is not None and seen >= limit:
+                break
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}.",
-                                'Write one object per line, e.g. {"text": "..."}.')
+                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}.",
+                                'Write one object per line, e.g. {"sentence": "...", "label": 1}.')
             rows.append(row)
             seen += 1
             if len(rows) == chunk_rows:
                 yield rows
                 rows = []
-            if limit is not None and seen >= limit:
-                break
     if rows:
         yield rows
+
+
+def _iter_jsonl(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None):
+    """iter_table for json lines: the column names are the keys of the first chunk's rows. Cells
+    stay Python objects (no per-chunk numeric inference), so a chunk boundary never changes a
+    value; a row without a requested key gives None there, which the caller reports as empty."""
+    import itertools
+
+    import pandas as pd
+
+    pending = iter_jsonl(path, key, chunk_rows, limit)
+    first = next(pending, None)
+    if first is None:
+        raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
+    names = {str(name).strip(): name for row in first for name in row}  # stripped, as read_table does
+    wanted = {c: names[c] for c in columns if c in names}
+
+    def frames():
+        for chunk in itertools.chain([first], pending):
+            yield pd.DataFrame({c: [row.get(raw) for row in chunk] for c, raw in wanted.items()}, dtype=object)
+
+    return list(names), frames()
 
 
 def _parse_error(exc: Exception, key: str, path: Path) -> DataError:

@@ -48,13 +48,15 @@ def fingerprint(recipe, train_features) -> dict:
             "versions": {name: version(name) for name in LIBRARIES}}
 
 
-def _update(digest, array, dtype, block: int = 1 << 20) -> None:
-    """Hash `array` as `dtype` a million values at a time: a whole int64 copy of 100M token ids
-    would cost 800 MB for a moment."""
+def _update(digest, array, dtype) -> None:
+    """Hash `array` as `dtype` a block at a time: a whole int64 copy of 100M token ids would
+    cost 800 MB for a moment, and a mapped column keeps no pages resident afterwards."""
     import numpy as np
 
-    for start in range(0, len(array), block):
-        digest.update(np.ascontiguousarray(array[start : start + block], dtype=dtype).tobytes())
+    from llmctl.data.store import blocks
+
+    for block in blocks(array):
+        digest.update(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
 def differences(saved: dict, current: dict) -> list[str]:

@@ -69,11 +69,13 @@ def seen_token_ids(columns: dict, extra=()) -> torch.Tensor:
     """Every token id in the features' `input_ids`, plus `extra` (pad ids the collator adds)."""
     import numpy as np
 
-    from llmctl.data.store import Ragged
+    from llmctl.data.store import Ragged, blocks
 
     ids = columns.get("input_ids")
-    if isinstance(ids, Ragged):
-        flat = np.unique(ids.values).astype(np.int64)
+    if isinstance(ids, Ragged):  # block by block: np.unique of all 100M ids would sort a copy of them
+        flat = np.zeros(0, np.int64)
+        for block in blocks(ids.values):
+            flat = np.union1d(flat, np.unique(block))
     else:
         ids = ids or []
         flat = np.fromiter((t for row in ids for t in row), dtype=np.int64) if ids else np.zeros(0, np.int64)
