@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmctl import faults
 from llmctl.errors import UsageError
-from llmctl.files import disk_full, file_sha256  # noqa: F401  (file_sha256: llmctl/data/cache.py imports it from here)
+from llmctl.files import disk_full
 
 MODEL_DIR = "model"
 TASK_FILE = "llmctl.json"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.errors import TrainingError
-from llmctl.runs import file_sha256
+from llmctl.files import file_sha256
 
 FORMAT = 1  # bump when the stored layout or featurization changes meaning
 
@@ -93,8 +93,8 @@ def write(key: Key, features, notes: list[str]) -> bool:
     """Store features under `key` atomically; False (with a note) when the cache is not writable.
     A full disk is an error: the partial entry is removed first."""
     from llmctl.data import store
-    from llmctl.runs import disk_full
-    from llmctl.train import faults
+    from llmctl import faults
+    from llmctl.files import disk_full
 
     root = entries_dir()
     try:
@@ -105,7 +105,7 @@ def write(key: Key, features, notes: list[str]) -> bool:
                      "training without it. Set LLMCTL_CACHE_DIR to a writable folder, or data.cache: false.")
         return False
     try:
-        faults.before_write(0, "cache/")  # test hook: a disk that fills while the entry is written
+        faults.hook("write", step=0, name="cache/")  # test hook: a disk that fills while the entry is written
         files = store.save(features, tmp)
         manifest = {"key": key.parts, "created": time.time(), "rows": len(features),
                     "tokens": int(sum(c.values.size for c in features.columns.values() if hasattr(c, "values"))),

@@ -21,6 +21,12 @@ def looks_like_file(spec: str) -> bool:
     return Path(spec).suffix.lower() in FILE_FORMATS or "/" in spec or Path(spec).exists()
 
 
+def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> DataError:
+    """The one "not UTF-8" error, for every reader; `offset`: bytes before the decoded piece."""
+    return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
+                     "Save the file as UTF-8.")
+
+
 def read_text(path: Path, key: str, encoding: str = "utf-8", missing_tip: str = "Check the path (relative to where you run llmctl).") -> str:
     """A whole text file, or a DataError naming `key` and the file when it is missing or not UTF-8."""
     if not path.is_file():
@@ -28,8 +34,7 @@ def read_text(path: Path, key: str, encoding: str = "utf-8", missing_tip: str = 
     try:
         return path.read_text(encoding=encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
-                        "Save the file as UTF-8.") from exc
+        raise not_utf8(key, path, exc) from exc
 
 
 def read_table(path: Path, key: str, column_names: list[str] | None = None):
@@ -54,7 +59,7 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None):
     except DataError:
         raise
     except UnicodeDecodeError as exc:
-        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+        raise not_utf8(key, path, exc) from exc
     except Exception as exc:  # pandas raises many types; the message is what matters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{key}: cannot parse {path}: {first}.") from exc
@@ -151,8 +156,7 @@ def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
-                                "Save the file as UTF-8.") from exc
+                raise not_utf8(key, path, exc, offset) from exc
             offset += len(raw)
             if not line.strip():
                 continue
@@ -198,7 +202,7 @@ def _iter_jsonl(path: Path, key: str, columns: list[str], chunk_rows: int, limit
 
 def _parse_error(exc: Exception, key: str, path: Path) -> DataError:
     if isinstance(exc, UnicodeDecodeError):
-        return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).")
+        return not_utf8(key, path, exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DataError(f"{key}: cannot parse {path}: {first}.")
 

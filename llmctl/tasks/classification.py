@@ -70,7 +70,7 @@ class FileSplit:
         return self.rows
 
 
-STREAMED = (".csv", ".tsv", ".parquet")  # formats read in chunks
+STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")  # formats read in chunks
 CHUNK_ROWS = 50_000
 
 

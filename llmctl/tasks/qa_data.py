@@ -22,7 +22,7 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import load_split, looks_like_file, read_table
+from llmctl.data.sources import load_split, looks_like_file, not_utf8, read_table
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
@@ -103,7 +103,7 @@ def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[
                 raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
             data = None  # json lines in a .json file: read below
         except UnicodeDecodeError as exc:
-            raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+            raise not_utf8(key, path, exc) from exc
         if _is_official(data):
             return _official_rows(data)[:limit], where
     frame = read_table(path, key)

@@ -110,20 +110,3 @@ def shard(batch: list[int], rank: int, world: int) -> list[int]:
     per = math.ceil(len(batch) / world)
     padded = batch + [batch[i % len(batch)] for i in range(per * world - len(batch))]
     return padded[rank * per : (rank + 1) * per]
-
-
-def pad_stack(rows: list[dict], key: str, pad_value: int, pad_to_multiple_of: int | None = None, left: bool = False):
-    """Stack the list-valued `key` of each row into one padded LongTensor."""
-    import torch
-
-    width = max(len(r[key]) for r in rows)
-    if pad_to_multiple_of:
-        width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
-    out = torch.full((len(rows), width), pad_value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        seq = r[key]
-        if left:
-            out[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        else:
-            out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out
