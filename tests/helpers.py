@@ -232,3 +232,15 @@ def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
     path.write_text("-DOCSTART- -X- O\n\n" + "".join(
         "".join(f"{w} X {t}\n" for w, t in s) + "\n" for s in sentences) + "\n")
     return path
+
+
+def finetune_twice(recipe: Path, tmp_path: Path, names=("first", "second")) -> list:
+    """Two finetune --json runs of one recipe sharing a fresh feature cache (miss, then hit);
+    each must succeed. Returns the two CLI results."""
+    env = {"LLMCTL_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for name in names:
+        result = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / name), "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        runs.append(result)
+    return runs

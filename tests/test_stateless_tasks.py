@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import build_recipe, run_cli
-from llmctl.errors import EXIT_OK
+from helpers import build_recipe, finetune_twice
 from qa_helpers import make_articles, write_squad
 
 
@@ -134,12 +133,7 @@ def lm_recipe(tmp_path, tiny_models):
 @pytest.mark.parametrize("recipe_for", [qa_recipe, s2s_recipe, lm_recipe], ids=["qa", "seq2seq", "causal-lm"])
 def test_second_run_trains_from_the_cache(recipe_for, tiny_models, tmp_path):
     recipe = recipe_for(tmp_path, tiny_models)
-    env = {"LLMCTL_CACHE_DIR": str(tmp_path / "cache")}
-    runs = []
-    for name in ("a", "b"):
-        result = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / name), "--json", env=env)
-        assert result.exit_code == EXIT_OK, result.stderr
-        runs.append(result)
+    runs = finetune_twice(recipe, tmp_path, ("a", "b"))
     first, second = (r.json() for r in runs)
     assert (first["data"]["cache"], second["data"]["cache"]) == ("miss", "hit")
     assert first["data"]["train_rows"] == second["data"]["train_rows"] > 0

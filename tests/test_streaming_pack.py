@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import run_cli
+from helpers import finetune_twice, run_cli
 from llmctl.console import tell
-from llmctl.errors import EXIT_DATA, EXIT_OK
+from llmctl.errors import EXIT_DATA
 
 WORDS = "the a film movie was great dull and not very truly awful good plot acting story".split()
 
@@ -158,12 +158,7 @@ def test_cli_trains_on_a_file_larger_than_a_chunk_then_from_the_cache(tiny_model
         "data": {"train": str(train), "validation": str(valid), "packing": True, "max_length": 64},
         "train": {"max_steps": 3, "batch_size": 8, "eval_batch_size": 8, "learning_rate": 3e-3,
                   "precision": "fp32", "eval_every": 3, "save_every": 3}}))
-    env = {"LLMCTL_CACHE_DIR": str(tmp_path / "cache")}
-    runs = []
-    for name in ("first", "second"):
-        result = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / name), "--json", env=env)
-        assert result.exit_code == EXIT_OK, result.stderr
-        runs.append(result)
+    runs = finetune_twice(recipe, tmp_path, ("first", "second"))
     first, second = (r.json() for r in runs)
     assert first["data"]["cache"] == "miss" and second["data"]["cache"] == "hit"
     assert first["data"]["train_rows"] == second["data"]["train_rows"] > 100  # 64-token blocks of ~10k rows
