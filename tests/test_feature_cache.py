@@ -167,7 +167,7 @@ def test_feature_store_is_flat_arrays_and_bounded_by_a_chunk(tmp_path, tiny_mode
         return path
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
-    peaks = {}
+    peaks, sizes, tokens = {}, {}, {}
     for n in (CHUNK_ROWS, 4 * CHUNK_ROWS):
         task = ClassificationTask(ClassificationData(train=str(write(tmp_path / f"{n}.tsv", n)), max_length=64))
         split = task.load_split("train", str(tmp_path / f"{n}.tsv"))
@@ -178,10 +178,37 @@ def test_feature_store_is_flat_arrays_and_bounded_by_a_chunk(tmp_path, tiny_mode
         tracemalloc.stop()
         ids = features.columns["input_ids"]
         assert isinstance(ids, Ragged) and len(ids) == n == len(features)
-        tokens = int(ids.offsets[-1])
-        assert ids.values.dtype == np.uint16 and ids.values.nbytes == 2 * tokens  # 2 bytes a token
+        tokens[n] = int(ids.offsets[-1])
+        sizes[n] = ids.values.nbytes + ids.offsets.nbytes + features.columns["labels"].nbytes
+        assert ids.values.dtype == np.uint16 and ids.values.nbytes == 2 * tokens[n]  # 2 bytes a token
         assert ids.offsets.nbytes == 8 * (n + 1) and features.columns["labels"].dtype == np.uint8
         assert set(features.columns) == {"input_ids", "labels"}  # single sentences: no token_type_ids
-    # Four times the rows, not four times the transient heap: the arrays grow, the chunks do not.
+    # Four times the rows, not four times the transient heap: the arrays grow (and are copied once
+    # when the chunks are joined), the chunks do not; a Python int per token would be 36 bytes.
     grown = peaks[4 * CHUNK_ROWS] - peaks[CHUNK_ROWS]
-    assert grown < 0.5 * peaks[CHUNK_ROWS], peaks
+    assert grown < 2.5 * (sizes[4 * CHUNK_ROWS] - sizes[CHUNK_ROWS]), (peaks, sizes)
+    assert peaks[4 * CHUNK_ROWS] < 10 * tokens[4 * CHUNK_ROWS], (peaks, tokens)
+
+
+def test_tokenizing_in_parallel_when_the_user_left_it_unset(setup, monkeypatch):
+    """With TOKENIZERS_PARALLELISM unset the training data is tokenized on every core, then the
+    setting goes back to off: same model as a run with it off, and no fork warning from tokenizers."""
+    recipe, env, tmp = setup
+    runs = {value: finetune(recipe, env | {"TOKENIZERS_PARALLELISM": value, "LLMCTL_CACHE_DIR": str(tmp / f"c-{value}")},
+                            tmp / f"run-{value}") for value in (None, "false")}
+    for result in runs.values():
+        assert "huggingface/tokenizers" not in result.stderr and result.json()["data"]["cache"] == "miss"
+    models = [(tmp / f"run-{v}" / "model" / "model.safetensors").read_bytes() for v in runs]
+    assert models[0] == models[1]
+
+    from llmctl.core import setup as core_setup
+    from llmctl.data.prepare import parallel_tokenizing
+
+    monkeypatch.setattr(core_setup, "USER_TOKENIZERS_PARALLELISM", None)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # what quiet_libraries leaves
+    with parallel_tokenizing():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setattr(core_setup, "USER_TOKENIZERS_PARALLELISM", "false")  # the user's choice stands
+    with parallel_tokenizing():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from llmctl.errors import ModelError, UsageError
 
+# The user's own TOKENIZERS_PARALLELISM, read before quiet_libraries sets a default
+# (llmctl.data.prepare turns parallel tokenizing on only when the user left it unset).
+USER_TOKENIZERS_PARALLELISM = os.environ.get("TOKENIZERS_PARALLELISM")
+
 
 def quiet_libraries() -> None:
     """Keep library chatter (advisories, progress bars) off the user's terminal and CI logs."""

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
             note(f"features: {len(features):,} training rows from the cache ({cache.entries_dir() / key.digest})")
             # Tasks that decode generated ids read the tokenizer from their features; it is never stored.
             return features.with_tokenizer(tokenizer), _info(features, "hit", started)
-    with Progress(len(split), "tokenizing the training data") as progress:
+    with Progress(len(split), "tokenizing the training data") as progress, parallel_tokenizing():
         features = task.featurize(split, tokenizer, progress=progress)
     tell(features)
     features = Features({k: to_columnar(v) for k, v in features.columns.items()},
@@ -59,6 +61,27 @@ def _reload(entry: Path, features):
         return store.load(entry)
     except (OSError, ValueError, KeyError):  # removed meanwhile (cache clear): keep the copy in memory
         return features
+
+
+@contextlib.contextmanager
+def parallel_tokenizing():
+    """Let a fast tokenizer spread each batch over every core while the training data is tokenized
+    (~1.45x on 2 cores), unless the user set TOKENIZERS_PARALLELISM. It is off again afterwards,
+    as quiet_libraries leaves it for the rest of the run, so no later fork meets a used thread pool."""
+    from llmctl.core.setup import USER_TOKENIZERS_PARALLELISM
+
+    if USER_TOKENIZERS_PARALLELISM is not None:
+        yield
+        return
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 def _info(features, status: str, started: float) -> dict:

