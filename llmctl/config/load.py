@@ -128,20 +128,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
             # `--set train={epochs: 2}` sets those keys; replacing the section would silently drop
             # every other key the recipe gave it. A mapping-valued key (zero_shot.verbalizers) is
             # one value and is replaced whole.
-            _merge(node[last], value)
-            touched.update(tuple(keys) + path for path in _leaf_paths(value))
+            node[last].update(value)
+            touched.update((last, key) for key in value)
         else:
             node[last] = value
             touched.add(tuple(keys))
     return touched
-
-
-def _merge(into: dict, update: dict) -> None:
-    into.update(update)
-
-
-def _leaf_paths(mapping: dict) -> list[tuple]:
-    return [(key,) for key in mapping]
 
 
 def _describe(err: dict, model_fields_at) -> str:

@@ -58,7 +58,7 @@ def _reload(entry: Path, features):
     from llmctl.data import store
 
     try:
-        return store.load(entry)
+        return store.load(entry).with_tokenizer(features.tokenizer)
     except (OSError, ValueError, KeyError):  # removed meanwhile (cache clear): keep the copy in memory
         return features
 

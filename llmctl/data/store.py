@@ -165,6 +165,7 @@ class Writer:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         kind = np.result_type(*[c.dtype for c in self._chunks]) if self._chunks else np.int32
-        values = np.concatenate([c.astype(kind, copy=False) for c in self._chunks]) if self._chunks else np.zeros(0, kind)
+        # One copy: the chunks are cast as they are joined, not each first.
+        values = np.concatenate(self._chunks, dtype=kind) if self._chunks else np.zeros(0, kind)
         self._chunks, self._lengths = [], []
         return Ragged(values, offsets)

@@ -118,13 +118,12 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
     packed into cfg.max_length blocks when cfg.packing, else kept one row per example."""
     import numpy as np
 
-    from llmctl.data.packing import PackedColumn
+    from llmctl.data.packing import blocks
     from llmctl.data.store import Writer
     from llmctl.train.batching import Features
 
     pairs = cfg.completion_column is not None
-    column = (lambda: PackedColumn(cfg.max_length)) if cfg.packing else Writer
-    ids_out, labels_out = column(), column() if pairs else None
+    ids_out, labels_out = Writer(), Writer() if pairs else None
     learned, done = _learned(cfg), 0
     for _, texts in _chunks(split.path, "data.train", cfg, split.limit):
         keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty else None
@@ -139,7 +138,10 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
         del ids, labels, texts, prompts  # before the next chunk is read: one chunk's lists alive at a time
         if progress is not None:
             progress(done, split.rows)
-    input_ids = ids_out.finish()
+    def finish(writer):
+        return blocks(writer.finish(), cfg.max_length) if cfg.packing else writer.finish()
+
+    input_ids = finish(ids_out)
     # Plain text learns every token: its labels are its input ids, the same array.
-    columns = {"input_ids": input_ids, "labels": labels_out.finish() if pairs else input_ids}
+    columns = {"input_ids": input_ids, "labels": finish(labels_out) if pairs else input_ids}
     return Features(columns=columns, lengths=input_ids.lengths().astype(np.int32), tokenizer=tokenizer)
