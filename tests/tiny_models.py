@@ -1,4 +1,4 @@
-"""Build tiny, offline, pretrained-style checkpoints (BERT, GPT-2, T5) for tests.
+"""Build tiny, offline, pretrained-style checkpoints (BERT, GPT-2, T5, Llama, Qwen2) for tests.
 
 The HF Hub is unreachable in CI, so tests cannot download e.g. `prajjwal1/bert-tiny`.
 Instead we train real fast tokenizers on a small generated corpus and save
@@ -116,8 +116,52 @@ def _train_t5(corpus):
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=256)
 
 
+# ChatML, as SmolLM2-Instruct and Qwen2-Instruct ship it (Qwen2 adds a default system turn).
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' and SYSTEM %}"
+          "{{ '<|im_start|>system\\n' + SYSTEM + '<|im_end|>\\n' }}{% endif %}"
+          "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def _train_chat_bpe(corpus):
+    """(vocab, merges) of a byte-level BPE with the ChatML specials first, as SmolLM2 / Qwen2 have."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=CHAT_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    model = json.loads(tok.to_str())["model"]
+    return model["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+
+
+def _llama_tokenizer(corpus):
+    """Like SmolLM2-Instruct: a GPT-2-style byte-level BPE, bos <|im_start|> (never added by
+    encode), eos <|im_end|>, no pad token, ChatML template without a default system turn."""
+    from transformers import GPT2TokenizerFast
+
+    vocab, merges = _train_chat_bpe(corpus)
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=256, unk_token="<|endoftext|>",
+                            bos_token="<|im_start|>", eos_token="<|im_end|>",
+                            additional_special_tokens=CHAT_SPECIALS)
+    tok.chat_template = CHATML.replace("SYSTEM", "''")
+    return tok
+
+
+def _qwen2_tokenizer(corpus):
+    """Like Qwen2-Instruct: no bos, eos <|im_end|>, pad <|endoftext|>, a default system turn."""
+    from transformers import Qwen2TokenizerFast
+
+    vocab, merges = _train_chat_bpe(corpus)
+    tok = Qwen2TokenizerFast(vocab=vocab, merges=merges, model_max_length=256, unk_token=None,
+                             eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                             additional_special_tokens=CHAT_SPECIALS)
+    tok.chat_template = CHATML.replace("SYSTEM", "'You are a helpful assistant.'")
+    return tok
+
+
 def build_tiny_models(dest: Path) -> dict[str, Path]:
-    """Save tokenizer + tiny random model for "bert", "gpt2", "t5" under dest/<family>."""
+    """Save tokenizer + tiny random model for "bert", "gpt2", "t5", "llama", "qwen2" under dest/<family>."""
     import torch
     from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel,
                               T5Config, T5ForConditionalGeneration)
@@ -153,6 +197,21 @@ def build_tiny_models(dest: Path) -> dict[str, Path]:
         vocab_size=len(t5_tok), d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=2, d_kv=16, pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id,
         decoder_start_token_id=t5_tok.pad_token_id)))
+
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    decoder = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
+    llama_tok = _llama_tokenizer(corpus)
+    torch.manual_seed(0)
+    save("llama", llama_tok, LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(llama_tok), bos_token_id=llama_tok.bos_token_id, eos_token_id=llama_tok.eos_token_id,
+        **decoder)))
+    qwen_tok = _qwen2_tokenizer(corpus)
+    torch.manual_seed(0)
+    save("qwen2", qwen_tok, Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=len(qwen_tok), eos_token_id=qwen_tok.eos_token_id, pad_token_id=qwen_tok.pad_token_id,
+        **decoder)))
     return out
 
 
