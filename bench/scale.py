@@ -18,9 +18,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,27 +83,12 @@ def write_data(rows: int, folder: Path) -> tuple[Path, Path]:
     return train, valid
 
 
-def measure(cmd: list[str], env: dict) -> dict:
-    """Run one whole process; wall time and its own peak RSS (wait4 reports it for that child alone)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}:\n" + stderr[-3000:])
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
-
-
 def run_one(name: str, model: str, train: Path, valid: Path, tmp: Path, cache: Path) -> dict:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LLMCTL_CACHE_DIR": str(cache)}
     if name == "trainer":
         out = tmp / "trainer-run"
         out.mkdir(exist_ok=True)
-        return measure([sys.executable, "-c", TRAINER, model, str(train), str(valid), str(out)], env)
+        return harness.measure_process([sys.executable, "-c", TRAINER, model, str(train), str(valid), str(out)], env)
     if name == "llmctl-cold":
         subprocess.run([sys.executable, "-m", "llmctl", "cache", "clear"], env=env, capture_output=True, check=True)
     cmd = [sys.executable, "-m", "llmctl", "finetune", str(REPO / "recipes/classification/sst2-minilm-local.yaml"),
@@ -111,7 +96,7 @@ def run_one(name: str, model: str, train: Path, valid: Path, tmp: Path, cache: P
            "--set", "data.max_train_samples=null", "--set", f"data.max_length={MAX_LEN}",
            "--set", f"train.batch_size={BATCH}", "--max-steps", str(STEPS), "--set", "train.save_every=100000",
            "--output-dir", str(tmp / name), "--overwrite", "--json"]
-    result = measure(cmd, env)
+    result = harness.measure_process(cmd, env)
     result["data"] = json.loads(result["stdout"])["data"]
     return result
 
