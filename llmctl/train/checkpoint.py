@@ -234,8 +234,8 @@ def _gather_shards(accelerator, model, optimizer) -> tuple[dict | None, dict | N
 def _check_same_sharding(path: Path, loop_state: dict, version: int | None) -> None:
     """FSDP checkpoints key optimizer state by parameter name, the others by index."""
     if bool(loop_state.get("fsdp")) != bool(version):
-        wrote = f"FSDP{loop_state['fsdp']}" if loop_state.get("fsdp") else "without FSDP"
-        runs = f"FSDP{version}" if version else "without FSDP"
+        wrote = f"with FSDP{loop_state['fsdp']}" if loop_state.get("fsdp") else "without FSDP"
+        runs = f"with FSDP{version}" if version else "without FSDP"
         raise TrainingError(
             f"Checkpoint {path} was written {wrote}; this run is {runs}.",
             "Resume with the same `accelerate launch` settings it was written with.",
