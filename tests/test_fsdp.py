@@ -31,7 +31,9 @@ def setup(tiny_models, tmp_path_factory):
     model = copy_without_dropout(tiny_models["bert"], tmp / "model")
     train = write_csv(tmp / "train.csv", sentiment_rows(44))  # uneven last batch
     valid = write_csv(tmp / "valid.csv", sentiment_rows(13))
-    recipe = write_recipe(tmp / "r.yaml", model, train, valid, tmp / "single", train={"epochs": 2})
+    # A test split too: scoring it reloads the best model into the sharded one after training.
+    recipe = write_recipe(tmp / "r.yaml", model, train, valid, tmp / "single", train={"epochs": 2},
+                          data={"test": str(valid)})
     single = run_cli("finetune", str(recipe), "--json")
     assert single.exit_code == 0, single.stderr
     return tmp, recipe, single.json()
@@ -49,6 +51,7 @@ def test_fsdp_trains_like_one_process_and_saves_a_plain_model(setup):
     assert sharded["train"]["samples"] == single["train"]["samples"]
     assert sharded["metrics"]["loss"] == pytest.approx(single["metrics"]["loss"], abs=1e-4)
     assert sharded["metrics"]["accuracy"] == single["metrics"]["accuracy"]
+    assert sharded["test_metrics"] == pytest.approx(sharded["metrics"], abs=1e-6)  # test split = validation
 
     env = json.loads((out / "environment.json").read_text())
     assert env["distributed_type"] == "FSDP" and env["fsdp"]["version"] == 2

@@ -211,7 +211,6 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     from safetensors.torch import load_file
 
     from llmctl.train.evaluate import evaluate
-
     from llmctl.train.sharding import fsdp_version, load_full_model_state
 
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
