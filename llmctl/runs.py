@@ -179,8 +179,9 @@ class RunDir:
         keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
         self.metrics_log.write_text("".join(l + "\n" for l in keep))
 
-    def save_model(self, model, tokenizer, task_meta: dict, info: dict) -> None:
-        """save_pretrained into model.partial, then swap it in: the old best survives a failed save."""
+    def save_model(self, model, tokenizer, task_meta: dict, info: dict, state_dict: dict | None = None) -> None:
+        """save_pretrained into model.partial, then swap it in: the old best survives a failed save.
+        `state_dict`: the weights gathered from a sharded (FSDP) model, which holds only shards."""
         from safetensors import SafetensorError
 
         from llmctl.errors import TrainingError
@@ -189,7 +190,8 @@ class RunDir:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
-            model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
+            # safetensors (the only format in transformers 5)
+            model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
         except (OSError, SafetensorError) as exc:

@@ -53,6 +53,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.precision import resolve_precision
     from llmctl.train.loop import LoopSetup, plan_steps, train_loop
     from llmctl.train.optim import build_optimizer, build_scheduler
+    from llmctl.train.sharding import fsdp_settings, full_model_state, prepare_for_training
 
     precision = resolve_precision(recipe.train.precision, dev)
     accelerator = make_accelerator(precision, dev)
@@ -76,7 +77,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
     speedups, attach_to_optimizer = [], None
-    if dev == "cpu":
+    sharded = fsdp_settings(accelerator)
+    if dev == "cpu" and sharded is None:
         from llmctl.train.cpu_speedups import speed_up_cpu_training
 
         speedups, attach_to_optimizer = speed_up_cpu_training(model, train_features, tokenizer)
@@ -84,11 +86,14 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:
         _check_resumable(resume_from, run_print, force_resume)
-    optimizer = build_optimizer(model, recipe.train)
-    if attach_to_optimizer is not None:
-        attach_to_optimizer(optimizer)
-    scheduler = build_scheduler(optimizer, recipe.train, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+
+    def build(model):
+        optimizer = build_optimizer(model, recipe.train)
+        if attach_to_optimizer is not None:
+            attach_to_optimizer(optimizer)
+        return optimizer, build_scheduler(optimizer, recipe.train, total_steps)
+
+    model, optimizer, scheduler = prepare_for_training(accelerator, model, build)
 
     # 4. Every check has passed and the model is loaded: only now is the directory created,
     # or cleared for --overwrite, so a start that fails leaves nothing behind.
@@ -100,12 +105,16 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
                        | {"precision": precision, "cpu_speedups": speedups,
-                          "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
+                          "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+                       | _distributed_info(accelerator, sharded, dev))
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
 
     def save_best(info: dict) -> None:
-        run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info)
+        """Called on every process: under FSDP gathering the weights takes all of them."""
+        state = full_model_state(model) if sharded else None
+        if accelerator.is_main_process:
+            run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info, state_dict=state)
 
     setup = LoopSetup(
         task=task, tokenizer=tokenizer, accelerator=accelerator, model=model, optimizer=optimizer,
@@ -202,13 +211,29 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     from safetensors.torch import load_file
 
     from llmctl.train.evaluate import evaluate
+    from llmctl.train.sharding import fsdp_version, load_full_model_state
 
     # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
-    accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
+    best = load_file(str(run.model / "model.safetensors"))
+    if fsdp_version(accelerator):
+        load_full_model_state(model, best, strict=False)
+    else:
+        accelerator.unwrap_model(model).load_state_dict(best, strict=False)
     from llmctl.console import tell
 
     features = tell(task.featurize(split, tokenizer))
     return evaluate(task, model, tokenizer, accelerator, features, split, batch_size)
+
+
+def _distributed_info(accelerator, sharded: dict | None, dev: str) -> dict:
+    """How the processes split the work, for environment.json (and why CPU speed-ups are off)."""
+    info = {"distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1]}
+    if sharded is not None:
+        info["fsdp"] = sharded
+        if dev == "cpu":
+            info["cpu_speedups_off"] = ("FSDP: the speed-ups swap modules and keep per-parameter optimizer "
+                                        "hooks, which sharded parameters do not support")
+    return info
 
 
 def _check_resumable(checkpoint: Path, current: dict, force: bool) -> None:

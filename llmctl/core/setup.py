@@ -29,13 +29,19 @@ def quiet_libraries() -> None:
 
 
 def make_accelerator(precision: str, device: str | None = None):
-    """An Accelerator for the resolved precision; works alone, under torchrun or accelerate launch."""
+    """An Accelerator for the resolved precision; works alone, under torchrun or accelerate launch
+    (with --use_fsdp too, CPU included: llmctl.train.sharding)."""
     from accelerate import Accelerator
 
     from llmctl.precision import accelerate_mixed_precision
+    from llmctl.train.sharding import check_fsdp_request, fsdp_plugin_for_cpu, switch_on_cpu_fsdp
 
     cpu = device == "cpu"
-    return Accelerator(mixed_precision=accelerate_mixed_precision(precision), cpu=cpu)
+    check_fsdp_request(cpu)
+    plugin = fsdp_plugin_for_cpu(cpu)
+    accelerator = Accelerator(mixed_precision=accelerate_mixed_precision(precision), cpu=cpu, fsdp_plugin=plugin)
+    switch_on_cpu_fsdp(accelerator, plugin)
+    return accelerator
 
 
 def auto_class(name: str):

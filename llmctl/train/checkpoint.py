@@ -22,6 +22,8 @@ from llmctl import faults
 from llmctl.errors import TrainingError
 from llmctl.files import disk_full, file_sha256
 from llmctl.runs import MANIFEST, checkpoint_name, complete_checkpoints
+from llmctl.train.sharding import (fsdp_version, full_model_state, full_optimizer_state, load_full_model_state,
+                                   load_full_optimizer_state)
 
 
 def _write_json(path: Path, data) -> None:
@@ -74,8 +76,9 @@ def _split_optimizer(state_dict: dict) -> tuple[dict, dict]:
 def _join_optimizer(tensors: dict, plain: dict) -> dict:
     state: dict = {}
     for name, value in list(tensors.items()) + list(plain["scalars"].items()):
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
+        # pid: an index, or under FSDP a parameter name (with dots); state keys have none
+        pid, key = name.rsplit(".", 1)
+        state.setdefault(int(pid) if pid.isdigit() else pid, {})[key] = value
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
@@ -120,15 +123,20 @@ def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, schedu
         tensors, plain = rng_state()
         save_file(tensors, target(f"rng-{rank}.safetensors"))
         _write_json(target(f"rng-{rank}.json"), plain)
+        model_state, opt_state = _gather_shards(accelerator, model, optimizer)
         if accelerator.is_main_process:
-            save_model(accelerator.unwrap_model(model), target("model.safetensors"))
-            opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
+            if model_state is None:
+                save_model(accelerator.unwrap_model(model), target("model.safetensors"))
+            else:
+                save_file(model_state, target("model.safetensors"))
+            opt_tensors, opt_plain = _split_optimizer(opt_state if opt_state is not None else optimizer.state_dict())
             save_file(opt_tensors, target("optimizer.safetensors"))
             _write_json(target("optimizer.json"), opt_plain)
             _write_json(target("scheduler.json"), scheduler.state_dict())
             if accelerator.scaler is not None:
                 _write_json(target("scaler.json"), accelerator.scaler.state_dict())
-            _write_json(target("loop.json"), loop_state | {"num_processes": accelerator.num_processes})
+            _write_json(target("loop.json"), loop_state | {"num_processes": accelerator.num_processes,
+                                                           "fsdp": fsdp_version(accelerator)})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             files = sorted(p.name for p in partial.iterdir())
@@ -196,17 +204,42 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
             f"this run has {accelerator.num_processes}.",
             "Resume with the same number of processes.",
         )
-    _read(path / "model.safetensors", lambda f: load_model(accelerator.unwrap_model(model), f))
+    _check_same_sharding(path, loop_state, fsdp_version(accelerator))
     opt_plain = _read(path / "optimizer.json", _json)
     opt_state = _join_optimizer(_read(path / "optimizer.safetensors", load_file), opt_plain)
-    _check_optimizer_shapes(path, optimizer, opt_state)
-    optimizer.load_state_dict(opt_state)
+    if fsdp_version(accelerator):
+        load_full_model_state(model, _read(path / "model.safetensors", load_file))
+        load_full_optimizer_state(model, optimizer, opt_state)
+    else:
+        _read(path / "model.safetensors", lambda f: load_model(accelerator.unwrap_model(model), f))
+        _check_optimizer_shapes(path, optimizer, opt_state)
+        optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(_read(path / "scheduler.json", _json))
     if accelerator.scaler is not None and (path / "scaler.json").is_file():
         accelerator.scaler.load_state_dict(_read(path / "scaler.json", _json))
     rank = accelerator.process_index
     set_rng_state(_read(path / f"rng-{rank}.safetensors", load_file), _read(path / f"rng-{rank}.json", _json))
     return loop_state
+
+
+# -- FSDP: whole tensors from the shards, in the same files -------------------------------
+def _gather_shards(accelerator, model, optimizer) -> tuple[dict | None, dict | None]:
+    """Under FSDP, the full model and optimizer state (on the main process; gathering is a
+    collective, so every process calls this); (None, None) otherwise."""
+    if not fsdp_version(accelerator):
+        return None, None
+    return full_model_state(model), full_optimizer_state(model, optimizer)
+
+
+def _check_same_sharding(path: Path, loop_state: dict, version: int | None) -> None:
+    """FSDP checkpoints key optimizer state by parameter name, the others by index."""
+    if bool(loop_state.get("fsdp")) != bool(version):
+        wrote = f"with FSDP{loop_state['fsdp']}" if loop_state.get("fsdp") else "without FSDP"
+        runs = f"with FSDP{version}" if version else "without FSDP"
+        raise TrainingError(
+            f"Checkpoint {path} was written {wrote}; this run is {runs}.",
+            "Resume with the same `accelerate launch` settings it was written with.",
+        )
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:

@@ -30,6 +30,7 @@ from llmctl.train import checkpoint as ckpt
 from llmctl.train.batching import epoch_batches, shard
 from llmctl.train.evaluate import EvaluationStopped, evaluate, to_device
 from llmctl.train.optim import clip_gradients
+from llmctl.train.sharding import fsdp_version
 
 
 @dataclass
@@ -48,7 +49,7 @@ class LoopSetup:
     total_steps: int
     steps_per_epoch: int
     checkpoint_dir: Path
-    save_best: Callable[[dict], None]  # writes the best model (called on the main process)
+    save_best: Callable[[dict], None]  # writes the best model (called on every process: FSDP gathers)
     precision: str = "fp32"
     resume_from: Path | None = None
     fingerprint: dict = field(default_factory=dict)  # stored in checkpoints, checked on resume
@@ -101,6 +102,7 @@ class Training:
         self.at: Boundary | None = None
         self.groups_per_epoch = 0
         self.window = _Window()
+        self.sharded = fsdp_version(s.accelerator) is not None
 
     # -- start and end -------------------------------------------------------------------
     def resume(self) -> Started:
@@ -125,7 +127,7 @@ class Training:
 
     def finish(self) -> Stopped:
         s, state = self.s, self.state
-        if s.eval_features is None and self.acc.is_main_process:
+        if s.eval_features is None:
             s.save_best({"step": state["step"]})  # no validation data: the last model is the model
         self.acc.wait_for_everyone()
         best = state["best_metrics"] | ({"best_step": state["best_step"]} if state["best_step"] else {})
@@ -148,7 +150,9 @@ class Training:
         started = time.perf_counter()
         total_examples = sum(len(b) for b in group)
         indices = self._accumulate_gradients(group, total_examples)
-        if self.cfg.max_grad_norm:
+        if self.cfg.max_grad_norm and self.sharded:
+            acc.clip_grad_norm_(s.model.parameters(), self.cfg.max_grad_norm)  # the norm over every shard
+        elif self.cfg.max_grad_norm:
             clip_gradients(acc, s.model.parameters(), self.cfg.max_grad_norm)
         scale = acc.scaler.get_scale() if acc.scaler is not None else None
         s.optimizer.step()
@@ -261,8 +265,7 @@ class Training:
         is_best = best is None or (value > best if self.greater else value < best)
         if is_best:
             state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
-            if acc.is_main_process:
-                s.save_best({"step": step, "epoch": epoch, **metrics})
+            s.save_best({"step": step, "epoch": epoch, **metrics})
             acc.wait_for_everyone()
         else:
             state["bad_evals"] += 1
