@@ -33,7 +33,7 @@ def conversation(value, at: str, ends_with: str) -> list[dict]:
     out = []
     for turn, message in enumerate(value, 1):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise DataError(f"{at}: message {turn} is {str(message)[:60]!r}; the messages column must be {shape}.",
+            raise DataError(f"{at}: message {turn} is {str(message)[:60]}; the messages column must be {shape}.",
                             "Fix that row.")
         role, content = message["role"], message["content"]
         if role not in ROLES:
@@ -45,11 +45,15 @@ def conversation(value, at: str, ends_with: str) -> list[dict]:
         out.append({"role": role, "content": content})
     if out[-1]["role"] != ends_with:
         if ends_with == "assistant":
-            raise DataError(f"{at}: the conversation ends with a {out[-1]['role']} turn, not an assistant turn, "
+            raise DataError(f"{at}: the conversation ends with {_a(out[-1]['role'])} turn, not an assistant turn, "
                             "so its last turn teaches nothing.", "End it with the assistant's answer or drop that turn.")
-        raise DataError(f"{at}: the conversation to answer ends with a {out[-1]['role']} turn.",
+        raise DataError(f"{at}: the conversation to answer ends with {_a(out[-1]['role'])} turn.",
                         "End it with the user turn to answer.")
     return out
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role == "assistant" else f"a {role}"
 
 
 def require_template(tokenizer, model: str) -> None:
