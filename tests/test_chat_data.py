@@ -199,7 +199,7 @@ def test_cli_finetune_eval_predict_on_chat_data(tiny_models, tokenizers, tmp_pat
     """A tiny repetitive chat set, packed: the loss falls, the second run takes its features from
     the cache (whose labels are the assistant answers only), eval scores the chat validation
     file with the same mask, and predict answers a conversation that ends with a user turn."""
-    from llmctl.data import cache, store
+    from llmctl.data import store
 
     train = write_jsonl(tmp_path / "train.jsonl", qa_rows(48))
     valid = write_jsonl(tmp_path / "valid.jsonl", qa_rows(3))

@@ -134,7 +134,8 @@ class CausalLMTask(Task):
         if cfg.messages_column in ds.column_names:
             ds = gen.limit_rows(ds, self.row_limit(role), key, where)
             values = ds[cfg.messages_column]
-            conversations = [chat.conversation(v, row_location(where, i, header), "assistant") for i, v in enumerate(values)]
+            conversations = [chat.conversation(v, row_location(where, i, header), "assistant")
+                             for i, v in enumerate(values)]
             return LMSplit(where=where, role=role, prompts=[], completions=None, conversations=conversations,
                            header=header)
         ds = gen.limit_rows(ds, self.row_limit(role), key, where)
@@ -221,17 +222,7 @@ class CausalLMTask(Task):
                 chat.require_template(tokenizer, tokenizer.name_or_path)
 
             def examples(columns: dict, first_row: int):
-                if split.chat:
-                    rows = range(first_row, first_row + len(columns[cfg.messages_column]))
-                    conversations = [chat.conversation(v, row_location(split.where, i, split.has_header), "assistant")
-                                     for i, v in zip(rows, columns[cfg.messages_column])]
-                    ids, labels = chat.examples(conversations, tokenizer, split.where, list(rows), split.has_header)
-                elif cfg.chat_template:
-                    turns = _turns(columns[cfg.prompt_column], columns[cfg.completion_column])
-                    ids, labels = chat.examples(turns, tokenizer, split.where, header=split.has_header)
-                else:
-                    ids, labels = self._examples(columns[cfg.prompt_column] if self.pairs else columns[cfg.text_column],
-                                                 columns[cfg.completion_column] if self.pairs else None, tokenizer)
+                ids, labels = self._chunk_examples(split, columns, first_row, tokenizer)
                 return (ids, labels) if cfg.packing else self._unpacked(ids, labels)
 
             return featurize_file(split, cfg, examples, tokenizer, progress)
@@ -250,6 +241,23 @@ class CausalLMTask(Task):
             ids, labels = self._unpacked(ids, labels)
             columns = {"input_ids": ids, "labels": labels}
         return Features(columns=columns, lengths=[len(x) for x in ids], tokenizer=tokenizer)
+
+    def _chunk_examples(self, split: LMFileSplit, columns: dict, first_row: int, tokenizer):
+        """(input ids, labels) of one chunk of a streamed training file, as the whole read makes them."""
+        cfg = self.data_cfg
+        if split.chat:
+            values = columns[cfg.messages_column]
+            rows = list(range(first_row, first_row + len(values)))
+            conversations = [chat.conversation(v, row_location(split.where, i, split.has_header), "assistant")
+                             for i, v in zip(rows, values)]
+            return chat.examples(conversations, tokenizer, split.where, rows, split.has_header)
+        if not self.pairs:
+            return self._examples(columns[cfg.text_column], None, tokenizer)
+        prompts, completions = columns[cfg.prompt_column], columns[cfg.completion_column]
+        if cfg.chat_template:
+            rows = list(range(first_row, first_row + len(prompts)))
+            return chat.examples(_turns(prompts, completions), tokenizer, split.where, rows, split.has_header)
+        return self._examples(prompts, completions, tokenizer)
 
     def _prompts(self, split: LMSplit, tokenizer):
         """Prompts to continue: no EOS, and the most recent context is kept. A conversation is

@@ -4,8 +4,8 @@ into columnar features, packed into blocks (llmctl.data.packing) or one row per 
 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
 same features. A file is chat when its first chunk has the messages column (data.messages_column);
-its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet chunks come from llmctl.data.sources.iter_table, jsonl chunks
-from iter_jsonl; a .json list cannot be streamed and is always read whole.
+its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
+chunks come from llmctl.data.sources.iter_table, jsonl chunks from iter_jsonl; a .json list cannot be streamed and is always read whole.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def conversation(value, at: str, ends_with: str) -> list[dict]:
     if out[-1]["role"] != ends_with:
         if ends_with == "assistant":
             raise DataError(f"{at}: the conversation ends with {_a(out[-1]['role'])} turn, not an assistant turn, "
-                            "so its last turn teaches nothing.", "End it with the assistant's answer or drop that turn.")
+                            "so its last turn teaches nothing.",
+                            "End it with the assistant's answer or drop that turn.")
         raise DataError(f"{at}: the conversation to answer ends with {_a(out[-1]['role'])} turn.",
                         "End it with the user turn to answer.")
     return out
