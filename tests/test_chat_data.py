@@ -377,3 +377,26 @@ def test_real_smollm2_template_mask_and_packed_logits(tmp_path):
         for (start, end), ids in zip(zip(edges, edges[1:]), features.columns["input_ids"]):
             alone = lm(input_ids=torch.tensor([ids])).logits[0]
             torch.testing.assert_close(packed[start:end], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_refuses_a_template_whose_prefixes_are_not_prefixes_of_the_whole(tiny_models, tmp_path):
+    """A template whose generation prompt is not how it renders an assistant turn's start: the
+    assistant turn cannot be located, so training stops naming the row instead of guessing."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["llama"], model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = tok.chat_template.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant:\\n'")
+    assert "assistant:" in tok.chat_template
+    tok.save_pretrained(model)
+    train = write_jsonl(tmp_path / "train.jsonl", qa_rows(3))
+    recipe = chat_recipe(tmp_path / "r.yaml", model, train, None)
+    result = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == EXIT_DATA
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: {train}:1: the chat template renders the conversation up to message 2 as text "
+                           "that is not the start of the whole conversation"), line
+    assert not (tmp_path / "run").exists()
