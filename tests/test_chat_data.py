@@ -291,6 +291,7 @@ BAD_ROWS = {
     "non-string content": ([turn("user", "hi"), turn("assistant", 42)],
                            "message 2 (assistant) has content of type int, not a string"),
     "not a list": ("hello", "the messages column holds str 'hello'"),
+    "missing": (None, "the messages column holds nothing; it must be a list of"),
     "not role/content": ([{"speaker": "user", "text": "hi"}], "message 1 is {'speaker': 'user'"),
 }
 

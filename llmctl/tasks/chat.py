@@ -28,7 +28,9 @@ def conversation(value, at: str, ends_with: str) -> list[dict]:
     if hasattr(value, "tolist"):  # a parquet list column comes back from pandas as a numpy array
         value = value.tolist()
     if not isinstance(value, list) or not value:
-        got = "an empty list" if isinstance(value, list) else f"{type(value).__name__} {str(value)[:40]!r}"
+        missing = value is None or (isinstance(value, float) and value != value)  # a row without it: None or NaN
+        got = ("nothing" if missing else "an empty list" if isinstance(value, list)
+               else f"{type(value).__name__} {str(value)[:40]!r}")
         raise DataError(f"{at}: the messages column holds {got}; it must be {shape}.", "Fix that row.")
     out = []
     for turn, message in enumerate(value, 1):
