@@ -70,8 +70,30 @@ def causal_lm_reference(rows, tokenizer):
     batch = {"input_ids": ids, "attention_mask": mask.long()}
     if not left:
         batch["labels"] = _pad_stack(rows, "labels", -100)
+    if "example_starts" in rows[0]:
+        _keep_packed_examples_apart(batch, rows)
     batch["index"] = torch.tensor([r["index"] for r in rows])
     return batch
+
+
+def _keep_packed_examples_apart(batch, rows):
+    """Packed blocks: positions counted from each example's start, each example (and the padding,
+    as one more) attending causally to itself only, and no label for an example's first token."""
+    import torch
+
+    width = batch["input_ids"].shape[1]
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.full((len(rows), 1, width, width), torch.finfo(torch.float32).min)
+    for i, row in enumerate(rows):
+        length = len(row["input_ids"])
+        edges = [0, *(int(s) for s in row["example_starts"]), length, width]
+        for start, end in zip(edges, edges[1:]):
+            positions[i, start:end] = torch.arange(end - start)
+            for query in range(start, end):
+                mask[i, 0, query, start : query + 1] = 0
+            if 0 < start < length:
+                batch["labels"][i, start] = -100
+    batch["position_ids"], batch["attention_mask"] = positions, mask
 
 
 # -- real features ----------------------------------------------------------------------------------

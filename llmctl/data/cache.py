@@ -37,11 +37,13 @@ def entries_dir() -> Path:
 
 
 def tokenizer_digest(tokenizer, kwargs: dict) -> str:
-    """The fast tokenizer's whole definition (vocab, normalizer, post-processor) plus what llmctl
-    sets on it (pad token, padding side, task kwargs such as add_prefix_space)."""
+    """The fast tokenizer's whole definition (vocab, normalizer, post-processor), its chat template
+    (chat data is rendered with it), plus what llmctl sets on it (pad token, padding side, task
+    kwargs such as add_prefix_space)."""
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
     digest.update(json.dumps({"class": type(tokenizer).__name__, "pad": tokenizer.pad_token, "side": tokenizer.padding_side,
-                              "special": tokenizer.all_special_tokens, "kwargs": kwargs}, sort_keys=True).encode())
+                              "special": tokenizer.all_special_tokens, "kwargs": kwargs,
+                              "chat_template": getattr(tokenizer, "chat_template", None)}, sort_keys=True).encode())
     return digest.hexdigest()
 
 

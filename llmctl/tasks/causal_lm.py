@@ -1,13 +1,19 @@
-"""Causal language-model fine-tuning (GPT-2 family): plain text, or prompt/completion pairs.
+"""Causal language-model fine-tuning (decoder-only LMs): plain text, prompt/completion pairs,
+or chat conversations.
 
 Plain text trains on every token. A prompt/completion pair is the prompt's tokens then
 the completion's, then EOS, with the prompt's labels set to -100 so the loss (and the
 perplexity) counts only the completion and its EOS, which teaches the model to stop.
-`packing` concatenates training examples, each ending in EOS, and cuts the stream into
-`max_length` blocks: no padding and no truncation, but an example may attend to the one
-before it in its block, and one may straddle two blocks. Validation is never packed, so
-perplexity means the same with and without packing. A training file of more than one chunk
-is read and tokenized a chunk at a time (causal_lm_file); the features are the same.
+Data with a messages column (data.messages_column) is chat: each conversation is rendered
+with the tokenizer's chat template and only the assistant turns are learned (llmctl.tasks.chat);
+with data.chat_template, prompt/completion pairs become a user and an assistant turn.
+`packing` concatenates training examples and cuts the stream into `max_length` blocks: no
+padding and no truncation, and one example may straddle two blocks (its second part starts
+afresh). Each block carries where its examples start (`example_starts`), from which the
+collator makes every example attend only to itself, at positions counted from its own start,
+as if it were alone. Validation is never packed, so perplexity means the same with and
+without packing. A training file of more than one chunk is read and tokenized a chunk at a
+time (causal_lm_file); the features are the same.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import load_split, looks_like_file
+from llmctl.data.sources import load_split, looks_like_file, read_table, row_location
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
+from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
 from llmctl.tasks.causal_lm_file import STREAMED, LMFileSplit, featurize_file, open_split
@@ -37,25 +44,62 @@ class CausalLMData(DataConfig):
         False, description="Drop rows whose text (or completion) is empty, with a counted note, instead of "
                            "failing (wikitext has blank lines).")
     max_new_tokens: int = Field(64, gt=0, description="Tokens `llmctl predict` generates after each prompt (greedy).")
+    messages_column: str = Field(
+        "messages", description="Column of chat conversations (lists of {role, content}); used whenever the data "
+                                "has it, rendered with the tokenizer's chat template, assistant turns learned.")
+    chat_template: bool = Field(
+        False, description="Render prompt/completion pairs with the tokenizer's chat template, as a user turn "
+                           "and an assistant turn.")
 
     @model_validator(mode="after")
     def _pairs(self):
         if (self.prompt_column is None) != (self.completion_column is None):
             raise ValueError("data.prompt_column and data.completion_column go together: set both for "
                              "prompt/completion pairs, or neither for plain text")
+        if self.chat_template and self.completion_column is None:
+            raise ValueError("data.chat_template renders prompt/completion pairs: set data.prompt_column and "
+                             "data.completion_column (data with a messages column needs no data.chat_template)")
         return self
+
+
+def _turns(prompts: list[str], completions: list[str]) -> list[list[dict]]:
+    """Prompt/completion pairs as conversations of one user and one assistant turn."""
+    return [[{"role": "user", "content": p}, {"role": "assistant", "content": c}] for p, c in zip(prompts, completions)]
 
 
 @dataclass
 class LMSplit:
     where: str
     role: str
-    prompts: list[str]  # the text itself for plain text, the prompt for pairs
+    prompts: list[str]  # the text itself for plain text, the prompt for pairs; to predict, what is shown
     completions: list[str] | None  # None: plain text, or prediction input
     notes: tuple[Note, ...] = ()
+    # Chat: checked conversations, one per row (to predict, None for a row given as a plain prompt).
+    conversations: list[list[dict] | None] | None = None
+    header: bool = True  # for row_location in messages
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.prompts) if self.conversations is None else len(self.conversations)
+
+
+class _Frame:
+    """A pandas frame through the few Dataset methods load_split uses, its cells left as Python objects."""
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    @property
+    def column_names(self) -> list[str]:
+        return [str(c) for c in self.frame.columns]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def select(self, rows: range) -> "_Frame":
+        return _Frame(self.frame.iloc[rows.start : rows.stop])
+
+    def __getitem__(self, column: str) -> list:
+        return self.frame[column].tolist()
 
 
 class CausalLMTask(Task):
@@ -85,9 +129,16 @@ class CausalLMTask(Task):
             split = open_split(Path(spec).expanduser(), key, cfg, self.row_limit(role))
             if split is not None:
                 return split
-        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
-        ds = gen.limit_rows(ds, self.row_limit(role), key, where)
+        ds, where = self._read(spec, key, local)
         header = cfg.column_names is None
+        if cfg.messages_column in ds.column_names:
+            ds = gen.limit_rows(ds, self.row_limit(role), key, where)
+            values = ds[cfg.messages_column]
+            conversations = [chat.conversation(v, row_location(where, i, header), "assistant")
+                             for i, v in enumerate(values)]
+            return LMSplit(where=where, role=role, prompts=[], completions=None, conversations=conversations,
+                           header=header)
+        ds = gen.limit_rows(ds, self.row_limit(role), key, where)
         if not self.pairs:
             texts = gen.text_column(ds, cfg.text_column, "data.text_column", where, header, cfg.skip_empty)
             split = LMSplit(where=where, role=role, prompts=texts, completions=None)
@@ -97,7 +148,27 @@ class CausalLMTask(Task):
             completions = gen.text_column(ds, cfg.completion_column, "data.completion_column", where, header,
                                           cfg.skip_empty)
             split = LMSplit(where=where, role=role, prompts=prompts, completions=completions)
-        return self._drop_empty(split) if cfg.skip_empty else split
+        split = self._drop_empty(split) if cfg.skip_empty else split
+        if cfg.chat_template:
+            split = replace(split, prompts=[], completions=None, conversations=_turns(split.prompts, split.completions),
+                            header=header)
+        return split
+
+    def _read(self, spec: str, key: str, local: bool):
+        """(rows, where): a local file as a pandas frame when it holds chat conversations (kept as
+        Python lists and dicts, which an Arrow table would coerce or refuse), else a datasets.Dataset."""
+        cfg = self.data_cfg
+        if not local:
+            return load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
+        import datasets
+
+        path = Path(spec).expanduser()
+        frame = read_table(path, key, cfg.column_names)
+        if len(frame) == 0:
+            raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
+        if cfg.messages_column in frame.columns:
+            return _Frame(frame), str(path)
+        return datasets.Dataset.from_pandas(frame, preserve_index=False), str(path)
 
     def _drop_empty(self, split: LMSplit) -> LMSplit:
         learned = split.completions if split.completions is not None else split.prompts
@@ -147,38 +218,84 @@ class CausalLMTask(Task):
 
         cfg = self.data_cfg
         if isinstance(split, LMFileSplit):
-            def examples(prompts, completions):
-                ids, labels = self._examples(prompts, completions, tokenizer)
+            if split.chat or cfg.chat_template:
+                chat.require_template(tokenizer, tokenizer.name_or_path)
+
+            def examples(columns: dict, first_row: int):
+                ids, labels = self._chunk_examples(split, columns, first_row, tokenizer)
                 return (ids, labels) if cfg.packing else self._unpacked(ids, labels)
 
             return featurize_file(split, cfg, examples, tokenizer, progress)
-        if split.completions is None and split.role == "predict":
-            # Prompts to continue: no EOS, and the most recent context is kept.
-            ids = [x[-cfg.max_length:] for x in tokenizer(split.prompts)["input_ids"]]
-            empty = [i + 1 for i, x in enumerate(ids) if not x]
-            if empty:
-                raise DataError(f"{split.where} row {empty[0]}: the prompt has no tokens.")
-            # Decoding generated ids needs the tokenizer: it travels with the features.
-            return Features(columns={"input_ids": ids}, lengths=[len(x) for x in ids], tokenizer=tokenizer)
-        ids, labels = self._examples(split.prompts, split.completions, tokenizer)
+        if split.conversations is not None and any(c is not None for c in split.conversations):
+            chat.require_template(tokenizer, tokenizer.name_or_path)
+        if split.role == "predict":
+            return self._prompts(split, tokenizer)
+        if split.conversations is not None:
+            ids, labels = chat.examples(split.conversations, tokenizer, split.where, header=split.header)
+        else:
+            ids, labels = self._examples(split.prompts, split.completions, tokenizer)
         if cfg.packing and split.role == "train":
-            ids, labels = self._pack(ids, labels)
+            ids, labels, starts = self._pack(ids, labels)
+            columns = {"input_ids": ids, "labels": labels, "example_starts": starts}
         else:
             ids, labels = self._unpacked(ids, labels)
-        return Features(columns={"input_ids": ids, "labels": labels}, lengths=[len(x) for x in ids],
-                        tokenizer=tokenizer)
+            columns = {"input_ids": ids, "labels": labels}
+        return Features(columns=columns, lengths=[len(x) for x in ids], tokenizer=tokenizer)
 
-    def _pack(self, ids: list[list[int]], labels: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+    def _chunk_examples(self, split: LMFileSplit, columns: dict, first_row: int, tokenizer):
+        """(input ids, labels) of one chunk of a streamed training file, as the whole read makes them."""
+        cfg = self.data_cfg
+        if split.chat:
+            values = columns[cfg.messages_column]
+            rows = list(range(first_row, first_row + len(values)))
+            conversations = [chat.conversation(v, row_location(split.where, i, split.has_header), "assistant")
+                             for i, v in zip(rows, values)]
+            return chat.examples(conversations, tokenizer, split.where, rows, split.has_header)
+        if not self.pairs:
+            return self._examples(columns[cfg.text_column], None, tokenizer)
+        prompts, completions = columns[cfg.prompt_column], columns[cfg.completion_column]
+        if cfg.chat_template:
+            rows = list(range(first_row, first_row + len(prompts)))
+            return chat.examples(_turns(prompts, completions), tokenizer, split.where, rows, split.has_header)
+        return self._examples(prompts, completions, tokenizer)
+
+    def _prompts(self, split: LMSplit, tokenizer):
+        """Prompts to continue: no EOS, and the most recent context is kept. A conversation is
+        rendered up to the generation prompt, so the model answers its last user turn."""
+        from llmctl.train.batching import Features
+
+        conversations = split.conversations or [None] * len(split.prompts)
+        chats = [c for c in conversations if c is not None]
+        rendered = iter(chat.prompts(chats, tokenizer) if chats else [])
+        plain = iter(tokenizer([p for p, c in zip(split.prompts, conversations) if c is None])["input_ids"]
+                     if len(chats) < len(conversations) else [])
+        ids = [(next(rendered) if c is not None else next(plain))[-self.data_cfg.max_length:] for c in conversations]
+        empty = [i + 1 for i, x in enumerate(ids) if not x]
+        if empty:
+            raise DataError(f"{split.where} row {empty[0]}: the prompt has no tokens.")
+        # Decoding generated ids needs the tokenizer: it travels with the features.
+        return Features(columns={"input_ids": ids}, lengths=[len(x) for x in ids], tokenizer=tokenizer)
+
+    def _pack(self, ids: list[list[int]], labels: list[list[int]]) -> tuple[list, list, list]:
+        """Blocks of input ids and labels (the last may be shorter; it is kept, not dropped), and
+        where each block's examples start: the cuts llmctl.data.packing makes of a streamed file."""
+        from llmctl.data.packing import blocks, example_starts
+        from llmctl.data.store import Ragged
+
         size = self.data_cfg.max_length
-        stream = [t for x in ids for t in x]
-        label_stream = [t for x in labels for t in x]
-        blocks = range(0, len(stream), size)  # the last block may be shorter; it is kept, not dropped
-        return [stream[i : i + size] for i in blocks], [label_stream[i : i + size] for i in blocks]
+        examples = Ragged.from_lists(ids)
+
+        def rows(column: Ragged) -> list[list[int]]:
+            return [row.tolist() for row in column]
+
+        return (rows(blocks(examples, size)), rows(blocks(Ragged.from_lists(labels), size)),
+                rows(example_starts(examples, size)))
 
     def padding(self, tokenizer) -> Padding:
         # Prompts to continue (no labels) are padded on the left, so generation carries on from real
         # tokens. Padding is masked by position, not token id: GPT-2's pad is its EOS, which is learned.
-        return Padding({"input_ids": tokenizer.pad_token_id, "labels": -100}, left_when_missing="labels")
+        return Padding({"input_ids": tokenizer.pad_token_id, "labels": -100}, left_when_missing="labels",
+                       segments="example_starts")
 
     # -- evaluation -----------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):
@@ -208,15 +325,22 @@ class CausalLMTask(Task):
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> LMSplit:
         names = [c for c in (self.data_cfg.prompt_column, "prompt", self.data_cfg.text_column, "text") if c]
-        prompts = []
+        prompts, conversations = [], []
         for i, row in enumerate(rows):
+            if self.data_cfg.messages_column in row:
+                messages = chat.conversation(row[self.data_cfg.messages_column], f"{where} row {i + 1}", "user")
+                conversations.append(messages)
+                prompts.append(messages[-1]["content"])
+                continue
+            conversations.append(None)
             value = next((row[c] for c in names if isinstance(row.get(c), str)), None)
             if value is None or not value.strip():
                 raise DataError(f"{where} row {i + 1}: give the prompt as a non-empty string in "
                                 f"'{names[0]}'; fields are: {', '.join(row) or '(none)'}.",
                                 f'Plain text lines and jsonl rows like {{"{names[0]}": "..."}} work.')
             prompts.append(value)
-        return LMSplit(where=where, role="predict", prompts=prompts, completions=None)
+        return LMSplit(where=where, role="predict", prompts=prompts, completions=None,
+                       conversations=conversations if any(c is not None for c in conversations) else None)
 
     def format_predictions(self, kept: dict, features, split: LMSplit) -> list[dict]:
         tok = features.tokenizer

@@ -3,8 +3,9 @@ a time (columns, empty cells, data.skip_empty), then read again and tokenized a 
 into columnar features, packed into blocks (llmctl.data.packing) or one row per example.
 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
-same features. csv / tsv / parquet chunks come from llmctl.data.sources.iter_table, jsonl chunks
-from iter_jsonl; a .json list cannot be streamed and is always read whole.
+same features. A file is chat when its first chunk has the messages column (data.messages_column);
+its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
+chunks come from llmctl.data.sources.iter_table, jsonl chunks from iter_jsonl; a .json list cannot be streamed and is always read whole.
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ class LMFileSplit:
     role: str = "train"
     limit: int | None = None  # rows of the file read (Task.row_limit); featurize reads the same ones
     notes: tuple[Note, ...] = ()
+    chat: bool = False  # rows are conversations in cfg.messages_column
 
     def __len__(self) -> int:
         return self.rows
 
 
-def _columns(cfg) -> dict[str, str]:
+def _columns(cfg, chat: bool = False) -> dict[str, str]:
     """Column -> recipe key, in the order the whole-file read checks them."""
+    if chat:
+        return {cfg.messages_column: "data.messages_column"}
     if cfg.completion_column is None:
         return {cfg.text_column: "data.text_column"}
     return {cfg.prompt_column: "data.prompt_column", cfg.completion_column: "data.completion_column"}
@@ -56,27 +60,36 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def _chunks(path: Path, key: str, cfg, limit: int | None):
+def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
     """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows,
-    from the first `limit` rows (all when None)."""
-    wanted = list(_columns(cfg))
+    from the first `limit` rows (all when None). Chat cells are left as they are (lists of dicts)."""
+    wanted = list(_columns(cfg, chat))
+    cell = (lambda v: v) if chat else _as_text
     if path.suffix.lower() == ".jsonl":
         names: dict[str, None] = {}  # first appearance order, as pandas orders the columns of a jsonl
         for rows in iter_jsonl(path, key, CHUNK_ROWS, limit):
             for row in rows:
                 names.update(dict.fromkeys(row))
-            yield list(names), {c: [_as_text(row.get(c)) for row in rows] for c in wanted}
+            yield list(names), {c: [cell(row.get(c)) for row in rows] for c in wanted}
         return
     names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit)
     for frame in frames:
-        yield names, {c: [_as_text(v) for v in frame[c].tolist()] if c in frame.columns else [""] * len(frame)
+        yield names, {c: [cell(v) for v in frame[c].tolist()] if c in frame.columns else [cell(None)] * len(frame)
                       for c in wanted}
 
 
-def _check_columns(names: list[str], cfg, where: str) -> None:
+def _is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
+    """Whether the first chunk has the messages column (a table's header names all its columns)."""
+    if path.suffix.lower() != ".jsonl":
+        return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit)[0]
+    first = next(iter_jsonl(path, key, CHUNK_ROWS, limit), [])
+    return any(cfg.messages_column in row for row in first)
+
+
+def _check_columns(names: list[str], cfg, where: str, chat: bool = False) -> None:
     from llmctl.tasks.classification import missing_column
 
-    for column, key in _columns(cfg).items():
+    for column, key in _columns(cfg, chat).items():
         if column not in names:
             raise missing_column(key, column, where, names)
 
@@ -85,11 +98,14 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
     """The checked split of the first `limit` rows, or None when they fit in one chunk (the caller
     reads them whole). Errors are the whole-file read's, in its order: a missing column, then the
     first empty cell."""
-    chunks = _chunks(path, key, cfg, limit)
+    chat = _is_chat(path, key, cfg, limit)
+    chunks = _chunks(path, key, cfg, limit, chat)
     first, second = next(chunks, None), next(chunks, None)
     if second is None:
         return None
     where, header = str(path), cfg.column_names is None
+    if chat:
+        return _open_chat(path, where, header, limit, cfg, itertools.chain([first, second], chunks))
     if path.suffix.lower() != ".jsonl":
         _check_columns(first[0], cfg, where)  # a table's header names every column: fail before reading on
     # An empty prompt is allowed (the completion is then plain text); empty learned text only with
@@ -112,36 +128,56 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
     return LMFileSplit(where=where, path=path, rows=kept, has_header=header, limit=limit, notes=notes)
 
 
+def _open_chat(path: Path, where: str, header: bool, limit: int | None, cfg, chunks) -> LMFileSplit:
+    """The checked chat split: every conversation well formed and ending with an assistant turn."""
+    from llmctl.tasks.chat import conversation
+
+    start, names = 0, []
+    for names, cells in chunks:
+        values = cells[cfg.messages_column]
+        for i, value in enumerate(values, start):
+            conversation(value, row_location(where, i, header), "assistant")
+        start += len(values)
+    _check_columns(names, cfg, where, chat=True)
+    return LMFileSplit(where=where, path=path, rows=start, has_header=header, limit=limit, chat=True)
+
+
 def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
-    """Columnar training features, a chunk at a time. `examples(prompts, completions)` gives the
+    """Columnar training features, a chunk at a time. `examples(columns, first_row)` gives the
     chunk's (input ids, labels) per example, as the whole-file featurize makes them; they are
-    packed into cfg.max_length blocks when cfg.packing, else kept one row per example."""
+    packed into cfg.max_length blocks (with where each block's examples start) when cfg.packing,
+    else kept one row per example."""
     import numpy as np
 
-    from llmctl.data.packing import blocks
+    from llmctl.data.packing import blocks, example_starts
     from llmctl.data.store import Writer
     from llmctl.train.batching import Features
 
-    pairs = cfg.completion_column is not None
-    ids_out, labels_out = Writer(), Writer() if pairs else None
+    separate_labels = split.chat or cfg.completion_column is not None
+    ids_out, labels_out = Writer(), Writer() if separate_labels else None
     learned, done = _learned(cfg), 0
-    for _, texts in _chunks(split.path, "data.train", cfg, split.limit):
-        keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty else None
+    for _, texts in _chunks(split.path, "data.train", cfg, split.limit, split.chat):
+        keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty and not split.chat else None
         if keep is not None:
             texts = {c: [values[i] for i in keep] for c, values in texts.items()}
-        prompts = texts[cfg.prompt_column] if pairs else texts[cfg.text_column]
-        ids, labels = examples(prompts, texts[cfg.completion_column] if pairs else None)
+        ids, labels = examples(texts, done)
         ids_out.extend(ids)
-        if pairs:
+        if separate_labels:
             labels_out.extend(labels)
-        done += len(prompts)
-        del ids, labels, texts, prompts  # before the next chunk is read: one chunk's lists alive at a time
+        done += len(ids)
+        del ids, labels, texts  # before the next chunk is read: one chunk's lists alive at a time
         if progress is not None:
             progress(done, split.rows)
-    def finish(writer):
-        return blocks(writer.finish(), cfg.max_length) if cfg.packing else writer.finish()
-
-    input_ids = finish(ids_out)
+    examples_ids = ids_out.finish()
+    if cfg.packing:
+        input_ids, starts = blocks(examples_ids, cfg.max_length), example_starts(examples_ids, cfg.max_length)
+    else:
+        input_ids, starts = examples_ids, None
     # Plain text learns every token: its labels are its input ids, the same array.
-    columns = {"input_ids": input_ids, "labels": finish(labels_out) if pairs else input_ids}
+    if separate_labels:
+        labels = labels_out.finish()
+        labels = blocks(labels, cfg.max_length) if cfg.packing else labels
+    else:
+        labels = input_ids
+    columns = {"input_ids": input_ids, "labels": labels} | ({"example_starts": starts} if starts is not None else {})
     return Features(columns=columns, lengths=input_ids.lengths().astype(np.int32), tokenizer=tokenizer)
