@@ -191,3 +191,41 @@ def test_a_family_without_the_head_is_named(tmp_path, tiny_models):
     (line,) = error_lines(result.stderr)
     assert "'phi'" in line and "question-answering" in line
     assert not (tmp_path / "run").exists()
+
+
+def tiny_decoder(kind: str, tokenizer, folder):
+    """A 1-layer Mistral / Phi-3 / GPT-NeoX checkpoint with the Llama fixture's tokenizer."""
+    import torch
+    from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config,
+                              Phi3ForCausalLM)
+
+    sizes = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=4, max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id)
+    config_class, model_class = {"mistral": (MistralConfig, MistralForCausalLM), "phi3": (Phi3Config, Phi3ForCausalLM),
+                                 "gpt_neox": (GPTNeoXConfig, GPTNeoXForCausalLM)}[kind]
+    if kind != "gpt_neox":  # their defaults (8 kv heads, Phi-3's pad id 32000) do not fit a tiny model
+        sizes |= {"num_key_value_heads": 2, "pad_token_id": None}
+    torch.manual_seed(0)
+    model_class(config_class(**sizes)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["mistral", "phi3", "gpt_neox"])
+def test_other_families_classify_and_generate(kind, tiny_models, tmp_path):
+    from transformers import AutoTokenizer
+
+    model = tiny_decoder(kind, AutoTokenizer.from_pretrained(tiny_models["llama"]), tmp_path / kind)
+    train = write_csv(tmp_path / "train.csv", keyword_sentiment_rows(24, seed=0))
+    run_dir = tmp_path / "run"
+    recipe = build_recipe(tmp_path / "r.yaml", "classification", model, run_dir,
+                          {"train": str(train), "validation": str(train), "text_columns": ["sentence"],
+                           "label_column": "label", "max_length": 32},
+                          train={"max_steps": 3, "eval_every": 3, "save_every": 3})
+    out = finetune(recipe)
+    finite_metrics(out["metrics"], {"loss", "accuracy"})
+    assert saved_config(run_dir).model_type == kind and saved_config(run_dir).pad_token_id is not None
+    generated = run_cli("generate", str(model), "The movie was", "Alice Smith works as a", "--max-new-tokens", "3",
+                        "--precision", "fp32", "--json", env=ONE_THREAD)
+    assert generated.exit_code == EXIT_OK, generated.stderr
+    assert len(generated.json()["results"]) == 2
