@@ -42,19 +42,22 @@ def supported_architectures() -> set[str]:
     return (set(GGUF_SUPPORTED_ARCHITECTURES) | set(GGUF_ARCHS) | set(GGUF_CONFIG_ARCHS)) - {"general", "tokenizer"}
 
 
-def check(folder: str, gguf_file: str) -> None:
-    """Before anything heavy: the gguf package is there, the file exists (when local) and
-    transformers can read its architecture."""
+def check(folder: str, gguf_file: str, local: bool = True) -> None:
+    """Before anything heavy: the gguf package is there, the file exists (when `local`, not a
+    hub repo) and transformers can read its architecture."""
     try:
         import gguf  # noqa: F401  transformers' reader for most architectures
     except ImportError as exc:
         raise ModelError(f"Reading the GGUF checkpoint {gguf_file} needs the gguf package, which is not installed.",
                          INSTALL_HINT) from exc
-    path = Path(folder).expanduser() / gguf_file
-    if not path.is_file():
-        if Path(folder).expanduser().is_dir():
-            raise ModelError(f"GGUF file {path} does not exist.", "Check model.gguf_file and model.name_or_path.")
+    if not local:
         return  # a hub repo: from_pretrained fetches the file (or says it is offline)
+    path = Path(folder).expanduser() / gguf_file
+    if Path(folder).expanduser().is_file():
+        raise ModelError(f"model.name_or_path {folder} is a file; with model.gguf_file set it must be the folder "
+                         "holding the .gguf file.", "Set name_or_path to that folder, or drop gguf_file.")
+    if not path.is_file():
+        raise ModelError(f"GGUF file {path} does not exist.", "Check model.name_or_path (and model.gguf_file).")
     architecture = architecture_of(path)
     known = supported_architectures()
     if architecture not in known:

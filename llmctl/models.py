@@ -26,9 +26,7 @@ def check_source(name_or_path: str, allow_pickle: bool = False, gguf_file: str |
     """Fail early, before anything heavy loads, when the model cannot be found."""
     folder, gguf_file = gguf.locate(name_or_path, gguf_file)
     if gguf_file:
-        if _is_local(folder) and not Path(folder).expanduser().is_dir():
-            raise ModelError(f"Model directory {folder} does not exist.", "Give the folder that holds the .gguf file.")
-        gguf.check(folder, gguf_file)
+        gguf.check(folder, gguf_file, local=_is_local(folder))
         if not _is_local(folder):
             ensure_hub_reachable(f"model '{folder}'", "a local .gguf file")
         return

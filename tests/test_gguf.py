@@ -214,6 +214,20 @@ def test_unsupported_architecture_is_one_line(tiny_models, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_missing_or_misnamed_gguf_file_is_one_line(tiny_gguf, tmp_path):
+    missing = run_cli("generate", str(tmp_path / "nope.gguf"), "hello")
+    assert missing.exit_code == EXIT_MODEL
+    assert error_lines(missing.stderr) == [f"error: GGUF file {tmp_path / 'nope.gguf'} does not exist. "
+                                           "Check model.name_or_path (and model.gguf_file)."]
+    # gguf_file names the file, so name_or_path must be its folder, not the file itself
+    recipe = lm_recipe(tmp_path, tiny_gguf, tmp_path / "run", gguf_file=tiny_gguf.name)
+    both = run_cli("finetune", str(recipe))
+    assert both.exit_code == EXIT_MODEL
+    (line,) = error_lines(both.stderr)
+    assert "is a file; with model.gguf_file set it must be the folder" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_gguf_package_names_the_install(tiny_gguf, tmp_path):
     blocked = tmp_path / "blocked"
     (blocked / "gguf").mkdir(parents=True)
