@@ -73,8 +73,8 @@ def pretrained(loader, name, **kwargs):
 
 
 def pad_with_eos(tokenizer, name: str, why: str = "") -> bool:
-    """Many decoder LMs (GPT-2, Llama / SmolLM2, Mistral) have no pad token. Padding positions are masked out, so eos is safe to reuse.
-    True when the pad token was added."""
+    """Many decoder LMs (GPT-2, Llama / SmolLM2, Mistral) have no pad token. Padding positions
+    are masked out, so eos is safe to reuse. True when the pad token was added."""
     if tokenizer.pad_token is not None:
         return False
     if tokenizer.eos_token is None:
