@@ -1,16 +1,19 @@
-"""Load a tokenizer, config and model by hub id or local directory through the Auto classes,
-for every command (finetune, eval, predict here; generate and zero-shot through
+"""Load a tokenizer, config and model by hub id, local directory or GGUF file through the Auto
+classes, for every command (finetune, eval, predict here; generate and zero-shot through
 llmctl/generation/model.py, which adds what generation needs on top).
 
-Handled here, once: the "cannot load" explanation (`pretrained`); GPT-2 has no pad token (we
-use eos and record it in the saved config); weights load from safetensors only unless the
-recipe opts into pickle weights; custom code runs only with trust_remote_code.
+Handled here, once: the "cannot load" explanation (`pretrained`); decoder LMs without a pad
+token (GPT-2, Llama / SmolLM2, Mistral, ...) pad with eos, recorded in the saved config so a
+sequence classifier can find each row's last token; a task head transformers lacks for a model
+type is named before training; weights load from safetensors (or GGUF, llmctl/gguf.py) only
+unless the recipe opts into pickle weights; custom code runs only with trust_remote_code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from llmctl import gguf
 from llmctl.errors import ModelError
 from llmctl.hub import ensure_hub_reachable, hub_offline
 
@@ -19,8 +22,14 @@ def _is_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
 
 
-def check_source(name_or_path: str, allow_pickle: bool = False) -> None:
+def check_source(name_or_path: str, allow_pickle: bool = False, gguf_file: str | None = None) -> None:
     """Fail early, before anything heavy loads, when the model cannot be found."""
+    folder, gguf_file = gguf.locate(name_or_path, gguf_file)
+    if gguf_file:
+        gguf.check(folder, gguf_file, local=_is_local(folder))
+        if not _is_local(folder):
+            ensure_hub_reachable(f"model '{folder}'", "a local .gguf file")
+        return
     path = Path(name_or_path).expanduser()
     if _is_local(name_or_path):
         if not path.is_dir():
@@ -64,8 +73,8 @@ def pretrained(loader, name, **kwargs):
 
 
 def pad_with_eos(tokenizer, name: str, why: str = "") -> bool:
-    """GPT-2 family: no pad token. Padding positions are masked out, so eos is safe to reuse.
-    True when the pad token was added."""
+    """Many decoder LMs (GPT-2, Llama / SmolLM2, Mistral) have no pad token. Padding positions
+    are masked out, so eos is safe to reuse. True when the pad token was added."""
     if tokenizer.pad_token is not None:
         return False
     if tokenizer.eos_token is None:
@@ -74,13 +83,27 @@ def pad_with_eos(tokenizer, name: str, why: str = "") -> bool:
     return True
 
 
+def source(model_cfg) -> tuple[str, dict]:
+    """(what from_pretrained is given, the keyword arguments every from_pretrained of it needs)."""
+    folder, gguf_file = gguf.locate(model_cfg.name_or_path, model_cfg.gguf_file)
+    return folder, {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision,
+                    **gguf.load_kwargs(gguf_file)}
+
+
+def load_config(model_cfg, **overrides):
+    from transformers import AutoConfig
+
+    name, common = source(model_cfg)
+    return pretrained(AutoConfig, name, **common, **overrides)
+
+
 def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
     from transformers import AutoTokenizer
 
-    kwargs = {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision}
+    name, kwargs = source(model_cfg)
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
-    tokenizer = pretrained(AutoTokenizer, model_cfg.name_or_path, **kwargs)
+    tokenizer = pretrained(AutoTokenizer, name, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
     pad_with_eos(tokenizer, model_cfg.name_or_path)
@@ -107,36 +130,58 @@ def load_trained(auto_class, model_dir: Path):
 def model_max_positions(model_cfg) -> int | None:
     """Longest input the checkpoint's position table covers (None: relative positions, e.g. T5).
     Read from config.json alone, so data.max_length is checked before any weight loads."""
-    from transformers import AutoConfig
-
-    config = pretrained(AutoConfig, model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
-                        revision=model_cfg.revision)
+    config = load_config(model_cfg)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if limit and config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
         limit -= 2  # their position ids start after the padding index
     return limit
 
 
+def head_name(auto_class_name: str) -> str:
+    """AutoModelForQuestionAnswering -> "question-answering"."""
+    import re
+
+    words = re.findall(r"[A-Z][a-z]+|[A-Z]+(?![a-z])", auto_class_name.replace("AutoModelFor", ""))
+    return "-".join(w if w.isupper() else w.lower() for w in words)
+
+
+def check_head(auto_class_name: str, model_cfg, config=None) -> None:
+    """Refuse, from config.json alone, a model type for which transformers has no such head
+    (Phi has no question-answering head, CodeGen no classification heads)."""
+    import transformers
+
+    config = config if config is not None else load_config(model_cfg)
+    auto_class = getattr(transformers, auto_class_name)
+    if type(config) in auto_class._model_mapping or auto_class_name in (getattr(config, "auto_map", None) or {}):
+        return
+    model_type = getattr(config, "model_type", "unknown")
+    raise ModelError(
+        f"Model '{model_cfg.name_or_path}' is a '{model_type}' checkpoint, and transformers has no "
+        f"{head_name(auto_class_name)} head for '{model_type}' ({auto_class_name} cannot load it).",
+        "Choose a checkpoint whose model type has that head (Llama, Qwen2, Mistral, GPT-2, BERT and T5 "
+        "families have them all), or a task this model supports.",
+    )
+
+
+def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, **kwargs):
+    """`auto_class.from_pretrained`, or the de-quantized plain model of a GGUF file."""
+    try:
+        if gguf_file:
+            kwargs.pop("use_safetensors", None)
+            return gguf.load_model(auto_class, name_or_path, gguf_file, **kwargs)
+        return auto_class.from_pretrained(name_or_path, **kwargs)
+    except Exception as exc:
+        raise _explain(exc, str(name_or_path)) from exc
+
+
 def load_model(auto_class, model_cfg, tokenizer, **config_overrides):
     """`auto_class.from_pretrained` with our safety defaults; pad id written into the config."""
-    from transformers import AutoConfig
-
-    common = {"trust_remote_code": model_cfg.trust_remote_code, "revision": model_cfg.revision}
-    try:
-        config = AutoConfig.from_pretrained(model_cfg.name_or_path, **common, **config_overrides)
-        if config.pad_token_id is None:
-            config.pad_token_id = tokenizer.pad_token_id
-        model = auto_class.from_pretrained(
-            model_cfg.name_or_path,
-            config=config,
-            use_safetensors=None if model_cfg.allow_pickle_weights else True,
-            **common,
-        )
-    except Exception as exc:
-        if "Unrecognized configuration class" in str(exc) or "does not support" in str(exc):
-            raise ModelError(
-                f"Model '{model_cfg.name_or_path}' ({type(exc).__name__}) has no {auto_class.__name__.replace('AutoModelFor', '')} head in transformers.",
-                "Use a BERT-, GPT-2- or T5-family checkpoint.",
-            ) from exc
-        raise _explain(exc, model_cfg.name_or_path) from exc
-    return model
+    config = load_config(model_cfg, **config_overrides)
+    # Decoder classifiers score each row at its last non-pad token, found through this id.
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    check_head(auto_class.__name__, model_cfg, config)
+    folder, gguf_file = gguf.locate(model_cfg.name_or_path, model_cfg.gguf_file)
+    return load_weights(auto_class, folder, gguf_file, config=config,
+                        use_safetensors=None if model_cfg.allow_pickle_weights else True,
+                        trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)

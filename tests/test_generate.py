@@ -157,7 +157,7 @@ def test_bad_input_one_line_errors(tiny_models, tmp_path):
     gpt2 = str(tiny_models["gpt2"])
     encoder = run_cli("generate", str(tiny_models["bert"]), "hello")
     assert encoder.exit_code == EXIT_MODEL
-    assert "encoder-only 'bert'" in encoder.stderr and "GPT-2-family (decoder-only)" in encoder.stderr
+    assert "encoder-only 'bert'" in encoder.stderr and "Decoder-only LMs (GPT-2, Llama" in encoder.stderr
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     no_prompts = run_cli("generate", gpt2, "--file", str(empty))

@@ -13,7 +13,7 @@ from llmctl.cli import app, report_errors
 @app.command()
 @report_errors
 def generate(
-    model: str = typer.Argument(..., help="GPT-2- or T5-family model: hub id, saved-model folder or run directory."),
+    model: str = typer.Argument(..., help="Decoder LM (GPT-2, Llama, Qwen2, ...) or T5-family model: hub id, saved-model folder, run directory or .gguf file."),
     prompts: list[str] = typer.Argument(None, help="Prompts; default: --file, else lines from stdin."),
     file: Optional[str] = typer.Option(None, "--file", "-f", help="txt (one prompt per line), jsonl ({\"prompt\": ...} "
                                        "or {\"messages\": [...]} with --chat), or csv / tsv with a 'prompt' column."),
@@ -37,7 +37,7 @@ def generate(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
-    """Continue prompts with a GPT-2- or T5-family model."""
+    """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
     from llmctl.devices import device_type
     from llmctl.errors import UsageError
     from llmctl.generation.generate import Settings

@@ -24,7 +24,10 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name_or_path: str = Field(description="Hub id (e.g. bert-base-uncased) or a local directory.")
+    name_or_path: str = Field(description="Hub id (e.g. bert-base-uncased), a local directory, or a .gguf file.")
+    gguf_file: str | None = Field(
+        None, description="A GGUF checkpoint (NAME.gguf) inside name_or_path, loaded de-quantized; needs `pip install gguf`."
+    )
     trust_remote_code: bool = Field(
         False, description="Run custom modelling code shipped with the checkpoint. Off unless you trust it."
     )

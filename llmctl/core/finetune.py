@@ -41,7 +41,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None
     test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
     _check_metric_for_best(recipe, task)
-    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
+    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     task.check_model(recipe.model)
     _check_max_length(recipe)
 

@@ -1,4 +1,5 @@
-"""Text generation and zero-shot scoring with GPT-2- (decoder-only) and T5-family (encoder-decoder) models.
+"""Text generation and zero-shot scoring with decoder-only LMs (GPT-2, Llama, Qwen2, ...) and T5-family
+(encoder-decoder) models.
 
     prompts.py   read prompts from arguments, a txt / jsonl / csv / tsv file or stdin; chat messages
     model.py     which checkpoints generate, tokenizer + model loading, context limits

@@ -1,8 +1,9 @@
 """Which checkpoints generate, and loading them for generation or scoring.
 
-Decoder-only (GPT-2 family) and encoder-decoder (T5 family) models generate; an encoder-only
-checkpoint (BERT family) has no language-model head that continues text, so it is refused by
-name before its weights load.
+Decoder-only LMs (GPT-2, Llama, Qwen2, Mistral, Phi, GPT-NeoX, ...) and encoder-decoder models
+(T5 family) generate; an encoder-only checkpoint (BERT family) has no language-model head that
+continues text, so it is refused by name before its weights load. A `source` is a saved-model
+folder, a hub id or a .gguf file (llmctl/gguf.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from llmctl.errors import ModelError
 
-FAMILIES_HINT = "GPT-2-family (decoder-only) and T5-family (encoder-decoder) checkpoints generate; give one of those."
+FAMILIES_HINT = ("Decoder-only LMs (GPT-2, Llama, Qwen2, Mistral, Phi, ...) and T5-family (encoder-decoder) "
+                 "checkpoints generate; give one of those.")
 
 
 @dataclass
@@ -36,12 +38,21 @@ def resolve_source(model: str) -> str:
     return source
 
 
+def _where(source: str) -> tuple[str, str | None, dict]:
+    """(folder or hub id, GGUF file name or None, what every from_pretrained of it needs)."""
+    from llmctl import gguf
+
+    folder, gguf_file = gguf.locate(source)
+    return folder, gguf_file, gguf.load_kwargs(gguf_file)
+
+
 def load_config(source: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     from llmctl.models import pretrained
 
-    return pretrained(AutoConfig, source, trust_remote_code=trust_remote_code)
+    folder, _, kwargs = _where(source)
+    return pretrained(AutoConfig, folder, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def generation_kind(config, name: str) -> str:
@@ -68,7 +79,8 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
 
     from llmctl.models import pad_with_eos, pretrained
 
-    tokenizer = pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    folder, _, kwargs = _where(source)
+    tokenizer = pretrained(AutoTokenizer, folder, trust_remote_code=trust_remote_code, **kwargs)
     pad_added = pad_with_eos(tokenizer, source, why=", so prompts cannot be batched")
     # Decoder-only models continue the last position, so padding must go on the left.
     tokenizer.padding_side = "left" if kind == "causal" else "right"
@@ -89,7 +101,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from llmctl.devices import device_type
-    from llmctl.models import pretrained
+    from llmctl.models import load_weights
     from llmctl.precision import generation_precision
 
     dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load
@@ -98,7 +110,8 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = pretrained(auto, source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    folder, gguf_file, _ = _where(source)
+    model = load_weights(auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     model.to(dev).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -117,7 +117,11 @@ class Task(ABC):
         return {}
 
     def check_model(self, model_cfg) -> None:
-        """Refuse, before any weights load, a checkpoint whose architecture cannot do this task."""
+        """Refuse, before any weights load, a checkpoint whose architecture cannot do this task:
+        by default one whose model type has no `auto_model` head in transformers."""
+        from llmctl.models import check_head
+
+        check_head(self.auto_model, model_cfg)
 
     # -- features and batches ----------------------------------------------------------
     @abstractmethod

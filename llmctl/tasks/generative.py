@@ -51,18 +51,13 @@ def limit_rows(ds, limit: int | None, key: str, where: str):
 
 def check_architecture(task: str, model_cfg) -> None:
     """Refuse, from the config alone (before any weights load), a model that cannot do `task`."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
-    from llmctl.models import _explain
+    from llmctl.models import load_config
 
     name = model_cfg.name_or_path
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code,
-                                            revision=model_cfg.revision)
-    except Exception as exc:
-        raise _explain(exc, name) from exc
+    config = load_config(model_cfg)
     kind = config.model_type
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     # BERT-style encoders appear in the causal-LM mapping (BertLMHeadModel) but cannot generate usefully.
@@ -76,7 +71,7 @@ def check_architecture(task: str, model_cfg) -> None:
     if task == "causal-lm" and not decoder_only:
         what = "encoder-decoder" if encoder_decoder else "encoder-only" if encoder_only else "no causal-LM head"
         raise RecipeError(f"model.name_or_path: '{name}' is a {kind} model ({what}); task causal-lm needs a "
-                          "decoder-only checkpoint (GPT-2 family).", f"For {kind} use task: {fits}.")
+                          "decoder-only checkpoint (GPT-2, Llama, Qwen2, Mistral, Phi, ...).", f"For {kind} use task: {fits}.")
 
 
 @dataclass
