@@ -189,7 +189,12 @@ class RunDir:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
-            model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
+            if hasattr(model, "peft_config"):  # a LoRA run: the adapter (and head), not the whole model
+                from llmctl.adapters import save_adapter
+
+                save_adapter(model, partial)
+            else:
+                model.save_pretrained(partial)  # safetensors (the only format in transformers 5)
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
         except (OSError, SafetensorError) as exc:

@@ -44,6 +44,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights)
     task.check_model(recipe.model)
     _check_max_length(recipe)
+    if recipe.peft is not None:
+        from llmctl.adapters import check_before_load
+
+        check_before_load(recipe.peft, dev)
 
     # 2. Heavy libraries and the processes.
     quiet_libraries()
@@ -74,12 +78,25 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     set_seed(recipe.train.seed)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
+    quantized = None
+    if recipe.peft is not None:
+        from llmctl.adapters import quantization_config, wrap
+
+        quantized = quantization_config(recipe.peft)
+    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
+                       **task.model_kwargs())
+    lora = None
+    if recipe.peft is not None:
+        model, lora = wrap(model, recipe.peft, task.auto_model, recipe.model.name_or_path)
+        tell_lora(lora)
     speedups, attach_to_optimizer = [], None
     if dev == "cpu":
         from llmctl.train.cpu_speedups import speed_up_cpu_training
 
-        speedups, attach_to_optimizer = speed_up_cpu_training(model, train_features, tokenizer)
+        # On the transformers model inside the adapter: each speed-up checks the module types it
+        # rewrites, and the seen-rows embedding declines a frozen embedding (LoRA freezes it).
+        speedups, attach_to_optimizer = speed_up_cpu_training(model.get_base_model() if lora else model,
+                                                              train_features, tokenizer)
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:
@@ -100,9 +117,12 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
                        | {"precision": precision, "cpu_speedups": speedups,
-                          "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
+                          "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+                       | ({"peft": lora, "cpu_speedups_note": LORA_SPEEDUPS_NOTE} if lora else {}))
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
+    if lora:
+        meta["peft"] = lora
 
     def save_best(info: dict) -> None:
         run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info)
@@ -122,6 +142,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                 continue
             if isinstance(event, Stopped):
                 result = _result(event, run, accelerator, precision, total_steps) | {"data": data_info}
+                if lora:
+                    result["peft"] = lora
                 if test_split is not None:
                     result["test_metrics"] = _evaluate_saved(run, task, tokenizer, accelerator, model,
                                                              test_split, recipe.train.eval_batch_size)
@@ -133,6 +155,21 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             yield event
     finally:
         run.unlock()
+
+
+LORA_SPEEDUPS_NOTE = ("LoRA: the CPU speed-ups run on the adapted model (fast dropout covers the LoRA dropout too); "
+                      "seen_embedding_rows is off because the embedding is frozen, and labelled_positions_only "
+                      "falls back to the stock forward because peft's token-classification wrapper passes return_dict.")
+
+
+def tell_lora(lora: dict) -> None:
+    from llmctl.console import note
+
+    share = lora["trainable_parameters"] / max(1, lora["total_parameters"])
+    note(f"LoRA r {lora['r']}, alpha {lora['alpha']:g} on {', '.join(lora['target_modules'][:8])}"
+         f"{' ...' if len(lora['target_modules']) > 8 else ''}: {lora['trainable_parameters']:,} of "
+         f"{lora['total_parameters']:,} parameters train ({share:.2%})"
+         + (f"; {', '.join(lora['modules_to_save'])} trained in full" if lora["modules_to_save"] else ""))
 
 
 def _local_inputs(recipe) -> dict[str, Path]:
@@ -203,8 +240,14 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
 
     from llmctl.train.evaluate import evaluate
 
-    # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
-    accelerator.unwrap_model(model).load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
+    unwrapped = accelerator.unwrap_model(model)
+    if (run.model / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(unwrapped, load_file(str(run.model / "adapter_model.safetensors")))
+    else:
+        # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
+        unwrapped.load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
     from llmctl.console import tell
 
     features = tell(task.featurize(split, tokenizer))
