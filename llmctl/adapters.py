@@ -224,6 +224,41 @@ def base_of(model_dir: Path) -> str:
     return base
 
 
+def base_digests(source: str) -> dict | None:
+    """sha256 of a local base model's weight files (what `export --base` compares); None for a hub id."""
+    from llmctl.files import file_sha256
+
+    path = Path(source).expanduser()
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    return {f.name: file_sha256(f) for f in files} or None
+
+
+def check_same_base(model_dir: Path, base: str) -> None:
+    """`--base` must be the model the adapter was trained on: the same weight files when the run
+    recorded them, else the same architecture and sizes."""
+    from transformers import AutoConfig
+
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelError(f"--base {base} is not a saved model (no config.json there).",
+                         "Point --base at the base model's directory.")
+    meta_file = Path(model_dir) / "llmctl.json"
+    recorded = json.loads(meta_file.read_text()).get("peft", {}).get("base_sha256") if meta_file.is_file() else None
+    if recorded:
+        if base_digests(base) != recorded:
+            raise UsageError(f"--base {base} is not the base this adapter was trained on (its weight files differ "
+                             f"from the ones recorded in {meta_file}); merging would give a wrong model.",
+                             "Pass the original base model (a copy of it is fine).")
+        return
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
+    mine, theirs = AutoConfig.from_pretrained(model_dir).to_dict(), AutoConfig.from_pretrained(base).to_dict()
+    differ = [k for k in keys if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise UsageError(f"--base {base} is not the base this adapter was trained on ({differ[0]}: "
+                         f"{theirs.get(differ[0])} there, {mine.get(differ[0])} in the run).",
+                         "Pass the original base model.")
+
+
 def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **kwargs):
     """Base model (with the run's config: labels, pad id) plus the adapter, in eval mode. The
     task head must come from the adapter: a head missing from both would start at random."""
@@ -249,6 +284,14 @@ def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **k
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError(f"Cannot load the adapter in {model_dir} onto {base}: {first}") from exc
+
+
+def load_merged(auto_class, model_dir, **kwargs):
+    """The adapter merged into its base (a plain transformers model), or None when `model_dir`
+    is not an adapter run."""
+    if not is_adapter_dir(Path(model_dir)):
+        return None
+    return load_adapter_model(auto_class, Path(model_dir), **kwargs).merge_and_unload()
 
 
 def is_peft_model(model) -> bool:

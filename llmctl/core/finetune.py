@@ -122,7 +122,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
     if lora:
-        meta["peft"] = lora
+        from llmctl.adapters import base_digests
+
+        # what `llmctl export --base` checks a relocated base model against
+        meta["peft"] = lora | {"base_sha256": base_digests(recipe.model.name_or_path)}
 
     def save_best(info: dict) -> None:
         run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info)
