@@ -66,7 +66,8 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         partial.replace(target)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise ModelError(f"Could not write {target}: {exc.strerror or exc}.", "Check the path and free disk space.") from exc
+        raise ModelError(f"Could not write {target}: {exc.strerror or exc}.",
+                         "Check the path and free disk space.") from exc
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
     return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
             "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),

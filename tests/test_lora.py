@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from helpers import (ONE_THREAD, REPO, build_recipe, cli_env, error_lines, eval_log, keyword_sentiment_rows,
-                     ner_sentence, resumed_from, run_cli, tensors, write_conll, write_csv, write_recipe)
+from helpers import (ONE_THREAD, REPO, build_recipe, cli_env, copy_without_dropout, error_lines, eval_log,
+                     keyword_sentiment_rows, ner_sentence, resumed_from, run_cli, tensors, write_conll, write_csv,
+                     write_recipe)
 from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
@@ -153,7 +154,8 @@ def test_ner_lora_learns_and_reloads(tiny_models, tmp_path):
 
 def test_qa_lora_learns_and_reloads(tiny_models, tmp_path):
     train = write_squad(tmp_path / "train.json", make_articles(n_articles=4, paragraphs=3, people=1, seed=0))
-    valid = write_jsonl(tmp_path / "valid.jsonl", flat_rows(make_articles(n_articles=1, paragraphs=4, people=1, seed=1)))
+    valid_rows = flat_rows(make_articles(n_articles=1, paragraphs=4, people=1, seed=1))
+    valid = write_jsonl(tmp_path / "valid.jsonl", valid_rows)
     recipe = qa_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, valid, tmp_path / "run", peft={"r": 16},
                        data={"max_length": 96, "doc_stride": 32},
                        train={"epochs": 6, "learning_rate": 1e-2, "eval_every": 6, "save_every": 1000,
@@ -215,6 +217,35 @@ def test_seq2seq_lora_learns_and_reloads(tiny_models, tmp_path):
     evaluated = run_cli("eval", str(tmp_path / "run"), "--json", env=ONE_THREAD)
     assert evaluated.exit_code == EXIT_OK, evaluated.stderr
     same_metrics(result["metrics"], evaluated.json()["metrics"])
+
+
+# -- the CPU speed-ups compose with LoRA ----------------------------------------------------------
+def test_cpu_speedups_train_the_same_adapter(tiny_models, tmp_path):
+    """With dropout off (the speed-ups draw dropout masks differently), a LoRA run with the CPU
+    speed-ups (fast attention, the BERT first-position shortcut) ends with the adapter of the
+    stock model, up to float rounding."""
+    base = copy_without_dropout(tiny_models["bert"], tmp_path / "base")
+    train = write_csv(tmp_path / "train.csv", keyword_sentiment_rows(48))
+    recipe = write_recipe(tmp_path / "r.yaml", base, train, None, tmp_path / "run", peft={"r": 4, "dropout": 0.0},
+                          train={"epochs": 2, "learning_rate": 5e-3, "save_every": 1000})
+    finetune(recipe, "--output-dir", str(tmp_path / "fast"))
+    assert {"fast_attention", "first_position_only"} <= set(
+        json.loads((tmp_path / "fast" / "environment.json").read_text())["cpu_speedups"])
+    stock = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "stock"), "--json",
+                    env=ONE_THREAD | {"LLMCTL_CPU_SPEEDUPS": "0"})
+    assert stock.exit_code == EXIT_OK, stock.stderr
+    a, b = (tensors(tmp_path / d / "model" / "adapter_model.safetensors") for d in ("fast", "stock"))
+    assert a.keys() == b.keys()
+    moved = [k for k in a if "lora_B" in k and a[k].abs().max() > 1e-3]
+    assert moved, "the adapter never left its zero start"
+    for key in a:
+        assert torch_allclose(a[key], b[key]), key
+
+
+def torch_allclose(x, y) -> bool:
+    import torch
+
+    return torch.allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
 # -- resume ------------------------------------------------------------------------------------
@@ -284,7 +315,8 @@ def test_missing_base_and_a_different_base_are_one_line(small, tiny_models, tmp_
     exported = run_cli("export", str(tmp_path / "run"), "--output", str(tmp_path / "x"))
     assert exported.exit_code == EXIT_MODEL and str(base) in exported.stderr
     # The moved copy holds the same weights: merging into it is allowed; another model is not.
-    other = run_cli("export", str(tmp_path / "run"), "--output", str(tmp_path / "x"), "--base", str(tiny_models["gpt2"]))
+    other = run_cli("export", str(tmp_path / "run"), "--output", str(tmp_path / "x"),
+                    "--base", str(tiny_models["gpt2"]))
     assert other.exit_code == EXIT_USAGE and "is not the base this adapter was trained on" in other.stderr
     moved = run_cli("export", str(tmp_path / "run"), "--output", str(tmp_path / "x"), "--base", str(tmp_path / "moved"))
     assert moved.exit_code == EXIT_OK, moved.stderr
