@@ -140,7 +140,8 @@ def test_ner_lora_learns_and_reloads(tiny_models, tmp_path):
     train = write_conll(tmp_path / "train.txt", [ner_sentence(rng) for _ in range(96)])
     valid = write_conll(tmp_path / "valid.txt", [ner_sentence(rng) for _ in range(32)])
     recipe = build_recipe(tmp_path / "r.yaml", "ner", tiny_models["bert"], tmp_path / "run",
-                          {"train": str(train), "validation": str(valid), "max_length": 32}, peft={"r": 16},
+                          {"train": str(train), "validation": str(valid), "test": str(valid), "max_length": 32},
+                          peft={"r": 16},
                           train={"epochs": 6, "learning_rate": 1e-2, "eval_every": 12, "save_every": 1000,
                                  "logging_steps": 50})
     result = finetune(recipe)
@@ -150,6 +151,8 @@ def test_ner_lora_learns_and_reloads(tiny_models, tmp_path):
     evaluated = run_cli("eval", str(tmp_path / "run"), "--json", env=ONE_THREAD)
     assert evaluated.exit_code == EXIT_OK, evaluated.stderr
     same_metrics(result["metrics"], evaluated.json()["metrics"])
+    # data.test is scored once after training with the saved (best) adapter, here the same rows
+    same_metrics(result["metrics"], result["test_metrics"])
 
 
 def test_qa_lora_learns_and_reloads(tiny_models, tmp_path):
