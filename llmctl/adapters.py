@@ -177,11 +177,14 @@ def wrap(model, peft_cfg, auto_model: str, source: str):
              if not any(m == h or m.startswith(h + ".") for h in heads)]
     targets = resolve_targets(model, peft_cfg, source, also_saved=fresh)
     check_modules_to_save(model, heads, targets, source)
+    # all-linear leaves out only the output embedding and a sequence classifier's head: keep every
+    # module trained in full free of LoRA layers, whatever the task.
+    excluded = fresh + (list(heads) if targets == "all-linear" else [])
     heads = heads + fresh
     if peft_cfg.quantized:
         model = prepare_model_for_kbit_training(model)
     config = LoraConfig(task_type=TASK_TYPES[auto_model], r=peft_cfg.r, lora_alpha=peft_cfg.lora_alpha,
-                        lora_dropout=peft_cfg.dropout, target_modules=targets, exclude_modules=fresh or None,
+                        lora_dropout=peft_cfg.dropout, target_modules=targets, exclude_modules=excluded or None,
                         modules_to_save=list(heads) or None)  # a copy: peft extends the list in place
     # The saved adapter names its base; a local base is recorded by absolute path so the run
     # loads from any working directory.
@@ -191,9 +194,16 @@ def wrap(model, peft_cfg, auto_model: str, source: str):
         peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     summary = {"method": peft_cfg.method, "r": peft_cfg.r, "alpha": peft_cfg.lora_alpha,
-               "dropout": peft_cfg.dropout, "target_modules": sorted(peft_model.peft_config["default"].target_modules),
+               "dropout": peft_cfg.dropout, "target_modules": adapted_layer_names(peft_model),
                "modules_to_save": heads, "trainable_parameters": trainable, "total_parameters": total}
     return peft_model, summary
+
+
+def adapted_layer_names(peft_model) -> list[str]:
+    """Last name parts of the layers that really got a LoRA adapter (after every exclusion)."""
+    from peft.tuners.lora import LoraLayer
+
+    return sorted({n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)})
 
 
 def _absolute(source: str) -> str:
