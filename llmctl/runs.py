@@ -4,7 +4,8 @@
                environment.json    versions, device, git sha, command line
                metrics.jsonl       one line per evaluation
                metrics.json        final metrics of the saved model + training stats
-               model/              best model + tokenizer (save_pretrained) + llmctl.json
+               model/              best model + tokenizer (save_pretrained) + llmctl.json; a LoRA run
+                                   saves the adapter + base config instead (llmctl/adapters.py)
                checkpoints/        full training state for --resume
                run.lock            held while a run writes here
 """

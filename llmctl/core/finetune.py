@@ -78,14 +78,12 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     set_seed(recipe.train.seed)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    quantized = None
-    if recipe.peft is not None:
-        from llmctl.adapters import quantization_config, wrap
+    from llmctl.adapters import quantization_config, wrap
 
-        quantized = quantization_config(recipe.peft)
+    quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
                        **task.model_kwargs())
-    lora = None
+    lora = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
     if recipe.peft is not None:
         model, lora = wrap(model, recipe.peft, task.auto_model, recipe.model.name_or_path)
         tell_lora(lora)
