@@ -113,7 +113,12 @@ def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
 def load_trained(auto_class, model_dir: Path):
     """A fine-tuned model for eval / predict (safetensors only). Refused when a weight is missing
     from the checkpoint: transformers would start it at random (typically the task head of a
-    plain pretrained encoder) and every score would be noise with exit 0."""
+    plain pretrained encoder) and every score would be noise with exit 0. A LoRA run (adapter_config.json)
+    loads its base model, then the adapter."""
+    from llmctl.adapters import is_adapter_dir, load_adapter_model
+
+    if is_adapter_dir(model_dir):
+        return load_adapter_model(auto_class, model_dir)
     model, info = pretrained(auto_class, model_dir, use_safetensors=True, output_loading_info=True)
     missing = list(info.get("missing_keys") or []) + [str(m[0]) for m in info.get("mismatched_keys") or []]
     if missing:
@@ -174,8 +179,9 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, **
         raise _explain(exc, str(name_or_path)) from exc
 
 
-def load_model(auto_class, model_cfg, tokenizer, **config_overrides):
-    """`auto_class.from_pretrained` with our safety defaults; pad id written into the config."""
+def load_model(auto_class, model_cfg, tokenizer, quantization_config=None, **config_overrides):
+    """`auto_class.from_pretrained` with our safety defaults; pad id written into the config.
+    `quantization_config`: 4-bit base weights for QLoRA (llmctl.adapters)."""
     config = load_config(model_cfg, **config_overrides)
     # Decoder classifiers score each row at its last non-pad token, found through this id.
     if config.pad_token_id is None:
@@ -184,4 +190,5 @@ def load_model(auto_class, model_cfg, tokenizer, **config_overrides):
     folder, gguf_file = gguf.locate(model_cfg.name_or_path, model_cfg.gguf_file)
     return load_weights(auto_class, folder, gguf_file, config=config,
                         use_safetensors=None if model_cfg.allow_pickle_weights else True,
-                        trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+                        trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision,
+                        **({"quantization_config": quantization_config} if quantization_config is not None else {}))

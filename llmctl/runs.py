@@ -4,7 +4,8 @@
                environment.json    versions, device, git sha, command line
                metrics.jsonl       one line per evaluation
                metrics.json        final metrics of the saved model + training stats
-               model/              best model + tokenizer (save_pretrained) + llmctl.json
+               model/              best model + tokenizer (save_pretrained) + llmctl.json; a LoRA run
+                                   saves the adapter + base config instead (llmctl/adapters.py)
                checkpoints/        full training state for --resume
                run.lock            held while a run writes here
 """
@@ -190,8 +191,13 @@ class RunDir:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
-            # safetensors (the only format in transformers 5)
-            model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
+            if hasattr(model, "peft_config"):  # a LoRA run: the adapter (and head), not the whole model
+                from llmctl.adapters import save_adapter
+
+                save_adapter(model, partial)
+            else:
+                # safetensors (the only format in transformers 5)
+                model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
         except (OSError, SafetensorError) as exc:

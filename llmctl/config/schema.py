@@ -143,6 +143,40 @@ class ZeroShotConfig(Section):
         return template_columns(self.template)
 
 
+class PeftConfig(Section):
+    """Train a small adapter instead of every weight (LoRA through peft). The run saves only the
+    adapter (plus the task head); `llmctl export` merges it into a plain checkpoint."""
+
+    method: Literal["lora", "qlora"] = Field(
+        "lora", description="lora, or qlora (4-bit base weights through bitsandbytes; CUDA only).")
+    r: int = Field(16, description="Rank of the LoRA update matrices (> 0).")
+    alpha: float | None = Field(
+        None, gt=0, description="LoRA scaling numerator (update scaled by alpha / r); null = 2 * r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Linear layers that get an adapter (names or name suffixes); null = the family's "
+                          "attention + MLP projections, all-linear = every Linear but the head.")
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter; null = the task head "
+                          "(classifier / score / qa_outputs / classification_head).")
+    load_in_4bit: bool = Field(False, description="Same as method: qlora.")
+
+    @field_validator("r")
+    @classmethod
+    def _positive_rank(cls, value):
+        if value <= 0:
+            raise ValueError("must be a positive rank, e.g. 8 or 16")
+        return value
+
+    @property
+    def quantized(self) -> bool:
+        return self.method == "qlora" or self.load_in_4bit
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else 2 * self.r
+
+
 def template_columns(template: str) -> list[str]:
     """Column names a str.format template uses, in order; ValueError for anything else."""
     import string
@@ -176,6 +210,7 @@ class Recipe(Section, Generic[D]):
     zero_shot: ZeroShotConfig | None = Field(
         None, description="Score labels with a generative model's log-likelihood instead of training a head."
     )
+    peft: PeftConfig | None = Field(None, description="Train a LoRA adapter instead of every weight (see README, LoRA).")
 
     # The file the recipe came from, for messages (set by llmctl.config.load.validate_recipe).
     _source: str = PrivateAttr("<recipe>")
@@ -192,6 +227,8 @@ class Recipe(Section, Generic[D]):
                                  f"or drop {', '.join(unused)}")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
+            if self.peft is not None:
+                raise ValueError("peft trains an adapter, but zero_shot scores without training; drop one of them")
         return self
 
 

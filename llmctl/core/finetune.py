@@ -44,6 +44,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     task.check_model(recipe.model)
     _check_max_length(recipe)
+    if recipe.peft is not None:
+        from llmctl.adapters import check_before_load
+
+        check_before_load(recipe.peft, dev)
 
     # 2. Heavy libraries and the processes.
     quiet_libraries()
@@ -62,6 +66,11 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
             "Choose a batch size divisible by the number of processes.",
         )
+    if recipe.peft is not None and fsdp_settings(accelerator) is not None:
+        # Sharded LoRA needs the adapter gathered from the shards and an optimizer over the
+        # trainable slices only; until then, refuse rather than save a partial adapter.
+        raise UsageError("LoRA (the peft: section) does not run under FSDP yet.",
+                         "Launch with --multi_gpu (data parallel) instead of --use_fsdp, or drop peft: to shard a full fine-tune.")
     # Tokenizing can still reject the data (a QA question longer than max_length): do it
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
@@ -75,13 +84,24 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     set_seed(recipe.train.seed)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, **task.model_kwargs())
+    from llmctl.adapters import quantization_config, wrap
+
+    quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
+    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
+                       **task.model_kwargs())
+    lora = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
+    if recipe.peft is not None:
+        model, lora = wrap(model, recipe.peft, task.auto_model, recipe.model.name_or_path)
+        tell_lora(lora)
     speedups, attach_to_optimizer = [], None
     sharded = fsdp_settings(accelerator)
     if dev == "cpu" and sharded is None:
         from llmctl.train.cpu_speedups import speed_up_cpu_training
 
-        speedups, attach_to_optimizer = speed_up_cpu_training(model, train_features, tokenizer)
+        # On the transformers model inside the adapter: each speed-up checks the module types it
+        # rewrites, and the seen-rows embedding declines a frozen embedding (LoRA freezes it).
+        speedups, attach_to_optimizer = speed_up_cpu_training(model.get_base_model() if lora else model,
+                                                              train_features, tokenizer)
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:
@@ -106,9 +126,15 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
                        | {"precision": precision, "cpu_speedups": speedups,
                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-                       | _distributed_info(accelerator, sharded, dev))
+                       | _distributed_info(accelerator, sharded, dev)
+                       | ({"peft": lora, "cpu_speedups_note": LORA_SPEEDUPS_NOTE} if lora else {}))
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
+    if lora:
+        from llmctl.adapters import base_digests
+
+        # what `llmctl export --base` checks a relocated base model against
+        meta["peft"] = lora | {"base_sha256": base_digests(recipe.model.name_or_path)}
 
     def save_best(info: dict) -> None:
         """Called on every process: under FSDP gathering the weights takes all of them."""
@@ -131,6 +157,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                 continue
             if isinstance(event, Stopped):
                 result = _result(event, run, accelerator, precision, total_steps) | {"data": data_info}
+                if lora:
+                    result["peft"] = lora
                 if test_split is not None:
                     result["test_metrics"] = _evaluate_saved(run, task, tokenizer, accelerator, model,
                                                              test_split, recipe.train.eval_batch_size)
@@ -142,6 +170,21 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             yield event
     finally:
         run.unlock()
+
+
+LORA_SPEEDUPS_NOTE = ("LoRA: the CPU speed-ups run on the adapted model (fast dropout covers the LoRA dropout too); "
+                      "seen_embedding_rows is off because the embedding is frozen, and labelled_positions_only "
+                      "falls back to the stock forward because peft's token-classification wrapper passes return_dict.")
+
+
+def tell_lora(lora: dict) -> None:
+    from llmctl.console import note
+
+    share = lora["trainable_parameters"] / max(1, lora["total_parameters"])
+    note(f"LoRA r {lora['r']}, alpha {lora['alpha']:g} on {', '.join(lora['target_modules'][:8])}"
+         f"{' ...' if len(lora['target_modules']) > 8 else ''}: {lora['trainable_parameters']:,} of "
+         f"{lora['total_parameters']:,} parameters train ({share:.2%})"
+         + (f"; {', '.join(lora['modules_to_save'])} trained in full" if lora["modules_to_save"] else ""))
 
 
 def _local_inputs(recipe) -> dict[str, Path]:
@@ -213,12 +256,16 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     from llmctl.train.evaluate import evaluate
     from llmctl.train.sharding import fsdp_version, load_full_model_state
 
-    # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
-    best = load_file(str(run.model / "model.safetensors"))
-    if fsdp_version(accelerator):
-        load_full_model_state(model, best, strict=False)
+    unwrapped = accelerator.unwrap_model(model)
+    if (run.model / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(unwrapped, load_file(str(run.model / "adapter_model.safetensors")))
+    elif fsdp_version(accelerator):
+        # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
+        load_full_model_state(model, load_file(str(run.model / "model.safetensors")), strict=False)
     else:
-        accelerator.unwrap_model(model).load_state_dict(best, strict=False)
+        unwrapped.load_state_dict(load_file(str(run.model / "model.safetensors")), strict=False)
     from llmctl.console import tell
 
     features = tell(task.featurize(split, tokenizer))

@@ -110,8 +110,12 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    from llmctl.adapters import load_merged
+
     folder, gguf_file, _ = _where(source)
-    model = load_weights(auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    # A LoRA run: base + adapter, merged once so generation runs the plain model.
+    model = load_merged(auto, source, dtype=dtype) or load_weights(
+        auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     model.to(dev).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

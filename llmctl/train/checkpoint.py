@@ -101,11 +101,36 @@ def _check_optimizer_shapes(path: Path, optimizer, state_dict: dict) -> None:
             )
 
 
+# -- model state ----------------------------------------------------------------------
+def _save_model_state(model, file: str) -> None:
+    """The full model; for a LoRA run only what trains (adapter + head): the frozen base is
+    reloaded from the base model on --resume, so saving it would only cost disk and time."""
+    from safetensors.torch import save_file, save_model
+
+    from llmctl.adapters import is_peft_model, trainable_state
+
+    if is_peft_model(model):
+        save_file(trainable_state(model), file)
+    else:
+        save_model(model, file)
+
+
+def _load_model_state(model, file: str) -> None:
+    from safetensors.torch import load_file, load_model
+
+    from llmctl.adapters import is_peft_model, load_trainable_state
+
+    if is_peft_model(model):
+        load_trainable_state(model, load_file(file))
+    else:
+        load_model(model, file)
+
+
 # -- save / load ----------------------------------------------------------------------
 def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, scheduler, loop_state: dict) -> Path:
     """Write a checkpoint for `step` on every process; returns its folder."""
     from safetensors import SafetensorError
-    from safetensors.torch import save_file, save_model
+    from safetensors.torch import save_file
 
     final = root / checkpoint_name(step)
     partial = root / (checkpoint_name(step) + ".partial")
@@ -126,7 +151,7 @@ def save_checkpoint(root: Path, step: int, accelerator, model, optimizer, schedu
         model_state, opt_state = _gather_shards(accelerator, model, optimizer)
         if accelerator.is_main_process:
             if model_state is None:
-                save_model(accelerator.unwrap_model(model), target("model.safetensors"))
+                _save_model_state(accelerator.unwrap_model(model), target("model.safetensors"))
             else:
                 save_file(model_state, target("model.safetensors"))
             opt_tensors, opt_plain = _split_optimizer(opt_state if opt_state is not None else optimizer.state_dict())
@@ -194,7 +219,7 @@ def _json(name: str) -> dict:
 
 def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dict:
     """Restore everything `save_checkpoint` wrote; returns the loop state."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
 
     verify_checkpoint(path)
     loop_state = _read(path / "loop.json", _json)
@@ -211,7 +236,7 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
         load_full_model_state(model, _read(path / "model.safetensors", load_file))
         load_full_optimizer_state(model, optimizer, opt_state)
     else:
-        _read(path / "model.safetensors", lambda f: load_model(accelerator.unwrap_model(model), f))
+        _read(path / "model.safetensors", lambda f: _load_model_state(accelerator.unwrap_model(model), f))
         _check_optimizer_shapes(path, optimizer, opt_state)
         optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(_read(path / "scheduler.json", _json))

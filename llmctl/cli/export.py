@@ -1,0 +1,33 @@
+"""`llmctl export RUN --output DIR`: a run's model as a plain transformers checkpoint (LoRA merged)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command("export")
+@report_errors
+def export_command(
+    run: str = typer.Argument(..., help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),
+    output: str = typer.Option(..., "--output", "-o", help="New directory for the checkpoint (must be new or empty)."),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
+    fmt: str = typer.Option("safetensors", "--format", help="safetensors (the only format today)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Write a run's model as a plain checkpoint that transformers loads without peft."""
+    import sys
+
+    from llmctl.console import print_json
+    from llmctl.export import export_run
+
+    result = export_run(run, output, base=base, fmt=fmt)
+    if json_out:
+        print_json(result)
+    else:
+        how = "adapter merged into its base" if result["merged_adapter"] else "full fine-tune"
+        print(f"wrote {result['output']} ({how}, {result['parameters']:,} parameters)", file=sys.stderr)

@@ -1,0 +1,74 @@
+"""`llmctl export RUN --output DIR` as a function: a run's model as a plain transformers checkpoint.
+
+A LoRA run is merged into its base (peft's merge_and_unload), so the result loads with the
+Auto classes and no peft; a full fine-tune is rewritten as it is. Either way DIR holds
+safetensors weights, config, tokenizer and llmctl.json (so `llmctl eval DIR` still works).
+DIR is written under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from llmctl.errors import ModelError, UsageError
+
+FORMATS = ("safetensors",)  # issue 16 adds onnx
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UsageError(f"--output {output} already exists and is not empty; export never overwrites.",
+                         "Choose a new --output directory, or remove that one first.")
+
+
+def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
+    """Write the merged (or plain) model of `run` to `output`; returns what was written."""
+    from llmctl.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
+    from llmctl.core.setup import auto_class, quiet_libraries, task_for_model
+    from llmctl.models import load_trained
+    from llmctl.runs import TASK_FILE, find_model_dir
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: export writes {', '.join(FORMATS)} only (onnx is planned).",
+                         "Use --format safetensors.")
+    target = Path(output).expanduser()
+    check_output(target)
+    model_dir = find_model_dir(run)
+    adapter = is_adapter_dir(model_dir)
+    if base is not None and not adapter:
+        raise UsageError(f"--base: {run} is a full fine-tune, not a LoRA run, so there is no adapter to merge.",
+                         "Drop --base.")
+    quiet_libraries()
+    task, _ = task_for_model(model_dir)
+    auto = auto_class(task.auto_model)
+    if adapter:
+        if base is not None:
+            check_same_base(model_dir, base)
+        model = load_adapter_model(auto, model_dir, base=base).merge_and_unload()
+    else:
+        model = load_trained(auto, model_dir)
+    from transformers import AutoTokenizer
+
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(partial)
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(partial)
+        if (model_dir / TASK_FILE).is_file():
+            meta = json.loads((model_dir / TASK_FILE).read_text())
+            meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
+            meta.pop("peft", None)
+            (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if target.is_dir():
+            target.rmdir()  # checked empty above
+        partial.replace(target)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelError(f"Could not write {target}: {exc.strerror or exc}.",
+                         "Check the path and free disk space.") from exc
+    source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
+    return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
+            "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),
+            "format": fmt}
