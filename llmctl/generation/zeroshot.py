@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from llmctl.console import warn as console_warn
 
+# Reported besides the classification metrics (and gateable with --fail-under).
+ZERO_SHOT_METRICS = ["acc_norm"]
+
 
 def fill_template(template: str, columns: list[str], texts: list[list[str]]) -> list[str]:
     return [template.format(**{c: texts[k][i] for k, c in enumerate(columns)}) for i in range(len(texts[0]))]
