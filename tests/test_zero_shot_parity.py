@@ -145,7 +145,8 @@ def test_equal_to_lm_eval_hflm(tiny_models, family):
 
     kind = "seq2seq" if family == "t5" else "causal"
     template, verbalizers = CASES.get(family, ("Review: {sentence}\nSentiment: ", {"n": "bad", "p": "very good"}))
-    prompts = [template.format(**r) for r in rows_with_a_long_one()]
+    # An empty prompt: the harness scores the answer after the bos (eos when there is none).
+    prompts = [template.format(**r) for r in rows_with_a_long_one()] + [""]
     choices = list(verbalizers.values())
     lm = HFLM(pretrained=str(tiny_models[family]), device="cpu", dtype="float32", batch_size=4,
               backend=kind, max_length=256)

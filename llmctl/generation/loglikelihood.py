@@ -89,12 +89,16 @@ def encode_requests(contexts: list[str], choices: list[str], tokenizer, kind: st
 
 
 def bare_or_spaced(encode, continuation: str, bare: dict) -> list[int]:
-    return bare[continuation] if continuation in bare else encode([continuation], special=False)[0]
+    """The continuation alone, without special tokens; remembered, since a template's trailing
+    space makes the same spaced continuation for every row."""
+    if continuation not in bare:
+        bare[continuation] = encode([continuation], special=False)[0]
+    return bare[continuation]
 
 
 def empty_context(prefix: int | None, continuations: list[list[int]]) -> Request:
-    # The harness's rule: the prefix token is the context; a continuation that starts with it
-    # (a tokenizer adding bos to everything) gives that token up to the context.
+    # The harness's rule: the prefix token is the context; a continuation whose text starts with
+    # that token gives it up, so the token is not read twice.
     if prefix is None:
         raise ModelError("A prompt filled in empty, and the tokenizer has neither a bos nor an eos token to score it after.",
                          "Give every row text, or a zero_shot.template with words of its own around the columns.")
