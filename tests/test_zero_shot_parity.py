@@ -162,3 +162,26 @@ def test_equal_to_lm_eval_hflm(tiny_models, family):
         else:
             ours = score_seq2seq(gen.model, ours_requests, 5, "cpu", tokenizer.pad_token_id, 256)
     assert torch.allclose(ours.flatten(), theirs, atol=1e-4), (ours.flatten(), theirs)
+
+
+def test_one_token_choices_share_a_forward_pass(tiny_models):
+    """" great" and " awful" are one token each: both are read off the same forward pass over the
+    prompt, and still score exactly what the harness computes for each on its own."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmctl.generation.loglikelihood import encode_requests, score_causal
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"]).eval()
+    prompts = [CASES["llama"][0].format(**r) for r in rows_with_a_long_one()]
+    choices = [" great", " awful"]
+    assert all(len(tokenizer.encode(c)) == 1 for c in choices)
+    passes = []
+    hook = model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    with torch.inference_mode():
+        ours = score_causal(model, encode_requests(prompts, choices, tokenizer, "causal"), 1, "cpu", 256)
+    hook.remove()
+    assert len(passes) == len(prompts)  # one per prompt, not one per (prompt, choice)
+    expected = [[harness_loglikelihood(model, tokenizer, p, c, 256) for c in choices] for p in prompts]
+    assert torch.allclose(ours, torch.tensor(expected, dtype=torch.float64), atol=1e-4)

@@ -123,26 +123,31 @@ def score_causal(model, requests: list[Request], batch_size: int, device: str, l
     """log P(continuation | context) summed over its tokens, as a [contexts, choices] float64 tensor."""
     import torch
 
-    pairs = [(i, j) for i, r in enumerate(requests) for j in range(len(r.continuations))]
-    pairs.sort(key=lambda p: -(len(requests[p[0]].context) + len(requests[p[0]].continuations[p[1]])))
+    # The model reads (context + continuation)[:-1]: choices that differ only in their last
+    # token (every one-token verbalizer) read the same tokens, so one forward pass serves them
+    # all (the harness's one-token-continuation cache does the same).
+    readers: dict[tuple, list[tuple[int, int]]] = {}
+    for i, r in enumerate(requests):
+        for j, c in enumerate(r.continuations):
+            readers.setdefault(tuple(tail(r.context + c, limit and limit + 1)[:-1]), []).append((i, j))
+    inputs = sorted(readers, key=len, reverse=True)
     sums = torch.zeros(len(requests), max(len(r.continuations) for r in requests), dtype=torch.float64)
-    for b in range(0, len(pairs), batch_size):
-        chunk = pairs[b:b + batch_size]
-        conts = [requests[i].continuations[j] for i, j in chunk]
-        inputs = [tail(requests[i].context + c, limit and limit + 1)[:-1] for (i, _), c in zip(chunk, conts)]
-        width = max(map(len, inputs))
-        keep = max(map(len, conts))
+    for b in range(0, len(inputs), batch_size):
+        chunk = inputs[b:b + batch_size]
+        width = len(chunk[0])
+        keep = max(len(requests[i].continuations[j]) for s in chunk for i, j in readers[s])
         # Left padding puts every continuation at the end, so only the last `keep` logits are
         # needed; explicit positions make a padded row score exactly like an unpadded one.
-        ids = torch.tensor([[0] * (width - len(s)) + s for s in inputs], device=device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in inputs], device=device)
+        ids = torch.tensor([[0] * (width - len(s)) + list(s) for s in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
         logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
-        for row, ((i, j), cont) in enumerate(zip(chunk, conts)):
-            n = len(cont)
-            tokens = torch.tensor(cont, device=device)
-            sums[i, j] = logprobs[row, keep - n:].gather(-1, tokens[:, None]).sum().item()
+        for row, s in enumerate(chunk):
+            for i, j in readers[s]:
+                cont = requests[i].continuations[j]
+                tokens = torch.tensor(cont, device=device)
+                sums[i, j] = logprobs[row, keep - len(cont):].gather(-1, tokens[:, None]).sum().item()
     return sums
 
 
