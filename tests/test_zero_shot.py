@@ -94,20 +94,21 @@ def test_scores_do_not_depend_on_batching(tiny_models, reviews):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmctl.generation.zeroshot import encode_pairs, fill_template, score_causal
+    from llmctl.generation.loglikelihood import encode_requests, score_causal
+    from llmctl.generation.zeroshot import fill_template
 
     rows, _ = reviews
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
     model = AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"]).eval()
     prompts = fill_template(TEMPLATE, ["sentence"], [[r["sentence"] for r in rows]])
-    contexts, targets, _ = encode_pairs(prompts, [" bad", " very good"], tokenizer, "causal", None)
+    requests = encode_requests(prompts, [" bad", " very good"], tokenizer, "causal")
     with torch.inference_mode():
-        batched = score_causal(model, contexts, targets, 7, "cpu")
-        alone = score_causal(model, contexts, targets, 1, "cpu")
+        batched = score_causal(model, requests, 7, "cpu")
+        alone = score_causal(model, requests, 1, "cpu")
         # Reference: the plain, unpadded forward pass for one example.
-        ids = torch.tensor([contexts[0] + targets[1]])
+        ids = torch.tensor([requests[0].context + requests[0].continuations[1]])
         logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-        n = len(targets[1])
+        n = len(requests[0].continuations[1])
         expected = logprobs[-n:].gather(-1, ids[0, -n:, None]).sum().item()
     assert torch.allclose(batched, alone, atol=1e-4)
     assert batched[0, 1].item() == pytest.approx(expected, abs=1e-4)

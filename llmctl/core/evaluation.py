@@ -87,11 +87,11 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     gates = gates or Gates()
     dev = device_type(device)
     if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
-        from llmctl.generation.zeroshot import evaluate_zero_shot
+        from llmctl.generation.zeroshot import ZERO_SHOT_METRICS, evaluate_zero_shot
         from llmctl.tasks.base import Labels
         from llmctl.tasks.classification import ClassificationTask
 
-        check_gate_names(gates, ClassificationTask(recipe.data, Labels()).metric_names())
+        check_gate_names(gates, ClassificationTask(recipe.data, Labels()).metric_names() + ZERO_SHOT_METRICS)
         data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
         return evaluate_zero_shot(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                   batch_size=batch_size, device=dev, precision=precision or "auto")

@@ -8,4 +8,5 @@
     output.py    rows printed in input order as batches finish; what Ctrl-C keeps
     stream.py    print tokens as they come (one prompt on a terminal)
     zeroshot.py  score each label's verbalizer by log-likelihood (`llmctl eval` with zero_shot)
+    loglikelihood.py  log P(continuation | context), tokenized and scored as lm-evaluation-harness does
 """
