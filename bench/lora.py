@@ -106,9 +106,20 @@ def llmctl_run(name: str, recipe: Path, out: Path, extra: list[str] = ()) -> dic
     measured = harness.measure_process(cmd)
     result = json.loads(measured.pop("stdout"))
     train = result["train"]
+    trainable = (result.get("peft") or {}).get("trainable_parameters") or saved_parameters(out / "model")
     return {**measured, "samples_per_second": float(train["samples_per_second"]), "runtime_s": float(train["runtime_s"]),
-            "precision": train.get("precision"), "trainable_parameters": train.get("trainable_parameters"),
+            "precision": train.get("precision"), "trainable_parameters": trainable,
             "metrics": result.get("metrics", {})}
+
+
+def saved_parameters(model_dir: Path) -> int:
+    """Parameters of a full fine-tune's saved model (every one of them trained)."""
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
 def run_config(name: str, args, model: Path | None, train: Path, valid: list[dict], tmp: Path) -> dict:
