@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/conll.py
 	$(BIN)/python bench/squad.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/zeroshot.py
 	$(BIN)/python bench/lora.py
 
 clean:
