@@ -211,10 +211,11 @@ def _absolute(source: str) -> str:
     return str(path.resolve()) if path.exists() else source
 
 
-def save_adapter(model, directory: Path) -> None:
+def save_adapter(model, directory: Path, state_dict: dict | None = None) -> None:
     """adapter_config.json + adapter_model.safetensors, and the base config (labels, pad id) that
-    eval / predict read to rebuild the task."""
-    model.save_pretrained(directory)
+    eval / predict read to rebuild the task. `state_dict`: the whole model's, gathered from the
+    shards under FSDP (peft picks the adapter's tensors out of it)."""
+    model.save_pretrained(directory, **({"state_dict": state_dict} if state_dict is not None else {}))
     model.get_base_model().config.save_pretrained(directory)
 
 
@@ -312,6 +313,21 @@ def trainable_state(model) -> dict:
     """The tensors a checkpoint must hold for an adapter run: what trains (frozen base weights
     are reloaded from the base model on --resume)."""
     return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def by_model_names(model, saved: dict) -> dict:
+    """A saved adapter's tensors under the model's own parameter names, for loading into a
+    sharded model (peft's loader copies into plain tensors). peft saves without the adapter name:
+    `...query.lora_A.weight` is the model's `...query.lora_A.default.weight`, and a head trained
+    in full, `...classifier.weight`, is `...classifier.modules_to_save.default.weight`."""
+    out = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            key = name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+            if key not in saved:
+                raise ValueError(f"the saved adapter has no tensor for {name} (looked for {key})")
+            out[name] = saved[key]
+    return out
 
 
 def load_trainable_state(model, tensors: dict) -> None:

@@ -194,7 +194,7 @@ class RunDir:
             if hasattr(model, "peft_config"):  # a LoRA run: the adapter (and head), not the whole model
                 from llmctl.adapters import save_adapter
 
-                save_adapter(model, partial)
+                save_adapter(model, partial, state_dict)
             else:
                 # safetensors (the only format in transformers 5)
                 model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))

@@ -127,3 +127,45 @@ def test_fsdp1_on_cpu_is_refused_with_the_fix(setup):
     assert "error: FSDP version 1 does not run on CPU" in proc.stderr
     assert "Add --fsdp_version 2 to `accelerate launch`" in proc.stderr
     assert not (tmp / "fsdp1").exists()  # refused before the run directory is made
+
+
+def test_lora_under_fsdp_saves_the_adapter_and_resumes_bitwise(setup, tmp_path):
+    """LoRA sharded over two processes: the adapter (and the head trained in full) is gathered
+    from the shards into model/, `llmctl eval` scores it as the run did, checkpoints hold only
+    what trains, and resuming from one ends with the same adapter bit for bit."""
+    from safetensors.torch import load_file
+
+    tmp, recipe, _ = setup
+    lora = tmp_path / "lora.yaml"
+    lora.write_text(recipe.read_text() + "peft:\n  r: 4\n")
+    sets = ["--set", "train.save_every=2", "--set", "train.keep_checkpoints=20"]
+    proc = launch(FSDP2, "finetune", str(lora), "--output-dir", str(tmp_path / "full"), "--json", *sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert 0 < result["peft"]["trainable_parameters"] < result["peft"]["total_parameters"] / 2
+    assert result["test_metrics"] == pytest.approx(result["metrics"], abs=1e-6)  # the saved adapter, reloaded
+    model_dir = tmp_path / "full" / "model"
+    assert (model_dir / "adapter_model.safetensors").is_file() and not (model_dir / "model.safetensors").exists()
+    adapter = load_file(str(model_dir / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in adapter.items())  # trained, not the zero start
+    assert any("classifier" in k for k in adapter)  # the head travels with it
+    again = run_cli("eval", str(tmp_path / "full"), "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["metrics"] == pytest.approx(result["metrics"], abs=1e-5)
+
+    checkpoint = tmp_path / "full" / "checkpoints" / "step-0000004"
+    saved = load_file(str(checkpoint / "model.safetensors"))
+    assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), sorted(saved)[:5]
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full", resumed)
+    for other in (resumed / "checkpoints").iterdir():
+        if other.name != checkpoint.name:
+            shutil.rmtree(other)
+    shutil.rmtree(resumed / "model")
+    (resumed / "metrics.json").unlink()
+    proc = launch(FSDP2, "finetune", str(lora), "--output-dir", str(resumed), "--resume", *sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = load_file(str(resumed / "model" / "adapter_model.safetensors"))
+    assert adapter.keys() == again.keys()
+    for key in adapter:
+        assert (adapter[key] == again[key]).all(), key

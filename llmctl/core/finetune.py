@@ -66,11 +66,6 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
             f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
             "Choose a batch size divisible by the number of processes.",
         )
-    if recipe.peft is not None and fsdp_settings(accelerator) is not None:
-        # Sharded LoRA needs the adapter gathered from the shards and an optimizer over the
-        # trainable slices only; until then, refuse rather than save a partial adapter.
-        raise UsageError("LoRA (the peft: section) does not run under FSDP yet.",
-                         "Launch with --multi_gpu (data parallel) instead of --use_fsdp, or drop peft: to shard a full fine-tune.")
     # Tokenizing can still reject the data (a QA question longer than max_length): do it
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
@@ -257,10 +252,15 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     from llmctl.train.sharding import fsdp_version, load_full_model_state
 
     unwrapped = accelerator.unwrap_model(model)
-    if (run.model / "adapter_model.safetensors").is_file():
+    adapter_file = run.model / "adapter_model.safetensors"
+    if adapter_file.is_file() and fsdp_version(accelerator):
+        from llmctl.adapters import by_model_names
+
+        load_full_model_state(model, by_model_names(model, load_file(str(adapter_file))), strict=False)
+    elif adapter_file.is_file():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(unwrapped, load_file(str(run.model / "adapter_model.safetensors")))
+        set_peft_model_state_dict(unwrapped, load_file(str(adapter_file)))
     elif fsdp_version(accelerator):
         # strict=False: save_pretrained drops tied copies (e.g. shared embeddings) from the file.
         load_full_model_state(model, load_file(str(run.model / "model.safetensors")), strict=False)

@@ -233,7 +233,9 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
     opt_plain = _read(path / "optimizer.json", _json)
     opt_state = _join_optimizer(_read(path / "optimizer.safetensors", load_file), opt_plain)
     if fsdp_version(accelerator):
-        load_full_model_state(model, _read(path / "model.safetensors", load_file))
+        saved = _read(path / "model.safetensors", load_file)
+        # strict=False only for LoRA, whose checkpoints hold the trainable tensors alone.
+        load_full_model_state(model, saved, strict=len(saved) >= len(list(model.parameters())))
         load_full_optimizer_state(model, optimizer, opt_state)
     else:
         _read(path / "model.safetensors", lambda f: _load_model_state(accelerator.unwrap_model(model), f))
@@ -253,7 +255,12 @@ def _gather_shards(accelerator, model, optimizer) -> tuple[dict | None, dict | N
     collective, so every process calls this); (None, None) otherwise."""
     if not fsdp_version(accelerator):
         return None, None
-    return full_model_state(model), full_optimizer_state(model, optimizer)
+    state = full_model_state(model)
+    trains = {name for name, p in model.named_parameters() if p.requires_grad}
+    if len(trains) < len(state):
+        # LoRA: only what trains, as without FSDP; the frozen base reloads from the base model.
+        state = {name: tensor for name, tensor in state.items() if name in trains}
+    return state, full_optimizer_state(model, optimizer)
 
 
 def _check_same_sharding(path: Path, loop_state: dict, version: int | None) -> None:
