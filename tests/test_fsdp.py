@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import (REPO, assert_same_weights, cli_env, copy_without_dropout, error_lines, run_cli, sentiment_rows,
-                     write_csv, write_recipe)
+                     rewind_to_checkpoint, write_csv, write_recipe)
 from test_kill_resume import check_examples, kill_and_resume, reference_run, resumed_step
 
 # Launchers listen on port 29500: tests that start them share one xdist worker (test_multiprocess.py).
@@ -156,13 +156,7 @@ def test_lora_under_fsdp_saves_the_adapter_and_resumes_bitwise(setup, tmp_path):
     checkpoint = tmp_path / "full" / "checkpoints" / "step-0000004"
     saved = load_file(str(checkpoint / "model.safetensors"))
     assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), sorted(saved)[:5]
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "full", resumed)
-    for other in (resumed / "checkpoints").iterdir():
-        if other.name != checkpoint.name:
-            shutil.rmtree(other)
-    shutil.rmtree(resumed / "model")
-    (resumed / "metrics.json").unlink()
+    resumed = rewind_to_checkpoint(tmp_path / "full", checkpoint, tmp_path / "resumed")
     proc = launch(FSDP2, "finetune", str(lora), "--output-dir", str(resumed), "--resume", *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = load_file(str(resumed / "model" / "adapter_model.safetensors"))

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import (ONE_THREAD, REPO, build_recipe, cli_env, copy_without_dropout, error_lines, eval_log,
                      keyword_sentiment_rows, ner_sentence, resumed_from, run_cli, tensors, write_conll, write_csv,
-                     write_recipe)
+                     rewind_to_checkpoint, write_recipe)
 from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
@@ -260,13 +260,7 @@ def test_resume_with_an_adapter_is_bitwise(tiny_models, tmp_path):
     checkpoint = tmp_path / "full" / "checkpoints" / "step-0000004"
     saved = tensors(checkpoint / "model.safetensors")
     assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), sorted(saved)[:5]  # only what trains
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "full", resumed)
-    for ckpt in (resumed / "checkpoints").iterdir():
-        if ckpt.name != checkpoint.name:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(resumed / "model")
-    (resumed / "metrics.json").unlink()
+    resumed = rewind_to_checkpoint(tmp_path / "full", checkpoint, tmp_path / "resumed")
     result = run_cli("finetune", str(recipe), "--output-dir", str(resumed), "--resume", "--json", env=ONE_THREAD)
     assert result.exit_code == EXIT_OK, result.stderr
     assert resumed_from(result.stderr) == resumed / "checkpoints" / checkpoint.name
