@@ -192,6 +192,8 @@ def wrap(model, peft_cfg, auto_model: str, source: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = get_peft_model(model, config)
+    # get_peft_model re-reads the base's name from the model (the folder, for a GGUF file)
+    peft_model.peft_config["default"].base_model_name_or_path = _absolute(source)
     trainable, total = peft_model.get_nb_trainable_parameters()
     summary = {"method": peft_cfg.method, "r": peft_cfg.r, "alpha": peft_cfg.lora_alpha,
                "dropout": peft_cfg.dropout, "target_modules": adapted_layer_names(peft_model),
@@ -228,7 +230,7 @@ def base_of(model_dir: Path) -> str:
         raise ModelError(f"{config_file} is unreadable or names no base_model_name_or_path.",
                          "Train the run again; adapter_config.json is written by llmctl finetune.") from exc
     path = Path(base).expanduser()
-    if path.is_absolute() and not (path / "config.json").is_file():
+    if path.is_absolute() and not ((path / "config.json").is_file() or (path.suffix == ".gguf" and path.is_file())):
         raise ModelError(f"Adapter run {model_dir} needs its base model {base}, which is not there.",
                          f"Put the base model back at that path, or set base_model_name_or_path in {config_file} "
                          "to where it is now.")
@@ -276,12 +278,17 @@ def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **k
     from peft import PeftModel
     from transformers import AutoConfig
 
-    from llmctl.models import pretrained
+    from llmctl import gguf
+    from llmctl.models import load_weights, pretrained
 
     base = base or base_of(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
-    model, info = pretrained(auto_class, base, config=config, use_safetensors=True, output_loading_info=True,
-                             **kwargs)
+    folder, gguf_file = gguf.locate(base)
+    if gguf_file:  # a GGUF base holds the language model only: no head to miss
+        model, info = load_weights(auto_class, folder, gguf_file, config=config, **kwargs), {}
+    else:
+        model, info = pretrained(auto_class, base, config=config, use_safetensors=True, output_loading_info=True,
+                                 **kwargs)
     saved = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text()).get("modules_to_save") or []
     missing = [k for k in info.get("missing_keys") or [] if not any(k.startswith(m + ".") for m in saved)]
     if missing:

@@ -27,6 +27,11 @@ def locate(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | 
     return name_or_path, None
 
 
+def path(name_or_path: str, gguf_file: str | None) -> str:
+    """One string for a checkpoint: the .gguf file's path when there is one (`locate` reads it back)."""
+    return str(Path(name_or_path) / gguf_file) if gguf_file else name_or_path
+
+
 def load_kwargs(gguf_file: str | None) -> dict:
     """What every `from_pretrained` (config, tokenizer, model) needs to read the file."""
     return {"gguf_file": gguf_file} if gguf_file else {}

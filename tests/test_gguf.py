@@ -162,6 +162,22 @@ def test_finetune_from_gguf_file_in_a_folder_saves_safetensors(tiny_gguf, tmp_pa
     assert evaluated.json()["metrics"]["loss"] == pytest.approx(result.json()["metrics"]["loss"], rel=1e-4)
 
 
+def test_lora_on_a_gguf_base_reloads_from_the_file(tiny_gguf, tmp_path):
+    """The adapter run names the .gguf file as its base, so eval and export load it back."""
+    run_dir = tmp_path / "run"
+    recipe = lm_recipe(tmp_path, tiny_gguf.parent, run_dir, gguf_file=tiny_gguf.name)
+    result = run_cli("finetune", str(recipe), "--set", "peft={r: 4}", "--json", env=ONE_THREAD)
+    assert result.exit_code == EXIT_OK, result.stderr
+    adapter = json.loads((run_dir / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_gguf.resolve())
+    evaluated = run_cli("eval", str(run_dir), "--json", env=ONE_THREAD)
+    assert evaluated.exit_code == EXIT_OK, evaluated.stderr
+    assert evaluated.json()["metrics"]["loss"] == pytest.approx(result.json()["metrics"]["loss"], rel=1e-4)
+    exported = run_cli("export", str(run_dir), "--output", str(tmp_path / "merged"), env=ONE_THREAD)
+    assert exported.exit_code == EXIT_OK, exported.stderr
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
 def test_finetune_model_flag_takes_a_gguf_path(tiny_gguf, tiny_models, tmp_path):
     run_dir = tmp_path / "run"
     recipe = lm_recipe(tmp_path, tiny_models["gpt2"], run_dir)

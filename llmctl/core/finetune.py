@@ -80,13 +80,16 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     from llmctl.adapters import quantization_config, wrap
+    from llmctl.gguf import path as gguf_path
 
     quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
                        **task.model_kwargs())
     lora = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
     if recipe.peft is not None:
-        model, lora = wrap(model, recipe.peft, task.auto_model, recipe.model.name_or_path)
+        # A GGUF base is named by its file, so an adapter run can load it back (llmctl.adapters).
+        base = gguf_path(recipe.model.name_or_path, recipe.model.gguf_file)
+        model, lora = wrap(model, recipe.peft, task.auto_model, base)
         tell_lora(lora)
     speedups, attach_to_optimizer = [], None
     sharded = fsdp_settings(accelerator)
@@ -129,7 +132,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         from llmctl.adapters import base_digests
 
         # what `llmctl export --base` checks a relocated base model against
-        meta["peft"] = lora | {"base_sha256": base_digests(recipe.model.name_or_path)}
+        meta["peft"] = lora | {"base_sha256": base_digests(base)}
 
     def save_best(info: dict) -> None:
         """Called on every process: under FSDP gathering the weights takes all of them."""
