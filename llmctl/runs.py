@@ -134,13 +134,8 @@ class RunDir:
     def ensure_free(self) -> None:
         """Refuse at once, before any data or model loads, when another llmctl process holds the lock.
         Only rank 0 probes: under torchrun the other ranks would collide with it."""
-        if os.environ.get("RANK", "0") == "0" and (self.path / "run.lock").is_file():
-            with open(self.path / "run.lock", "rb") as handle:  # a probe: the file is left as it is
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise _busy(self.path) from None
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        if os.environ.get("RANK", "0") == "0" and lock_held(self.path):
+            raise _busy(self.path)
 
     def lock(self) -> None:
         if self._lock_handle is not None:
@@ -245,6 +240,23 @@ def remove_partial_checkpoints(root: Path) -> list[Path]:
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     return removed
+
+
+def lock_held(run_dir: Path) -> bool:
+    """Whether a live process holds run_dir/run.lock (the kernel drops the lock when its holder
+    dies, so a stale file reads as free). A probe: the file is left as it is, and a free lock is
+    held only for the instant between taking and releasing it."""
+    try:
+        handle = open(Path(run_dir) / "run.lock", "rb")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _busy(path: Path) -> UsageError:

@@ -13,9 +13,10 @@ import traceback
 
 import typer
 
+from llmctl.cli.help import Typer
 from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_RUNTIME, EXIT_USAGE, LlmctlError
 
-app = typer.Typer(
+app = Typer(
     name="llmctl",
     help="Fine-tune, evaluate and run transformer models from recipes. Exit codes: 0 ok, 1 runtime failure, "
     "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted, "
@@ -99,9 +100,11 @@ from llmctl.cli import finetune as _finetune  # noqa: E402
 from llmctl.cli import generate as _generate  # noqa: E402
 from llmctl.cli import predict as _predict  # noqa: E402
 from llmctl.cli import recipes as _recipes  # noqa: E402
+from llmctl.cli import runs as _runs  # noqa: E402
 
 app.add_typer(_recipes.recipes_app, name="recipes")
 app.add_typer(_cache.cache_app, name="cache")
+app.add_typer(_runs.runs_app, name="runs")
 
 
 def main() -> None:

@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from llmctl.cli import report_errors
+from llmctl.cli.help import Typer
 from llmctl.console import print_json
 
-cache_app = typer.Typer(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
+cache_app = Typer(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
 
 
 def _size(n: int) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from llmctl.cli import report_errors
+from llmctl.cli.help import Typer
 
-recipes_app = typer.Typer(help="List, show and copy the recipes that ship with llmctl.", no_args_is_help=True)
+recipes_app = Typer(help="List, show and copy the recipes that ship with llmctl.", no_args_is_help=True)
 
 
 def _first_command(path: Path) -> str:

@@ -1,0 +1,147 @@
+"""`llmctl runs compare BASE CANDIDATE`: what differs between two runs, and the --max-drop gate.
+
+A "drop" is a move in the worse direction: a fall for accuracy / f1 / rouge, a rise for the
+lower-is-better metrics of llmctl.metrics.lower_is_better (loss, perplexity, mse, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl import runs_view as view
+from llmctl.errors import GateFailed, UsageError
+
+# Recipe keys that differ between any two runs without changing what they trained.
+NOT_A_DIFFERENCE = {"output_dir"}
+SPLITS = ("train", "validation", "test")
+
+
+def parse_max_drop(items: list[str]) -> dict[str, float]:
+    """`f1=0.005` -> {"f1": 0.005}, in the style of eval's --fail-under; the amount is >= 0."""
+    from llmctl.core.evaluation import _parse
+
+    drops = _parse(items, "--max-drop", "f1=0.005")
+    for name, amount in drops.items():
+        if amount < 0:
+            raise UsageError(f"--max-drop {name}={amount:g}: the allowed drop cannot be negative.",
+                             f"Use 0 to allow no drop at all, e.g. --max-drop {name}=0.")
+    return drops
+
+
+def compare(base_path: str, candidate_path: str, max_drop: dict[str, float]) -> dict:
+    """Everything the command shows, as one dict; raises UsageError for what cannot be compared."""
+    base, cand = view.require_run(base_path), view.require_run(candidate_path)
+    runs = {"base": _side(base), "candidate": _side(cand)}
+    b, c = runs["base"], runs["candidate"]
+    if b["task"] != c["task"]:
+        raise UsageError(f"Cannot compare runs of different tasks: {base_path} is {b['task']}, "
+                         f"{candidate_path} is {c['task']}.", "Compare two runs of the same task.")
+    missing = [f"{side['path']} is {_unfinished(side)}" for side in (b, c) if side["metrics"] is None]
+    if max_drop and missing:
+        raise UsageError(f"--max-drop needs the final metrics of both runs, and {'; '.join(missing)}.",
+                         "Gate once both runs have finished (metrics.json written, run.lock released).")
+    metrics = _metric_deltas(b["metrics"], c["metrics"]) if not missing else {}
+    if max_drop:
+        _check_names(max_drop, b["metrics"], c["metrics"])
+    failed = [line for name, amount in max_drop.items() if (line := _dropped(name, metrics[name], amount))]
+    return {
+        "base": _public(b), "candidate": _public(c),
+        "differences": {"recipe": _recipe_diff(b["recipe"], c["recipe"]), "data": _data_diff(base, cand, b, c),
+                        "versions": _version_diff(b["environment"], c["environment"])},
+        "metrics": metrics, "missing_final_metrics": missing,
+        "gate": {"passed": not failed, "max_drop": max_drop, "failed": failed},
+    }
+
+
+def gate(result: dict) -> None:
+    """Exit with the quality-gate code when a --max-drop limit was exceeded."""
+    failed = result["gate"]["failed"]
+    if failed:
+        raise GateFailed(f"Regression gate failed ({result['candidate']['path']} against {result['base']['path']}): "
+                         + "; ".join(failed) + ".")
+
+
+def _side(run: Path) -> dict:
+    state = view.status(run)
+    recipe, meta = view.read_recipe(run), view.read_json(run / view.MODEL_DIR / view.TASK_FILE)
+    evals = view.evaluations(run)
+    return {"path": str(run), "name": run.name, "status": state, "task": recipe.get("task") or (meta or {}).get("task"),
+            "recipe": recipe, "meta": meta, "environment": view.read_json(run / "environment.json") or {},
+            "metrics": view.final_metrics(run, state), "latest_eval": evals[-1] if evals else None,
+            "pid": view.lock_pid(run)}
+
+
+def _public(side: dict) -> dict:
+    return {k: side[k] for k in ("path", "name", "task", "status", "latest_eval")}
+
+
+def _unfinished(side: dict) -> str:
+    if side["status"] == view.RUNNING:
+        return f"still running (run.lock held by pid {side['pid']}): no final metrics yet"
+    return "interrupted: no metrics.json (resume it with `llmctl finetune --resume`)"
+
+
+def _check_names(max_drop: dict, base: dict, cand: dict) -> None:
+    shared = [name for name in base if name in cand]
+    for name in max_drop:
+        if name not in shared:
+            lacking = " and ".join(label for label, m in (("the base", base), ("the candidate", cand)) if name not in m)
+            raise UsageError(f"--max-drop {name}: {lacking} has no final metric '{name}'; "
+                             f"both runs have {', '.join(shared) or 'no metrics in common'}.",
+                             "Gate on one of those names.")
+
+
+def _metric_deltas(base: dict, cand: dict) -> dict:
+    from llmctl.metrics import lower_is_better
+
+    names = list(base) + [n for n in cand if n not in base]
+    return {name: {"base": base.get(name), "candidate": cand.get(name),
+                   "delta": cand[name] - base[name] if name in base and name in cand else None,
+                   "lower_is_better": lower_is_better(name.removeprefix("test."))}
+            for name in names}
+
+
+def _dropped(name: str, row: dict, amount: float) -> str | None:
+    """The failure line when the candidate is worse than the base by more than `amount`."""
+    b, c = row["base"], row["candidate"]
+    if row["lower_is_better"]:
+        if c <= b + amount:
+            return None
+        return f"{name} rose {c - b:.4g} ({b:.4f} -> {c:.4f}; allowed {amount:g})"
+    if c >= b - amount:
+        return None
+    return f"{name} fell {b - c:.4g} ({b:.4f} -> {c:.4f}; allowed {amount:g})"
+
+
+def _recipe_diff(base: dict, cand: dict) -> dict:
+    from llmctl.train.fingerprint import _flatten
+
+    old, new = _flatten(base), _flatten(cand)
+    return {key: {"base": old.get(key), "candidate": new.get(key)} for key in sorted(set(old) | set(new))
+            if key not in NOT_A_DIFFERENCE and old.get(key) != new.get(key)}
+
+
+def _data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
+    """Per split: the training data by the fingerprint its checkpoints recorded (the tokenized
+    features, so a different tokenizer or max_length counts); evaluation splits, and training
+    data without a checkpoint, only by where they came from."""
+    found = {}
+    data_b, data_c = view.data_section(b["recipe"], b["meta"]), view.data_section(c["recipe"], c["meta"])
+    for split in SPLITS:
+        src_b, src_c = view.data_source(data_b, split), view.data_source(data_c, split)
+        if src_b is None and src_c is None:
+            continue
+        found[split] = {"base": src_b, "candidate": src_c, "same": src_b == src_c, "compared": "source"}
+        if split == "train":
+            sha_b, sha_c = view.train_fingerprint(base), view.train_fingerprint(cand)
+            if sha_b and sha_c:
+                found[split] |= {"same": sha_b == sha_c, "compared": "sha256 of the tokenized features",
+                                 "sha256": {"base": sha_b, "candidate": sha_c}}
+    return found
+
+
+def _version_diff(base: dict, cand: dict) -> dict:
+    old = (base.get("packages") or {}) | {"python": base.get("python")}
+    new = (cand.get("packages") or {}) | {"python": cand.get("python")}
+    return {name: {"base": old.get(name), "candidate": new.get(name)} for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)}

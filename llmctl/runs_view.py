@@ -1,0 +1,232 @@
+"""Reading run directories back for `llmctl runs list / show / compare`.
+
+Only reads: a run that is still being written is never disturbed (its lock is probed, not
+held), and a file it has not written yet, or a metrics.jsonl line it is halfway through,
+is simply not there yet. Imports no torch, so listing a hundred runs is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from llmctl.errors import UsageError
+from llmctl.runs import MODEL_DIR, OUR_FILES, TASK_FILE, complete_checkpoints, lock_held
+
+FINISHED, INTERRUPTED, RUNNING = "finished", "interrupted", "running"
+
+
+def is_run(path: Path) -> bool:
+    """A directory holding what an llmctl run writes; a lone unheld run.lock (a start that
+    failed before writing anything) does not count, a held one does (a run just starting)."""
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    if names & (OUR_FILES - {"run.lock"}):
+        return True
+    return "run.lock" in names and lock_held(path)
+
+
+def require_run(path: str | Path) -> Path:
+    run = Path(path).expanduser()
+    if not run.exists():
+        raise UsageError(f"{path}: no such run directory.", "Pass a directory made by `llmctl finetune`.")
+    if not is_run(run):
+        raise UsageError(f"{path} is not an llmctl run directory (no recipe.yaml, environment.json, metrics.json "
+                         "or checkpoints/).", "Pass a directory made by `llmctl finetune` (see `llmctl runs list`).")
+    return run
+
+
+def status(run: Path) -> str:
+    if lock_held(run):
+        return RUNNING
+    return FINISHED if (run / "metrics.json").is_file() else INTERRUPTED
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_recipe(run: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def evaluations(run: Path) -> list[dict]:
+    """metrics.jsonl, one dict per evaluation; a line being written right now is left out."""
+    try:
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+def final_metrics(run: Path, state: str | None = None) -> dict | None:
+    """The saved model's metrics (validation, then `test.NAME` for the test split) of a finished
+    run; None while it runs or when it never finished."""
+    if (state or status(run)) != FINISHED:
+        return None
+    result = read_json(run / "metrics.json") or {}
+    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if _number(v)}
+    metrics |= {f"test.{k}": v for k, v in (result.get("test_metrics") or {}).items() if _number(v)}
+    return metrics
+
+
+def best_metric_name(recipe: dict, task_meta: dict | None) -> str | None:
+    """train.metric_for_best, else the task's default (what the training loop used)."""
+    wanted = (recipe.get("train") or {}).get("metric_for_best")
+    if wanted:
+        return wanted
+    from llmctl.tasks import TASKS
+    from llmctl.tasks.base import Labels
+
+    task = TASKS.get(recipe.get("task") or (task_meta or {}).get("task"))
+    if task is None:
+        return None
+    try:
+        data = task.data_config.model_validate(recipe.get("data") or (task_meta or {}).get("data") or {})
+    except ValueError:
+        return None
+    return task(data, Labels(regression=bool((task_meta or {}).get("regression")))).default_metric()
+
+
+def best(run: Path, recipe: dict, task_meta: dict | None, final: dict | None) -> dict | None:
+    """{"name", "value", "step"}: the saved model's value when finished, else the best
+    evaluation logged so far."""
+    from llmctl.metrics import lower_is_better
+
+    name = best_metric_name(recipe, task_meta)
+    if name is None:
+        return None
+    if final is not None and name in final:
+        return {"name": name, "value": final[name], "step": (read_json(run / "metrics.json") or {}).get("best_step")}
+    logged = [e for e in evaluations(run) if _number(e.get(name))]
+    if not logged:
+        return None
+    greater = (recipe.get("train") or {}).get("greater_is_better")
+    greater = (not lower_is_better(name)) if greater is None else greater
+    top = (max if greater else min)(logged, key=lambda e: e[name])
+    return {"name": name, "value": top[name], "step": top.get("step")}
+
+
+def data_source(data: dict, split: str) -> str | None:
+    """Where a split came from: `DATASET[:CONFIG]:SPLIT` for hub data, else the file."""
+    spec = data.get(split)
+    if spec is None:
+        return None
+    from llmctl.data.sources import looks_like_file
+
+    if data.get("dataset") and not looks_like_file(str(spec)):
+        return f"{data['dataset']}{':' + data['config'] if data.get('config') else ''}:{spec}"
+    return str(spec)
+
+
+def summary(run: Path) -> dict:
+    """One row of `llmctl runs list`."""
+    state = status(run)
+    recipe, meta = read_recipe(run), read_json(run / MODEL_DIR / TASK_FILE)
+    data = data_section(recipe, meta)
+    started, ended = _mtime(run / "environment.json"), _mtime(run / "metrics.json") if state == FINISHED else None
+    row = {"name": run.name, "path": str(run), "task": recipe.get("task") or (meta or {}).get("task"),
+           "model": (recipe.get("model") or {}).get("name_or_path"), "data": data_source(data, "train"),
+           "best": best(run, recipe, meta, final_metrics(run, state)), "status": state,
+           "started": started, "finished": ended}
+    if state == RUNNING:
+        row["pid"] = lock_pid(run)
+    return row
+
+
+def detail(run: Path) -> dict:
+    """Everything `llmctl runs show` prints."""
+    state = status(run)
+    recipe, meta = read_recipe(run), read_json(run / MODEL_DIR / TASK_FILE)
+    return summary(run) | {
+        "recipe": recipe, "environment": read_json(run / "environment.json"),
+        "final": read_json(run / "metrics.json") if state == FINISHED else None,
+        "evaluations": evaluations(run), "model_dir": _model(run, meta), "checkpoints": checkpoints(run)}
+
+
+def list_runs(root: Path) -> list[dict]:
+    return [summary(p) for p in sorted(root.iterdir(), key=lambda p: p.name) if is_run(p)]
+
+
+def checkpoints(run: Path) -> list[dict]:
+    """Every checkpoint folder; an incomplete one (no manifest: a save that was cut off) is
+    listed as such, since --resume skips it."""
+    root = run / "checkpoints"
+    if not root.is_dir():
+        return []
+    complete = set(complete_checkpoints(root))
+    return [{"name": p.name, "complete": p in complete, "bytes": _size(p)}
+            for p in sorted(root.iterdir()) if p.is_dir()]
+
+
+def train_fingerprint(run: Path) -> str | None:
+    """sha256 of the tokenized training features, as the newest complete checkpoint recorded it
+    (the fingerprint that --resume checks)."""
+    found = complete_checkpoints(run / "checkpoints")
+    loop = read_json(found[-1] / "loop.json") if found else None
+    return ((loop or {}).get("fingerprint") or {}).get("data_sha256")
+
+
+def _model(run: Path, meta: dict | None) -> dict | None:
+    from llmctl.adapters import is_adapter_dir
+
+    folder = run / MODEL_DIR
+    if not folder.is_dir():
+        return None
+    return {"path": str(folder), "kind": "adapter" if is_adapter_dir(folder) else "full",
+            "bytes": _size(folder), "saved_at": (meta or {}).get("saved_at")}
+
+
+def data_section(recipe: dict, meta: dict | None) -> dict:
+    """The recipe's data section, with the absolute file paths the saved model recorded (a
+    recipe's relative paths meant the directory the run was started from)."""
+    data = dict(recipe.get("data") or {})
+    saved = (meta or {}).get("data") or {}
+    for split in ("train", "validation", "test"):
+        if saved.get(split) is not None and data.get(split) is not None:
+            data[split] = saved[split]
+    return data
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value)
+
+
+def _mtime(path: Path) -> str | None:
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        return None
+    return datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def lock_pid(run: Path) -> int | None:
+    try:
+        return int((run / "run.lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
