@@ -44,7 +44,8 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 @cache_app.command("clear")
 @report_errors
-def clear(older_than: Optional[float] = typer.Option(None, "--older-than", help="Only entries unused for DAYS days."),
+def clear(older_than: Optional[float] = typer.Option(None, "--older-than", metavar="DAYS",
+                                               help="Only entries unused for DAYS days."),
           json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Remove cached features (all, or those unused for --older-than DAYS)."""
     from llmctl.data.cache import cache_root, clear as clear_entries

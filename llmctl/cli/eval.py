@@ -12,19 +12,19 @@ from llmctl.cli import app, report_errors
 @app.command("eval")
 @report_errors
 def eval_command(
-    model: str = typer.Argument(..., help="Run directory from `llmctl finetune`, or a saved model folder."),
-    data: Optional[str] = typer.Option(None, "--data", help="A data file, or a hub dataset id (with --split)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split name for hub data (default: the run's validation)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe whose data section describes the data."),
-    fail_under: list[str] = typer.Option([], "--fail-under",
-                                         help="METRIC=VALUE; exit 4 when the metric is below it (higher-is-better metrics)."),
-    fail_over: list[str] = typer.Option([], "--fail-over",
-                                        help="METRIC=VALUE; exit 4 when the metric is above it (loss, mse, perplexity)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Examples per evaluation batch."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate only the first N examples."),
-    precision: Optional[str] = typer.Option(None, "--precision",
+    model: str = typer.Argument(..., metavar="MODEL_OR_RUN", help="Run directory from `llmctl finetune`, or a saved model folder."),
+    data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID", help="A data file, or a hub dataset id (with --split)."),
+    split: Optional[str] = typer.Option(None, "--split", metavar="NAME", help="Split name for hub data (default: the run's validation)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE", help="Recipe whose data section describes the data."),
+    fail_under: list[str] = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
+                                         help="Exit 4 when METRIC is below VALUE (repeatable; higher-is-better metrics)."),
+    fail_over: list[str] = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
+                                        help="Exit 4 when METRIC is above VALUE (repeatable; loss, mse, perplexity)."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Examples per evaluation batch."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N", help="Evaluate only the first N examples."),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="PRECISION",
                                             help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Measure a model on a dataset; optionally fail when a metric is too low (or too high)."""
@@ -44,5 +44,11 @@ def eval_command(
     if gates:
         result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
     kind = "zero-shot " if "zero_shot" in result else ""
-    Console(json_mode=json_out).result(result, f"{kind}{result['data']} ({result['samples']} examples)")
+    title = f"{kind}{result['data']} ({result['samples']} examples)"
+    if json_out:
+        Console(json_mode=True).result(result, title)
+    else:
+        # eval writes nothing, so the summary names the model it measured, not an output_dir.
+        Console().result({k: v for k, v in result.items() if k != "output_dir"}, title)
+        print(f"model: {result['model']}")
     gate(result, gates)

@@ -12,11 +12,11 @@ from llmctl.cli import app, report_errors
 @app.command("export")
 @report_errors
 def export_command(
-    run: str = typer.Argument(..., help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),
-    output: str = typer.Option(..., "--output", "-o", help="New directory for the checkpoint (must be new or empty)."),
+    run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),
+    output: str = typer.Option(..., "--output", "-o", metavar="DIR", help="New directory for the checkpoint (must be new or empty)."),
     base: Optional[str] = typer.Option(
-        None, "--base", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
-    fmt: str = typer.Option("safetensors", "--format", help="safetensors (the only format today)."),
+        None, "--base", metavar="MODEL", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
+    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (the only format today)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Write a run's model as a plain checkpoint that transformers loads without peft."""

@@ -12,15 +12,18 @@ from llmctl.cli import app, report_errors
 @app.command()
 @report_errors
 def finetune(
-    recipe: str = typer.Argument(..., help="Recipe file, or a short name from `llmctl recipes list`."),
+    recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe file, or a short name from `llmctl recipes list`."),
     # Typer options cannot take an optional value, so the `auto` of `--resume auto` arrives
     # as a second positional argument (before or after the recipe).
     resume_word: Optional[str] = typer.Argument(None, hidden=True, metavar="auto"),
-    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. train.learning_rate=3e-5."),
-    model: Optional[str] = typer.Option(None, "--model", help="Same as --set model.name_or_path=..."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Same as --set output_dir=..."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Same as --set train.max_steps=..."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Same as --set train.seed=..."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                  help="Override a recipe key (repeatable), e.g. --set train.learning_rate=3e-5."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL",
+                                         help="Hub id, folder or .gguf file; same as --set model.name_or_path=..."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+                                              help="The run directory; same as --set output_dir=..."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", metavar="N", help="Same as --set train.max_steps=..."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Same as --set train.seed=..."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue from the run directory's latest complete checkpoint, or start fresh "
                                 "if it has none; never takes over a finished or non-llmctl directory. "
@@ -28,7 +31,7 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     force_resume: bool = typer.Option(False, "--force-resume",
                                       help="Resume even if the recipe, data or library versions changed."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)."),
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),

@@ -34,7 +34,7 @@ def list_():
 
 @recipes_app.command("show")
 @report_errors
-def show(name: str = typer.Argument(..., help="Short name or path.")):
+def show(name: str = typer.Argument(..., metavar="NAME", help="Short name (see `llmctl recipes list`) or path.")):
     """Print a recipe."""
     from llmctl.config.load import resolve_recipe
 
@@ -43,8 +43,8 @@ def show(name: str = typer.Argument(..., help="Short name or path.")):
 
 @recipes_app.command("copy")
 @report_errors
-def copy(name: str = typer.Argument(..., help="Short name."),
-         dest: str = typer.Argument(..., help="File, or folder (a trailing / creates it).")):
+def copy(name: str = typer.Argument(..., metavar="NAME", help="Short name (see `llmctl recipes list`)."),
+         dest: str = typer.Argument(..., metavar="DEST", help="File, or folder (a trailing / creates it).")):
     """Copy a recipe to edit it (never overwrites an existing file)."""
     from llmctl.config.load import resolve_recipe
 

@@ -70,7 +70,7 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     # The harness's acc_norm: the same choice, by log-likelihood per character of the choice.
     normed = sums / np.array(norm_lengths(verbalizers), dtype=np.float64)
     metrics["acc_norm"] = task.compute_metrics({"logits": list(normed)}, None, split)["accuracy"]
-    return {"metrics": metrics, "model": source, "data": split.where, "samples": len(split), "output_dir": model,
+    return {"metrics": metrics, "model": source, "data": split.where, "samples": len(split),
             "zero_shot": {"labels": labels, "verbalizers": zero_shot.verbalizers, "score": zero_shot.score,
                           "model_kind": kind, "precision": gen.precision,
                           # The tokenizer's own convention decides, as in the harness; shown because it moves scores.
