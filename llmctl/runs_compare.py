@@ -86,7 +86,7 @@ def _check_names(max_drop: dict, base: dict, cand: dict) -> None:
     for name in max_drop:
         if name not in shared:
             lacking = " and ".join(label for label, m in (("the base", base), ("the candidate", cand)) if name not in m)
-            raise UsageError(f"--max-drop {name}: {lacking} has no final metric '{name}'; "
+            raise UsageError(f"--max-drop {name}: no final metric '{name}' in {lacking}; "
                              f"both runs have {', '.join(shared) or 'no metrics in common'}.",
                              "Gate on one of those names.")
 
@@ -131,11 +131,11 @@ def _data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
         src_b, src_c = view.data_source(data_b, split), view.data_source(data_c, split)
         if src_b is None and src_c is None:
             continue
-        found[split] = {"base": src_b, "candidate": src_c, "same": src_b == src_c, "compared": "source"}
+        found[split] = {"base": src_b, "candidate": src_c, "same": src_b == src_c, "compared": "by path only"}
         if split == "train":
             sha_b, sha_c = view.train_fingerprint(base), view.train_fingerprint(cand)
             if sha_b and sha_c:
-                found[split] |= {"same": sha_b == sha_c, "compared": "sha256 of the tokenized features",
+                found[split] |= {"same": sha_b == sha_c, "compared": "by sha256 of the tokenized features",
                                  "sha256": {"base": sha_b, "candidate": sha_c}}
     return found
 

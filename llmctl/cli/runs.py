@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -104,7 +105,8 @@ def _show_comparison(result: dict) -> None:
     print(f"base:      {b['path']} ({b['status']})\ncandidate: {c['path']} ({c['status']})\ntask: {b['task']}")
     diff = result["differences"]
     _section("recipe differences (base -> candidate)",
-             [[k, f"{v['base']!r} -> {v['candidate']!r}"] for k, v in diff["recipe"].items()] or [["none"]])
+             [[k, f"{json.dumps(v['base'])} -> {json.dumps(v['candidate'])}"] for k, v in diff["recipe"].items()]
+             or [["none"]])
     _section("data", [[split, ("same" if d["same"] else "different") + f" ({d['compared']})",
                        d["base"] if d["same"] else f"{d['base']} -> {d['candidate']}"]
                       for split, d in diff["data"].items()])
