@@ -278,7 +278,7 @@ def test_every_help_names_its_values():
     assert helps["finetune"].splitlines()[0].endswith(" finetune [OPTIONS] RECIPE")
     for expected in ("--set KEY=VALUE", "--output-dir DIR", "--max-steps N"):
         assert expected in helps["finetune"]
-    assert "--fail-under METRIC=VALUE" in helps["eval"] and " eval [OPTIONS] MODEL_OR_RUN" in helps["eval"]
+    assert "--fail-under METRIC=VALUE" in helps["eval"] and " eval [OPTIONS] MODEL_OR_RUN_DIR" in helps["eval"]
     assert helps["runs compare"].splitlines()[0].endswith(" runs compare [OPTIONS] BASE CANDIDATE")
     assert "--max-drop METRIC=AMOUNT" in helps["runs compare"]
     assert helps["runs list"].splitlines()[0].endswith(" runs list [OPTIONS] [DIR]")

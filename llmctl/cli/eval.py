@@ -12,7 +12,7 @@ from llmctl.cli import app, report_errors
 @app.command("eval")
 @report_errors
 def eval_command(
-    model: str = typer.Argument(..., metavar="MODEL_OR_RUN", help="Run directory from `llmctl finetune`, or a saved model folder."),
+    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR", help="Run directory from `llmctl finetune`, or a saved model folder."),
     data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID", help="A data file, or a hub dataset id (with --split)."),
     split: Optional[str] = typer.Option(None, "--split", metavar="NAME", help="Split name for hub data (default: the run's validation)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE", help="Recipe whose data section describes the data."),
