@@ -12,19 +12,25 @@ from llmctl.cli import app, report_errors
 @app.command("eval")
 @report_errors
 def eval_command(
-    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR", help="Run directory from `llmctl finetune`, or a saved model folder."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID", help="A data file, or a hub dataset id (with --split)."),
-    split: Optional[str] = typer.Option(None, "--split", metavar="NAME", help="Split name for hub data (default: the run's validation)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE", help="Recipe whose data section describes the data."),
+    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR",
+                                help="Run directory from `llmctl finetune`, or a saved model folder."),
+    data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID",
+                                       help="A data file, or a hub dataset id (with --split)."),
+    split: Optional[str] = typer.Option(None, "--split", metavar="NAME",
+                                        help="Split name for hub data (default: the run's validation)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE",
+                                         help="Recipe whose data section describes the data."),
     fail_under: list[str] = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
                                          help="Exit 4 when METRIC is below VALUE (repeatable; higher-is-better metrics)."),
     fail_over: list[str] = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
                                         help="Exit 4 when METRIC is above VALUE (repeatable; loss, mse, perplexity)."),
     batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Examples per evaluation batch."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N", help="Evaluate only the first N examples."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N",
+                                              help="Evaluate only the first N examples."),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="PRECISION",
                                             help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
+                                         help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Measure a model on a dataset; optionally fail when a metric is too low (or too high)."""

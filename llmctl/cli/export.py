@@ -12,8 +12,10 @@ from llmctl.cli import app, report_errors
 @app.command("export")
 @report_errors
 def export_command(
-    run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),
-    output: str = typer.Option(..., "--output", "-o", metavar="DIR", help="New directory for the checkpoint (must be new or empty)."),
+    run: str = typer.Argument(..., metavar="RUN",
+                              help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),
+    output: str = typer.Option(..., "--output", "-o", metavar="DIR",
+                               help="New directory for the checkpoint (must be new or empty)."),
     base: Optional[str] = typer.Option(
         None, "--base", metavar="MODEL", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
     fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (the only format today)."),

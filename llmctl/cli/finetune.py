@@ -12,7 +12,8 @@ from llmctl.cli import app, report_errors
 @app.command()
 @report_errors
 def finetune(
-    recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe file, or a short name from `llmctl recipes list`."),
+    recipe: str = typer.Argument(..., metavar="RECIPE",
+                                 help="Recipe file, or a short name from `llmctl recipes list`."),
     # Typer options cannot take an optional value, so the `auto` of `--resume auto` arrives
     # as a second positional argument (before or after the recipe).
     resume_word: Optional[str] = typer.Argument(None, hidden=True, metavar="auto"),
@@ -31,7 +32,8 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     force_resume: bool = typer.Option(False, "--force-resume",
                                       help="Resume even if the recipe, data or library versions changed."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
+                                         help="cpu or cuda (default: cuda when available)."),
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),

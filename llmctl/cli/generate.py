@@ -13,28 +13,40 @@ from llmctl.cli import app, report_errors
 @app.command()
 @report_errors
 def generate(
-    model: str = typer.Argument(..., metavar="MODEL", help="Decoder LM (GPT-2, Llama, Qwen2, ...) or T5-family model: hub id, saved-model folder, run directory or .gguf file."),
-    prompts: list[str] = typer.Argument(None, metavar="PROMPT", help="Prompts; default: --file, else lines from stdin."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", metavar="FILE", help="txt (one prompt per line), jsonl ({\"prompt\": ...} "
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="Decoder LM (GPT-2, Llama, Qwen2, ...) or T5-family model: hub id, saved-model folder, run directory or .gguf file."),
+    prompts: list[str] = typer.Argument(None, metavar="PROMPT",
+                                        help="Prompts; default: --file, else lines from stdin."),
+    file: Optional[str] = typer.Option(None, "--file", "-f", metavar="FILE",
+                                       help="txt (one prompt per line), jsonl ({\"prompt\": ...} "
                                        "or {\"messages\": [...]} with --chat), or csv / tsv with a 'prompt' column."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", metavar="N", help="Most tokens to generate per prompt."),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (implied by the next three); "
                                 "from the whole distribution unless they restrict it."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", metavar="T", help="Sampling temperature (default 1.0)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", help="Sample among the k most likely tokens (default, and 0: off)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P", help="Sample among the most likely tokens holding this "
+    temperature: Optional[float] = typer.Option(None, "--temperature", metavar="T",
+                                                help="Sampling temperature (default 1.0)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K",
+                                        help="Sample among the k most likely tokens (default, and 0: off)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P",
+                                          help="Sample among the most likely tokens holding this "
                                           "probability (default 1.0: off)."),
     num_beams: int = typer.Option(1, "--num-beams", metavar="N", help="Beam search with this many beams (1: none)."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", metavar="PENALTY", help="Above 1.0 discourages repeats."),
-    stop: list[str] = typer.Option([], "--stop", metavar="TEXT", help="Stop string (repeatable); the completion ends just before it."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", metavar="PENALTY",
+                                                       help="Above 1.0 discourages repeats."),
+    stop: list[str] = typer.Option([], "--stop", metavar="TEXT",
+                                   help="Stop string (repeatable); the completion ends just before it."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for reproducible sampling."),
-    batch_size: int = typer.Option(16, "--batch-size", metavar="N", help="Prompts generated together. In bf16/fp16 a prompt's "
+    batch_size: int = typer.Option(16, "--batch-size", metavar="N",
+                                   help="Prompts generated together. In bf16/fp16 a prompt's "
                                    "output can depend on its batch; use fp32 or 1 for batch-independent output."),
     chat: bool = typer.Option(False, "--chat", help="Wrap each prompt in the tokenizer's chat template."),
-    system: Optional[str] = typer.Option(None, "--system", metavar="TEXT", help="System message for every prompt (with --chat)."),
+    system: Optional[str] = typer.Option(None, "--system", metavar="TEXT",
+                                         help="System message for every prompt (with --chat)."),
     truncate_left: bool = typer.Option(False, "--truncate-left", help="Cut prompts too long for the context from the left."),
-    precision: str = typer.Option("auto", "--precision", metavar="PRECISION", help="auto (bf16 where supported), fp32, bf16 or fp16."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda or mps (default: cuda when available)."),
+    precision: str = typer.Option("auto", "--precision", metavar="PRECISION",
+                                  help="auto (bf16 where supported), fp32, bf16 or fp16."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
+                                         help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""

@@ -14,15 +14,21 @@ from llmctl.cli import app, report_errors
 @app.command()
 @report_errors
 def predict(
-    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR", help="Run directory from `llmctl finetune`, or a saved model folder."),
-    input_: Optional[str] = typer.Option(None, "--input", "-i", metavar="FILE", help="jsonl, csv, tsv or txt file; - reads stdin."),
-    question: Optional[str] = typer.Option(None, "--question", metavar="TEXT", help="Question answering: one question (with --context)."),
-    context: Optional[str] = typer.Option(None, "--context", metavar="TEXT", help="Question answering: the passage to answer from."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write jsonl here instead of stdout."),
+    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR",
+                                help="Run directory from `llmctl finetune`, or a saved model folder."),
+    input_: Optional[str] = typer.Option(None, "--input", "-i", metavar="FILE",
+                                         help="jsonl, csv, tsv or txt file; - reads stdin."),
+    question: Optional[str] = typer.Option(None, "--question", metavar="TEXT",
+                                           help="Question answering: one question (with --context)."),
+    context: Optional[str] = typer.Option(None, "--context", metavar="TEXT",
+                                          help="Question answering: the passage to answer from."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                         help="Write jsonl here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Inputs per batch."),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="PRECISION",
                                             help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
+                                         help="cpu or cuda (default: cuda when available)."),
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"predictions": [...]}.'),
 ):
     """Run a fine-tuned model over inputs."""
