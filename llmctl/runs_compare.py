@@ -141,7 +141,7 @@ def _data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
 
 
 def _version_diff(base: dict, cand: dict) -> dict:
-    old = (base.get("packages") or {}) | {"python": base.get("python")}
-    new = (cand.get("packages") or {}) | {"python": cand.get("python")}
+    old = (base.get("packages") or {}) | {"python": base.get("python"), "llmctl git sha": base.get("git_sha")}
+    new = (cand.get("packages") or {}) | {"python": cand.get("python"), "llmctl git sha": cand.get("git_sha")}
     return {name: {"base": old.get(name), "candidate": new.get(name)} for name in sorted(set(old) | set(new))
             if old.get(name) != new.get(name)}

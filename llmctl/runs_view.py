@@ -8,7 +8,6 @@ is simply not there yet. Imports no torch, so listing a hundred runs is instant.
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -210,7 +209,8 @@ def data_section(recipe: dict, meta: dict | None) -> dict:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value)
+    # inf and nan stay: a perplexity of inf is a result, and a gate must see it to fail it.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _mtime(path: Path) -> str | None:

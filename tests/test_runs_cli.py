@@ -88,7 +88,7 @@ def test_show_one_run_in_detail(runs):
     text = run_cli("runs", "show", str(base))
     assert text.exit_code == 0, text.stderr
     out = text.stdout
-    assert out.startswith(f"run: {base} (finished)\n")
+    assert out.startswith(f"run: {base}\nstatus: finished\n")
     assert f"command: llmctl finetune {runs.parent / 'r.yaml'}" in out
     assert re.search(r"^  train\.learning_rate +0\.005$", out, flags=re.M)
     assert re.search(r"^  accuracy +1\.0000$", out, flags=re.M)
@@ -209,7 +209,7 @@ def test_a_running_run_is_read_but_not_gated(runs, tmp_path):
         assert row["status"] == "running" and row["pid"] == os.getpid()
         assert f"running (pid {os.getpid()})" in run_cli("runs", "list", str(live.parent)).stdout
         shown = run_cli("runs", "show", str(live))
-        assert shown.stdout.startswith(f"run: {live} (running (pid {os.getpid()}))\n")
+        assert shown.stdout.startswith(f"run: {live}\nstatus: running (pid {os.getpid()})\n")
         assert "final metrics" not in shown.stdout and "evaluations" in shown.stdout
 
         compared = run_cli("runs", "compare", str(runs / "base"), str(live))
@@ -235,7 +235,7 @@ def test_an_interrupted_run(runs, tmp_path):
     top = max(evaluations, key=lambda e: e["accuracy"])
     assert row["status"] == "interrupted" and row["finished"] is None
     assert row["best"] == {"name": "accuracy", "value": top["accuracy"], "step": top["step"]}
-    assert run_cli("runs", "show", str(stopped)).stdout.startswith(f"run: {stopped} (interrupted)\n")
+    assert run_cli("runs", "show", str(stopped)).stdout.startswith(f"run: {stopped}\nstatus: interrupted\n")
 
     gated = run_cli("runs", "compare", str(stopped), str(runs / "cand"), "--max-drop", "f1=0.01")
     assert gated.exit_code == EXIT_USAGE

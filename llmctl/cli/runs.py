@@ -56,7 +56,7 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
     if json_out:
         print_json(info)
         return
-    print(f"run: {info['path']} ({_status(info)})")
+    print(f"run: {info['path']}\nstatus: {_status(info)}")
     for key in ("task", "model", "data"):
         print(f"{key}: {info[key]}")
     print(f"best: {_best(info['best'])}\nstarted: {_when(info['started'])} UTC  finished: {_when(info['finished'])}")
