@@ -161,11 +161,13 @@ def _table(title: str | None, columns: list[str], rows: list[list], header: bool
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=title, show_header=header, title_justify="left")
+        table = Table(show_header=header)  # the title above it: as a Rich title it wraps to a narrow table
         for name in columns:
             table.add_column(name)
         for row in cells:
             table.add_row(*row)
+        if title:
+            Console().print(title, style="bold", highlight=False, markup=False)
         Console().print(table)
         return
     if title:
