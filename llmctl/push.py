@@ -31,7 +31,8 @@ def model_files(run: str) -> tuple[Path, list[tuple[str, int]]]:
     path = Path(run).expanduser()
     folder = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
     if not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
-        raise ModelError(f"{path} has no saved model ({folder} holds no config.json), so there is nothing to push.",
+        why = f"{folder} holds no config.json" if folder != path else f"no {MODEL_DIR}/ folder"
+        raise ModelError(f"{path} has no saved model ({why}), so there is nothing to push.",
                          "Push a run that finished at least one evaluation (or its model/ folder).")
     files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
