@@ -36,16 +36,21 @@ def cls_run(tiny_models, tmp_path_factory):
                           train={"epochs": 3, "eval_every": 12, "save_every": 1000, "logging_steps": 50})
     result = finetune(recipe)
     # A picture like the ones runs draw at each evaluation; the report embeds every *.png it finds.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3, 2))
-    ax.plot([1, 2, 3], [3, 1, 2])
-    fig.savefig(tmp / "run" / "test_picture.png")
-    plt.close(fig)
+    (tmp / "run" / "test_picture.png").write_bytes(gradient_png(64, 32))
     return tmp, result
+
+
+def gradient_png(width: int, height: int) -> bytes:
+    """A grey-gradient PNG written with the standard library alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\0" + bytes((x * 255 // width) for x in range(width)) for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return PNG_MAGIC + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 class Page(HTMLParser):
@@ -165,10 +170,12 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("no chromium, chromium-browser or google-chrome on PATH; the page is only parsed")
     tmp, _ = report
     shot = tmp_path / "page.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
-                    f"--screenshot={shot}", (tmp / "run" / "report.html").as_uri()], capture_output=True)
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
+                           f"--screenshot={shot}", (tmp / "run" / "report.html").as_uri()], capture_output=True, text=True)
+    assert shot.is_file(), proc.stderr[-2000:]
     import numpy as np
-    from PIL import Image
+
+    Image = pytest.importorskip("PIL.Image", reason="Pillow reads the screenshot")
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (1600, 1200)

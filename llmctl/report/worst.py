@@ -136,7 +136,7 @@ def _qa(task, split, predicted: list[dict], limit: int) -> Worst:
     for question, answers, p in zip(split.questions, split.answers, predicted):
         golds = [text for text, _ in answers]
         if golds:
-            f1 = max(f1_score(p["answer"], g) for g in golds)
+            f1 = float(max(f1_score(p["answer"], g) for g in golds))
             exact = max(float(exact_match_score(p["answer"], g)) for g in golds)
         else:  # unanswerable: right only when the model declines to answer
             f1 = exact = float(p["answer"] == "")
