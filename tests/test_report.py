@@ -12,7 +12,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from helpers import ONE_THREAD, error_lines, keyword_sentiment_rows, run_cli, write_csv, write_recipe
+from helpers import (ONE_THREAD, build_recipe, error_lines, keyword_sentiment_rows, ner_sentence, run_cli, write_conll,
+                     write_csv, write_recipe)
 from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -159,6 +160,35 @@ def test_worst_predictions_are_the_validation_rows_lowest_gold_probability_first
     assert sum(int(row[4]) for row in per_class.values()) == len(gold)
 
 
+def test_ner_report_ranks_sentences_by_entity_f1_and_scores_each_entity_type_as_the_run_did(tiny_models, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    train = write_conll(tmp_path / "train.txt", [ner_sentence(rng) for _ in range(48)])
+    sentences = [ner_sentence(rng) for _ in range(12)]
+    valid = write_conll(tmp_path / "valid.txt", sentences)
+    recipe = build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], tmp_path / "run",
+                          {"train": str(train), "validation": str(valid), "max_length": 24},
+                          train={"epochs": 2, "learning_rate": 5e-3})
+    metrics = finetune(recipe)["metrics"]
+    result = run_cli("report", str(tmp_path / "run"), "--worst", "12", env=ONE_THREAD)
+    assert result.exit_code == EXIT_OK, result.stderr[-3000:]
+    page = parse(tmp_path / "run" / "report.html")
+    header, *rows = page.tables["worst"]
+    assert header == ["text", "gold", "predicted", "sentence entity F1"]
+    texts = {" ".join(word for word, _ in sentence) for sentence in sentences}
+    assert rows and {r[0] for r in rows} <= texts
+    scores = [float(r[3]) for r in rows]
+    assert scores == sorted(scores) and scores[0] < 1.0
+    # per entity type, from the report's own predictions, equal to what seqeval gave the saved model
+    per_entity = {row[0]: [float(x) for x in row[1:]] for row in page.tables["per-class"][1:]}
+    for kind, (precision, recall, f1, support) in per_entity.items():
+        assert [precision, recall, f1, support] == pytest.approx(
+            [metrics[f"{kind}_precision"], metrics[f"{kind}_recall"], metrics[f"{kind}_f1"], metrics[f"{kind}_number"]],
+            abs=1e-4), kind
+    assert set(per_entity) == {k[:-3] for k in metrics if k.endswith("_f1")}
+
+
 def _chromium():
     return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)
@@ -193,6 +223,22 @@ def test_report_of_a_run_without_a_saved_model_shows_the_rest_and_says_what_is_m
     assert set(page.sections) == SECTIONS and not (run / "report.html").exists()
     html = (tmp_path / "out" / "page.html").read_text()
     assert f"no saved model in {run / 'model'}" in html and "worst" not in page.tables
+
+
+def test_report_of_a_run_still_being_written_says_so(cls_run, tmp_path):
+    import fcntl
+
+    tmp, _ = cls_run
+    run = tmp_path / "run"
+    shutil.copytree(tmp / "run", run, ignore=shutil.ignore_patterns("model", "checkpoints", "report.html", "metrics.json"))
+    with open(run / "run.lock", "a+") as lock:  # held as a training process holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("report", str(run), "--max-examples", "0")
+    assert result.exit_code == EXIT_OK, result.stderr
+    html = (run / "report.html").read_text()
+    assert "running (this page shows what was written so far)" in html
+    assert "No metrics.json: the run has not finished" in html
+    assert len(parse(run / "report.html").tables["history"]) > 1
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
