@@ -127,9 +127,15 @@ def _metrics(final: dict, history: list[dict]) -> str:
         return missing("No metrics.json: the run has not finished (or was interrupted); the last evaluation "
                        "is in the table below.")
     out = ""
+    from llmctl.console import PER_TYPE_FIELDS, split_per_type
+
     for title, values in (("Validation (best evaluation)", final.get("metrics")), ("Test", final.get("test_metrics"))):
         if values:
-            out += f"<h3>{esc(title)}</h3>" + table(["metric", "value"], list(values.items()), numeric={1})
+            overall, per_type = split_per_type(values)
+            out += f"<h3>{esc(title)}</h3>" + table(["metric", "value"], list(overall.items()), numeric={1})
+            if per_type:
+                out += table(["type", *PER_TYPE_FIELDS], [[kind, *v.values()] for kind, v in per_type.items()],
+                             numeric={1, 2, 3, 4})
     if final.get("best_step"):
         out += para(f"Best step: {final['best_step']}.")
     train = final.get("train") or {}

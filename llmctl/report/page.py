@@ -28,7 +28,7 @@ pre { background: #f6f8fa; padding: .8em; overflow-x: auto; border: 1px solid #e
 .missing { color: #8a5a00; background: #fff7e0; padding: .4em .7em; border-left: 3px solid #e0a800; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #e3e6ea; }
 figcaption { color: #5a6272; }
-nav a { margin-right: 1em; }
+nav a { margin-right: 1em; } .wide { overflow-x: auto; }
 </style>
 </head>
 <body>
@@ -57,7 +57,7 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset())
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{esc(_fmt(v))}</td>'
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def pre(text: str) -> str:
@@ -80,6 +80,8 @@ def figure(png: Path) -> str:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
+        if value.is_integer() and abs(value) > 1:  # counts logged as floats (NER's LOC_number: 12.0)
+            return f"{value:.0f}"
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     if value is None:
         return ""
