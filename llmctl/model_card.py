@@ -30,13 +30,19 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def write_model_card(run_dir: Path, model_dir: Path | None = None, saved_at: dict | None = None,
-                     splits: dict | None = None) -> Path:
+                     splits: dict | None = None) -> Path | None:
     """Write (or rewrite) `model_dir`/README.md (default: the run's model/) from the run directory.
     `saved_at`: the evaluation the model was saved at, used until metrics.json exists;
     `splits`: role -> split (anything with len()), for the data sizes."""
     run_dir = Path(run_dir)
     model_dir = Path(model_dir) if model_dir is not None else run_dir / "model"
-    card = build_model_card(run_dir, model_dir, saved_at, splits)
+    try:
+        card = build_model_card(run_dir, model_dir, saved_at, splits)
+    except (ValueError, TypeError) as exc:  # metadata huggingface_hub rejects must not stop a training run
+        from llmctl.console import warn
+
+        warn(f"no model card written to {model_dir / CARD}: {exc}")
+        return None
     path = model_dir / CARD
     tmp = model_dir / f".{CARD}.tmp"
     tmp.write_text(str(card), encoding="utf-8")
