@@ -278,6 +278,27 @@ def test_model_card_reads_back_with_the_runs_final_metrics(cls_run):
     assert "Not evaluated on:\n- a held-out test split (none was given)" in card.text
 
 
+def test_model_card_names_a_hub_base_model_and_a_hub_dataset(cls_run, tmp_path):
+    """A run from Hub ids (which cannot train offline here): its recipe rewritten, the card rebuilt."""
+    import yaml
+
+    from llmctl.model_card import write_model_card
+
+    tmp, finished = cls_run
+    run = tmp_path / "sst2-bert"
+    shutil.copytree(tmp / "run", run, ignore=shutil.ignore_patterns("checkpoints", "report.html"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["model"]["name_or_path"] = "google-bert/bert-base-uncased"
+    recipe["data"] |= {"dataset": "nyu-mll/glue", "config": "sst2", "train": "train", "validation": "validation"}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    write_model_card(run)
+    card, data, name, results = read_card(run / "model")
+    assert data["base_model"] == "google-bert/bert-base-uncased" and data["datasets"] == ["nyu-mll/glue"]
+    assert name == "sst2-bert" and {(r.dataset_type, r.dataset_config, r.dataset_split) for r in results} == {
+        ("nyu-mll/glue", "sst2", "validation")}
+    assert "- validation: `nyu-mll/glue` split `validation`" in card.text
+
+
 def test_model_card_of_a_lora_run_names_peft_and_its_base(tiny_models, tmp_path):
     train = write_csv(tmp_path / "train.csv", keyword_sentiment_rows(32, seed=0))
     valid = write_csv(tmp_path / "valid.csv", keyword_sentiment_rows(16, seed=1))
