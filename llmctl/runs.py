@@ -4,10 +4,11 @@
                environment.json    versions, device, git sha, command line
                metrics.jsonl       one line per evaluation
                metrics.json        final metrics of the saved model + training stats
-               model/              best model + tokenizer (save_pretrained) + llmctl.json; a LoRA run
-                                   saves the adapter + base config instead (llmctl/adapters.py)
+               model/              best model + tokenizer (save_pretrained) + llmctl.json + README.md (the
+                                   model card); a LoRA run saves the adapter + base config instead (llmctl/adapters.py)
                checkpoints/        full training state for --resume
                run.lock            held while a run writes here
+               report.html         `llmctl report` (llmctl/report/)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TASK_FILE = "llmctl.json"
 # What a run writes first (the lock, then the recipe): a directory with none of these is not ours.
 OUR_FILES = {"run.lock", "recipe.yaml", "environment.json", "checkpoints", "metrics.jsonl", "metrics.json"}
 # Everything a run writes; --overwrite removes these and nothing else.
-RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old"}
+RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old", "report.html"}
 MODES = ("fresh", "resume", "overwrite")
 
 
@@ -181,6 +182,7 @@ class RunDir:
         from safetensors import SafetensorError
 
         from llmctl.errors import TrainingError
+        from llmctl.model_card import write_model_card
 
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
         shutil.rmtree(partial, ignore_errors=True)
@@ -195,6 +197,7 @@ class RunDir:
                 model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
+            write_model_card(self.path, partial, saved_at=info)  # rewritten with final metrics at the end
         except (OSError, SafetensorError) as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise TrainingError(

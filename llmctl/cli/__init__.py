@@ -99,8 +99,10 @@ from llmctl.cli import export as _export  # noqa: E402
 from llmctl.cli import finetune as _finetune  # noqa: E402
 from llmctl.cli import generate as _generate  # noqa: E402
 from llmctl.cli import predict as _predict  # noqa: E402
+from llmctl.cli import push as _push  # noqa: E402
 from llmctl.cli import recipes as _recipes  # noqa: E402
 from llmctl.cli import runs as _runs  # noqa: E402
+from llmctl.cli import report as _report  # noqa: E402
 
 app.add_typer(_recipes.recipes_app, name="recipes")
 app.add_typer(_cache.cache_app, name="cache")

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from llmctl.errors import UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
+from llmctl.model_card import rewrite_model_card
 from llmctl.runs import RunDir, environment
 
 
@@ -162,6 +163,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                                                              test_split, recipe.train.eval_batch_size)
                 if accelerator.is_main_process:
                     run.write_json("metrics.json", result)
+                    rewrite_model_card(run.path, {"train": train_split, "validation": eval_split, "test": test_split})
                 yield event
                 yield Finished(result)
                 return

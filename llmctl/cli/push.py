@@ -1,0 +1,43 @@
+"""`llmctl push RUN --repo-id ORG/NAME`: upload a run's model folder to the Hub (llmctl.push)."""
+
+from __future__ import annotations
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command("push")
+@report_errors
+def push_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune` (or its model/ folder)."),
+    repo_id: str = typer.Option(..., "--repo-id", metavar="ORG/NAME", help="Hub model repository (created if new)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded; touch no network."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Upload a run's model (weights, tokenizer, model card) to the Hugging Face Hub."""
+    from llmctl.console import print_json
+    from llmctl.push import push
+
+    result = push(run, repo_id, private=private, dry_run=dry_run)
+    if json_out:
+        print_json(result)
+        return
+    what = "would upload" if dry_run else "uploaded"
+    print(f"{what} {len(result['files'])} files ({_size(result['total_bytes'])}) from {result['folder']} "
+          f"to {result['url']}{' (private)' if private else ''}")
+    for entry in result["files"]:
+        print(f"  {_size(entry['bytes']):>10}  {entry['path']}")
+    if dry_run and not result["token_found"]:
+        print("no Hugging Face token found: set HF_TOKEN or run `hf auth login` before pushing")
+    if not dry_run:
+        print(f"commit: {result['commit_url']}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

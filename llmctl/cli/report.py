@@ -1,0 +1,30 @@
+"""`llmctl report RUN`: the run as one HTML page (llmctl.report)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command("report")
+@report_errors
+def report_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune`."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE.html",
+                                         help="Where to write the page (default RUN/report.html)."),
+    max_examples: int = typer.Option(500, "--max-examples", metavar="N", min=0,
+                                     help="Validation rows the saved model is run on (CPU) for the worst "
+                                          "predictions; 0 skips them."),
+    worst: int = typer.Option(10, "--worst", metavar="N", min=1, help="How many worst predictions to show."),
+):
+    """Write one self-contained HTML page: recipe, environment, curves, metrics, worst predictions."""
+    from llmctl.console import note
+    from llmctl.report.build import build_report
+
+    report = build_report(run, output, max_examples=max_examples, worst=worst)
+    for part in report.missing:
+        note(f"left out {part}")
+    print(report.path)

@@ -1,0 +1,79 @@
+"""`llmctl push RUN --repo-id ORG/NAME`: a run's model folder to the Hugging Face Hub.
+
+The folder goes as it is (weights, tokenizer, llmctl.json, the model card README.md) through
+huggingface_hub's create_repo + upload_folder. The token comes from where huggingface_hub
+looks (HF_TOKEN, the saved `hf auth login` token) and is never printed. An unreachable Hub
+fails within seconds (llmctl.hub's probe) instead of retrying.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from llmctl.errors import LlmctlError, ModelError, UsageError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def check_repo_id(repo_id: str) -> None:
+    """ORG/NAME with the Hub's own rules (letters, digits, - _ .; no -- or ..; not ending in .git)."""
+    if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
+        raise UsageError(f"--repo-id '{repo_id}' is not a Hub repository id of the form ORG/NAME.",
+                         "Use letters, digits, '-', '_' or '.', e.g. --repo-id my-org/sst2-bert.")
+
+
+def model_files(run: str) -> tuple[Path, list[tuple[str, int]]]:
+    """(the model folder, [(path inside it, bytes)]) of a run (or of a saved model folder)."""
+    from llmctl.runs import MODEL_DIR
+
+    path = Path(run).expanduser()
+    folder = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
+    if not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
+        why = f"{folder} holds no config.json" if folder != path else f"no {MODEL_DIR}/ folder"
+        raise ModelError(f"{path} has no saved model ({why}), so there is nothing to push.",
+                         "Push a run that finished at least one evaluation (or its model/ folder).")
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return folder, files
+
+
+def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -> dict:
+    """Upload (or with dry_run only list) a run's model folder; returns what was (or would be) sent."""
+    from huggingface_hub import get_token
+
+    from llmctl.hub import hub_offline, hub_reachable
+
+    check_repo_id(repo_id)
+    folder, files = model_files(run)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    result = {"repo_id": repo_id, "url": f"{endpoint}/{repo_id}", "private": private, "folder": str(folder),
+              "files": [{"path": name, "bytes": size} for name, size in files],
+              "total_bytes": sum(size for _, size in files), "dry_run": dry_run,
+              "token_found": get_token() is not None}
+    if dry_run:
+        return result
+    if hub_offline():
+        raise ModelError("HF_HUB_OFFLINE is set, so nothing can be uploaded to the Hugging Face Hub.",
+                         "Unset HF_HUB_OFFLINE to push, or pass --dry-run to see what would be uploaded.")
+    if not hub_reachable():
+        raise ModelError(f"The Hugging Face Hub ({endpoint}) is unreachable, so {repo_id} cannot be uploaded.",
+                         "Check the network (or HF_ENDPOINT) and push again; --dry-run lists the files offline.")
+    if not result["token_found"]:
+        raise UsageError("No Hugging Face token found (HF_TOKEN or a saved login), and the Hub needs one to upload.",
+                         "Run `hf auth login` or set HF_TOKEN to a token with write access.")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=endpoint)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                   ignore_patterns=[".*", "**/.*"], commit_message=f"llmctl push {Path(run).name}")
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        raise LlmctlError(f"The Hub refused the upload to {repo_id}"
+                          + (f" (HTTP {status})" if status else "") + f": {str(exc).splitlines()[0]}",
+                          "Check that the token has write access to that organisation.") from exc
+    return result | {"commit_url": str(getattr(commit, "commit_url", commit))}

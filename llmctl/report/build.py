@@ -1,0 +1,216 @@
+"""`llmctl report RUN` as a function: read what a run directory holds, write one HTML page.
+
+Only environment.json or recipe.yaml is required (it makes the directory a run); every other
+part (metrics, pictures, diagnostics.json, the saved model for the worst predictions) is shown
+when present and named as missing when not.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmctl.errors import LlmctlError, UsageError
+from llmctl.report.page import esc, figure, missing, page, para, pre, table
+
+DEFAULT_NAME = "report.html"
+
+
+@dataclass
+class Report:
+    path: Path
+    missing: list[str] = field(default_factory=list)  # parts left out, for the command to tell the user
+
+
+def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> Report:
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir() or not ((run_dir / "environment.json").is_file() or (run_dir / "recipe.yaml").is_file()):
+        raise UsageError(f"{run_dir} is not an llmctl run directory (no environment.json or recipe.yaml).",
+                         "Pass a directory made by `llmctl finetune` (its output_dir).")
+    recipe_text = _read_text(run_dir / "recipe.yaml")
+    recipe = _yaml(recipe_text)
+    env, final = _json(run_dir / "environment.json"), _json(run_dir / "metrics.json")
+    history = _jsonl(run_dir / "metrics.jsonl")
+    report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
+
+    predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
+    diagnostics = run_dir / "diagnostics.json"
+    if diagnostics.is_file():
+        per_class_html = para("From diagnostics.json (written at the final evaluation).") + json_tables(_json(diagnostics))
+    sections = [
+        ("reproduce", "Reproduce", _reproduce(run_dir, env, recipe)),
+        ("metrics", "Final metrics", _metrics(final, history)),
+        ("per-class", "Per-class / per-entity metrics", per_class_html),
+        ("pictures", "Curves and pictures", _pictures(run_dir)),
+        ("history", "Evaluations during training", _history(history)),
+        ("worst", "Worst predictions on the validation set", predictions),
+        ("recipe", "Recipe (resolved)", pre(recipe_text) if recipe_text else missing("No recipe.yaml in the run.")),
+        ("environment", "Environment", _environment(env)),
+    ]
+    model = (recipe.get("model") or {}).get("name_or_path", "?")
+    subtitle = f"task {recipe.get('task', '?')} · model {model} · {_status(run_dir, final)} · {run_dir.resolve()}"
+    html = page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
+    report.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report.path.with_name(f".{report.path.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(report.path)
+    return report
+
+
+def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:
+    """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
+    from llmctl.runs import find_model_dir
+
+    def left_out(why: str) -> tuple[str, str]:
+        report.missing.append(f"worst predictions: {why}")
+        return missing(why), missing(f"Not computed: {why}")
+
+    if max_examples <= 0:
+        return left_out("skipped (--max-examples 0).")
+    if not (find_model_dir(str(run_dir)) / "config.json").is_file():
+        return left_out(f"no saved model in {run_dir / 'model'}, so the model could not be run on the validation set.")
+    from llmctl.report.worst import worst_predictions
+
+    try:
+        found = worst_predictions(run_dir, max_examples, worst)
+    except LlmctlError as exc:
+        return left_out(str(exc))
+    intro = para(f"The {len(found.rows)} lowest by {found.score_name}, of the first {found.examples:,} rows of "
+                 f"{found.where} (the saved model run on CPU).")
+    rows = [[r["text"], r["gold"], r["predicted"], r["score"]] for r in found.rows]
+    worst_html = intro + table(["text", "gold", "predicted", found.score_name], rows, numeric={3})
+    if not found.per_class:
+        return worst_html, missing("No per-class scores for this kind of task.")
+    columns = list(next(iter(found.per_class.values())))
+    per_class = table(["name", *columns], [[name, *scores.values()] for name, scores in found.per_class.items()],
+                      numeric=set(range(1, len(columns) + 1)))
+    return worst_html, para(f"Computed from the same predictions ({found.examples:,} validation rows).") + per_class
+
+
+def json_tables(data, depth: int = 0) -> str:
+    """diagnostics.json (whatever its shape) as tables: a dict of records, a matrix, or key/value pairs."""
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and all(_scalar(x) for x in v.values())
+                                               for v in data.values()):
+        columns = list(dict.fromkeys(k for v in data.values() for k in v))
+        return table(["name", *columns], [[name, *(v.get(c) for c in columns)] for name, v in data.items()])
+    if isinstance(data, list) and data and all(isinstance(r, list) and all(_scalar(x) for x in r) for r in data):
+        return table([""] * len(data[0]), data)
+    if isinstance(data, dict) and depth < 3:
+        scalars = [[k, v] for k, v in data.items() if _scalar(v)]
+        out = table(["key", "value"], scalars) if scalars else ""
+        for key, value in data.items():
+            if not _scalar(value):
+                out += f"<h3>{esc(key)}</h3>" + json_tables(value, depth + 1)
+        return out
+    return pre(json.dumps(data, indent=2))
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _reproduce(run_dir: Path, env: dict, recipe: dict) -> str:
+    from llmctl.model_card import reproduce_command
+
+    argv = env.get("argv") or []
+    out = para("The command that started this run:") + pre(reproduce_command(env, recipe)) if len(argv) > 1 else ""
+    again = shlex.join(["llmctl", "finetune", str(run_dir / "recipe.yaml"), "--output-dir", f"{run_dir}-again"])
+    return out + para("The same run from its resolved recipe (every --set already applied):") + pre(again)
+
+
+def _metrics(final: dict, history: list[dict]) -> str:
+    if not final:
+        if not history:
+            return missing("No metrics.json and no evaluations yet: the run is still starting or was stopped early.")
+        return missing("No metrics.json: the run has not finished (or was interrupted); the last evaluation "
+                       "is in the table below.")
+    out = ""
+    from llmctl.console import PER_TYPE_FIELDS, split_per_type
+
+    for title, values in (("Validation (best evaluation)", final.get("metrics")), ("Test", final.get("test_metrics"))):
+        if values:
+            overall, per_type = split_per_type(values)
+            out += f"<h3>{esc(title)}</h3>" + table(["metric", "value"], list(overall.items()), numeric={1})
+            if per_type:
+                out += table(["type", *PER_TYPE_FIELDS], [[kind, *v.values()] for kind, v in per_type.items()],
+                             numeric={1, 2, 3, 4})
+    if final.get("best_step"):
+        out += para(f"Best step: {final['best_step']}.")
+    train = final.get("train") or {}
+    if train:
+        out += "<h3>Training</h3>" + table(["", "value"], [[k, v] for k, v in train.items()], numeric={1})
+    return out
+
+
+def _history(history: list[dict]) -> str:
+    if not history:
+        return missing("No evaluations logged (metrics.jsonl is missing or empty).")
+    columns = list(dict.fromkeys(k for entry in history for k in entry))
+    return table(columns, [[e.get(c) for c in columns] for e in history], numeric=set(range(len(columns))))
+
+
+def _pictures(run_dir: Path) -> str:
+    pngs = sorted(run_dir.glob("*.png"))
+    if not pngs:
+        return missing("No pictures in the run directory (runs write curves.png and per-task pictures at each "
+                       "evaluation).")
+    return "".join(figure(png) for png in pngs)
+
+
+def _environment(env: dict) -> str:
+    if not env:
+        return missing("No environment.json in the run.")
+    packages = env.get("packages") or {}
+    rest = [[k, v if _scalar(v) else json.dumps(v)] for k, v in env.items() if k not in ("packages", "argv")]
+    return (table(["package", "version"], list(packages.items())) + table(["", "value"], rest)
+            + para("Command line: " + shlex.join(str(a) for a in env.get("argv") or [])))
+
+
+def _status(run_dir: Path, final: dict) -> str:
+    from llmctl.runs import RunDir
+
+    try:
+        RunDir(run_dir).ensure_free()
+    except UsageError:
+        return "running (this page shows what was written so far)"
+    return "finished" if final else "not finished (no metrics.json)"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _yaml(text: str) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """Complete lines only: a run still writing may have half a line at the end."""
+    out = []
+    for line in _read_text(path).splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
