@@ -116,6 +116,12 @@ class Task(ABC):
     def tokenizer_kwargs(self) -> dict:
         return {}
 
+    def for_model(self, model_config) -> "Task":
+        """This task for the model whose config `finetune` has read (eval and predict build the task
+        with `from_model`, which sees the config too). A task whose head depends on the architecture
+        (multiple-choice: encoder, decoder or T5) returns a new task; the others return `self`."""
+        return self
+
     def check_model(self, model_cfg) -> None:
         """Refuse, before any weights load, a checkpoint whose architecture cannot do this task:
         by default one whose model type has no `auto_model` head in transformers."""
