@@ -24,13 +24,9 @@ from llmctl.tasks.base import Note
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def context_text(split, i: int) -> str:
-    return split.contexts[i]
-
-
 def t5_source(split, i: int) -> str:
-    options = " ".join(f"({LETTERS[j] if j < 26 else j}) {c}" for j, c in enumerate(split.choices(i)))
-    return f"{split.contexts[i].strip()} options: {options}"
+    options = " ".join(f"({LETTERS[j] if j < 26 else j}) {e}" for j, e in enumerate(split.endings[i]))
+    return f"{split.prompt(i).strip()} options: {options}"
 
 
 def _grouped(flat: list, per_row: int) -> list[list]:
@@ -61,7 +57,7 @@ def featurize_causal(split, tokenizer, max_length: int, train: bool):
 
     encode = encoder(tokenizer)
     n = len(split.endings[0])
-    pairs = [move_space(context_text(split, i), " " + c) for i in range(len(split)) for c in split.choices(i)]
+    pairs = [move_space(split.prompt(i), " " + e) for i in range(len(split)) for e in split.endings[i]]
     contexts = encode([ctx for ctx, _ in pairs[::n]])
     rows = range(len(split))
     if train:  # only the right ending is read

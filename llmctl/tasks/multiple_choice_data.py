@@ -62,9 +62,15 @@ class ChoiceSplit:
         return len(self.contexts)
 
     def choices(self, i: int) -> list[str]:
-        """Row i's endings as whole continuations of the context (the second sentence put first)."""
+        """Row i's endings, each after the second sentence (run_swag's second segment for BERT)."""
         second = self.seconds[i].strip() if self.seconds else ""
         return [f"{second} {e}" if second else e for e in self.endings[i]]
+
+    def prompt(self, i: int) -> str:
+        """Context and second sentence: what a generative model reads before an ending (the
+        harness's SWAG context is sent1 + sent2, its choices the endings alone)."""
+        second = self.seconds[i].strip() if self.seconds else ""
+        return f"{self.contexts[i].rstrip()} {second}" if second else self.contexts[i]
 
 
 class Rows:
