@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from helpers import ONE_THREAD, build_recipe, error_lines, run_cli
+from helpers import ONE_THREAD, build_recipe, error_lines, run_cli, smollm2_gguf
 from llmctl.errors import EXIT_DATA
 
 PEOPLE = ["Alice", "Bob", "Carla", "David", "Emma", "Farid"]
@@ -190,3 +190,28 @@ def test_label_forms(tmp_path, choices, label, index):
     task = MultipleChoiceTask(MultipleChoiceData(context_column="q", choices_column="c", label_column="a"))
     split = task.load_split("validation", str(path))
     assert split.labels == [index] and split.endings == [["a cat", "a dog", "a cow"]]
+
+
+EASY = [("The capital of France is", ["Paris.", "a banana.", "the ocean.", "purple."], 0),
+        ("Water freezes at a temperature of", ["zero degrees Celsius.", "one thousand degrees.", "a happy song.",
+                                               "the letter B."], 0),
+        ("To cut paper, you use a pair of", ["socks.", "scissors.", "clouds.", "spoons."], 1),
+        ("The sun rises in the", ["basement.", "refrigerator.", "east.", "soup."], 2),
+        ("She was thirsty, so she drank a glass of", ["sand.", "water.", "bricks.", "music."], 1),
+        ("When it rains, people open their", ["umbrellas.", "refrigerators.", "passports.", "teeth."], 0),
+        ("Birds can fly because they have", ["wheels.", "wings.", "keys.", "shoes."], 1),
+        ("A week has seven", ["days.", "elephants.", "oceans.", "pianos."], 0)]
+
+
+@pytest.mark.slow
+def test_real_smollm2_gguf_zero_shot_knows_easy_facts(tmp_path):
+    """The real SmolLM2-135M-Instruct, straight from its .gguf file, picks the sensible ending."""
+    gguf = smollm2_gguf()
+    data = write_jsonl(tmp_path / "easy.jsonl", [{"sent1": c, **{f"ending{k}": e for k, e in enumerate(es)}, "label": g}
+                                                 for c, es, g in EASY])
+    result = run_cli("eval", str(gguf), "--task", "multiple-choice", "--data", str(data), "--precision", "fp32",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    assert out["zero_shot"]["model_kind"] == "causal" and out["samples"] == len(EASY)
+    assert out["metrics"]["accuracy"] >= 0.75  # 1.0 when measured; chance is 0.25
