@@ -92,8 +92,10 @@ def featurize_seq2seq(split, tokenizer, max_length: int, train: bool):
     from llmctl.train.batching import Features
 
     sources = [t5_source(split, i) for i in range(len(split))]
-    enc = tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]
-    cut = sum(len(x) >= max_length for x in enc)
+    whole = tokenizer(sources)["input_ids"]
+    cut = sum(len(x) > max_length for x in whole)
+    # Cut at the end, keeping the last token (T5's </s>) as truncation does.
+    enc = [x if len(x) <= max_length else x[:max_length - 1] + x[-1:] for x in whole]
     if train:
         targets = [split.endings[i][split.labels[i]] for i in range(len(split))]
         labels = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
