@@ -215,3 +215,40 @@ def test_real_smollm2_gguf_zero_shot_knows_easy_facts(tmp_path):
     out = result.json()
     assert out["zero_shot"]["model_kind"] == "causal" and out["samples"] == len(EASY)
     assert out["metrics"]["accuracy"] >= 0.75  # 1.0 when measured; chance is 0.25
+
+
+@pytest.mark.slow
+def test_zero_shot_equals_lm_evaluation_harness(tiny_models, data, tmp_path):
+    """The same SWAG-shaped rows as an lm-evaluation-harness multiple_choice task (context sent1 +
+    sent2, the endings as choices joined by its " " delimiter) on the same Llama checkpoint: the
+    harness's acc and acc_norm equal llmctl's."""
+    import logging
+
+    import lm_eval
+    import yaml
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    result = run_cli("eval", str(tiny_models["llama"]), "--task", "multiple-choice", "--data", str(data["swag"]),
+                     "--recipe", str(build_recipe(tmp_path / "r.yaml", "multiple-choice", tiny_models["llama"],
+                                                  tmp_path / "unused", {"validation": None, **SWAG_KEYS})),
+                     "--precision", "fp32", "--json", env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    ours = result.json()["metrics"]
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "swag_tiny.yaml").write_text(yaml.safe_dump({
+        "task": "swag_tiny", "dataset_path": "json", "dataset_kwargs": {"data_files": {"validation": str(data["swag"])}},
+        "output_type": "multiple_choice", "validation_split": "validation",
+        "doc_to_text": "{{sent1}} {{sent2}}", "doc_to_target": "label",
+        "doc_to_choice": "{{[ending0, ending1, ending2, ending3]}}",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+        "metadata": {"version": 1.0}}))
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm = HFLM(pretrained=str(tiny_models["llama"]), dtype="float32", device="cpu", batch_size=8)
+    out = lm_eval.simple_evaluate(model=lm, tasks=["swag_tiny"], num_fewshot=0, bootstrap_iters=0, log_samples=False,
+                                  task_manager=TaskManager(include_path=str(tasks), include_defaults=False))
+    theirs = out["results"]["swag_tiny"]
+    assert ours["accuracy"] == pytest.approx(theirs["acc,none"])
+    assert ours["acc_norm"] == pytest.approx(theirs["acc_norm,none"])
