@@ -96,11 +96,12 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         return evaluate_zero_shot(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                   batch_size=batch_size, device=dev, precision=precision or "auto")
     if recipe is not None and recipe.task == "multiple-choice" and not _trained_by_llmctl(model_path):
-        from llmctl.generation.choices import evaluate_choices, is_generative
+        from llmctl.generation.choices import evaluate_choices, generative_family
+        from llmctl.tasks.multiple_choice import MultipleChoiceTask
 
-        if is_generative(model_path, recipe.model.trust_remote_code):
-            metrics = ["loss", "accuracy", "acc_norm"]
-            check_gate_names(gates, metrics)
+        kind = generative_family(model_path, recipe.model.trust_remote_code)
+        if kind is not None:  # an encoder's multiple-choice head must be fine-tuned: the path below refuses it
+            check_gate_names(gates, MultipleChoiceTask(recipe.data, kind=kind).metric_names())
             data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
             return evaluate_choices(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                     batch_size=batch_size, device=dev, precision=precision or "auto")

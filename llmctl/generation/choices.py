@@ -7,13 +7,14 @@ the numbers are those a fine-tuned run of the same model would report.
 from __future__ import annotations
 
 
-def is_generative(model: str, trust_remote_code: bool = False) -> bool:
-    """True for a decoder LM or T5 (from its config alone); False for an encoder, which has to be
+def generative_family(model: str, trust_remote_code: bool = False) -> str | None:
+    """"causal" or "seq2seq" from the model's config alone; None for an encoder, which has to be
     fine-tuned first (its multiple-choice head would start at random)."""
     from llmctl.generation.model import load_config, resolve_source
     from llmctl.tasks.multiple_choice import family
 
-    return family(load_config(resolve_source(model), trust_remote_code)) != "encoder"
+    kind = family(load_config(resolve_source(model), trust_remote_code))
+    return None if kind == "encoder" else kind
 
 
 def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device: str | None = None,
