@@ -43,6 +43,7 @@ TASK_TYPES = {
     "AutoModelForQuestionAnswering": "QUESTION_ANS",
     "AutoModelForCausalLM": "CAUSAL_LM",
     "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
+    "AutoModelForMultipleChoice": None,  # peft has no such task type; the plain PeftModel wraps it
 }
 
 

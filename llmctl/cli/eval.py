@@ -20,6 +20,9 @@ def eval_command(
                                         help="Split name for hub data (default: the run's validation)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE",
                                          help="Recipe whose data section describes the data."),
+    task: Optional[str] = typer.Option(None, "--task", metavar="TASK",
+                                       help="Score a model llmctl did not train with this task and its default data "
+                                            "keys (multiple-choice: zero-shot with a decoder LM)."),
     fail_under: list[str] = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
                                          help="Exit 4 when METRIC is below VALUE (repeatable; higher-is-better metrics)."),
     fail_over: list[str] = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
@@ -45,6 +48,8 @@ def eval_command(
     at_least_one(batch_size=batch_size, max_samples=max_samples)
     check_precision(precision)
     parsed = load_recipe(recipe) if recipe else None
+    if task is not None:
+        parsed = task_recipe(task, model, parsed)
     result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
                             max_samples=max_samples, device=device, precision=precision, gates=gates)
     if gates:
@@ -58,3 +63,16 @@ def eval_command(
         Console().result({k: v for k, v in result.items() if k != "output_dir"}, title)
         print(f"model: {result['model']}")
     gate(result, gates)
+
+
+def task_recipe(task: str, model: str, recipe=None):
+    """`--task NAME`: the recipe of that task with its default data keys (or --recipe's, when they agree)."""
+    from llmctl.config.load import validate_recipe
+    from llmctl.errors import UsageError
+
+    if recipe is not None:
+        if recipe.task != task:
+            raise UsageError(f"--task {task} and --recipe {recipe._source} (task {recipe.task}) disagree.",
+                             "Drop --task; the recipe names the task.")
+        return recipe
+    return validate_recipe({"task": task, "model": {"name_or_path": model}, "data": {}}, source="--task")

@@ -95,6 +95,16 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
         return evaluate_zero_shot(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                   batch_size=batch_size, device=dev, precision=precision or "auto")
+    if recipe is not None and recipe.task == "multiple-choice" and not _trained_by_llmctl(model_path):
+        from llmctl.generation.choices import evaluate_choices, generative_family
+        from llmctl.tasks.multiple_choice import MultipleChoiceTask
+
+        kind = generative_family(model_path, recipe.model.trust_remote_code)
+        if kind is not None:  # an encoder's multiple-choice head must be fine-tuned: the path below refuses it
+            check_gate_names(gates, MultipleChoiceTask(recipe.data, kind=kind).metric_names())
+            data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
+            return evaluate_choices(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
+                                    batch_size=batch_size, device=dev, precision=precision or "auto")
     model_dir = find_model_dir(model_path)
     quiet_libraries()
     task, config = task_for_model(model_dir, recipe)
@@ -115,6 +125,12 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path)), "precision": resolved}
+
+
+def _trained_by_llmctl(model_path: str) -> bool:
+    from llmctl.runs import TASK_FILE, find_model_dir
+
+    return (find_model_dir(model_path) / TASK_FILE).is_file()
 
 
 def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> tuple:

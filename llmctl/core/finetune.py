@@ -24,7 +24,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
-    from llmctl.models import check_source, load_model, load_tokenizer
+    from llmctl.models import check_source, load_config, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train.fingerprint import fingerprint
 
@@ -41,9 +41,10 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     task = task.with_labels(task.fit(train_split))
     eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None
     test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
-    _check_metric_for_best(recipe, task)
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     task.check_model(recipe.model)
+    task = task.for_model(load_config(recipe.model))  # multiple-choice picks its head by architecture
+    _check_metric_for_best(recipe, task)  # after for_model: a task's metrics may depend on the architecture
     _check_max_length(recipe)
     if recipe.peft is not None:
         from llmctl.adapters import check_before_load

@@ -7,6 +7,7 @@ llmctl.core drives a task like this (a task never drives itself):
     task = TASKS[recipe.task](recipe.data)                 # or Task.from_model(llmctl.json, config)
     train = task.load_split("train", recipe.data.train)    # read and check rows, no model yet
     task = task.with_labels(task.fit(train))               # a new task; the first one is unchanged
+    task = task.for_model(model_config)                    # the same, unless the head depends on it
     features = task.featurize(train, tokenizer)            # Features: token columns + meta
     batch = task.collate(features.rows(ids), tokenizer)    # padded tensors + "index"
     # evaluation: eval_outputs -> outputs_to_keep -> compute_metrics(kept, features, split)
@@ -115,6 +116,12 @@ class Task(ABC):
 
     def tokenizer_kwargs(self) -> dict:
         return {}
+
+    def for_model(self, model_config) -> "Task":
+        """This task for the model whose config `finetune` has read (eval and predict build the task
+        with `from_model`, which sees the config too). A task whose head depends on the architecture
+        (multiple-choice: encoder, decoder or T5) returns a new task; the others return `self`."""
+        return self
 
     def check_model(self, model_cfg) -> None:
         """Refuse, before any weights load, a checkpoint whose architecture cannot do this task:
