@@ -171,7 +171,12 @@ def _mlflow_options(folder: Path, run_id: str | None, run_dir: Path) -> dict:
 def _wandb_options(folder: Path, run_id: str, run_dir: Path) -> dict:
     options = {"dir": str(folder.resolve()), "id": run_id, "resume": "allow", "name": Path(run_dir).resolve().name}
     if not (os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY")):
-        options["mode"] = "offline"  # nothing leaves the machine unless the user set W&B up
+        # Nothing leaves the machine unless the user set W&B up. The variables, not only the run's
+        # mode: wandb's process-wide usage telemetry and error reports read them, and would
+        # otherwise post to the W&B server even for an offline run.
+        os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        options["mode"] = "offline"
     return options
 
 
