@@ -218,3 +218,30 @@ def test_missing_tracker_package_names_the_extra(tiny_models, tmp_path):
         "error: train.report_to: mlflow is not installed. Install it with `pip install 'llmctl[mlflow]'` "
         "(all trackers: `pip install 'llmctl[trackers]'`), or remove mlflow from train.report_to."]
     assert not (tmp_path / "run").exists()
+
+
+def picture(path: Path):
+    """The PNG as an array, checked to be a real picture: large enough and not one flat colour."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 400, pixels.shape
+    assert pixels[..., :3].std() > 0.05
+    return pixels
+
+
+def test_classification_run_leaves_pictures_and_diagnostics(tracked):
+    """The shared run again: curves.png, the confusion matrix of the saved model and the numbers it
+    draws (diagnostics.json), which agree with metrics.json."""
+    run_dir, _, out = tracked
+    picture(run_dir / "curves.png")
+    picture(run_dir / "confusion_matrix.png")
+    diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+    assert diagnostics["task"] == "classification" and diagnostics["step"] == out["best_step"]
+    assert diagnostics["labels"] == ["negative", "positive"]
+    matrix = diagnostics["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 16  # every validation row once
+    assert (matrix[0][0] + matrix[1][1]) / 16 == pytest.approx(out["metrics"]["accuracy"])
+    positive = diagnostics["per_class"]["positive"]
+    assert positive["support"] == 8 and positive["f1"] == pytest.approx(out["metrics"]["f1"])
+    assert not list(run_dir.glob(".*.tmp"))  # pictures are written under a temporary name, then renamed

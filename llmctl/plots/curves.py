@@ -7,6 +7,7 @@ import math
 # Counts and thresholds that evaluation also reports (entity counts, SQuAD v2's totals and best
 # thresholds): constant or not a score, so not worth a panel.
 _NOT_CURVES = ("_number", "_total", "_thresh")
+_COUNTS = ("total",)
 _MAX_PANELS = 12
 _BEST = dict(color="0.45", linestyle="--", linewidth=1)
 
@@ -44,7 +45,7 @@ def draw_curves(train_log: list[dict], evals: list[dict], best_step: int | None,
     for ax, (title, names) in zip(axes[2:count], panels):
         for name in names:
             points = [r for r in evals if isinstance(r.get(name), (int, float))]
-            label = name[: -len(title) - 1] if len(names) > 1 else None
+            label = name.rsplit("_", 1)[0] if len(names) > 1 else None
             ax.plot(_steps(points), [r[name] for r in points], "o-", label=label)
             if name == metric_for_best and best_step is not None:
                 at = [r[name] for r in points if r["step"] == best_step]
@@ -52,7 +53,10 @@ def draw_curves(train_log: list[dict], evals: list[dict], best_step: int | None,
                     ax.plot([best_step], at, "*", color="crimson", markersize=14, zorder=3)
         ax.set_title(f"{title} (best: {metric_for_best})" if title == metric_for_best else title)
 
+    steps = _steps(train_log + evals)
+    span = max(1, max(steps) - min(steps))
     for ax in axes[:count]:
+        ax.set_xlim(min(steps) - 0.03 * span, max(steps) + 0.03 * span)  # one step axis for every panel
         if best_step is not None:
             ax.axvline(best_step, label=f"saved model (step {best_step})" if ax is loss else None, **_BEST)
         ax.set_xlabel("step")
@@ -74,8 +78,8 @@ def _metric_panels(evals: list[dict], metric_for_best: str | None) -> list[tuple
     names = []
     for record in evals:
         for name, value in record.items():
-            if (name not in ("step", "epoch", "loss") and name not in names and isinstance(value, (int, float))
-                    and not name.endswith(_NOT_CURVES)):
+            if (name not in ("step", "epoch", "loss", *_COUNTS) and name not in names
+                    and isinstance(value, (int, float)) and not name.endswith(_NOT_CURVES)):
                 names.append(name)
     suffixes = {}
     for name in names:
@@ -88,7 +92,7 @@ def _metric_panels(evals: list[dict], metric_for_best: str | None) -> list[tuple
         family = suffixes.get(name.rsplit("_", 1)[1], []) if "_" in name else []
         if len(family) > 1 and name != metric_for_best:
             members = [n for n in family if n != metric_for_best]
-            panels.append((name.rsplit("_", 1)[1], members))
+            panels.append((f"{name.rsplit('_', 1)[1]}, per group", members))
             grouped.update(members)
         else:
             panels.append((name, [name]))
