@@ -62,7 +62,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.train.sharding import fsdp_settings, full_model_state, prepare_for_training
 
     precision = resolve_precision(recipe.train.precision, dev)
-    accelerator = make_accelerator(precision, dev, tracking.accelerator_options(recipe.train.report_to, run.path))
+    accelerator = make_accelerator(precision, dev,
+                                   trackers=tracking.accelerator_options(recipe.train.report_to, run.path))
     if recipe.train.batch_size % accelerator.num_processes:
         raise UsageError(
             f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
