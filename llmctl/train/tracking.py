@@ -72,6 +72,9 @@ def hyperparameters(recipe) -> dict:
 
 
 class RunTracking:
+    """Records a run's events as they come (`record`), on every process: the trackers log on the
+    main one only (accelerate), and only the main one writes files."""
+
     def __init__(self, accelerator, run_dir: Path, metric_for_best: str | None):
         self.acc, self.run_dir, self.metric_for_best = accelerator, Path(run_dir), metric_for_best
         self.main = accelerator.is_main_process
