@@ -144,17 +144,21 @@ class RunTracking:
             self.acc.log(values, step=step)
 
     def _draw(self, diagnostics: dict | None) -> None:
+        """Pictures are a view of the run, never a reason to lose it: a failure is said once."""
         from llmctl import plots
 
-        if not plots.available():
-            if not self.told_no_plots:
-                from llmctl.console import note
+        why = None if plots.available() else "matplotlib is not installed (`pip install 'llmctl[plots]'`)"
+        if why is None:
+            try:
+                plots.draw_run(self.run_dir, diagnostics, self.metric_for_best)
+                return
+            except (OSError, ValueError) as exc:  # a full disk, a value matplotlib cannot draw
+                why = f"drawing failed ({exc})"
+        if not self.told_no_plots:
+            from llmctl.console import warn
 
-                note("No pictures in the run directory: matplotlib is not installed "
-                     "(`pip install 'llmctl[plots]'`).")
-                self.told_no_plots = True
-            return
-        plots.draw_run(self.run_dir, diagnostics, self.metric_for_best)
+            warn(f"no pictures in the run directory: {why}; training goes on.")
+            self.told_no_plots = True
 
 
 def _mlflow_options(folder: Path, run_id: str | None, run_dir: Path) -> dict:
