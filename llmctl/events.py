@@ -34,6 +34,8 @@ class Evaluated:
     epoch: float
     metrics: dict
     is_best: bool
+    # Task.diagnostics of this evaluation (confusion matrix, per-entity scores), main process only
+    diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -4,6 +4,10 @@
                environment.json    versions, device, git sha, command line
                metrics.jsonl       one line per evaluation
                metrics.json        final metrics of the saved model + training stats
+               train_log.jsonl     one line per logged training step (loss, learning rate, samples/s)
+               diagnostics.json    the saved model's evaluation in detail (Task.diagnostics)
+               *.png               curves.png and the task's picture (llmctl/plots)
+               trackers/           TensorBoard / MLflow / W&B files (train.report_to)
                model/              best model + tokenizer (save_pretrained) + llmctl.json + README.md (the
                                    model card); a LoRA run saves the adapter + base config instead (llmctl/adapters.py)
                checkpoints/        full training state for --resume
@@ -31,7 +35,9 @@ TASK_FILE = "llmctl.json"
 # What a run writes first (the lock, then the recipe): a directory with none of these is not ours.
 OUR_FILES = {"run.lock", "recipe.yaml", "environment.json", "checkpoints", "metrics.jsonl", "metrics.json"}
 # Everything a run writes; --overwrite removes these and nothing else.
-RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old", "report.html"}
+RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old", "report.html"} | {
+    "train_log.jsonl", "diagnostics.json", "trackers", "curves.png", "confusion_matrix.png", "entity_f1.png",
+    "qa_answerable.png"}
 MODES = ("fresh", "resume", "overwrite")
 
 
@@ -95,7 +101,9 @@ class RunDir:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         if mode == "resume":
             remove_partial_checkpoints(self.checkpoints)
-            self._truncate_metrics_after(checkpoint_step(resume_from) if resume_from is not None else 0)
+            step = checkpoint_step(resume_from) if resume_from is not None else 0
+            self._truncate_log_after(self.metrics_log, step)
+            self._truncate_log_after(self.path / "train_log.jsonl", step)
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint, the one --resume continues from (reads only)."""
@@ -169,12 +177,14 @@ class RunDir:
         with open(self.metrics_log, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def _truncate_metrics_after(self, step: int) -> None:
-        if not self.metrics_log.is_file():
+    @staticmethod
+    def _truncate_log_after(log: Path, step: int) -> None:
+        """Forget what a log (metrics.jsonl, train_log.jsonl) says about steps the resumed run redoes."""
+        if not log.is_file():
             return
-        lines = [l for l in self.metrics_log.read_text().splitlines() if l.strip()]
+        lines = [l for l in log.read_text().splitlines() if l.strip()]
         keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
-        self.metrics_log.write_text("".join(l + "\n" for l in keep))
+        log.write_text("".join(l + "\n" for l in keep))
 
     def save_model(self, model, tokenizer, task_meta: dict, info: dict, state_dict: dict | None = None) -> None:
         """save_pretrained into model.partial, then swap it in: the old best survives a failed save.
@@ -268,8 +278,8 @@ def _busy(path: Path) -> UsageError:
 
 
 def _our_temp_file(name: str) -> bool:
-    """write_json's temporary files (`.metrics.json.tmp`)."""
-    return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in OUR_FILES
+    """Temporary files of atomic writes (`.metrics.json.tmp`, `.curves.png.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in RUN_ENTRIES
 
 
 def git_sha() -> str | None:

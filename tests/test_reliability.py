@@ -285,8 +285,8 @@ def test_overflow_steps_are_skipped_counted_and_hold_the_schedule(tmp_path, file
 
     make_accelerator = setup.make_accelerator
 
-    def with_scaler(precision, device=None):
-        acc = make_accelerator(precision, device)
+    def with_scaler(precision, device=None, trackers=None):
+        acc = make_accelerator(precision, device, trackers)
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1000)
         return acc
 

@@ -55,6 +55,8 @@ class DataConfig(Section):
 
 
 StepsOrEpoch = Union[Literal["epoch"], int]
+# train.report_to names (llmctl/train/tracking.py starts them through accelerate)
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 class TrainConfig(Section):
@@ -89,6 +91,10 @@ class TrainConfig(Section):
         None, gt=0, description="Stop after this many evaluations without improvement."
     )
     logging_steps: int = Field(10, gt=0, description="Optimizer steps between progress lines.")
+    report_to: list[str] = Field(
+        [], description="Experiment trackers that get the training loss, learning rate, throughput and every "
+                        "evaluation metric: tensorboard, mlflow, wandb (files under the run's trackers/). "
+                        "[] = none: no telemetry, no network.")
 
     @field_validator("eval_every", "save_every")
     @classmethod
@@ -96,6 +102,18 @@ class TrainConfig(Section):
         if isinstance(value, int) and value <= 0:
             raise ValueError('must be "epoch" or a positive number of steps')
         return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value):
+        if isinstance(value, str):  # `--set train.report_to=tensorboard`
+            value = [value]
+        if not isinstance(value, list):
+            return value  # pydantic says what a list should look like
+        unknown = [name for name in value if name not in TRACKERS]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a tracker; choose from {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(value))  # each tracker once, in the order given
 
     @field_validator("seed")
     @classmethod

@@ -15,7 +15,8 @@ from typing import Iterator
 from llmctl.errors import UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
 from llmctl.model_card import rewrite_model_card
-from llmctl.runs import RunDir, environment
+from llmctl.runs import RunDir, checkpoint_step, environment
+from llmctl.train import tracking
 
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
@@ -33,6 +34,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     mode = "resume" if resume else "overwrite" if overwrite else "fresh"
     run = RunDir(Path(recipe.output_dir))
     run.check(mode, force=force_resume, inputs=_local_inputs(recipe))  # refusals only; nothing written yet
+    tracking.check_installed(recipe.train.report_to)
     dev = device_type(device)
 
     # 1. Everything that can be checked without a model: data, labels, model source and size.
@@ -62,7 +64,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.train.sharding import fsdp_settings, full_model_state, prepare_for_training
 
     precision = resolve_precision(recipe.train.precision, dev)
-    accelerator = make_accelerator(precision, dev)
+    accelerator = make_accelerator(precision, dev,
+                                   trackers=tracking.accelerator_options(recipe.train.report_to, run.path))
     if recipe.train.batch_size % accelerator.num_processes:
         raise UsageError(
             f"train.batch_size {recipe.train.batch_size} does not split evenly over {accelerator.num_processes} processes.",
@@ -142,6 +145,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         if accelerator.is_main_process:
             run.save_model(accelerator.unwrap_model(model), tokenizer, meta, info, state_dict=state)
 
+    tracker = tracking.RunTracking.start(accelerator, recipe, run.path,
+                                         checkpoint_step(resume_from) if resume_from is not None else 0,
+                                         recipe.train.metric_for_best or task.default_metric())
     setup = LoopSetup(
         task=task, tokenizer=tokenizer, accelerator=accelerator, model=model, optimizer=optimizer,
         scheduler=scheduler, train_features=train_features, eval_features=eval_features, eval_split=eval_split,
@@ -153,6 +159,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         for event in train_loop(setup):
             if isinstance(event, Evaluated) and accelerator.is_main_process:
                 run.append_metrics({"step": event.step, "epoch": round(event.epoch, 4), **event.metrics})
+            tracker.record(event)  # train_log.jsonl, trackers, pictures: after metrics.jsonl, which curves.png draws
             if isinstance(event, Checkpointed) and not accelerator.is_main_process:
                 continue
             if isinstance(event, Stopped):
@@ -170,6 +177,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                 return
             yield event
     finally:
+        tracker.end()
         run.unlock()
 
 

@@ -28,9 +28,10 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def make_accelerator(precision: str, device: str | None = None):
+def make_accelerator(precision: str, device: str | None = None, trackers: dict | None = None):
     """An Accelerator for the resolved precision; works alone, under torchrun or accelerate launch
-    (with --use_fsdp too, CPU included: llmctl.train.sharding)."""
+    (with --use_fsdp too, CPU included: llmctl.train.sharding). `trackers`: log_with and where
+    they write (llmctl.train.tracking.accelerator_options)."""
     from accelerate import Accelerator
 
     from llmctl.precision import accelerate_mixed_precision
@@ -39,7 +40,8 @@ def make_accelerator(precision: str, device: str | None = None):
     cpu = device == "cpu"
     check_fsdp_request(cpu)
     plugin = fsdp_plugin_for_cpu(cpu)
-    accelerator = Accelerator(mixed_precision=accelerate_mixed_precision(precision), cpu=cpu, fsdp_plugin=plugin)
+    accelerator = Accelerator(mixed_precision=accelerate_mixed_precision(precision), cpu=cpu, fsdp_plugin=plugin,
+                              **(trackers or {}))
     switch_on_cpu_fsdp(accelerator, plugin)
     return accelerator
 

@@ -158,6 +158,12 @@ class Task(ABC):
     def compute_metrics(self, kept: dict, features, split) -> dict[str, float]:
         """Score the whole split; `kept` arrays are ordered like `features`."""
 
+    def diagnostics(self, kept: dict, features, split) -> dict:
+        """What the metrics alone do not show, from the same outputs as `compute_metrics`: JSON-safe,
+        written to the run's diagnostics.json and drawn by llmctl.plots (a confusion matrix,
+        per-entity scores, ...). {} for tasks that have nothing to add."""
+        return {}
+
     @abstractmethod
     def default_metric(self) -> str:
         """Metric used to pick the best model when the recipe does not say."""

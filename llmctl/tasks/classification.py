@@ -386,6 +386,24 @@ class ClassificationTask(Task):
         out |= metrics.load("matthews_correlation").compute(predictions=preds, references=refs)
         return out
 
+    def diagnostics(self, kept: dict, features, split: Split) -> dict:
+        """The confusion matrix (rows: gold label, columns: predicted) and per-class scores."""
+        import numpy as np
+
+        if self.labels.regression:
+            return {}
+        names = list(self.labels.names)
+        refs, preds = np.asarray(self._label_ids(split)), np.stack(kept["logits"]).argmax(-1)
+        matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+        np.add.at(matrix, (refs, preds), 1)
+        per_class = {}
+        for i, name in enumerate(names):
+            right, gold, predicted = int(matrix[i, i]), int(matrix[i].sum()), int(matrix[:, i].sum())
+            precision, recall = right / predicted if predicted else 0.0, right / gold if gold else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": gold}
+        return {"task": self.name, "labels": names, "confusion_matrix": matrix.tolist(), "per_class": per_class}
+
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> Split:
         columns = self.data_cfg.text_columns

@@ -383,6 +383,16 @@ class NerTask(Task):
         predictions = self._decode(self._word_probs(kept, features, split))
         return out | metrics.load("seqeval").compute(predictions=predictions, references=split.tags)
 
+    def diagnostics(self, kept: dict, features, split: NerSplit) -> dict:
+        """Entity-level precision, recall, F1 and gold count per entity type (seqeval's
+        TYPE_precision ... keys of compute_metrics, grouped by type)."""
+        scores = self.compute_metrics(kept, features, split)
+        kinds = sorted(key[: -len("_number")] for key in scores if key.endswith("_number"))
+        per_entity = {kind: {"precision": float(scores[f"{kind}_precision"]), "recall": float(scores[f"{kind}_recall"]),
+                             "f1": float(scores[f"{kind}_f1"]), "number": int(scores[f"{kind}_number"])}
+                      for kind in kinds}
+        return {"task": self.name, "per_entity": per_entity}
+
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> NerSplit:
         column = self.data_cfg.tokens_column

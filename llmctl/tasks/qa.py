@@ -228,6 +228,19 @@ class QATask(Task):
             out |= metrics.load("squad").compute(predictions=predictions, references=references)
         return out
 
+    def diagnostics(self, kept: dict, features, split: QASplit) -> dict:
+        """SQuAD v2: exact match and F1 (0-100) on answerable and unanswerable questions apart,
+        with their counts; SQuAD v1 has only answerable questions, so nothing to add."""
+        if not self.data_cfg.version_2_with_negative:
+            return {}
+        scores = self.compute_metrics(kept, features, split)
+        groups = {}
+        for group, prefix in (("answerable", "HasAns"), ("unanswerable", "NoAns")):
+            if f"{prefix}_total" in scores:
+                groups[group] = {"exact": float(scores[f"{prefix}_exact"]), "f1": float(scores[f"{prefix}_f1"]),
+                                 "count": int(scores[f"{prefix}_total"])}
+        return {"task": self.name, **groups}
+
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> QASplit:
         return predict_rows(rows, where, self.data_cfg)

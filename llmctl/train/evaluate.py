@@ -19,7 +19,20 @@ class EvaluationStopped(Exception):
 
 def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: int,
              should_stop: Callable[[], bool] | None = None) -> dict:
-    """Score `features` with `model` on every process; returns metrics including `loss`.
+    """Score `features` with `model` on every process; returns metrics including `loss`."""
+    return _score(task, model, tokenizer, accelerator, features, split, batch_size, should_stop, False)[0]
+
+
+def evaluate_in_detail(task, model, tokenizer, accelerator, features, split, batch_size: int,
+                       should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict]:
+    """(metrics, diagnostics): `evaluate`, plus the task's diagnostics of the same outputs
+    (Task.diagnostics: per-class counts, per-entity scores) on the main process, {} elsewhere."""
+    return _score(task, model, tokenizer, accelerator, features, split, batch_size, should_stop, True)
+
+
+def _score(task, model, tokenizer, accelerator, features, split, batch_size: int,
+           should_stop: Callable[[], bool] | None, diagnose: bool) -> tuple[dict, dict]:
+    """Score `features` with `model` on every process.
 
     Each global batch is split across processes and the kept outputs are gathered with
     their example index, so repeated examples (topping up the last batch) are dropped
@@ -67,4 +80,5 @@ def evaluate(task, model, tokenizer, accelerator, features, split, batch_size: i
     metrics = task.compute_metrics(kept, features, split)
     if loss_count and "loss" not in metrics:  # tasks that can, compute an exact per-example loss
         metrics = {"loss": loss_sum / loss_count} | metrics
-    return {k: float(v) for k, v in metrics.items()}
+    diagnostics = task.diagnostics(kept, features, split) if diagnose and accelerator.is_main_process else {}
+    return {k: float(v) for k, v in metrics.items()}, diagnostics

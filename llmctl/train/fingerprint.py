@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 
-HARMLESS = {"output_dir", "train.logging_steps", "train.keep_checkpoints", "train.save_every", "train.eval_batch_size"}
+HARMLESS = {"output_dir", "train.logging_steps", "train.report_to", "train.keep_checkpoints", "train.save_every", "train.eval_batch_size"}
 LIBRARIES = ("torch", "transformers", "accelerate")
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
+def flatten(data: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat |= _flatten(value, name + ".")
+            flat |= flatten(value, name + ".")
         else:
             flat[name] = value
     return flat
@@ -43,7 +43,7 @@ def fingerprint(recipe, train_features) -> dict:
             _update(digest, column, np.float64 if column.dtype.kind == "f" else np.int64)
         else:
             digest.update(json.dumps(column, separators=(",", ":")).encode())
-    recipe_flat = {k: v for k, v in _flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
+    recipe_flat = {k: v for k, v in flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
     return {"recipe": recipe_flat, "data_sha256": digest.hexdigest(),
             "versions": {name: version(name) for name in LIBRARIES}}
 

@@ -28,7 +28,7 @@ from llmctl.events import Checkpointed, Evaluated, Progress, Started, Stopped
 from llmctl.metrics import lower_is_better
 from llmctl.train import checkpoint as ckpt
 from llmctl.train.batching import epoch_batches, shard
-from llmctl.train.evaluate import EvaluationStopped, evaluate, to_device
+from llmctl.train.evaluate import EvaluationStopped, evaluate_in_detail, to_device
 from llmctl.train.optim import clip_gradients
 from llmctl.train.sharding import fsdp_version
 
@@ -250,8 +250,8 @@ class Training:
             return stop.reason(acc) is not None
 
         try:
-            metrics = evaluate(s.task, s.model, s.tokenizer, acc, s.eval_features, s.eval_split,
-                               self.cfg.eval_batch_size, should_stop=should_stop)
+            metrics, diagnostics = evaluate_in_detail(s.task, s.model, s.tokenizer, acc, s.eval_features,
+                                                      s.eval_split, self.cfg.eval_batch_size, should_stop=should_stop)
         except EvaluationStopped:
             state["pending_eval"] = {"step": step, "epoch": epoch}
             return
@@ -272,7 +272,7 @@ class Training:
         patience = self.cfg.early_stopping_patience
         if patience and state["bad_evals"] >= patience:
             self.reason = "early_stopping"
-        yield Evaluated(step, epoch, metrics, is_best)
+        yield Evaluated(step, epoch, metrics, is_best, diagnostics)
 
     def maybe_checkpoint(self, force: bool) -> Iterator[Checkpointed]:
         """Save on schedule, when stopping (signalled, early) and after the last step: a run
