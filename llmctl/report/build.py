@@ -37,7 +37,8 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
 
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
     diagnostics = run_dir / "diagnostics.json"
-    if diagnostics.is_file():
+    if diagnostics.is_file() and "<table" not in per_class_html:
+        # No predictions here (no model, no validation data): the run's own record of its evaluation.
         per_class_html = para("From diagnostics.json (written at the final evaluation).") + json_tables(_json(diagnostics))
     sections = [
         ("reproduce", "Reproduce", _reproduce(run_dir, env, recipe)),
