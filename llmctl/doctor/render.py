@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 
 
-def _fmt(value) -> str:
+def _fmt(value, name: str = "") -> str:
     if isinstance(value, float):
-        return f"{value:.2%}" if value < 1 else f"{value:g}"
+        return f"{value:.2%}" if name.endswith("share") else f"{value:g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
@@ -21,9 +21,9 @@ def split_rows(report) -> list[tuple[str, str, str]]:
                 shown = ", ".join(f"{k} {v:,}" for k, v in list(value["counts"].items())[:12])
                 rows.append((role, name, f"{shown}  (most/least {value['imbalance']:g})"))
             elif isinstance(value, dict):
-                rows.append((role, name, ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())))
+                rows.append((role, name, ", ".join(f"{k} {_fmt(v, k)}" for k, v in value.items())))
             else:
-                rows.append((role, name, _fmt(value)))
+                rows.append((role, name, _fmt(value, name)))
     return rows
 
 

@@ -33,7 +33,7 @@ class Context:
     refused: dict = field(default_factory=dict)
     train_features: object = None
 
-    def guard(self, report: Report, role: str, check) -> None:
+    def guard(self, role: str, check) -> None:
         """Run one split's checks; a DataError (a file the reader refuses) is kept as that split's refusal."""
         try:
             check()
