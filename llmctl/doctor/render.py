@@ -37,6 +37,7 @@ def render(report, title: str = "data") -> None:
     verdict = f"{errors} error(s), {warnings} warning(s)" if report.findings else "nothing wrong found"
     if sys.stdout.isatty():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = Console()
@@ -44,7 +45,7 @@ def render(report, title: str = "data") -> None:
         for column in ("split", "figure", "value"):
             table.add_column(column, overflow="fold")
         for row in split_rows(report):
-            table.add_row(*row)
+            table.add_row(*map(escape, row))  # file names and labels are data, not markup
         console.print(table)
         if report.findings:
             found = Table(title="findings")
@@ -52,14 +53,14 @@ def render(report, title: str = "data") -> None:
                 found.add_column(column, overflow="fold")
             for f in report.findings:
                 style = "red" if f.severity == "error" else "yellow"
-                found.add_row(f"[{style}]{f.severity}[/{style}]", f.check, f.split, f.message)
+                found.add_row(f"[{style}]{f.severity}[/{style}]", f.check, f.split, escape(f.message))
             console.print(found)
         if summary:
-            console.print(summary)
-        console.print(verdict)
+            console.print(summary, markup=False, highlight=False)
+        console.print(verdict, markup=False, highlight=False)
         return
     for role, name, value in split_rows(report):
-        print(f"{role:<10} {name:<12} {value}")
+        print(f"{role:<10} {name:<13} {value}")
     for f in report.findings:
         print(f"{f.severity}: [{f.check}] {f.split}: {f.message}")
     if summary:
