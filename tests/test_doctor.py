@@ -249,3 +249,15 @@ def test_dry_run_checks_the_model_config(tiny_models, tmp_path):
     assert dry.exit_code == real.exit_code == 2, dry.stdout + dry.stderr
     assert error_lines(dry.stderr) == error_lines(real.stderr) and "task causal-lm needs a decoder-only" in dry.stderr
     assert not (tmp_path / "runs").exists()
+
+    # A fine-tuned 3-label classifier given 2-label data: transformers would refuse its head.
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    classifier = tmp_path / "classifier"
+    shutil.copytree(tiny_models["bert"], classifier)
+    BertForSequenceClassification(AutoConfig.from_pretrained(classifier, num_labels=3)).save_pretrained(classifier)
+    data = write_csv(tmp_path / "train.csv", clean_rows(16))
+    recipe = write_recipe(tmp_path / "c.yaml", classifier, data, None, tmp_path / "runs")
+    head = run_cli("finetune", str(recipe), "--dry-run", "--device", "cpu")
+    assert head.exit_code == 5 and len(error_lines(head.stderr)) == 1
+    assert "already has a 3-label head" in head.stderr and "the data has 2 labels (0, 1)" in head.stderr

@@ -40,7 +40,7 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     ctx.task.check_model(recipe.model)
     _check_max_length(recipe)
     _check_metric_for_best(recipe, ctx.task)
-    _check_head_size(report, recipe, ctx.task)
+    _check_head_size(recipe, ctx.task)
     cfg = recipe.train
     plan = {"output_dir": str(recipe.output_dir), "mode": mode, "refused": refused, "device": dev,
             "precision": resolve_precision(cfg.precision, dev), "processes": processes(),
@@ -56,9 +56,11 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     return report, plan
 
 
-def _check_head_size(report, recipe, task) -> None:
+def _check_head_size(recipe, task) -> None:
     """A checkpoint that already has this task's head (a fine-tuned classifier) with another number of
-    labels: its head weights do not fit the data's label set."""
+    labels: transformers refuses to load a head of another size, which finetune would meet only
+    after the run started."""
+    from llmctl.errors import ModelError
     from llmctl.models import load_config
 
     names = getattr(task.labels, "names", ())
@@ -67,7 +69,9 @@ def _check_head_size(report, recipe, task) -> None:
     config = load_config(recipe.model)
     suffix = task.auto_model.replace("AutoModel", "")
     if any(a.endswith(suffix) for a in (config.architectures or [])) and config.num_labels != len(names):
-        report.add("warning", "model_labels", "train",
-                   f"model {recipe.model.name_or_path} already has a {config.num_labels}-label {suffix[3:]} head; "
-                   f"this data has {len(names)} labels ({', '.join(names[:10])}), so that head cannot be reused.",
-                   len(names))
+        raise ModelError(
+            f"Model {recipe.model.name_or_path} already has a {config.num_labels}-label head "
+            f"({', '.join(map(str, config.id2label.values()))}); the data has {len(names)} labels "
+            f"({', '.join(names[:10])}), and transformers refuses to load a head of another size.",
+            "Start from the checkpoint's base model, or give data the labels the head was trained on.",
+        )
