@@ -103,7 +103,7 @@ def _scan(ctx, role: str, spec: str, known: set | None, feature_lengths) -> tupl
 def _full_lengths(tokenizer, texts, max_length: int, feature_lengths, start: int) -> np.ndarray:
     """Untruncated token counts of a chunk: from the features, re-tokenizing only the rows cut at max_length."""
     n = len(texts[0])
-    if feature_lengths is not None:
+    if feature_lengths is not None and start + n <= len(feature_lengths):
         lengths = np.asarray(feature_lengths[start:start + n], dtype=np.int64).copy()
         todo = np.flatnonzero(lengths >= max_length)
     else:
