@@ -101,4 +101,4 @@ def check(report, ctx) -> None:
             checks.check_leakage(report, role, hashed, train.get("hashes", np.zeros(0, np.uint64)), line)
 
     for role, spec in ctx.specs.items():
-        ctx.guard(role, lambda: one(role, spec))
+        ctx.guard(report, role, lambda: one(role, spec))

@@ -100,4 +100,4 @@ def check(report, ctx) -> None:
     for role, spec in ctx.specs.items():
         if role != "train" and "train" in ctx.refused:
             break
-        ctx.guard(role, lambda: one(role, spec))
+        ctx.guard(report, role, lambda: one(role, spec))

@@ -89,7 +89,7 @@ def check(report, ctx) -> None:
                                  "questions (with their context)")
 
     for role, spec in ctx.specs.items():
-        ctx.guard(role, lambda: one(role, spec))
+        ctx.guard(report, role, lambda: one(role, spec))
 
 
 def _answer_findings(report, role: str, misplaced: list[int], movable: list[int], line) -> None:

@@ -33,12 +33,18 @@ class Context:
     refused: dict = field(default_factory=dict)
     train_features: object = None
 
-    def guard(self, role: str, check) -> None:
-        """Run one split's checks; a DataError (a file the reader refuses) is kept as that split's refusal."""
+    def guard(self, report: Report, role: str, check) -> None:
+        """Run one split's checks. A DataError is the reader's refusal of the file, kept for that
+        split, unless finetune's loader read the split fine: then only the doctor's second look
+        failed (a file shape its checks do not know), which a warning says instead of hiding."""
         try:
             check()
         except DataError as exc:
-            self.refused.setdefault(role, exc)
+            if role in self.splits:
+                report.add("warning", "skipped", role, f"the doctor's checks could not read this split again "
+                           f"({exc}); only what the loader reports is shown.")
+            else:
+                self.refused.setdefault(role, exc)
 
 
 def family_of(task_name: str):
