@@ -61,6 +61,11 @@ def packing_figures(lengths: np.ndarray, size: int, cfg) -> dict:
             "steps_per_epoch_packed": plan_steps(blocks, cfg)[0]}
 
 
+def _as_key(cell) -> str:
+    """A cell as text to hash: a conversation (a list of dicts) as canonical JSON."""
+    return cell if isinstance(cell, str) else json.dumps(cell, sort_keys=True, default=str)
+
+
 def check(report, ctx) -> None:
     cfg = ctx.task.data_cfg
     learned = cfg.completion_column or cfg.text_column
@@ -68,15 +73,13 @@ def check(report, ctx) -> None:
 
     def one(role: str, spec: str):
         where, header, chunks = _rows(ctx, role, spec)
-        keys, empty, empty_lines, rows = [], 0, [], 0
-        for cells in chunks:
+        hashed, empty, empty_lines, rows = [], 0, [], 0
+        for cells in chunks:  # a chunk's texts are dropped once hashed: memory holds 8 bytes a row
             columns = list(cells)
             n = len(cells[columns[0]])
-            for i in range(n):
-                parts = [cells[c][i] for c in columns]
-                keys.append("\x1f".join(p if isinstance(p, str) else json.dumps(p, sort_keys=True, default=str)
-                                        for p in parts))
-                text = cells.get(learned, cells.get("completions", cells.get("prompts", [None] * n)))[i]
+            texts = cells.get(learned, cells.get("completions", cells.get("prompts", [None] * n)))
+            hashed.append(checks.hashes(["\x1f".join(_as_key(cells[c][i]) for c in columns) for i in range(n)]))
+            for i, text in enumerate(texts):
                 if isinstance(text, str) and not text.strip():
                     empty += 1
                     if len(empty_lines) < 5:
@@ -93,7 +96,7 @@ def check(report, ctx) -> None:
                 checks.check_truncation(report, role, figures["tokens"], lengths, line)
         report.splits[role] = figures
         checks.check_empty(report, role, empty, empty_lines)
-        hashed = checks.hashes(keys)
+        hashed = np.concatenate(hashed) if hashed else np.zeros(0, np.uint64)
         checks.check_duplicates(report, role, hashed, line)
         if role == "train":
             train["hashes"] = hashed
