@@ -41,7 +41,14 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     _check_max_length(recipe)
     _check_metric_for_best(recipe, ctx.task)
     _check_head_size(recipe, ctx.task)
+    if recipe.peft is not None:
+        from llmctl.adapters import check_before_load
+
+        check_before_load(recipe.peft, dev)
     cfg = recipe.train
+    if cfg.batch_size % processes():
+        raise UsageError(f"train.batch_size {cfg.batch_size} does not split evenly over {processes()} processes.",
+                         "Choose a batch size divisible by the number of processes.")
     plan = {"output_dir": str(recipe.output_dir), "mode": mode, "refused": refused, "device": dev,
             "precision": resolve_precision(cfg.precision, dev), "processes": processes(),
             "batch_size": cfg.batch_size, "per_process_batch_size": cfg.batch_size // max(1, processes()),
