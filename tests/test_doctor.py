@@ -66,11 +66,12 @@ def flawed_classification(tiny_models, tmp_path_factory):
     (csv: the header is line 1, row i is line i + 2), validation with leaked rows and a label 2."""
     tmp = tmp_path_factory.mktemp("flawed")
     rows = [{"sentence": sentence(i), "label": 0} for i in range(36)] + \
-           [{"sentence": sentence(100 + i), "label": 1} for i in range(4)]  # 36 to 4: 9 to 1
+           [{"sentence": sentence(100 + i), "label": 1} for i in range(4)]
     rows[5]["sentence"] = "   "  # line 7
     rows[9]["sentence"] = ""  # line 11 (an empty csv cell)
     rows.append(dict(rows[2]))  # line 42 repeats line 4
     rows.append(dict(rows[3]))  # line 43 repeats line 5
+    rows.append({"sentence": rows[14]["sentence"], "label": 1})  # line 44: line 16's text, another label
     long = " ".join(WORDS * 4)
     rows[20]["sentence"] = long  # line 22: far more than max_length 24
     rows[30]["sentence"] = long + " again"  # line 32
@@ -88,18 +89,19 @@ def test_every_classification_flaw_is_found(flawed_classification):
     _, result = flawed_classification
     assert result.exit_code == 3, result.stderr
     found = findings(result)
-    expect = {("imbalance", "train"): ("warning", 4, []),
+    expect = {("imbalance", "train"): ("warning", 5, []),
+              ("conflicting_labels", "train"): ("warning", 2, [16, 44]),
               ("empty_text", "train"): ("warning", 2, [7, 11]),
               ("duplicates", "train"): ("warning", 2, [42, 43]),
               ("truncation", "train"): ("warning", 2, [22, 32]),
               ("leakage", "validation"): ("warning", 1, [3]),
               ("unseen_labels", "validation"): ("error", 1, [6])}
     assert {key: (f["severity"], f["count"], f["lines"]) for key, f in found.items()} == expect
-    assert "'0' (38)" in found["imbalance", "train"]["message"] and "9.5 to 1" in found["imbalance", "train"]["message"]
+    assert "'0' (38)" in found["imbalance", "train"]["message"] and "7.6 to 1" in found["imbalance", "train"]["message"]
     assert "'2'" in found["unseen_labels", "validation"]["message"]
     tokens = result.json()["splits"]["train"]["tokens"]
     assert tokens["truncated"] == 2 and tokens["max_length_for_99"] > 24
-    assert result.json()["splits"]["train"]["labels"]["counts"] == {"0": 38, "1": 4}
+    assert result.json()["splits"]["train"]["labels"]["counts"] == {"0": 38, "1": 5}
 
 
 def test_plain_output_and_strict(flawed_classification, tmp_path):
@@ -108,7 +110,7 @@ def test_plain_output_and_strict(flawed_classification, tmp_path):
     assert plain.exit_code == 3
     assert "error: [unseen_labels] validation: 1 row has a label training never shows: '2' (1) (first at line 6)" \
         in plain.stdout
-    assert "1 error(s), 5 warning(s)" in plain.stdout
+    assert "1 error(s), 6 warning(s)" in plain.stdout
     # Without the bad validation label only warnings are left: exit 0, and 3 with --strict.
     warnings_only = ["--set", f"data.validation={Path(recipe).parent / 'train.csv'}"]
     assert run_cli("doctor", str(recipe), *warnings_only).exit_code == 0

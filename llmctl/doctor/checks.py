@@ -60,6 +60,20 @@ def check_duplicates(report: Report, role: str, row_hashes: np.ndarray, line_num
                    f"{plural(int(rows.size), 'row')} {_verb(rows.size, 'repeats', 'repeat')} an earlier row exactly{at_lines(lines)}.", rows.size, lines)
 
 
+def check_conflicts(report: Report, role: str, text_hashes: np.ndarray, row_hashes: np.ndarray, line_numbers) -> None:
+    """The same input with different labels: the model is taught both answers (often a labelling slip)."""
+    if text_hashes.size == 0:
+        return
+    pairs = np.unique(np.stack([text_hashes, row_hashes], axis=1), axis=0)
+    texts, labels_each = np.unique(pairs[:, 0], return_counts=True)
+    rows = np.flatnonzero(np.isin(text_hashes, texts[labels_each > 1]))
+    if rows.size:
+        lines = [line_numbers(int(i)) for i in rows[:5]]
+        report.add("warning", "conflicting_labels", role,
+                   f"{plural(int(rows.size), 'row')} {_verb(rows.size, 'shares', 'share')} its text with a row of "
+                   f"another label{at_lines(lines)}.", rows.size, lines)
+
+
 def check_leakage(report: Report, role: str, own: np.ndarray, train: np.ndarray, line_numbers, what: str = "texts") -> None:
     """Rows of an evaluation split whose input also appears in training: their scores flatter the model."""
     if own.size == 0 or train.size == 0:

@@ -133,7 +133,10 @@ def check(report, ctx) -> None:
             checks.check_imbalance(report, role, figures["labels"])
         report.splits[role] = figures
         checks.check_empty(report, role, scan.empty, scan.empty_lines)
-        checks.check_duplicates(report, role, np.concatenate(scan.row_hashes), lines)
+        row_hashes = np.concatenate(scan.row_hashes)
+        checks.check_duplicates(report, role, row_hashes, lines)
+        if scan.labels:
+            checks.check_conflicts(report, role, text_hashes, row_hashes, lines)
         if role == "train":
             train_hashes, known = text_hashes, set(scan.labels)
         else:
