@@ -50,6 +50,10 @@ def finetune(
         if flag is not None:
             overrides.append(f"{key}={flag}")
     parsed = load_recipe(recipe, overrides)
+    if strict and not dry_run:
+        from llmctl.errors import UsageError
+
+        raise UsageError("--strict only means something with --dry-run.", "Add --dry-run, or drop --strict.")
     if dry_run:
         _dry_run(parsed, resume or force_resume, overwrite, device, force_resume, json_out, strict)
 
