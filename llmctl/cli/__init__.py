@@ -93,6 +93,7 @@ def _root(
 
 
 from llmctl.cli import cache as _cache  # noqa: E402
+from llmctl.cli import doctor as _doctor  # noqa: E402
 from llmctl.cli import env as _env  # noqa: E402  (registers commands on `app`)
 from llmctl.cli import eval as _eval  # noqa: E402
 from llmctl.cli import export as _export  # noqa: E402

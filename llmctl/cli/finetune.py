@@ -37,6 +37,10 @@ def finetune(
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check the data (as `llmctl doctor`) and the model config, print the plan "
+                                 "(steps, precision, processes, output dir) and stop: no weights, no run directory."),
+    strict: bool = typer.Option(False, "--strict", help="With --dry-run: exit 3 on data warnings too."),
 ):
     """Fine-tune a pretrained model as a recipe describes."""
     from llmctl.config.load import load_recipe
@@ -51,6 +55,12 @@ def finetune(
         if flag is not None:
             overrides.append(f"{key}={flag}")
     parsed = load_recipe(recipe, overrides)
+    if strict and not dry_run:
+        from llmctl.errors import UsageError
+
+        raise UsageError("--strict only means something with --dry-run.", "Add --dry-run, or drop --strict.")
+    if dry_run:
+        _dry_run(parsed, resume or force_resume, overwrite, device, force_resume, json_out, strict)
 
     from llmctl.core.finetune import finetune as run_finetune
     from llmctl.events import Finished
@@ -65,6 +75,23 @@ def finetune(
                 console.show(event)
     finally:
         console.close()
+
+
+def _dry_run(recipe, resume: bool, overwrite: bool, device, force_resume: bool, json_out: bool, strict: bool):
+    """Print the doctor's report and the plan; exit 3 on data errors, 2 when the output dir would be refused."""
+    from llmctl.console import print_json
+    from llmctl.core.plan import dry_run
+    from llmctl.doctor.render import render, render_plan
+    from llmctl.errors import EXIT_USAGE
+
+    report, plan = dry_run(recipe, resume=resume, overwrite=overwrite, device=device, force_resume=force_resume)
+    code = report.exit_code(strict) or (EXIT_USAGE if plan["refused"] else 0)
+    if json_out:
+        print_json(report.to_json() | {"plan": plan, "exit_code": code})
+    else:
+        render(report)
+        render_plan(plan)
+    raise typer.Exit(code)
 
 
 def _recipe_argument(recipe: str, word: str | None, resume: bool) -> str:

@@ -1,0 +1,30 @@
+"""`llmctl doctor RECIPE`: check a recipe's data before training (llmctl.doctor), render, exit 0 / 3."""
+
+from __future__ import annotations
+
+import typer
+
+from llmctl.cli import app, report_errors
+
+
+@app.command()
+@report_errors
+def doctor(
+    recipe: str = typer.Argument(..., help="Recipe file, or a short name from `llmctl recipes list`."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. data.max_length=256."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (README: 'Checking data before training')."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 3 on warnings too, not only on errors."),
+):
+    """Check a recipe's data without loading model weights: exit 0 when nothing is wrong, 3 on errors
+    (and with --strict on warnings)."""
+    from llmctl.config.load import load_recipe
+    from llmctl.console import print_json
+    from llmctl.doctor.render import render
+    from llmctl.doctor.run import diagnose
+
+    report = diagnose(load_recipe(recipe, list(set_)))
+    if json_out:
+        print_json(report.to_json() | {"exit_code": report.exit_code(strict)})
+    else:
+        render(report)
+    raise typer.Exit(report.exit_code(strict))
