@@ -192,3 +192,23 @@ def load_model(auto_class, model_cfg, tokenizer, quantization_config=None, **con
                         use_safetensors=None if model_cfg.allow_pickle_weights else True,
                         trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision,
                         **({"quantization_config": quantization_config} if quantization_config is not None else {}))
+
+
+def check_head_size(recipe, task) -> None:
+    """A checkpoint that already has this task's head (a fine-tuned classifier) with another number of
+    labels: transformers refuses to load a head of another size, which finetune would meet only
+    after the run started."""
+    from llmctl.errors import ModelError
+
+    names = getattr(task.labels, "names", ())
+    if not names or getattr(task.labels, "regression", False):
+        return
+    config = load_config(recipe.model)
+    suffix = task.auto_model.replace("AutoModel", "")
+    if any(a.endswith(suffix) for a in (config.architectures or [])) and config.num_labels != len(names):
+        raise ModelError(
+            f"Model {recipe.model.name_or_path} already has a {config.num_labels}-label head "
+            f"({', '.join(map(str, config.id2label.values()))}); the data has {len(names)} labels "
+            f"({', '.join(names[:10])}), and transformers refuses to load a head of another size.",
+            "Start from the checkpoint's base model, or give data the labels the head was trained on.",
+        )

@@ -262,3 +262,7 @@ def test_dry_run_checks_the_model_config(tiny_models, tmp_path):
     head = run_cli("finetune", str(recipe), "--dry-run", "--device", "cpu")
     assert head.exit_code == 5 and len(error_lines(head.stderr)) == 1
     assert "already has a 3-label head" in head.stderr and "the data has 2 labels (0, 1)" in head.stderr
+    # finetune itself refuses it the same way, before the run starts (it used to fail after, exit 1).
+    real = run_cli("finetune", str(recipe), "--device", "cpu")
+    assert real.exit_code == 5 and "already has a 3-label head" in real.stderr, real.stderr
+    assert not (tmp_path / "runs").exists()

@@ -20,7 +20,7 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     from llmctl.core.finetune import _check_max_length, _check_metric_for_best, _local_inputs
     from llmctl.devices import device_type
     from llmctl.doctor.run import diagnose_with_context, processes
-    from llmctl.models import check_source
+    from llmctl.models import check_head_size, check_source
     from llmctl.precision import resolve_precision
     from llmctl.runs import RunDir
 
@@ -40,7 +40,7 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     ctx.task.check_model(recipe.model)
     _check_max_length(recipe)
     _check_metric_for_best(recipe, ctx.task)
-    _check_head_size(recipe, ctx.task)
+    check_head_size(recipe, ctx.task)
     if recipe.peft is not None:
         from llmctl.adapters import check_before_load
 
@@ -61,24 +61,3 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
                  "total_steps": total,
                  "warmup_steps": cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(total * cfg.warmup_ratio)}
     return report, plan
-
-
-def _check_head_size(recipe, task) -> None:
-    """A checkpoint that already has this task's head (a fine-tuned classifier) with another number of
-    labels: transformers refuses to load a head of another size, which finetune would meet only
-    after the run started."""
-    from llmctl.errors import ModelError
-    from llmctl.models import load_config
-
-    names = getattr(task.labels, "names", ())
-    if not names or getattr(task.labels, "regression", False):
-        return
-    config = load_config(recipe.model)
-    suffix = task.auto_model.replace("AutoModel", "")
-    if any(a.endswith(suffix) for a in (config.architectures or [])) and config.num_labels != len(names):
-        raise ModelError(
-            f"Model {recipe.model.name_or_path} already has a {config.num_labels}-label head "
-            f"({', '.join(map(str, config.id2label.values()))}); the data has {len(names)} labels "
-            f"({', '.join(names[:10])}), and transformers refuses to load a head of another size.",
-            "Start from the checkpoint's base model, or give data the labels the head was trained on.",
-        )
