@@ -19,7 +19,7 @@ from llmctl.runs import RunDir, environment
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
-    from llmctl.console import tell
+    from llmctl.console import note, tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
@@ -42,7 +42,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
     _check_metric_for_best(recipe, task)
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
-    task.check_model(recipe.model)
+    for item in task.check_model(recipe.model) or ():  # e.g. a head the checkpoint lacks, started at random
+        note(item.text)
     _check_max_length(recipe)
     if recipe.peft is not None:
         from llmctl.adapters import check_before_load

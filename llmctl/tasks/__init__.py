@@ -2,6 +2,7 @@
 
 from llmctl.tasks.causal_lm import CausalLMTask
 from llmctl.tasks.classification import ClassificationTask
+from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.ner import NerTask
 from llmctl.tasks.qa import QATask
 from llmctl.tasks.seq2seq import Seq2SeqTask
@@ -12,4 +13,5 @@ TASKS = {
     "qa": QATask,
     "seq2seq": Seq2SeqTask,
     "causal-lm": CausalLMTask,
+    "masked-lm": MaskedLMTask,
 }
