@@ -122,8 +122,8 @@ class MaskedLMTask(Task):
         tokens, word_starts = Writer(), Writer()
         for start in range(0, len(split.texts), CHUNK_ROWS):
             chunk = split.texts[start : start + CHUNK_ROWS]
-            encoded = tokenizer(chunk, truncation=cfg.line_by_line, max_length=cfg.max_length,
-                                return_attention_mask=False, return_token_type_ids=False)
+            cut = {"truncation": True, "max_length": cfg.max_length} if cfg.line_by_line else {}
+            encoded = tokenizer(chunk, return_attention_mask=False, return_token_type_ids=False, **cut)
             tokens.extend(encoded["input_ids"])
             if cfg.whole_word_masking:
                 word_starts.extend([_word_starts(encoded.word_ids(i)) for i in range(len(chunk))])
