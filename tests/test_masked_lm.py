@@ -156,6 +156,18 @@ def test_fill_mask_ranks_first_what_the_model_learned(trained):
     assert [p["filled"] for p in predictions] == ["the movie was great."] * 3  # as the tokenizer decodes it
 
 
+def test_a_masked_lm_run_fills_input_rows(trained, tmp_path):
+    tmp, _, _ = trained
+    rows = tmp_path / "masked.txt"
+    rows.write_text("the movie was [MASK] .\n\n[MASK] movie was great .\n")
+    result = run_cli("predict", str(tmp / "run"), "--input", str(rows), "--json", env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    predictions = result.json()["predictions"]
+    assert [p["line"] for p in predictions] == [1, 3]
+    assert [[c["token"] for c in p["masks"][0]][:1] for p in predictions] == [["great"], ["the"]]
+    assert all(len(p["masks"][0]) == 5 for p in predictions)  # data.top_k's default
+
+
 def test_resume_is_exact_masks_included(trained):
     tmp, recipe, _ = trained
     # step 12 is mid-way through the third epoch (5 steps each): its last steps draw epoch 2's masks
