@@ -22,6 +22,14 @@ def predict(
                                            help="Question answering: one question (with --context)."),
     context: Optional[str] = typer.Option(None, "--context", metavar="TEXT",
                                           help="Question answering: the passage to answer from."),
+    fill_mask: Optional[list[str]] = typer.Option(
+        None, "--fill-mask", metavar="TEXT",
+        help="A text with [MASK] (or the tokenizer's own mask token) for a model with a "
+             "masked-LM head to fill; repeat for several."),
+    top_k: Optional[int] = typer.Option(
+        None, "--top-k", metavar="K",
+        help="Fill-mask: candidates per mask (default 5); with --input, fills its rows with any "
+             "masked-LM checkpoint (a masked-lm run fills them without it)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
                                          help="Write jsonl here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Inputs per batch."),
@@ -42,15 +50,26 @@ def predict(
 
     if input_ is not None and (question is not None or context is not None):
         raise UsageError("--input and --question/--context are alternatives.", "Pass one of them.")
-    if input_ is None and question is None and context is None:
-        raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model).")
-    at_least_one(batch_size=batch_size)
+    if fill_mask and (input_ is not None or question is not None or context is not None):
+        raise UsageError("--fill-mask gives the texts itself.", "Drop --input / --question / --context, or --fill-mask.")
+    if input_ is None and question is None and context is None and not fill_mask:
+        raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model, "
+                                                "--fill-mask TEXT for a masked-LM model).")
+    at_least_one(batch_size=batch_size, top_k=top_k)
     check_precision(precision)
     if output:
         writable_file(output, "--output")
-    rows, where, lines = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
-    predictions = run_predict(model, rows, where, batch_size=batch_size, device=device, precision=precision,
-                              lines=lines)
+    if fill_mask:
+        rows, where, lines = [{"text": t} for t in fill_mask], "--fill-mask", [None] * len(fill_mask)
+    else:
+        rows, where, lines = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
+    options = dict(batch_size=batch_size, device=device, precision=precision, lines=lines)
+    if fill_mask or top_k is not None:
+        from llmctl.fill_mask import fill_mask as run_fill_mask
+
+        predictions = run_fill_mask(model, rows, where, top_k=top_k or 5, **options)
+    else:
+        predictions = run_predict(model, rows, where, **options)
     if output:
         target = Path(output)
         tmp = target.with_name(f".{target.name}.tmp")

@@ -21,7 +21,7 @@ from llmctl.train import tracking
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
-    from llmctl.console import tell
+    from llmctl.console import note, tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
@@ -44,7 +44,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None
     test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
-    task.check_model(recipe.model)
+    for item in task.check_model(recipe.model) or ():  # e.g. a head the checkpoint lacks, started at random
+        note(item.text)
     task = task.for_model(load_config(recipe.model))  # multiple-choice picks its head by architecture
     _check_metric_for_best(recipe, task)  # after for_model: a task's metrics may depend on the architecture
     _check_max_length(recipe)

@@ -62,9 +62,10 @@ def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], 
 
 
 def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None,
-            precision: str | None = None, lines: list[int | None] | None = None) -> list[dict]:
+            precision: str | None = None, lines: list[int | None] | None = None, task=None) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
-    carry their input line as "line" when `lines` gives it."""
+    carry their input line as "line" when `lines` gives it. `task`: run this task rather than the
+    one the model was trained for (fill-mask on any checkpoint with a masked-LM head)."""
     from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
     from llmctl.devices import device_type
@@ -74,7 +75,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     dev = device_type(device)
     model_dir = find_model_dir(model_path)
     quiet_libraries()
-    task, config = task_for_model(model_dir)
+    task = task if task is not None else task_for_model(model_dir)[0]
     split = tell(task.predict_split(rows, where))
 
     import torch

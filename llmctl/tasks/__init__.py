@@ -2,6 +2,7 @@
 
 from llmctl.tasks.causal_lm import CausalLMTask
 from llmctl.tasks.classification import ClassificationTask
+from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.multiple_choice import MultipleChoiceTask
 from llmctl.tasks.ner import NerTask
 from llmctl.tasks.qa import QATask
@@ -13,5 +14,6 @@ TASKS = {
     "qa": QATask,
     "seq2seq": Seq2SeqTask,
     "causal-lm": CausalLMTask,
+    "masked-lm": MaskedLMTask,
     "multiple-choice": MultipleChoiceTask,
 }

@@ -10,6 +10,7 @@ llmctl.core drives a task like this (a task never drives itself):
     task = task.for_model(model_config)                    # the same, unless the head depends on it
     features = task.featurize(train, tokenizer)            # Features: token columns + meta
     batch = task.collate(features.rows(ids), tokenizer)    # padded tensors + "index"
+    # training batches: task.collate_for_training(rows, tokenizer, seed, epoch)
     # evaluation: eval_outputs -> outputs_to_keep -> compute_metrics(kept, features, split)
     # prediction: predict_split(rows) -> featurize -> ... -> format_predictions
 
@@ -123,12 +124,14 @@ class Task(ABC):
         (multiple-choice: encoder, decoder or T5) returns a new task; the others return `self`."""
         return self
 
-    def check_model(self, model_cfg) -> None:
+    def check_model(self, model_cfg) -> tuple[Note, ...] | None:
         """Refuse, before any weights load, a checkpoint whose architecture cannot do this task:
-        by default one whose model type has no `auto_model` head in transformers."""
+        by default one whose model type has no `auto_model` head in transformers. May return
+        notes about the checkpoint for the caller to show (a head it lacks, started at random)."""
         from llmctl.models import check_head
 
         check_head(self.auto_model, model_cfg)
+        return ()
 
     # -- features and batches ----------------------------------------------------------
     @abstractmethod
@@ -143,6 +146,12 @@ class Task(ABC):
     def collate(self, rows: list[dict], tokenizer) -> dict:
         """Pad a list of feature rows into model inputs (tensors) plus `index`."""
         return collate(rows, self.padding(tokenizer))
+
+    def collate_for_training(self, rows: list[dict], tokenizer, seed: int, epoch: int) -> dict:
+        """A training batch. Tasks whose inputs are drawn at random (masked-LM masks) draw them
+        here from (seed, epoch, each row's index) alone, so a resumed run and every process see
+        the same inputs; the others batch as `collate` does."""
+        return self.collate(rows, tokenizer)
 
     # -- evaluation --------------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):

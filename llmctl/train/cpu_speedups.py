@@ -21,6 +21,7 @@ def speed_up_cpu_training(model, train_features, tokenizer) -> tuple[list[str], 
     from llmctl.train.dropout import use_fast_dropout
     from llmctl.train.first_token import compute_first_position_only
     from llmctl.train.labelled_positions import finish_labelled_positions_only
+    from llmctl.train.masked_positions import predict_masked_positions_only
     from llmctl.train.memory import keep_freed_memory
     from llmctl.train.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
 
@@ -31,6 +32,7 @@ def speed_up_cpu_training(model, train_features, tokenizer) -> tuple[list[str], 
         "fast_attention": use_fast_attention(model),
         "first_position_only": compute_first_position_only(model),
         "labelled_positions_only": finish_labelled_positions_only(model),
+        "masked_positions_only": predict_masked_positions_only(model),
         "seen_embedding_rows": seen is not None,
     }
 

@@ -188,7 +188,8 @@ class Training:
         rank, world = acc.process_index, acc.num_processes
         indices = []
         for micro, batch_ids in enumerate(group):
-            inputs = s.task.collate(s.train_features.rows(shard(batch_ids, rank, world)), s.tokenizer)
+            rows = s.train_features.rows(shard(batch_ids, rank, world))
+            inputs = s.task.collate_for_training(rows, s.tokenizer, self.cfg.seed, state["epoch"])
             indices.append(inputs.pop("index"))
             inputs = to_device(inputs, acc.device)
             last = micro == len(group) - 1
