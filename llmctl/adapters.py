@@ -44,6 +44,7 @@ TASK_TYPES = {
     "AutoModelForCausalLM": "CAUSAL_LM",
     "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
     "AutoModelForMultipleChoice": None,  # peft has no such task type; the plain PeftModel wraps it
+    "AutoModelForMaskedLM": None,
 }
 
 

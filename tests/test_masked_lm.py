@@ -242,3 +242,17 @@ def test_tokenizer_without_mask_token_is_refused_before_training(tiny_models, tm
         f"error: The tokenizer of '{model}' has no mask token, which masked-LM training and fill-mask need. Use a "
         "BERT-family checkpoint (BERT, RoBERTa, DistilBERT, MiniLM, ...) whose tokenizer has one."]
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_lora_masked_lm_run_fills_masks_from_its_adapter(tiny_models, tmp_path):
+    """LoRA on masked-lm: the run saves an adapter, and fill-mask loads it over the base."""
+    train = write_jsonl(tmp_path / "train.jsonl", corpus(40))
+    recipe = build_recipe(tmp_path / "lora.yaml", "masked-lm", tiny_models["bert"], tmp_path / "run",
+                          {"train": str(train), "validation": None, "line_by_line": True, "max_length": 16},
+                          train={"epochs": 2, "batch_size": 16, "learning_rate": 1e-2}, peft={"method": "lora", "r": 4})
+    result = run_cli("finetune", str(recipe), env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+    filled = run_cli("predict", str(tmp_path / "run"), "--fill-mask", "the movie was [MASK] .", "--json", env=ONE_THREAD)
+    assert filled.exit_code == 0, filled.stderr
+    assert len(filled.json()["predictions"][0]["masks"][0]) == 5
