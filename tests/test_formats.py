@@ -203,3 +203,15 @@ def test_revision_is_named_when_the_hub_split_cannot_load(tiny_models, tmp_path)
     assert result.exit_code == EXIT_DATA, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and "no-such-org/no-such-dataset (revision v1.2)" in errors[0], errors
+
+
+def test_compressed_conll_and_json_lines_for_ner(tmp_path):
+    from llmctl.tasks import ner_utils
+
+    conll = write(tmp_path / "train.txt.gz", "EU B-ORG\nrejects O\n\nPeter B-PER\n")
+    sentences = ner_utils.read_conll(conll, -1, "data.train")
+    assert sentences.tokens == [["EU", "rejects"], ["Peter"]] and sentences.tags == [["B-ORG", "O"], ["B-PER"]]
+    broken = tmp_path / "broken.txt.xz"
+    broken.write_bytes(b"plain bytes, not xz")
+    with pytest.raises(Exception, match=f"data.train: {broken} is not a readable xz file"):
+        ner_utils.read_conll(broken, -1, "data.train")

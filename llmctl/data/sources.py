@@ -122,18 +122,24 @@ def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> 
                      "Save the file as UTF-8.")
 
 
-def read_text(path: Path, key: str, encoding: str = "utf-8", missing_tip: str = "Check the path (relative to where you run llmctl).") -> str:
-    """A whole text file (decompressed), or a DataError naming `key` and the file when it is
-    missing, corrupt or not UTF-8."""
+def read_bytes(path: Path, key: str, missing_tip: str = "Check the path (relative to where you run llmctl).") -> bytes:
+    """A whole file's bytes (decompressed), or a DataError naming `key` and the file when it is
+    missing or a corrupt compressed file."""
     if not path.is_file():
         raise DataError(f"{key}: file {path} does not exist.", missing_tip)
     try:
         with open_binary(path) as handle:
-            data = handle.read()
+            return handle.read()
     except Exception as exc:
         if decompression_failed(exc):
             raise corrupt(path, key, exc) from exc
         raise
+
+
+def read_text(path: Path, key: str, encoding: str = "utf-8", missing_tip: str = "Check the path (relative to where you run llmctl).") -> str:
+    """A whole text file (decompressed), or a DataError naming `key` and the file when it is
+    missing, corrupt or not UTF-8."""
+    data = read_bytes(path, key, missing_tip)
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.data.inputs import file_format
-from llmctl.data.sources import load_split, looks_like_file, read_table, read_text, refuse_plain_text
+from llmctl.data.sources import data_format, load_split, looks_like_file, read_table, read_text, refuse_plain_text
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
@@ -97,14 +97,12 @@ def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[
     path = Path(spec).expanduser()
     where = str(path)
     refuse_plain_text(spec, key, "qa", "a question, a context and answers")
-    if file_format(path) == "json" and path.is_file():
+    if file_format(path) == "json" and path.is_file() and data_format(path, key) == "json":  # not JSON Lines
         text = read_text(path, key)  # decompressed, or a one-line error naming the file
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            if exc.lineno > 1 or not text.lstrip().startswith("{"):
-                raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-            data = None  # json lines in a .json file: read below
+            raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
         if _is_official(data):
             return _official_rows(data)[:limit], where
     frame = read_table(path, key)
