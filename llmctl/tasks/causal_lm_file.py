@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import data_format, iter_jsonl, iter_table, nested_names, nested_value, row_location
+from llmctl.data.nested import nested_names, nested_value
+from llmctl.data.sources import data_format, iter_jsonl, iter_table, row_location
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
