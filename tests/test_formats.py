@@ -59,16 +59,12 @@ def test_folder_of_compressed_json_lines_with_nested_fields_trains(classified):
     assert {"accuracy", "loss"} <= set(out["metrics"])
 
 
-@pytest.mark.parametrize("name", ["valid.json.xz", "parts-*.jsonl.bz2"])
-def test_eval_reads_compressed_and_globbed_files(classified, name):
+def test_eval_reads_a_glob_of_compressed_json_lines(classified):
     root, _ = classified
     rows = nested(sentiment_rows(6, string_labels=True))
-    if "*" in name:
-        write(root / "parts-b.jsonl.bz2", jsonl(rows[3:]))
-        write(root / "parts-a.jsonl.bz2", jsonl(rows[:3]))
-    else:
-        write(root / name, jsonl(rows))
-    result = run_cli("eval", str(root / "run"), "--data", str(root / name), "--json", env=ONE_THREAD)
+    write(root / "parts-b.json.xz", jsonl(rows[3:]))
+    write(root / "parts-a.json.xz", jsonl(rows[:3]))
+    result = run_cli("eval", str(root / "run"), "--data", str(root / "parts-*.json.xz"), "--json", env=ONE_THREAD)
     assert result.exit_code == 0, result.stderr
     assert 0.0 <= result.json()["metrics"]["accuracy"] <= 1.0
 
@@ -86,21 +82,29 @@ def test_bad_rows_are_named_by_their_own_file_and_line(classified):
 
 
 def test_bad_inputs_each_one_line_exit_3(classified, tmp_path):
+    from llmctl.errors import DataError
+    from llmctl.tasks.classification import ClassificationData, ClassificationTask
+
     root, _ = classified
-    corrupt = write(tmp_path / "train.jsonl.gz", "not gzip")
+    pattern = str(tmp_path / "none-*.jsonl")
+    result = run_cli("eval", str(root / "run"), "--data", pattern)
+    assert result.exit_code == EXIT_DATA, result.stderr
+    assert error_lines(result.stderr) == [f"error: data.eval: no file matches {pattern}. Check the pattern (relative "
+                                          "to where you run llmctl) and that the files exist."]
+    # The others raise the same DataError (exit code 3) from the same reader, before any model loads.
+    corrupt = tmp_path / "train.jsonl.gz"
     corrupt.write_bytes(b"not gzip at all\n")
     text = write(tmp_path / "train.txt", "a great film\nan awful film\n")
+    task = ClassificationTask(ClassificationData(text_columns=["review.text"], label_column="review.label"))
     cases = {
-        str(tmp_path / "none-*.jsonl"): f"data.eval: no file matches {tmp_path / 'none-*.jsonl'}.",
-        str(corrupt): f"data.eval: {corrupt} is not a readable gzip file (Not a gzipped file (b'no')).",
-        str(text): (f"data.eval: {text} is plain text (a 'text' column only); task 'classification' needs "
+        str(corrupt): f"data.train: {corrupt} is not a readable gzip file (Not a gzipped file (b'no')).",
+        str(text): (f"data.train: {text} is plain text (a 'text' column only); task 'classification' needs "
                     "a label (data.label_column: review.label) in every row."),
     }
     for spec, message in cases.items():
-        result = run_cli("eval", str(root / "run"), "--data", spec)
-        assert result.exit_code == EXIT_DATA, (spec, result.stderr)
-        errors = error_lines(result.stderr)
-        assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), errors
+        with pytest.raises(DataError) as caught:
+            task.load_split("train", spec)
+        assert caught.value.exit_code == EXIT_DATA and str(caught.value).startswith(message), str(caught.value)
 
 
 @pytest.mark.parametrize("text_split, rows", [("line", 5), ("paragraph", 3)])
@@ -121,6 +125,7 @@ def test_json_document_and_json_lines_are_told_apart(tmp_path):
     rows = [{"text": "a", "label": 0}, {"text": "b", "label": 1}]
     shapes = {
         "lines.json": (jsonl(rows), "jsonl"),
+        "lines.json.bz2": (jsonl(rows), "jsonl"),
         "one-line.json": (json.dumps(rows[0]) + "\n", "jsonl"),  # one row of JSON Lines
         "list.json": (json.dumps(rows, indent=2), "json"),
         "wrapped.json": (json.dumps({"version": "1", "data": rows}), "json"),  # one line, a wrapper
