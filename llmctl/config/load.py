@@ -67,14 +67,74 @@ def _line_map(node, prefix=(), out=None) -> dict[tuple, int]:
     return out
 
 
+# A recipe is a few dozen values; these bounds leave room for large generated ones while a
+# "billion laughs" file (aliases of aliases, each doubling the document) is refused at once.
+MAX_ALIASES = 1_000
+MAX_VALUES = 100_000
+
+
+class AliasBomb(yaml.YAMLError):
+    """A document whose aliases expand past MAX_ALIASES uses or MAX_VALUES values."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that counts alias uses while composing, so an alias bomb is refused before
+    anything walks the expanded document (PyYAML shares aliased nodes, but our line map, pydantic and
+    every later dump expand them)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise AliasBomb(f"it uses more than {MAX_ALIASES:,} aliases")
+        return super().compose_node(parent, index)
+
+
+def expanded_size(node, memo: dict | None = None) -> int:
+    """Values in the document once every alias is expanded, counted over the shared nodes (so in
+    time linear in the file, not in the expansion)."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive anchor (`&a [*a]`) counts once instead of forever
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def safe_yaml(text: str):
+    """(value, composed node or None) of a YAML document; AliasBomb when it would expand without bound."""
+    loader = RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        if expanded_size(node) > MAX_VALUES:
+            raise AliasBomb(f"its anchors and aliases expand to more than {MAX_VALUES:,} values")
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"Cannot read recipe {path}: {exc.strerror}.") from exc
     try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(yaml.compose(text))
+        raw, node = safe_yaml(text)
+        lines = _line_map(node) if node is not None else {}
+    except AliasBomb as exc:
+        raise RecipeError(f"{path}: refusing this YAML: {exc} (a 'billion laughs' file?).", "Write the values out, or use fewer nested aliases.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -93,7 +153,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise RecipeError(f"--set '{item}' is not KEY=VALUE.", "Example: --set train.learning_rate=3e-5")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = safe_yaml(value)[0] if value.strip() else None
+    except AliasBomb as exc:
+        raise RecipeError(f"--set '{key.strip()}': refusing this YAML value: {exc}.") from None
     except yaml.YAMLError:
         parsed = value
     return key.strip().split("."), parsed

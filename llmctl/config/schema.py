@@ -42,7 +42,8 @@ class DataConfig(Section):
 
     dataset: str | None = Field(None, description="Hub dataset id; omit when train/validation are local files.")
     config: str | None = Field(None, description="Hub dataset configuration, e.g. sst2 for nyu-mll/glue.")
-    train: str | None = Field("train", description="Split name, or a local file (csv, tsv, jsonl, json, parquet).")
+    train: str | None = Field("train", description="Split name, or local file(s): a file (csv, tsv, jsonl, json, parquet, "
+                              "txt; optionally .gz/.bz2/.xz/.zst), a glob or a folder.")
     validation: str | None = Field("validation", description="Split name or local file used for evaluation.")
     test: str | None = Field(None, description="Optional split or file evaluated once after training.")
     column_names: list[str] | None = Field(
@@ -52,6 +53,10 @@ class DataConfig(Section):
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
     cache: bool = Field(True, description="Keep the tokenized training features in $LLMCTL_CACHE_DIR for the next run.")
+    revision: str | None = Field(None, description="Hub dataset revision (branch, tag or commit) to load with data.dataset.")
+    text_split: Literal["line", "paragraph"] = Field(
+        "line", description=".txt files: one example per non-blank line, or per paragraph (blank-line separated)."
+    )
 
 
 StepsOrEpoch = Union[Literal["epoch"], int]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.errors import TrainingError
+from llmctl.data.inputs import fingerprint
 from llmctl.files import file_sha256
 
 FORMAT = 1  # bump when the stored layout or featurization changes meaning
@@ -59,10 +60,11 @@ class Key:
 
 
 def make_key(task_name: str, role: str, source: Path, data_settings: dict, tokenizer, tokenizer_kwargs: dict) -> Key:
+    """`source`: a file, a glob or a folder; every file's bytes are in the key."""
     from llmctl import __version__
 
     return Key({"format": FORMAT, "llmctl": __version__, "task": task_name, "role": role,
-                "source": {"path": str(source.resolve()), "sha256": file_sha256(source), "bytes": source.stat().st_size},
+                "source": fingerprint(source),
                 "data": data_settings, "tokenizer": tokenizer_digest(tokenizer, tokenizer_kwargs)})
 
 

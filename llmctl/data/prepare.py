@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from llmctl.console import note, tell
+from llmctl.data.inputs import local_files
 
 # Keys of the data section that never change the training features.
 NOT_IN_KEY = ("validation", "test", "max_eval_samples", "cache")
@@ -29,7 +30,7 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
     started = time.perf_counter()
     source = Path(data_cfg.train).expanduser() if data_cfg.train else None
     key, notes = None, []
-    if use_cache and task.cacheable_features and source is not None and source.is_file():
+    if use_cache and task.cacheable_features and local_files(data_cfg.train):
         settings = {k: v for k, v in data_cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY}
         key = cache.make_key(task.name, "train", source, settings, tokenizer, task.tokenizer_kwargs())
         features = cache.lookup(key, notes)

@@ -25,13 +25,13 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import load_split, looks_like_file, read_table, row_location
+from llmctl.data.sources import load_split, looks_like_file, read_table, row_location, streamable
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
-from llmctl.tasks.causal_lm_file import STREAMED, LMFileSplit, featurize_file, open_split
+from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, open_split
 
 
 class CausalLMData(DataConfig):
@@ -124,7 +124,7 @@ class CausalLMTask(Task):
         cfg = self.data_cfg
         key = f"data.{role}"
         local = not (cfg.dataset and not looks_like_file(spec))
-        if role == "train" and local and Path(spec).suffix.lower() in STREAMED:
+        if role == "train" and local and streamable(spec, key):
             # None: it fits in one chunk, read it whole
             split = open_split(Path(spec).expanduser(), key, cfg, self.row_limit(role))
             if split is not None:
@@ -159,11 +159,11 @@ class CausalLMTask(Task):
         Python lists and dicts, which an Arrow table would coerce or refuse), else a datasets.Dataset."""
         cfg = self.data_cfg
         if not local:
-            return load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
+            return load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names, cfg.text_split, cfg.revision)
         import datasets
 
         path = Path(spec).expanduser()
-        frame = read_table(path, key, cfg.column_names)
+        frame = read_table(path, key, cfg.column_names, cfg.text_split, nested=True)
         if len(frame) == 0:
             raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
         if cfg.messages_column in frame.columns:

@@ -5,7 +5,8 @@ into columnar features, packed into blocks (llmctl.data.packing) or one row per 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
 same features. A file is chat when its first chunk has the messages column (data.messages_column);
 its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
-chunks come from llmctl.data.sources.iter_table, jsonl chunks from iter_jsonl; a .json list cannot be streamed and is always read whole.
+chunks come from llmctl.data.sources.iter_table, json-lines chunks (.jsonl, or a .json holding JSON Lines; any
+of them compressed, or a glob / folder of them) from iter_jsonl; a .json list and .txt are read whole.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import iter_jsonl, iter_table, row_location
+from llmctl.data.nested import nested_names, nested_value
+from llmctl.data.sources import data_format, iter_jsonl, iter_table, row_location
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
-STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")
 CHUNK_ROWS = 10_000  # rows read and tokenized at once: their token lists are the transient heap
 
 
@@ -65,12 +66,13 @@ def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
     from the first `limit` rows (all when None). Chat cells are left as they are (lists of dicts)."""
     wanted = list(_columns(cfg, chat))
     cell = (lambda v: v) if chat else _as_text
-    if path.suffix.lower() == ".jsonl":
+    if data_format(path, key) == "jsonl":
         names: dict[str, None] = {}  # first appearance order, as pandas orders the columns of a jsonl
         for rows in iter_jsonl(path, key, CHUNK_ROWS, limit):
             for row in rows:
                 names.update(dict.fromkeys(row))
-            yield list(names), {c: [cell(row.get(c)) for row in rows] for c in wanted}
+                names.update(dict.fromkeys(nested_names(row)))
+            yield list(names), {c: [cell(nested_value(row, c)) for row in rows] for c in wanted}
         return
     names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit)
     for frame in frames:
@@ -80,7 +82,7 @@ def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
 
 def _is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
     """Whether the first chunk has the messages column (a table's header names all its columns)."""
-    if path.suffix.lower() != ".jsonl":
+    if data_format(path, key) != "jsonl":
         return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit)[0]
     first = next(iter_jsonl(path, key, CHUNK_ROWS, limit), [])
     return any(cfg.messages_column in row for row in first)
@@ -106,7 +108,7 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
     where, header = str(path), cfg.column_names is None
     if chat:
         return _open_chat(path, where, header, limit, cfg, itertools.chain([first, second], chunks))
-    if path.suffix.lower() != ".jsonl":
+    if data_format(path, key) != "jsonl":
         _check_columns(first[0], cfg, where)  # a table's header names every column: fail before reading on
     # An empty prompt is allowed (the completion is then plain text); empty learned text only with
     # skip_empty. The first empty row is reported after the pass: a jsonl's missing column comes first.

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import iter_table, load_split, looks_like_file, row_location
+from llmctl.data.sources import iter_table, load_split, looks_like_file, refuse_plain_text, row_location, streamable
 from llmctl.errors import DataError
 from llmctl.tasks.base import Labels, Padding, Task
 
@@ -70,7 +70,6 @@ class FileSplit:
         return self.rows
 
 
-STREAMED = (".csv", ".tsv", ".parquet", ".jsonl")  # formats read in chunks
 TOKENIZE_ROWS = 2_000  # rows per tokenizer call inside a chunk (see _featurize_file)
 CHUNK_ROWS = 50_000
 
@@ -203,8 +202,10 @@ class ClassificationTask(Task):
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Split | FileSplit:
         cfg = self.data_cfg
         key = f"data.{role}"
-        if role == "train" and labelled and not (cfg.dataset and not looks_like_file(spec)) \
-                and Path(spec).suffix.lower() in STREAMED:
+        local = not (cfg.dataset and not looks_like_file(spec))
+        if local and labelled:
+            refuse_plain_text(spec, key, self.name, f"a label (data.label_column: {cfg.label_column})")
+        if role == "train" and labelled and local and streamable(spec, key):
             split = self._load_file_split(Path(spec).expanduser(), key)
         else:
             split = self._load_split(role, spec, key, labelled)
@@ -214,7 +215,7 @@ class ClassificationTask(Task):
 
     def _load_split(self, role: str, spec: str, key: str, labelled: bool) -> Split:
         cfg = self.data_cfg
-        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
+        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names, cfg.text_split, cfg.revision)
         limit = self.row_limit(role)
         if limit is not None and len(ds) > limit:
             ds = ds.select(range(limit))

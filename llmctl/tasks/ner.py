@@ -97,7 +97,9 @@ class NerTask(Task):
             return "hub"  # a split name (e.g. `eval --data ID --split test`), whatever format files have
         if self.data_cfg.format:
             return self.data_cfg.format
-        suffix = Path(spec).suffix.lower()
+        from llmctl.data.inputs import suffixes
+
+        suffix = suffixes(spec)[0]  # under any compression: train.jsonl.gz is jsonl
         if suffix in (".jsonl", ".json"):
             return "jsonl"
         return "hub" if suffix in (".parquet", ".csv") else "conll"  # tables load through datasets
@@ -186,7 +188,8 @@ class NerTask(Task):
     def _read_dataset(self, spec: str, key: str, labelled: bool) -> tuple[nu.Sentences, list[str] | None]:
         from llmctl.data.sources import load_split
 
-        ds, where = load_split(spec, key, self.data_cfg.dataset, self.data_cfg.config)
+        ds, where = load_split(spec, key, self.data_cfg.dataset, self.data_cfg.config,
+                               revision=self.data_cfg.revision)
         columns = list(ds.column_names)
         tags_column = self._tags_column(columns)
         for column, name in ((self.data_cfg.tokens_column, "tokens_column"),) + (

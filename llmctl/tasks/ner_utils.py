@@ -47,9 +47,9 @@ def read_conll(path: Path, tag_index: int = -1, key: str = "data") -> Sentences:
     `-DOCSTART-` lines are skipped (they also end a sentence); trailing blank lines, tabs
     and runs of spaces are fine. Every token line must have as many fields as the first.
     """
-    if not path.is_file():
-        raise DataError(f"{key}: file {path} does not exist.", "Check the path (relative to where you run llmctl).")
-    raw = path.read_bytes()
+    from llmctl.data.sources import read_bytes
+
+    raw = read_bytes(path, key)  # train.txt.gz: decompressed
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

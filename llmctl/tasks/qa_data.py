@@ -22,7 +22,8 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import load_split, looks_like_file, not_utf8, read_table
+from llmctl.data.inputs import file_format
+from llmctl.data.sources import data_format, load_split, looks_like_file, read_table, read_text, refuse_plain_text
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
@@ -89,21 +90,19 @@ def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[
     """The first `limit` (all when None) raw rows {id, question, context, answers} of a split and
     a name for messages."""
     if cfg.dataset and not looks_like_file(spec):
-        ds, where = load_split(spec, key, cfg.dataset, cfg.config)
+        ds, where = load_split(spec, key, cfg.dataset, cfg.config, revision=cfg.revision)
         if limit is not None and len(ds) > limit:
             ds = ds.select(range(limit))
         return _rename(ds.to_list(), cfg, where), where
     path = Path(spec).expanduser()
     where = str(path)
-    if path.suffix.lower() == ".json" and path.is_file():
+    refuse_plain_text(spec, key, "qa", "a question, a context and answers")
+    if file_format(path) == "json" and path.is_file() and data_format(path, key) == "json":  # not JSON Lines
+        text = read_text(path, key)  # decompressed, or a one-line error naming the file
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            if exc.lineno > 1 or not path.read_text(encoding="utf-8").lstrip().startswith("{"):
-                raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-            data = None  # json lines in a .json file: read below
-        except UnicodeDecodeError as exc:
-            raise not_utf8(key, path, exc) from exc
+            raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
         if _is_official(data):
             return _official_rows(data)[:limit], where
     frame = read_table(path, key)

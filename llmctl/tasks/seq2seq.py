@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import load_split
+from llmctl.data.sources import load_split, looks_like_file, refuse_plain_text
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
@@ -84,7 +84,9 @@ class Seq2SeqTask(Task):
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Seq2SeqSplit:
         cfg = self.data_cfg
         key = f"data.{role}"
-        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names)
+        if labelled and not (cfg.dataset and not looks_like_file(spec)):
+            refuse_plain_text(spec, key, self.name, f"a target (data.target_column: {cfg.target_column})")
+        ds, where = load_split(spec, key, cfg.dataset, cfg.config, cfg.column_names, cfg.text_split, cfg.revision)
         ds = gen.limit_rows(ds, self.row_limit(role), key, where)
         header = cfg.column_names is None
         sources = gen.text_column(ds, cfg.source_column, "data.source_column", where, header)

@@ -147,7 +147,7 @@ class RunTracking:
         """Pictures are a view of the run, never a reason to lose it: a failure is said once."""
         from llmctl import plots
 
-        why = None if plots.available() else "matplotlib is not installed (`pip install 'llmctl[plots]'`)"
+        why = None if plots.available() else "matplotlib is not installed (`pip install matplotlib`; llmctl declares it)"
         if why is None:
             try:
                 plots.draw_run(self.run_dir, diagnostics, self.metric_for_best)

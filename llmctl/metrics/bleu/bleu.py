@@ -1,14 +1,7 @@
-"""Corpus BLEU as sacrebleu computes it by default (stdlib only).
-
-Defaults of `sacrebleu.corpus_bleu`: the `13a` tokenizer (mteval-v13a), case-sensitive,
-n-grams up to 4 with clipped counts summed over the whole corpus, `exp` smoothing of
-empty n-gram orders, and the brevity penalty from the summed lengths (closest reference
-length per sentence, the shorter on a tie). The score is 0-100, like sacrebleu.
+"""Corpus BLEU through `sacrebleu.corpus_bleu` with its defaults: the `13a` tokenizer
+(mteval-v13a), case-sensitive, n-grams up to 4 with clipped counts summed over the corpus,
+`exp` smoothing, and the brevity penalty from the summed lengths. The score is 0-100.
 """
-
-import collections
-import math
-import re
 
 import datasets
 import evaluate
@@ -35,66 +28,19 @@ Returns:
      "sys_len": int, "ref_len": int}
 """
 
-MAX_ORDER = 4
-# mteval-v13a: punctuation and symbols become tokens; periods and commas too, except inside numbers.
-_RULES = [
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),
-    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),
-    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),
-    (re.compile(r"([0-9])(-)"), r"\1 \2 "),
-]
+
+def tokenize_13a(line: str) -> list[str]:
+    """The tokens BLEU counts in a line (sacrebleu's 13a tokenizer), to show what was matched."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(line).split()
 
 
-def tokenize_13a(line):
-    line = line.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
-    if "&" in line:
-        line = line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-    line = f" {line} "
-    for pattern, replacement in _RULES:
-        line = pattern.sub(replacement, line)
-    return line.split()
-
-
-def ngrams(tokens):
-    return collections.Counter(
-        tuple(tokens[i : i + n]) for n in range(1, MAX_ORDER + 1) for i in range(len(tokens) - n + 1)
-    )
-
-
-def corpus_bleu(predictions, references):
-    correct, total = [0] * MAX_ORDER, [0] * MAX_ORDER
-    sys_len = ref_len = 0
-    for prediction, refs in zip(predictions, references):
-        pred = tokenize_13a(prediction)
-        ref_tokens = [tokenize_13a(r) for r in refs]
-        sys_len += len(pred)
-        ref_len += min((abs(len(r) - len(pred)), len(r)) for r in ref_tokens)[1]
-        best = collections.Counter()  # max count of each n-gram over the references
-        for r in ref_tokens:
-            best |= ngrams(r)
-        for gram, count in ngrams(pred).items():
-            total[len(gram) - 1] += count
-            correct[len(gram) - 1] += min(count, best[gram])
-    if sys_len < ref_len:
-        penalty = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
-    else:
-        penalty = 1.0
-    precisions, smooth = [0.0] * MAX_ORDER, 1.0
-    if not any(correct):  # nothing matches: 0, not a smoothed score (sacrebleu issue #141)
-        return {"bleu": 0.0, "precisions": precisions, "brevity_penalty": penalty,
-                "sys_len": sys_len, "ref_len": ref_len}
-    for n in range(MAX_ORDER):
-        if total[n] == 0:
-            break
-        if correct[n] == 0:  # exp smoothing: halve the credit for each further empty order
-            smooth *= 2
-            precisions[n] = 100.0 / (smooth * total[n])
-        else:
-            precisions[n] = 100.0 * correct[n] / total[n]
-    logs = [math.log(p) if p > 0 else -9999999999 for p in precisions]
-    score = penalty * math.exp(sum(logs) / MAX_ORDER)
-    return {"bleu": score, "precisions": precisions, "brevity_penalty": penalty,
-            "sys_len": sys_len, "ref_len": ref_len}
+def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
+    """sacrebleu wants one stream per reference position; a prediction with fewer references
+    than the most has None there, which sacrebleu skips."""
+    most = max((len(refs) for refs in references), default=0)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
 
 
 class Bleu(evaluate.Metric):
@@ -111,5 +57,9 @@ class Bleu(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        import sacrebleu
+
         references = [[r] if isinstance(r, str) else list(r) for r in references]
-        return corpus_bleu(predictions, references)
+        result = sacrebleu.corpus_bleu(list(predictions), reference_streams(references))
+        return {"bleu": result.score, "precisions": list(result.precisions), "brevity_penalty": result.bp,
+                "sys_len": result.sys_len, "ref_len": result.ref_len}

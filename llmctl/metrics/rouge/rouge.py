@@ -1,16 +1,17 @@
-"""ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F-measures, as Google's rouge_score computes them (stdlib only).
+"""ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F-measures through Google's `rouge_score`.
 
-Texts are lower-cased and split into runs of letters and digits (rouge_score's default
-tokenizer, without stemming; unlike it, non-ASCII letters count as letters, so text in
-other scripts is not silently dropped). Each prediction is scored against its reference
-and the per-example F-measures are averaged (a plain mean, not rouge_score's bootstrap
-median, so the figure is deterministic). Scores are fractions in [0, 1], like the
-`rouge` metric on the Hub. ROUGE-Lsum treats each line as a sentence (summary-level
-union LCS); put one sentence per line to use it.
+Each prediction is scored against its reference with `rouge_scorer.RougeScorer` (its own
+tokenizer: lower-cased runs of ASCII letters and digits; `use_stemmer=True` adds the Porter
+stemmer, as run_summarization does) and the per-example F-measures are averaged: a plain mean,
+not the bootstrap median of the Hub's `rouge` module, so the figure is deterministic.
+
+ROUGE-Lsum is summary-level: rouge_score treats each line as a sentence. Like run_summarization,
+the texts are first split into sentences with nltk.sent_tokenize, one per line, when nltk's
+`punkt_tab` data is installed; without it (the usual offline case) the texts' own newlines are
+the sentence boundaries, so put one sentence per line to get a summary-level score.
 """
 
-import collections
-import re
+import functools
 
 import datasets
 import evaluate
@@ -33,87 +34,30 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of str): generated texts.
     references (list of str): one reference text per prediction.
+    use_stemmer (bool): Porter-stem tokens before matching (default False).
 Returns:
     {"rouge1": float, "rouge2": float, "rougeL": float, "rougeLsum": float}  (fractions, mean over examples)
 """
 
-_NON_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-def tokenize(text):
-    return _NON_ALNUM.sub(" ", text.lower()).split()
+@functools.lru_cache(maxsize=1)
+def sentence_splitter():
+    """nltk.sent_tokenize when its punkt data is installed (never downloaded), else None."""
+    try:
+        import nltk
+
+        nltk.sent_tokenize("One. Two.")
+        return nltk.sent_tokenize
+    except (ImportError, LookupError):
+        return None
 
 
-def fmeasure(hits, predicted, reference):
-    precision = hits / predicted if predicted else 0.0
-    recall = hits / reference if reference else 0.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-
-def rouge_n(pred, ref, n):
-    pred_grams = collections.Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
-    ref_grams = collections.Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
-    hits = sum((pred_grams & ref_grams).values())
-    return fmeasure(hits, sum(pred_grams.values()), sum(ref_grams.values()))
-
-
-def lcs_table(ref, pred):
-    table = [[0] * (len(pred) + 1) for _ in range(len(ref) + 1)]
-    for i in range(1, len(ref) + 1):
-        for j in range(1, len(pred) + 1):
-            if ref[i - 1] == pred[j - 1]:
-                table[i][j] = table[i - 1][j - 1] + 1
-            else:
-                table[i][j] = max(table[i - 1][j], table[i][j - 1])
-    return table
-
-
-def rouge_l(pred, ref):
-    if not pred or not ref:
-        return 0.0
-    return fmeasure(lcs_table(ref, pred)[-1][-1], len(pred), len(ref))
-
-
-def lcs_positions(ref, pred):
-    """Positions in `ref` of one longest common subsequence, backtracked as rouge_score does."""
-    table = lcs_table(ref, pred)
-    i, j, out = len(ref), len(pred), []
-    while i > 0 and j > 0:
-        if ref[i - 1] == pred[j - 1]:
-            out.append(i - 1)
-            i, j = i - 1, j - 1
-        elif table[i][j - 1] > table[i - 1][j]:
-            j -= 1
-        else:
-            i -= 1
-    return out
-
-
-def rouge_lsum(pred_text, ref_text):
-    preds = [tokenize(line) for line in pred_text.split("\n") if line.strip()]
-    refs = [tokenize(line) for line in ref_text.split("\n") if line.strip()]
-    preds, refs = [s for s in preds if s], [s for s in refs if s]
-    predicted, reference = sum(map(len, preds)), sum(map(len, refs))
-    if not predicted or not reference:
-        return 0.0
-    pred_left = collections.Counter(t for s in preds for t in s)
-    ref_left = collections.Counter(t for s in refs for t in s)
-    hits = 0
-    for sentence in refs:
-        union = sorted(set().union(*(lcs_positions(sentence, p) for p in preds)))
-        for token in (sentence[k] for k in union):
-            # A token counts at most as often as it occurs on both sides.
-            if pred_left[token] > 0 and ref_left[token] > 0:
-                hits += 1
-                pred_left[token] -= 1
-                ref_left[token] -= 1
-    return fmeasure(hits, predicted, reference)
-
-
-def score(prediction, reference):
-    pred, ref = tokenize(prediction), tokenize(reference)
-    return {"rouge1": rouge_n(pred, ref, 1), "rouge2": rouge_n(pred, ref, 2),
-            "rougeL": rouge_l(pred, ref), "rougeLsum": rouge_lsum(prediction, reference)}
+def one_sentence_per_line(text: str) -> str:
+    """The text as rougeLsum reads it: run_summarization's nltk split, or its own lines."""
+    split = sentence_splitter()
+    return "\n".join(split(text)) if split is not None else text
 
 
 class Rouge(evaluate.Metric):
@@ -127,10 +71,15 @@ class Rouge(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references):
-        totals = dict.fromkeys(("rouge1", "rouge2", "rougeL", "rougeLsum"), 0.0)
+    def _compute(self, predictions, references, use_stemmer=False):
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+        totals = dict.fromkeys(ROUGE_TYPES, 0.0)
         for prediction, reference in zip(predictions, references):
-            for name, value in score(prediction, reference).items():
-                totals[name] += value
+            # score(target, prediction): the reference comes first in rouge_score's signature.
+            scores = scorer.score(one_sentence_per_line(reference), one_sentence_per_line(prediction))
+            for name in ROUGE_TYPES:
+                totals[name] += scores[name].fmeasure
         count = max(len(predictions), 1)
         return {name: value / count for name, value in totals.items()}
