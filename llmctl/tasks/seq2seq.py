@@ -153,7 +153,7 @@ class Seq2SeqTask(Task):
         predictions, lengths = self._texts(kept, features)
         references = split.targets
         out = {"loss": exact_mean(kept["nll"], kept["tokens"])}
-        out |= metrics.load("rouge").compute(predictions=predictions, references=references)
+        out |= metrics.load("rouge").compute(predictions=predictions, references=references, use_stemmer=True)
         out["bleu"] = metrics.load("bleu").compute(predictions=predictions, references=references)["bleu"]
         out["accuracy"] = sum(_normalise(p) == _normalise(r) for p, r in zip(predictions, references)) / len(references)
         out["gen_len"] = sum(lengths) / len(lengths)
