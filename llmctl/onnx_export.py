@@ -6,7 +6,8 @@ BERT and GPT-2 its graph was 0.01-0.08 away from PyTorch's logits once batch siz
 changed, because the attention-mask code branches in Python on shapes. optimum-onnx (0.1.0)
 requires transformers < 4.58, so it cannot serve transformers 5.
 
-The export is checked before it is kept: a batch of another size and length than the one traced
+The T5 family exports through its eager attention only (see export_model). The export is
+checked before it is kept: a batch of another size and length than the one traced
 runs through PyTorch and onnxruntime, and every output must agree within TOLERANCE.
 """
 
@@ -38,13 +39,13 @@ INSTEAD = {
 _WORDS = "the film was a great and moving story about people who moved to paris to become doctors".split()
 
 
-def check_packages() -> None:
-    """Fail before any model loads when the exporter or runtime is missing."""
-    for name in ("onnx", "onnxscript", "onnxruntime"):
+def check_packages(needs: str = "--format onnx", names: tuple[str, ...] = ("onnx", "onnxscript", "onnxruntime")) -> None:
+    """Fail before any model loads when the exporter or the runtime is missing."""
+    for name in names:
         try:
             __import__(name)
         except ImportError:
-            raise UsageError(f"--format onnx needs the '{name}' package, which is not installed.",
+            raise UsageError(f"{needs} needs the '{name}' package, which is not installed.",
                              "Install the extra: pip install 'llmctl[onnx]'.") from None
 
 
@@ -104,6 +105,9 @@ def export_model(model, auto_model: str, tokenizer, target) -> dict:
     names = input_names(model, tokenizer)
     choices = 2 if auto_model == "AutoModelForMultipleChoice" else 0
     model = model.float().eval()
+    # The eager attention functions export for BERT, GPT-2 and T5 alike; T5's SDPA path fails in
+    # the exporter (a reshape of the transposed attention output under symbolic shapes).
+    model.set_attn_implementation("eager")
     forward = traceable(model, names, outputs)
     traced = sample_batch(tokenizer, names, rows=2, width=4, choices=choices)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -167,5 +171,5 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(".")
+    line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(".!")
     return (line if len(line) <= 200 else line[:200] + "...") + "."

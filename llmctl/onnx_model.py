@@ -18,7 +18,11 @@ def is_onnx_export(model_dir: Path) -> bool:
 
 
 def check_run_options(device: str | None, precision: str | None) -> None:
-    """The graph is fp32 and runs on onnxruntime's CPU provider; say so rather than ignore a flag."""
+    """Before any data is read: onnxruntime is there, and no flag asks for what the graph cannot
+    do (it is fp32 and runs on onnxruntime's CPU provider); say so rather than ignore a flag."""
+    from llmctl.onnx_export import check_packages
+
+    check_packages("Predicting with an ONNX export", names=("onnxruntime",))
     if device not in (None, "cpu"):
         raise UsageError(f"--device {device}: an ONNX export runs on the CPU through onnxruntime.",
                          "Drop --device, or predict with the run directory for a GPU.")
@@ -28,9 +32,6 @@ def check_run_options(device: str | None, precision: str | None) -> None:
 
 
 def open_session(path: Path):
-    from llmctl.onnx_export import check_packages
-
-    check_packages()
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

@@ -28,13 +28,13 @@ def export_command(
     from llmctl.export import export_run
 
     result = export_run(run, output, base=base, fmt=fmt)
+    check = result.get("check")
+    if check is not None:  # said with --json too (on stderr): an export is only kept when it matched
+        print(f"onnx check: onnxruntime matches PyTorch on a {'x'.join(map(str, check['batch_shape']))} test batch, "
+              f"max |diff| {check['max_abs_diff']:.2g} (allowed {check['tolerance']:g})", file=sys.stderr)
     if json_out:
         print_json(result)
     else:
         how = "adapter merged into its base" if result["merged_adapter"] else "full fine-tune"
-        check = result.get("check")
-        if check is not None:
-            print(f"onnx check: onnxruntime matches PyTorch on a {'x'.join(map(str, check['batch_shape']))} test batch, "
-                  f"max |diff| {check['max_abs_diff']:.2g} (allowed {check['tolerance']:g})", file=sys.stderr)
         print(f"wrote {result['output']} ({result['format']}, {how}, {result['parameters']:,} parameters)",
               file=sys.stderr)
