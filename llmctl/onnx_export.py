@@ -111,7 +111,8 @@ def export_model(model, auto_model: str, tokenizer, target) -> dict:
     forward = traceable(model, names, outputs)
     traced = sample_batch(tokenizer, names, rows=2, width=4, choices=choices)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    shapes = {name: {0: batch, 1 + bool(choices): length} for name in names}
+    axes = {0: batch, 1: torch.export.Dim("choices"), 2: length} if choices else {0: batch, 1: length}
+    shapes = {name: axes for name in names}
     # Past 2 GB a protobuf cannot hold the weights; they go to a side file then.
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.5e9
     path = target / ONNX_FILE
@@ -132,13 +133,14 @@ def export_model(model, auto_model: str, tokenizer, target) -> dict:
 
 
 def check_against_torch(forward, path, tokenizer, names: list[str], outputs: tuple[str, ...], choices: int) -> dict:
-    """Run a batch of another shape than the traced one through both; the largest difference."""
+    """Run a batch of another shape (rows, length, choices) than the traced one through both; the
+    largest difference."""
     import numpy as np
     import torch
 
     from llmctl.onnx_model import open_session
 
-    batch = sample_batch(tokenizer, names, rows=3, width=9, choices=choices)
+    batch = sample_batch(tokenizer, names, rows=3, width=9, choices=choices + 1 if choices else 0)
     with torch.inference_mode():
         expected = [t.float().numpy() for t in forward(*(batch[n] for n in names))]
     got = open_session(path).run(list(outputs), {n: batch[n].numpy() for n in names})
