@@ -1,8 +1,10 @@
-"""`llmctl export RUN --output DIR` as a function: a run's model as a plain transformers checkpoint.
+"""`llmctl export RUN --output DIR` as a function: a run's model as a plain transformers checkpoint,
+or (--format onnx, llmctl/onnx_export.py) as model.onnx for onnxruntime.
 
 A LoRA run is merged into its base (peft's merge_and_unload), so the result loads with the
 Auto classes and no peft; a full fine-tune is rewritten as it is. Either way DIR holds
-safetensors weights, config, tokenizer and llmctl.json (so `llmctl eval DIR` still works).
+safetensors weights (or model.onnx and export.json, the check against PyTorch), config,
+tokenizer and llmctl.json (so `llmctl eval DIR` / `llmctl predict DIR` still work).
 DIR is written under a temporary name and renamed into place when complete.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from llmctl.errors import ModelError, UsageError
 
-FORMATS = ("safetensors",)  # issue 16 adds onnx
+FORMATS = ("safetensors", "onnx")
 
 
 def check_output(output: Path) -> None:
@@ -31,8 +33,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     from llmctl.runs import TASK_FILE, find_model_dir
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: export writes {', '.join(FORMATS)} only (onnx is planned).",
-                         "Use --format safetensors.")
+        raise UsageError(f"--format {fmt}: export writes {' or '.join(FORMATS)}.", "Use --format safetensors.")
     target = Path(output).expanduser()
     check_output(target)
     model_dir = find_model_dir(run)
@@ -40,8 +41,14 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     if base is not None and not adapter:
         raise UsageError(f"--base: {run} is a full fine-tune, not a LoRA run, so there is no adapter to merge.",
                          "Drop --base.")
+    if fmt == "onnx":
+        from llmctl import onnx_export
+
+        onnx_export.check_packages()
     quiet_libraries()
     task, _ = task_for_model(model_dir)
+    if fmt == "onnx":
+        onnx_export.check_task(task)
     auto = auto_class(task.auto_model)
     if adapter:
         if base is not None:
@@ -53,11 +60,22 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
 
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
+    check = None
     try:
-        model.save_pretrained(partial)
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(partial)
-        if (model_dir / TASK_FILE).is_file():
-            meta = json.loads((model_dir / TASK_FILE).read_text())
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.save_pretrained(partial)
+        if fmt == "onnx":
+            from llmctl.models import pad_with_eos
+
+            model.config.save_pretrained(partial)  # id2label for predict, and what the model was
+            pad_with_eos(tokenizer, str(model_dir))  # the check batch pads as predict will (after saving)
+            check = onnx_export.export_model(model, task.auto_model, tokenizer, partial)
+            (partial / onnx_export.CHECK_FILE).write_text(json.dumps({"format": "onnx", "check": check}, indent=2) + "\n")
+        else:
+            model.save_pretrained(partial)
+        # An ONNX folder is known by model.onnx next to llmctl.json, so it always gets one.
+        if (model_dir / TASK_FILE).is_file() or fmt == "onnx":
+            meta = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else task.metadata()
             meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
             meta.pop("peft", None)
             (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -65,10 +83,11 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
             target.rmdir()  # checked empty above
         partial.replace(target)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
         raise ModelError(f"Could not write {target}: {exc.strerror or exc}.",
                          "Check the path and free disk space.") from exc
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
     return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
             "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),
-            "format": fmt}
+            "format": fmt, **({"check": check} if check is not None else {})}

@@ -1,4 +1,4 @@
-"""`llmctl export RUN --output DIR`: a run's model as a plain transformers checkpoint (LoRA merged)."""
+"""`llmctl export RUN --output DIR`: a run's model as a plain transformers checkpoint or as ONNX (LoRA merged)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,25 @@ def export_command(
                                help="New directory for the checkpoint (must be new or empty)."),
     base: Optional[str] = typer.Option(
         None, "--base", metavar="MODEL", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
-    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (the only format today)."),
+    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT",
+                            help="safetensors, or onnx (classification, NER, QA; `llmctl predict DIR` runs it "
+                                 "through onnxruntime)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Write a run's model as a plain checkpoint that transformers loads without peft."""
+    """Write a run's model as a plain checkpoint that transformers loads without peft, or as ONNX."""
     import sys
 
     from llmctl.console import print_json
     from llmctl.export import export_run
 
     result = export_run(run, output, base=base, fmt=fmt)
+    check = result.get("check")
+    if check is not None:  # said with --json too (on stderr): an export is only kept when it matched
+        print(f"onnx check: onnxruntime matches PyTorch on a {'x'.join(map(str, check['batch_shape']))} test batch, "
+              f"max |diff| {check['max_abs_diff']:.2g} (allowed {check['tolerance']:g})", file=sys.stderr)
     if json_out:
         print_json(result)
     else:
         how = "adapter merged into its base" if result["merged_adapter"] else "full fine-tune"
-        print(f"wrote {result['output']} ({how}, {result['parameters']:,} parameters)", file=sys.stderr)
+        print(f"wrote {result['output']} ({result['format']}, {how}, {result['parameters']:,} parameters)",
+              file=sys.stderr)

@@ -69,14 +69,20 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
     from llmctl.devices import device_type
+    from llmctl.onnx_model import check_run_options, is_onnx_export
     from llmctl.precision import inference_precision
     from llmctl.runs import find_model_dir
 
-    dev = device_type(device)
     model_dir = find_model_dir(model_path)
+    onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime, no torch model
+    if onnx:
+        check_run_options(device, precision)
+    dev = "cpu" if onnx else device_type(device)
     quiet_libraries()
     task = task if task is not None else task_for_model(model_dir)[0]
     split = tell(task.predict_split(rows, where))
+
+    import contextlib
 
     import torch
 
@@ -85,16 +91,22 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     from llmctl.train.batching import eval_batches
     from llmctl.train.evaluate import to_device
 
-    accelerator = make_accelerator(inference_precision(precision, model_dir, dev), dev)
+    accelerator = None if onnx else make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
     features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
-    model = load_trained(auto_class(task.auto_model), model_dir).to(accelerator.device).eval()
+    if onnx:
+        from llmctl.onnx_model import OnnxModel
+
+        model, on, autocast = OnnxModel(model_dir), torch.device("cpu"), contextlib.nullcontext()
+    else:
+        model = load_trained(auto_class(task.auto_model), model_dir).to(accelerator.device).eval()
+        on, autocast = accelerator.device, accelerator.autocast()
     kept: dict[str, list] = {}
-    with torch.inference_mode(), accelerator.autocast():
+    with torch.inference_mode(), autocast:
         for batch_ids in eval_batches(features.lengths, batch_size):
             inputs = task.collate(features.rows(batch_ids), tokenizer)
             index = inputs.pop("index").tolist()
-            outputs = task.eval_outputs(model, to_device(inputs, accelerator.device))
+            outputs = task.eval_outputs(model, to_device(inputs, on))
             for name, tensor in task.outputs_to_keep(outputs, inputs).items():
                 store = kept.setdefault(name, [None] * len(features))
                 for row, i in zip(tensor.float().cpu().numpy(), index):
