@@ -40,7 +40,10 @@ for _family in ("llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma
 TASK_TYPES = {
     "AutoModelForSequenceClassification": "SEQ_CLS",
     "AutoModelForTokenClassification": "TOKEN_CLS",
-    "AutoModelForQuestionAnswering": "QUESTION_ANS",
+    # peft's QUESTION_ANS wrapper drops token_type_ids (and position_ids) on the way to the model, so a
+    # BERT QA adapter would train without segment ids that its merged model then uses: the plain wrapper
+    # passes every input through.
+    "AutoModelForQuestionAnswering": None,
     "AutoModelForCausalLM": "CAUSAL_LM",
     "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
     "AutoModelForMultipleChoice": None,  # peft has no such task type; the plain PeftModel wraps it
