@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from llmctl.events import Evaluated, Progress, Stopped
 TRACKERS_DIR = "trackers"
 TRAIN_LOG = "train_log.jsonl"
 DIAGNOSTICS = "diagnostics.json"
+REDRAW_EVERY_S = 30.0  # the least time between two drawings of the pictures during training
 _RUN_IDS = "run_ids.json"  # in trackers/: the MLflow and W&B runs a resume continues
 
 
@@ -80,6 +82,8 @@ class RunTracking:
         self.main = accelerator.is_main_process
         self.trackers_on = bool(getattr(accelerator, "log_with", None))
         self.told_no_plots = False
+        self.drawn_at = -float("inf")  # time.monotonic() of the last drawing
+        self.pending = None  # the saved model's diagnostics not drawn yet
 
     @classmethod
     def start(cls, accelerator, recipe, run_dir: Path, resume_step: int, metric_for_best: str) -> "RunTracking":
@@ -130,9 +134,13 @@ class RunTracking:
             if self.main and saved:
                 _write_json(self.run_dir / DIAGNOSTICS, saved)
             if self.main:
-                self._draw(saved)
+                self.pending = saved or self.pending
+                # Drawing takes about a second: with evaluations seconds apart it would slow training
+                # down, so between redraws at least REDRAW_EVERY_S passes; the end draws what is left.
+                if time.monotonic() - self.drawn_at >= REDRAW_EVERY_S:
+                    self._draw(self.pending)
         elif isinstance(event, Stopped) and self.main:
-            self._draw(None)  # the curves up to the last step, after the last evaluation
+            self._draw(self.pending)  # the curves up to the last step, after the last evaluation
 
     def end(self) -> None:
         """Close the trackers (also when training failed or was interrupted: files are flushed)."""
@@ -151,6 +159,7 @@ class RunTracking:
         if why is None:
             try:
                 plots.draw_run(self.run_dir, diagnostics, self.metric_for_best)
+                self.drawn_at, self.pending = time.monotonic(), None
                 return
             except (OSError, ValueError) as exc:  # a full disk, a value matplotlib cannot draw
                 why = f"drawing failed ({exc})"
