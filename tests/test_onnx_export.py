@@ -220,18 +220,20 @@ def test_missing_onnx_packages_and_flags_the_graph_cannot_honour(gpt2_onnx, revi
 
 
 @pytest.mark.slow
-def test_multiple_choice_head_exports_with_a_choices_axis(tiny_models, tmp_path):
-    """No task drives a multiple-choice head through the CLI yet (issue 17 adds it): the exporter
-    is given one directly, as export_run would, with inputs shaped [batch, choices, length]."""
-    from transformers import AutoTokenizer, BertForMultipleChoice
+def test_multiple_choice_run_exports_with_a_choices_axis_and_predicts_the_same(tiny_models, tmp_path):
+    """A BERT multiple-choice run through the CLI: inputs shaped [batch, choices, length]."""
+    from test_multiple_choice import SWAG_KEYS, swag_rows
+    from test_multiple_choice import write_jsonl as write_rows
 
-    from llmctl.onnx_export import export_model
     from llmctl.onnx_model import open_session
 
-    model = BertForMultipleChoice.from_pretrained(tiny_models["bert"])
-    check = export_model(model, "AutoModelForMultipleChoice", AutoTokenizer.from_pretrained(tiny_models["bert"]),
-                         tmp_path)
-    assert check["passed"] and check["batch_shape"][:2] == [3, 3], check
-    session = open_session(tmp_path / "model.onnx")
+    train = write_rows(tmp_path / "swag.jsonl", swag_rows(24))
+    inputs = write_rows(tmp_path / "in.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in swag_rows(3)])
+    run, out = tmp_path / "run", tmp_path / "onnx"
+    finetune(build_recipe(tmp_path / "mc.yaml", "multiple-choice", tiny_models["bert"], run,
+                          {"train": str(train), "validation": None, **SWAG_KEYS}, train={"max_steps": 2}))
+    assert export_onnx(run, out, "--json").json()["check"]["passed"]
+    session = open_session(out / "model.onnx")
     assert [i.shape for i in session.get_inputs()] == [["batch", "choices", "sequence"]] * 3
-    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", "choices"])]
+    rows = exported_equals_run(run, out, inputs)
+    assert len(rows) == 3 and all(len(r["scores"]) == 4 and r["ending"] for r in rows), rows[0]
