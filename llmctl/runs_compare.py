@@ -114,9 +114,9 @@ def _dropped(name: str, row: dict, amount: float) -> str | None:
 
 
 def _recipe_diff(base: dict, cand: dict) -> dict:
-    from llmctl.train.fingerprint import _flatten
+    from llmctl.train.fingerprint import flatten
 
-    old, new = _flatten(base), _flatten(cand)
+    old, new = flatten(base), flatten(cand)
     return {key: {"base": old.get(key), "candidate": new.get(key)} for key in sorted(set(old) | set(new))
             if key not in NOT_A_DIFFERENCE and old.get(key) != new.get(key)}
 

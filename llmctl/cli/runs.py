@@ -50,7 +50,7 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
     """One run in detail: recipe, environment, metrics, every evaluation, model folder, checkpoints."""
     from llmctl.console import print_json
     from llmctl.runs_view import detail, require_run
-    from llmctl.train.fingerprint import _flatten
+    from llmctl.train.fingerprint import flatten
 
     info = detail(require_run(run))
     if json_out:
@@ -62,7 +62,7 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
     print(f"best: {_best(info['best'])}\nstarted: {_when(info['started'])} UTC  finished: {_when(info['finished'])}")
     _show_environment(info["environment"])
     _section("recipe (resolved; empty keys left out)",
-             [[k, v] for k, v in _flatten(info["recipe"]).items() if v is not None and k != "output_dir"])
+             [[k, v] for k, v in flatten(info["recipe"]).items() if v is not None and k != "output_dir"])
     final = info["final"]
     if final:
         _table(f"final metrics (model saved at step {final.get('best_step')})",

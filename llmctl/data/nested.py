@@ -39,9 +39,3 @@ def add_nested_columns(frame):
             if full not in frame.columns:
                 frame[full] = [nested_value(v, name) if isinstance(v, dict) else None for v in values]
     return frame
-
-
-def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> DataError:
-    """The one "not UTF-8" error, for every reader; `offset`: bytes before the decoded piece."""
-    return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
-                     "Save the file as UTF-8.")

@@ -19,6 +19,13 @@ from llmctl.data.nested import add_nested_columns, nested_names, nested_value
 from llmctl.errors import DataError
 from llmctl.hub import ensure_hub_reachable
 
+
+def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> DataError:
+    """The one "not UTF-8" error, for every reader; `offset`: bytes before the decoded piece."""
+    return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
+                     "Save the file as UTF-8.")
+
+
 def looks_like_file(spec: str) -> bool:
     return file_format(spec) is not None or "/" in spec or is_pattern(spec) or Path(spec).exists()
 
