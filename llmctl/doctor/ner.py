@@ -9,7 +9,6 @@ in place and would hide where they are."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -18,21 +17,6 @@ from llmctl.doctor.report import _verb, at_lines, location_line, plural
 from llmctl.tasks import ner_utils as nu
 
 TOKENIZE_ROWS = 1_000
-
-
-def _raw(task, role: str, spec: str) -> nu.Sentences:
-    cfg, key = task.data_cfg, f"data.{role}"
-    fmt = task._format(spec)
-    if fmt == "conll":
-        sents = nu.read_conll(Path(spec).expanduser(), cfg.conll_tag_index, key)
-    elif fmt == "jsonl":
-        sents = task._read_jsonl(Path(spec).expanduser(), key, True)
-    else:
-        sents, _ = task._read_dataset(spec, key, True)
-    limit = task.row_limit(role)
-    if limit is not None:
-        sents.tokens, sents.tags = sents.tokens[:limit], sents.tags[:limit]
-    return sents
 
 
 def _entities(sents: nu.Sentences) -> tuple[Counter, list[tuple[int, int]], dict]:
@@ -64,7 +48,7 @@ def check(report, ctx) -> None:
     train = {}
 
     def one(role: str, spec: str):
-        sents = _raw(ctx.task, role, spec)
+        sents, _ = ctx.task.read_sentences(role, spec)
         kinds, problems, first = _entities(sents)
 
         def line(s: int, t: int | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmctl.errors import LlmctlError, UsageError
 from llmctl.report.page import esc, figure, missing, page, para, pre, table
+from llmctl.runs_view import evaluations
 
 DEFAULT_NAME = "report.html"
 
@@ -32,7 +33,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     recipe_text = _read_text(run_dir / "recipe.yaml")
     recipe = _yaml(recipe_text)
     env, final = _json(run_dir / "environment.json"), _json(run_dir / "metrics.json")
-    history = _jsonl(run_dir / "metrics.jsonl")
+    history = evaluations(run_dir)  # complete lines only: a running run may have half a line at the end
     report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
 
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
@@ -202,16 +203,3 @@ def _json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _jsonl(path: Path) -> list[dict]:
-    """Complete lines only: a run still writing may have half a line at the end."""
-    out = []
-    for line in _read_text(path).splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            out.append(entry)
-    return out

@@ -104,7 +104,9 @@ class NerTask(Task):
             return "jsonl"
         return "hub" if suffix in (".parquet", ".csv") else "conll"  # tables load through datasets
 
-    def load_split(self, role: str, spec: str, labelled: bool = True) -> NerSplit:
+    def read_sentences(self, role: str, spec: str, labelled: bool = True) -> tuple[nu.Sentences, list | None]:
+        """The split's sentences as the file has them (tags not repaired yet; `llmctl doctor` reads
+        them so) up to row_limit, and the class names a hub dataset declares."""
         cfg, key = self.data_cfg, f"data.{role}"
         fmt, class_names = self._format(spec), None
         if fmt == "conll":
@@ -116,6 +118,11 @@ class NerTask(Task):
         limit = self.row_limit(role)
         if limit is not None and len(sents.tokens) > limit:
             sents.tokens, sents.tags = sents.tokens[:limit], sents.tags[:limit]
+        return sents, class_names
+
+    def load_split(self, role: str, spec: str, labelled: bool = True) -> NerSplit:
+        key = f"data.{role}"
+        sents, class_names = self.read_sentences(role, spec, labelled)
         if not labelled:
             return NerSplit(where=sents.where, tokens=sents.tokens, tags=None)
         notes = []
