@@ -90,31 +90,33 @@ class NerTask(Task):
         return cls(data, Labels(tuple(model_config.id2label[i] for i in range(model_config.num_labels))))
 
     # -- data -----------------------------------------------------------------------
-    def _format(self, spec: str) -> str:
+    def _format(self, spec: str, role: str) -> str:
         from llmctl.data.sources import looks_like_file
 
         if self.data_cfg.dataset and not looks_like_file(spec):
             return "hub"  # a split name (e.g. `eval --data ID --split test`), whatever format files have
         if self.data_cfg.format:
             return self.data_cfg.format
-        from llmctl.data.inputs import suffixes
+        from llmctl.data.inputs import is_multi
 
-        suffix = suffixes(spec)[0]  # under any compression: train.jsonl.gz is jsonl
-        if suffix in (".jsonl", ".json"):
-            return "jsonl"
-        return "hub" if suffix in (".parquet", ".csv") else "conll"  # tables load through datasets
+        # under any compression (train.jsonl.gz is jsonl); a glob or folder by its first file
+        return nu.file_kind(nu.split_files(spec, f"data.{role}")[0] if is_multi(spec) else spec)
 
     def read_sentences(self, role: str, spec: str, labelled: bool = True) -> tuple[nu.Sentences, list | None]:
-        """The split's sentences as the file has them (tags not repaired yet; `llmctl doctor` reads
-        them so) up to row_limit, and the class names a hub dataset declares."""
+        """The split's sentences as the files have them (tags not repaired yet; `llmctl doctor` reads
+        them so) up to row_limit, and the class names a hub dataset declares. A glob or folder is its
+        files in sorted order, each sentence still located in its own file."""
         cfg, key = self.data_cfg, f"data.{role}"
-        fmt, class_names = self._format(spec), None
-        if fmt == "conll":
-            sents = nu.read_conll(Path(spec).expanduser(), cfg.conll_tag_index, key)
-        elif fmt == "jsonl":
-            sents = self._read_jsonl(Path(spec).expanduser(), key, labelled)
-        else:
+        fmt, class_names = self._format(spec, role), None
+        if fmt == "hub":
             sents, class_names = self._read_dataset(spec, key, labelled)
+        else:
+            files = nu.split_files(spec, key)
+            if fmt == "conll":
+                parts = [nu.read_conll(file, cfg.conll_tag_index, key) for file in files]
+            else:
+                parts = [self._read_jsonl(file, key, labelled) for file in files]
+            sents = nu.joined(parts, str(spec))
         limit = self.row_limit(role)
         if limit is not None and len(sents.tokens) > limit:
             sents.tokens, sents.tags = sents.tokens[:limit], sents.tags[:limit]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from llmctl.errors import DataError
 
 CONLL_SUFFIXES = (".txt", ".conll", ".conll03", ".iob", ".iob2", ".bio", ".tsv")
+SPLIT_SUFFIXES = CONLL_SUFFIXES + (".jsonl", ".json", ".parquet", ".csv")  # what a folder split is read from
 DOCSTART = "-DOCSTART-"
 
 
@@ -32,13 +34,62 @@ class Sentences:
     tags: list[list] = field(default_factory=list)  # str tags, or int ids before naming
     token_lines: list[list[int]] | None = None  # CoNLL: the line of every token
     row_lines: list[int] | None = None  # jsonl: the line of every sentence
+    # A split of several files (a glob or folder): each file's own Sentences and where it starts,
+    # so a message names the file a sentence came from, not the pattern.
+    files: list["Sentences"] | None = None
+    file_starts: list[int] | None = None
 
     def locate(self, sentence: int, token: int | None = None) -> str:
         """`train.txt:12` (CoNLL), `train.jsonl:3 token 5` or `dataset[split] row 2 token 5`."""
+        if self.files:
+            k = bisect.bisect_right(self.file_starts, sentence) - 1
+            return self.files[k].locate(sentence - self.file_starts[k], token)
         if self.token_lines is not None:
             return f"{self.where}:{self.token_lines[sentence][token or 0]}"
         base = f"{self.where}:{self.row_lines[sentence]}" if self.row_lines is not None else f"{self.where} row {sentence}"
         return base if token is None else f"{base} token {token + 1}"
+
+
+def joined(parts: list[Sentences], where: str) -> Sentences:
+    """The sentences of several files as one split named `where`, each still located in its file."""
+    if len(parts) == 1:
+        return parts[0]
+    out = Sentences(where=where, files=parts, file_starts=[])
+    for part in parts:
+        out.file_starts.append(len(out.tokens))
+        out.tokens.extend(part.tokens)
+        out.tags.extend(part.tags)
+    return out
+
+
+def split_files(spec: str, key: str) -> list[Path]:
+    """The files of a NER split in reading order: a glob's matches or a folder's CoNLL / jsonl /
+    table files, sorted by name; else the one path (whose absence the reader reports)."""
+    from llmctl.data.inputs import expand, is_pattern, suffixes
+
+    path = Path(spec).expanduser()
+    if is_pattern(spec) or not path.is_dir():
+        return expand(spec, key)  # a glob matching nothing: the error every task gives
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and suffixes(p)[0] in SPLIT_SUFFIXES)
+    if not files:
+        raise DataError(f"{key}: folder {spec} holds no data files.",
+                        f"Put {', '.join(SPLIT_SUFFIXES)} files in it (optionally .gz / .bz2 / .xz / .zst).")
+    kinds = {file_kind(p) for p in files}
+    if len(kinds) > 1:
+        raise DataError(f"{key}: {spec} mixes file formats ({', '.join(sorted(kinds))}).",
+                        "Give one split files of one format.")
+    return files
+
+
+def file_kind(path: Path | str) -> str:
+    """How a NER file reads by its extension (under any compression): jsonl, hub (tables) or conll."""
+    from llmctl.data.inputs import suffixes
+
+    suffix = suffixes(path)[0]
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    return "hub" if suffix in (".parquet", ".csv") else "conll"  # tables load through datasets
 
 
 def read_conll(path: Path, tag_index: int = -1, key: str = "data") -> Sentences:
