@@ -22,8 +22,9 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.inputs import file_format
-from llmctl.data.sources import data_format, load_split, looks_like_file, read_table, read_text, refuse_plain_text
+from llmctl.data.inputs import expand, file_format, is_multi
+from llmctl.data.sources import (data_format, load_split, looks_like_file, read_table, read_text, refuse_plain_text,
+                                 row_location)
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
@@ -88,7 +89,8 @@ def _flat_answers(value, where: str, qid: str, key: str) -> list[dict] | None:
 
 def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[dict], str]:
     """The first `limit` (all when None) raw rows {id, question, context, answers} of a split and
-    a name for messages."""
+    a name for messages. A glob or folder is its files in sorted order; each of its rows also
+    carries "at", the file (and line) it came from, for messages."""
     if cfg.dataset and not looks_like_file(spec):
         ds, where = load_split(spec, key, cfg.dataset, cfg.config, revision=cfg.revision)
         if limit is not None and len(ds) > limit:
@@ -97,20 +99,42 @@ def read_rows(spec: str, key: str, cfg, limit: int | None = None) -> tuple[list[
     path = Path(spec).expanduser()
     where = str(path)
     refuse_plain_text(spec, key, "qa", "a question, a context and answers")
-    if file_format(path) == "json" and path.is_file() and data_format(path, key) == "json":  # not JSON Lines
-        text = read_text(path, key)  # decompressed, or a one-line error naming the file
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-        if _is_official(data):
-            return _official_rows(data)[:limit], where
-    frame = read_table(path, key)
-    return _rename(frame.iloc[:limit].to_dict(orient="records"), cfg, where), where
+    if not is_multi(spec):
+        official = _official_file(path, key)
+        if official is not None:
+            return official[:limit], where
+        frame = read_table(path, key)
+        return _rename(frame.iloc[:limit].to_dict(orient="records"), cfg, where), where
+    if data_format(spec, key) != "json":  # jsonl / csv / parquet files: one table, rows located in their files
+        frame = read_table(path, key)
+        return _rename(frame.iloc[:limit].to_dict(orient="records"), cfg, where,
+                       at=lambda i: row_location(where, i)), where
+    rows: list[dict] = []
+    for file in expand(spec, key):  # JSON documents: each may be the official SQuAD layout
+        if limit is not None and len(rows) >= limit:
+            break
+        official = _official_file(file, key)
+        if official is None:
+            official = _rename(read_table(file, key).to_dict(orient="records"), cfg, str(file), first=len(rows))
+        rows.extend(row | {"at": str(file)} for row in official)
+    return rows[:limit], where
 
 
-def _rename(records: list[dict], cfg, where: str) -> list[dict]:
-    """Map the configured column names onto id / question / context / answers."""
+def _official_file(path: Path, key: str) -> list[dict] | None:
+    """The rows of an official SQuAD JSON file, or None when the file is something else."""
+    if file_format(path) != "json" or not path.is_file() or data_format(path, key) != "json":  # JSON Lines
+        return None
+    text = read_text(path, key)  # decompressed, or a one-line error naming the file
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{key}: {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+    return _official_rows(data) if _is_official(data) else None
+
+
+def _rename(records: list[dict], cfg, where: str, first: int = 0, at=None) -> list[dict]:
+    """Map the configured column names onto id / question / context / answers. A row without an id
+    is numbered from `first`; `at(i)`: where row i came from, for a split of several files."""
     names = {"question": cfg.question_column, "context": cfg.context_column}
     columns = set(records[0]) if records else set()
     for role, column in names.items():
@@ -121,10 +145,11 @@ def _rename(records: list[dict], cfg, where: str) -> list[dict]:
     rows = []
     for i, record in enumerate(records):
         qid = record.get(cfg.id_column)
-        rows.append({"id": str(i) if _missing(qid) else qid, "question": record.get(cfg.question_column),
-                     "context": record.get(cfg.context_column),
-                     "answers": _flat_answers(record.get(cfg.answers_column), where, str(i if _missing(qid) else qid),
-                                              f"data.answers_column '{cfg.answers_column}'")})
+        qid = str(first + i) if _missing(qid) else qid
+        row = {"id": qid, "question": record.get(cfg.question_column), "context": record.get(cfg.context_column),
+               "answers": _flat_answers(record.get(cfg.answers_column), at(i) if at else where, str(qid),
+                                        f"data.answers_column '{cfg.answers_column}'")}
+        rows.append(row | {"at": at(i)} if at else row)
     return rows
 
 
@@ -156,7 +181,7 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
     unanswerable, realigned = 0, 0
     for row in rows:
         qid = str(row["id"])
-        loc = f"{where}: question {qid}"
+        loc = f"{row.get('at', where)}: question {qid}"
         if qid in seen:
             problems.append((f"{loc}: the id appears twice.", "Give every question a unique id."))
         seen.add(qid)
