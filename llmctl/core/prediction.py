@@ -10,8 +10,8 @@ from llmctl.errors import DataError
 
 
 def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
-    """(rows, where, lines) from a jsonl / json / csv / tsv / txt file, or '-' for stdin (jsonl or
-    plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
+    """(rows, where, lines) from a jsonl / json / csv / tsv / txt file (gzip / bz2 / xz / zstd
+    compressed too), or '-' for stdin (jsonl or plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
     note), so predictions carry it to be matched with their inputs."""
     if source == "-":
         text, where = sys.stdin.read(), "<stdin>"
@@ -20,14 +20,15 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
         path = Path(source).expanduser()
         if not path.is_file():
             raise DataError(f"--input: file {path} does not exist.", "Give a jsonl, csv, tsv or txt file, or - for stdin.")
-        suffix, where = path.suffix.lower(), str(path)
-        if suffix in (".csv", ".tsv", ".parquet"):
-            from llmctl.data.sources import read_table
+        from llmctl.data.inputs import suffixes
+        from llmctl.data.sources import read_table, read_text
 
+        suffix, where = suffixes(path)[0], str(path)  # rows.jsonl.gz reads as jsonl, decompressed
+        if suffix in (".csv", ".tsv", ".parquet"):
             frame = read_table(path, "--input")
             first = 2 if suffix != ".parquet" else 1  # csv/tsv: line 1 is the header
             return frame.to_dict(orient="records"), where, list(range(first, first + len(frame)))
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "--input", encoding="utf-8-sig")
     rows, lines, blank = [], [], 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
