@@ -21,25 +21,27 @@ def ner_recipe(root, model, train, out, **data):
 
 @pytest.fixture(scope="module")
 def ner_glob_run(tiny_models, tmp_path_factory):
-    """A tiny BERT trained on `train-*.conll`: two CoNLL files, the second with an entity that
-    starts with I- (repaired to B-, with a warning naming its file and line)."""
+    """A tiny BERT trained on the folder `train/`: two CoNLL files, the second with an entity that
+    starts with I- (repaired to B-, with a warning naming its file and line). The glob form is
+    read the same way (test_ner_errors_name_the_second_file_and_its_line)."""
     rng = random.Random(0)
     root = tmp_path_factory.mktemp("ner-glob")
-    write_conll(root / "train-a.conll", [ner_sentence(rng) for _ in range(12)])
+    (root / "train").mkdir()
+    write_conll(root / "train" / "train-a.conll", [ner_sentence(rng) for _ in range(12)])
     second = [ner_sentence(rng) for _ in range(11)]
-    write_conll(root / "train-b.conll", second + [[("Paris", "I-LOC"), ("is", "O"), ("big", "O")]])
+    write_conll(root / "train" / "train-b.conll", second + [[("Paris", "I-LOC"), ("is", "O"), ("big", "O")]])
     # write_conll: a -DOCSTART- line and a blank one, then each sentence and a blank line.
     repaired_line = 3 + sum(len(s) + 1 for s in second)
-    recipe = ner_recipe(root, tiny_models["bert"], root / "train-*.conll", root / "run")
+    recipe = ner_recipe(root, tiny_models["bert"], root / "train", root / "run")
     result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
     return root, result, repaired_line
 
 
-def test_ner_split_from_a_glob_of_two_conll_files_trains(ner_glob_run):
+def test_ner_split_from_a_folder_of_two_conll_files_trains(ner_glob_run):
     root, result, repaired_line = ner_glob_run
     assert result.exit_code == EXIT_OK, result.stderr
     assert result.json()["train"]["samples"] == 24  # one epoch over both files' sentences
-    assert f"first at {root / 'train-b.conll'}:{repaired_line}; read as B- (IOB2)" in result.stderr
+    assert f"first at {root / 'train' / 'train-b.conll'}:{repaired_line}; read as B- (IOB2)" in result.stderr
 
 
 def test_ner_errors_name_the_second_file_and_its_line(tmp_path):

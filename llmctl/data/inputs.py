@@ -17,6 +17,8 @@ from pathlib import Path
 from llmctl.errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "txt"}
+# NER's CoNLL files (read by llmctl.tasks.ner_utils, not as tables): a folder of them is a split too.
+CONLL_SUFFIXES = (".conll", ".conll03", ".iob", ".iob2", ".bio")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 # Not "[": a Hub split such as `train[:10%]` uses it.
 GLOB_CHARS = "*?"
@@ -50,17 +52,21 @@ def expand(spec: str | Path, key: str) -> list[Path]:
             raise DataError(f"{key}: no file matches {spec}.",
                             "Check the pattern (relative to where you run llmctl) and that the files exist.")
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and file_format(p))
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and _split_format(p))
         if not files:
             raise DataError(f"{key}: folder {spec} holds no data files.",
                             f"Put {', '.join(FORMATS)} files in it (optionally .gz / .bz2 / .xz / .zst).")
     else:
         return [path]
-    formats = {file_format(p) for p in files}
+    formats = {_split_format(p) for p in files}
     if len(formats) > 1:
         shown = ", ".join(sorted(f or "unknown" for f in formats))
         raise DataError(f"{key}: {spec} mixes file formats ({shown}).", "Give one split files of one format.")
     return files
+
+
+def _split_format(path: Path) -> str | None:
+    return file_format(path) or ("conll" if suffixes(path)[0] in CONLL_SUFFIXES else None)
 
 
 def is_multi(spec: str | Path) -> bool:
