@@ -165,6 +165,10 @@ def test_zstd_and_parquet_nested_fields(tmp_path):
     zst.write_bytes(zst.read_bytes()[:-6])
     with pytest.raises(Exception, match="is not a readable zstd file"):
         read_table(zst, "data.train")
+    # Several frames (`cat a.zst b.zst`, or zstd's own multi-frame output): every row, not the first frame's.
+    compress = zstandard.ZstdCompressor().compress
+    zst.write_bytes(compress(jsonl(rows[:2]).encode()) + compress(jsonl(rows[2:]).encode()))
+    assert read_table(zst, "data.train", nested=True)["translation.ro"].tolist() == [f"salut {i}" for i in range(5)]
 
 
 def test_cache_key_changes_with_any_file_of_a_glob(tmp_path):

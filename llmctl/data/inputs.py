@@ -96,27 +96,34 @@ def open_binary(path: Path):
     except ImportError as exc:
         raise DataError(f"{path}: reading .zst files needs the zstandard package.",
                         "pip install 'llmctl[zstd]', or decompress the file.") from exc
-    return io.BufferedReader(_Zstd(open(path, "rb"), zstandard.ZstdDecompressor().decompressobj()))
+    return io.BufferedReader(_Zstd(open(path, "rb"), zstandard.ZstdDecompressor().decompressobj))
 
 
 class _Zstd(io.RawIOBase):
-    """A zstd file's decompressed bytes. zstandard's own stream reader returns a truncated file's
-    bytes without complaint; this says so at the end, as gzip / bz2 / lzma do."""
+    """A zstd file's decompressed bytes, every frame of it (`zstd` and `cat a.zst b.zst` write
+    several; one decompressor object stops at the end of the first). zstandard's own stream reader
+    returns a truncated file's bytes without complaint; this says so at the end, as gzip / bz2 /
+    lzma do."""
 
-    def __init__(self, raw, decompressor):
-        self.raw, self.decompressor, self.pending = raw, decompressor, b""
+    def __init__(self, raw, new_frame):
+        self.raw, self.new_frame, self.pending = raw, new_frame, b""
+        self.decompressor, self.fed = new_frame(), False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self.pending:
-            chunk = self.raw.read(1 << 16)
+            if self.decompressor.eof:  # the next frame starts with what the last one left over
+                chunk, self.decompressor, self.fed = self.decompressor.unused_data, self.new_frame(), False
+            else:
+                chunk = b""
+            chunk = chunk or self.raw.read(1 << 16)
             if not chunk:
-                if not self.decompressor.eof:
+                if self.fed and not self.decompressor.eof:
                     raise EOFError("Compressed file ended before the end-of-stream marker was reached")
                 return 0
-            self.pending = self.decompressor.decompress(chunk)
+            self.pending, self.fed = self.decompressor.decompress(chunk), True
         n = min(len(buffer), len(self.pending))
         buffer[:n] = self.pending[:n]
         self.pending = self.pending[n:]
