@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/zeroshot.py
 	$(BIN)/python bench/lora.py
+	$(BIN)/python bench/onnx.py
+	$(BIN)/python bench/doctor.py
 
 clean:
 	rm -rf runs data/quickstart
