@@ -109,6 +109,15 @@ TINY_BERT = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attenti
                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
 
 
+def assert_same_gradients(full, fast, atol: float = 1e-6) -> None:
+    """Every parameter of the speed-up model `fast` got the gradient the stock `full` got."""
+    import torch
+
+    fast_grads = dict(fast.named_parameters())
+    for name, param in full.named_parameters():
+        assert torch.allclose(fast_grads[name].grad, param.grad, atol=atol), name
+
+
 def tiny_bert_pair(model_class, switch, **config):
     """Two identical tiny in-memory BERT models of `model_class` (no dropout unless `config`
     says so); `switch` is applied to the second and must report that it switched."""

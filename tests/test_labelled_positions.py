@@ -3,7 +3,7 @@
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
-from helpers import TINY_BERT, tiny_bert_pair
+from helpers import TINY_BERT, assert_same_gradients, tiny_bert_pair
 from llmctl.train.attention import use_fast_attention
 from llmctl.train.labelled_positions import finish_labelled_positions_only
 
@@ -35,9 +35,7 @@ def test_same_loss_and_gradients_as_the_full_model():
     assert not out_fast.logits[~keep].any()  # unread positions are left at zero
     out_full.loss.backward()
     out_fast.loss.backward()
-    fast_grads = dict(fast.named_parameters())
-    for name, param in full.named_parameters():
-        assert torch.allclose(fast_grads[name].grad, param.grad, atol=1e-6), name
+    assert_same_gradients(full, fast)
 
 
 def test_eval_and_calls_without_labels_run_the_stock_forward():
