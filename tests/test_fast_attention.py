@@ -52,13 +52,40 @@ def test_causal_module_without_a_mask_gets_the_causal_mask():
     assert torch.allclose(out, _reference(q, k, v, bias, 0.1, seed=3), atol=1e-6)
 
 
-def test_without_dropout_it_is_exactly_sdpa():
+def test_evaluation_and_no_grad_calls_are_exactly_sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     q, k, v = _qkv()
-    ours, _ = attention._attention(_Module(), q, k, v, None, dropout=0.0)
     theirs, _ = sdpa_attention_forward(_Module(), q, k, v, None, dropout=0.0)
+    ours, _ = attention._attention(_Module().eval(), q, k, v, None, dropout=0.0)
     assert torch.equal(ours, theirs)
+    with torch.no_grad():
+        ours, _ = attention._attention(_Module(), q, k, v, None, dropout=0.0)
+    assert torch.equal(ours, theirs)
+
+
+def test_grouped_query_heads_without_dropout_match_sdpa_with_their_gradients():
+    """Llama-style: 6 query heads share 2 key/value heads; causal + padding mask, no dropout."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    q = torch.randn(3, 6, 7, 8, requires_grad=True)
+    k, v = (torch.randn(3, 2, 7, 8, requires_grad=True) for _ in range(2))
+    keep = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4], dtype=torch.bool)
+    mask = torch.ones(7, 7, dtype=torch.bool).tril()[None, None] & keep[:, None, None, :]
+
+    class _Llama(_Module):
+        num_key_value_groups = 3
+
+    results = []
+    for fn in (attention._attention, sdpa_attention_forward):
+        out, _ = fn(_Llama(is_causal=True), q, k, v, mask, dropout=0.0, scaling=8 ** -0.5)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum(), (q, k, v))
+        results.append((out, grads))
+    (ours, our_grads), (theirs, their_grads) = results
+    assert ours.shape == theirs.shape == (3, 7, 6, 8)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(our_grads, their_grads))
 
 
 def test_dropout_rate_and_scaling_hold_in_bf16():

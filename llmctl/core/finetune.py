@@ -106,7 +106,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         # On the transformers model inside the adapter: each speed-up checks the module types it
         # rewrites, and the seen-rows embedding declines a frozen embedding (LoRA freezes it).
         speedups, attach_to_optimizer = speed_up_cpu_training(model.get_base_model() if lora else model,
-                                                              train_features, tokenizer)
+                                                              train_features, tokenizer, precision)
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features)
     if resume_from is not None:

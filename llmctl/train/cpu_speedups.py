@@ -11,16 +11,20 @@ import os
 from typing import Callable
 
 
-def speed_up_cpu_training(model, train_features, tokenizer) -> tuple[list[str], Callable]:
-    """Apply every speed-up that fits `model`. Returns the names of those applied (the run's
+def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp32") -> tuple[list[str], Callable]:
+    """Apply every speed-up that fits `model`, trained in `precision`. Returns the names of those applied (the run's
     environment.json records them) and `attach(optimizer)`, to call once the optimizer
     exists: the seen-rows embedding needs a step hook on it."""
     if os.environ.get("LLMCTL_CPU_SPEEDUPS", "1") == "0":
         return [], lambda optimizer: None
+    import torch
+
     from llmctl.train.attention import use_fast_attention
     from llmctl.train.dropout import use_fast_dropout
     from llmctl.train.first_token import compute_first_position_only
+    from llmctl.train.frozen_weights import cast_frozen_linears
     from llmctl.train.labelled_positions import finish_labelled_positions_only
+    from llmctl.train.learned_tokens import project_learned_tokens_only
     from llmctl.train.masked_positions import predict_masked_positions_only
     from llmctl.train.memory import keep_freed_memory
     from llmctl.train.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
@@ -33,6 +37,10 @@ def speed_up_cpu_training(model, train_features, tokenizer) -> tuple[list[str], 
         "first_position_only": compute_first_position_only(model),
         "labelled_positions_only": finish_labelled_positions_only(model),
         "masked_positions_only": predict_masked_positions_only(model),
+        "learned_tokens_only": project_learned_tokens_only(model),
+        # T5 casts its activations to its wo weight's dtype itself: keep its weights as they are
+        "frozen_weights_bf16": (precision == "bf16" and not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+                                and cast_frozen_linears(model, torch.bfloat16) > 0),
         "seen_embedding_rows": seen is not None,
     }
 
