@@ -252,6 +252,38 @@ def test_cpu_speedups_train_the_same_adapter(tiny_models, tmp_path):
         assert torch_allclose(a[key], b[key]), key
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_decoder_speedups_train_the_same_chat_adapter(tiny_models, tmp_path, precision):
+    """Chat LoRA on the tiny Llama (grouped-query heads): with the LM head at learned tokens only
+    and the fast attention, an fp32 run ends with the stock run's adapter up to float rounding.
+    In bf16 the frozen base is stored in bf16 (tests/test_frozen_weights.py: bitwise the same
+    step), and `llmctl eval` on the saved run (the fp32 base, cast by autocast at each call)
+    gives the metrics the run measured with its bf16 base."""
+    import torch
+
+    from test_chat_data import chat_recipe, qa_rows, write_jsonl as write_chat
+
+    train, valid = write_chat(tmp_path / "train.jsonl", qa_rows(24)), write_chat(tmp_path / "valid.jsonl", qa_rows(6))
+    recipe = chat_recipe(tmp_path / "r.yaml", tiny_models["llama"], train, valid,
+                         train_cfg={"max_steps": 12, "eval_every": 12, "save_every": 1000, "precision": precision})
+    recipe.write_text(recipe.read_text() + "peft:\n  r: 4\n  dropout: 0.0\n")
+    fast = finetune(recipe, "--output-dir", str(tmp_path / "fast"))
+    applied = set(json.loads((tmp_path / "fast" / "environment.json").read_text())["cpu_speedups"])
+    assert {"fast_attention", "learned_tokens_only"} <= applied
+    assert ("frozen_weights_bf16" in applied) == (precision == "bf16")
+    if precision == "fp32":  # in bf16 sdpa's own rounding differs from the fp32 softmax's after a few steps
+        stock = run_cli("finetune", str(recipe), "--output-dir", str(tmp_path / "stock"), "--json",
+                        env=ONE_THREAD | {"LLMCTL_CPU_SPEEDUPS": "0"})
+        assert stock.exit_code == EXIT_OK, stock.stderr
+        a, b = (tensors(tmp_path / d / "model" / "adapter_model.safetensors") for d in ("fast", "stock"))
+        assert a.keys() == b.keys() and any("lora_B" in k and a[k].abs().max() > 1e-3 for k in a)
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-5), (key, (a[key] - b[key]).abs().max())
+    evaluated = run_cli("eval", str(tmp_path / "fast"), "--json", env=ONE_THREAD)
+    assert evaluated.exit_code == EXIT_OK, evaluated.stderr
+    same_metrics(fast["metrics"], evaluated.json()["metrics"])
+
+
 def torch_allclose(x, y) -> bool:
     import torch
 

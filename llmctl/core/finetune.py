@@ -183,7 +183,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         run.unlock()
 
 
-LORA_SPEEDUPS_NOTE = ("LoRA: the CPU speed-ups run on the adapted model (fast dropout covers the LoRA dropout too); "
+LORA_SPEEDUPS_NOTE = ("LoRA: the CPU speed-ups run on the adapted model (fast dropout covers the LoRA dropout too; "
+                      "in bf16 the frozen base linears are stored in bf16, the values autocast computes with); "
                       "seen_embedding_rows is off because the embedding is frozen, and labelled_positions_only "
                       "falls back to the stock forward because peft's token-classification wrapper passes return_dict.")
 
