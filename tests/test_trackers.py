@@ -11,7 +11,7 @@ import pytest
 
 from helpers import (ONE_THREAD, REPO, error_lines, keyword_sentiment_rows, rewind_to_checkpoint, run_cli, write_csv,
                      write_recipe)
-from llmctl.errors import EXIT_OK, EXIT_USAGE
+from llmctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 # One worker trains the shared run; the other tests of this module read it.
 pytestmark = pytest.mark.xdist_group("trackers")
@@ -134,6 +134,22 @@ def test_resume_continues_the_same_logs(tracked, tmp_path, monkeypatch):
     steps = sorted(m.step for m in client.get_metric_history(mlflow_id, "train/loss"))
     # MLflow cannot forget points: the steps after the checkpoint were logged by both runs.
     assert steps == sorted(list(range(1, 13)) + list(range(5, 13)))
+
+
+def test_an_interrupted_run_is_killed_in_mlflow_and_finished_once_resumed(tiny_models, tmp_path, monkeypatch):
+    train = write_csv(tmp_path / "train.csv", keyword_sentiment_rows(48, seed=0))
+    valid = write_csv(tmp_path / "valid.csv", keyword_sentiment_rows(16, seed=1))
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_models["bert"], train, valid, tmp_path / "run",
+                          train=TRAIN | {"report_to": ["mlflow"]})
+    stopped = run_cli("finetune", str(recipe), env=ONE_THREAD | {"LLMCTL_FAULT": "sigterm@3"})
+    assert stopped.exit_code == EXIT_INTERRUPTED, stopped.stderr
+    client = mlflow_client(tmp_path / "run", monkeypatch)
+    killed = mlflow_run(client)
+    assert killed.info.status == "KILLED"
+    resumed = run_cli("finetune", str(recipe), "--resume", env=ONE_THREAD)
+    assert resumed.exit_code == EXIT_OK, resumed.stderr
+    run = mlflow_run(client)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
 
 
 class Listener:

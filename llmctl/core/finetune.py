@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from llmctl.errors import UsageError
+from llmctl.errors import Interrupted, UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
 from llmctl.model_card import rewrite_model_card
 from llmctl.runs import RunDir, checkpoint_step, environment
@@ -157,6 +157,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         checkpoint_dir=run.checkpoints, save_best=save_best, precision=precision, resume_from=resume_from,
         fingerprint=run_print,
     )
+    outcome = "failed"  # what the trackers are told when the run ends
     try:
         for event in train_loop(setup):
             if isinstance(event, Evaluated) and accelerator.is_main_process:
@@ -175,11 +176,15 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
                     run.write_json("metrics.json", result)
                     rewrite_model_card(run.path, {"train": train_split, "validation": eval_split, "test": test_split})
                 yield event
+                outcome = "finished"
                 yield Finished(result)
                 return
             yield event
+    except Interrupted:
+        outcome = "interrupted"
+        raise
     finally:
-        tracker.end()
+        tracker.end(outcome)
         run.unlock()
 
 

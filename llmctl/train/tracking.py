@@ -142,10 +142,27 @@ class RunTracking:
         elif isinstance(event, Stopped) and self.main:
             self._draw(self.pending)  # the curves up to the last step, after the last evaluation
 
-    def end(self) -> None:
-        """Close the trackers (also when training failed or was interrupted: files are flushed)."""
-        if self.trackers_on:
-            self.acc.end_training()
+    def end(self, outcome: str = "finished") -> None:
+        """Close the trackers (also when training failed or was interrupted: files are flushed).
+        `outcome` ("finished", "interrupted" or "failed") becomes the MLflow run's status
+        (FINISHED, KILLED, FAILED) and W&B's exit code, so a tracker UI never shows a run that
+        stopped half-way as a finished one; a resume sets it running again."""
+        if not self.trackers_on:
+            return
+        if outcome != "finished":
+            for tracker in self.acc.trackers:
+                try:
+                    if tracker.name == "mlflow":
+                        import mlflow
+
+                        mlflow.end_run(status="KILLED" if outcome == "interrupted" else "FAILED")
+                    elif tracker.name == "wandb":
+                        tracker.run.finish(exit_code=1)
+                except Exception as error:  # closing a tracker must not hide why training stopped
+                    from llmctl.console import warn
+
+                    warn(f"could not mark the {tracker.name} run as {outcome}: {error}")
+        self.acc.end_training()
 
     def _log(self, values: dict, step: int) -> None:
         if self.trackers_on:
