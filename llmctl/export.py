@@ -79,6 +79,9 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
             meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
             meta.pop("peft", None)
             (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        from llmctl.model_card import write_export_card
+
+        write_export_card(model_dir, partial, merged=adapter, fmt=fmt)
         if target.is_dir():
             target.rmdir()  # checked empty above
         partial.replace(target)

@@ -50,13 +50,34 @@ def write_model_card(run_dir: Path, model_dir: Path | None = None, saved_at: dic
     return path
 
 
+def write_export_card(model_dir: Path, dest: Path, merged: bool, fmt: str) -> None:
+    """The card of an exported folder `dest`: the run's card for the weights written there (a
+    merged LoRA adapter is a plain transformers model; an ONNX graph is library onnx). A model
+    folder that is not inside a run keeps the card it has, if any."""
+    run_dir = Path(model_dir).parent
+    if not (run_dir / "recipe.yaml").is_file():
+        if (Path(model_dir) / CARD).is_file():
+            (Path(dest) / CARD).write_bytes((Path(model_dir) / CARD).read_bytes())
+        return
+    try:
+        card = build_model_card(run_dir, dest, export={"merged": merged, "format": fmt})
+    except (ValueError, TypeError) as exc:
+        from llmctl.console import warn
+
+        warn(f"no model card written to the export: {exc}")
+        return
+    (Path(dest) / CARD).write_text(str(card), encoding="utf-8")
+
+
 def rewrite_model_card(run_dir: Path, splits: dict) -> None:
     """After the run: the card again, with the final metrics and data sizes (when a model was saved)."""
     if (Path(run_dir) / "model").is_dir():
         write_model_card(run_dir, splits=splits)
 
 
-def build_model_card(run_dir: Path, model_dir: Path, saved_at: dict | None = None, splits: dict | None = None):
+def build_model_card(run_dir: Path, model_dir: Path, saved_at: dict | None = None, splits: dict | None = None,
+                     export: dict | None = None):
+    """`export`: {"merged": bool, "format": "safetensors" | "onnx"} for a card of `llmctl export` output."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     recipe = _read_yaml(run_dir / "recipe.yaml")
@@ -75,15 +96,23 @@ def build_model_card(run_dir: Path, model_dir: Path, saved_at: dict | None = Non
     card_data = ModelCardData(
         model_name=run_dir.resolve().name,
         base_model=hub_base,
-        library_name="peft" if adapter else "transformers",
+        library_name="peft" if adapter else "onnx" if export and export["format"] == "onnx" else "transformers",
         license=_base_license(base),
         pipeline_tag=pipeline,
-        tags=["llmctl", task] + (["lora"] if adapter else []),
+        tags=["llmctl", task] + (["lora"] if adapter or (export and export["merged"]) else [])
+        + (["onnx"] if export and export["format"] == "onnx" else []),
         datasets=[data["dataset"]] if data.get("dataset") else None,
         eval_results=results or None,
         metrics=sorted({r.metric_type for r in results}) or None,
     )
     prose = _prose(run_dir.resolve().name, task, base, adapter, recipe, env, final, saved_at, splits, data)
+    if export:
+        said = ("The LoRA adapter merged into its base: a plain checkpoint, loaded without peft"
+                if export["merged"] else "The run's model")
+        said += (", exported to ONNX (`model.onnx`; `llmctl predict` runs it through onnxruntime)."
+                 if export["format"] == "onnx" else ", written by `llmctl export`.")
+        title, rest = prose.split("\n", 1)
+        prose = f"{title}\n\n{said}\n{rest}"
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{prose}")
 
 

@@ -92,6 +92,11 @@ def test_bert_classification_exports_and_predicts_the_same(tiny_models, reviews)
     assert result["check"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     rows = exported_equals_run(run, out, inputs)
     assert [r["sentence"] for r in rows] == REVIEWS
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the run's card, for the graph
+    assert card.data.library_name == "onnx" and {"llmctl", "onnx"} <= set(card.data.tags)
+    assert "exported to ONNX (`model.onnx`" in card.text
 
 
 @pytest.fixture(scope="module")

@@ -310,6 +310,13 @@ def test_model_card_of_a_lora_run_names_peft_and_its_base(tiny_models, tmp_path)
     assert {r.metric_type: r.metric_value for r in results} == pytest.approx(
         {k: round(v, 6) for k, v in finished["metrics"].items()}, abs=1e-6)
     assert f"from `{tiny_models['bert']}` as a LoRA adapter" in card.text
+    # the export's card: the same run and metrics, for a plain checkpoint
+    assert run_cli("export", str(tmp_path / "run"), "--output", str(tmp_path / "merged")).exit_code == EXIT_OK
+    card, data, name, results = read_card(tmp_path / "merged")
+    assert name == "run" and data["library_name"] == "transformers" and {"llmctl", "lora"} <= set(data["tags"])
+    assert {r.metric_type: r.metric_value for r in results} == pytest.approx(
+        {k: round(v, 6) for k, v in finished["metrics"].items()}, abs=1e-6)
+    assert "The LoRA adapter merged into its base: a plain checkpoint, loaded without peft" in card.text
 
 
 # -- push ---------------------------------------------------------------------------------------
