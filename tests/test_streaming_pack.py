@@ -104,6 +104,47 @@ def test_streamed_features_equal_the_whole_file_read(case, suffix, tmp_path, gpt
     assert streamed.tokenizer is gpt2_tokenizer  # predictions decode with it
 
 
+@pytest.mark.parametrize("text_split", ["line", "paragraph"])
+def test_a_text_file_streams_to_the_whole_read_features(text_split, tmp_path, gpt2_tokenizer, monkeypatch):
+    """.txt (here a gzip one and a glob of two) streams like the tables: lines or paragraphs,
+    7 at a time, give exactly the whole read's packed blocks, and row numbers name file:line."""
+    import gzip
+
+    from llmctl.data.sources import row_location
+    from llmctl.tasks import causal_lm_file
+    from llmctl.tasks.causal_lm import LMSplit
+    from llmctl.tasks.causal_lm_file import LMFileSplit
+
+    texts = [r["text"] for r in corpus(40, seed=4)]
+    # paragraphs of 1-3 lines, blank lines between them (and two at one place)
+    lines = [t + ("\n" if i % 3 == 2 else "") + ("\n" if i == 10 else "") for i, t in enumerate(texts)]
+    (tmp_path / "a.txt").write_text("\n".join(lines[:25]) + "\n")
+    with gzip.open(tmp_path / "b.txt.gz", "wt") as handle:
+        handle.write("\n".join(lines[25:]) + "\n")
+    spec = tmp_path / "*.txt*"
+    data = dict(packing=True, max_length=16, text_split=text_split)
+    monkeypatch.setattr(causal_lm_file, "CHUNK_ROWS", 7)
+    streamed_split, streamed = featurize(spec, gpt2_tokenizer, **data)
+    monkeypatch.setattr(causal_lm_file, "CHUNK_ROWS", 10_000)
+    whole_split, whole = featurize(spec, gpt2_tokenizer, **data)
+    assert isinstance(streamed_split, LMFileSplit) and isinstance(whole_split, LMSplit)
+    rows = len(texts) if text_split == "line" else len(whole_split)
+    assert len(streamed_split) == len(whole_split) == rows and (text_split == "line" or rows < len(texts))
+    for name in ("input_ids", "labels", "example_starts"):
+        assert [r.tolist() for r in streamed.columns[name]] == whole.columns[name]
+    monkeypatch.setattr(causal_lm_file, "CHUNK_ROWS", 7)
+    list(causal_lm_file._chunks(spec, "data.train", streamed_split_cfg(text_split), None))  # records rows' lines
+    if text_split == "line":
+        line = (tmp_path / "a.txt").read_text().splitlines().index(texts[12]) + 1  # blank lines above it count
+        assert row_location(str(spec), 12, True) == f"{tmp_path / 'a.txt'}:{line}" and line > 13
+
+
+def streamed_split_cfg(text_split):
+    from llmctl.tasks.causal_lm import CausalLMData
+
+    return CausalLMData(train="x.txt", validation=None, text_split=text_split)
+
+
 def test_streamed_store_is_flat_token_arrays(tmp_path, gpt2_tokenizer, monkeypatch):
     """The packed ids of a 20,000-row file are one uint16 array (2 bytes a token) cut by int64 block
     offsets, and tokenizing it never held the token stream as Python objects: the heap peak is

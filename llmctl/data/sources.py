@@ -72,8 +72,8 @@ def json_lines(path: Path, key: str = "data") -> bool:
 
 
 def streamable(spec: str, key: str) -> bool:
-    """Whether a local split can be read in chunks (csv / tsv / parquet / json lines)."""
-    return data_format(spec, key) in ("csv", "tsv", "parquet", "jsonl")
+    """Whether a local split can be read in chunks (csv / tsv / parquet / json lines / text)."""
+    return data_format(spec, key) in ("csv", "tsv", "parquet", "jsonl", "txt")
 
 
 def refuse_plain_text(spec: str, key: str, task: str, needs: str) -> None:
@@ -254,8 +254,8 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
                chunk_rows: int = 50_000, limit: int | None = None, text_split: str = "line"):
     """(column names of the file, iterator of DataFrames of `columns`, at most `chunk_rows` rows each).
 
-    csv / tsv / parquet / json lines are read chunk by chunk, file after file, so the whole table
-    is never in memory; a json document and .txt are read whole and sliced. Parsing is
+    csv / tsv / parquet / json lines / .txt are read chunk by chunk, file after file, so the whole
+    table is never in memory; a json document is read whole and sliced. Parsing is
     read_table's: the same options, the same errors. Requested columns missing from the file are
     left out (the caller names them, with the file's columns); dotted names reach into nested fields."""
     import pandas as pd
@@ -264,6 +264,8 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
     fmt = data_format(path, key)
     if fmt == "jsonl":
         return _iter_jsonl(path, key, columns, chunk_rows, limit)
+    if fmt == "txt":
+        return ["text"], _iter_text(path, files, key, columns, chunk_rows, limit, text_split)
     if fmt not in ("csv", "tsv", "parquet"):
         frame = read_table(path, key, column_names, text_split, nested=True)
         frame = frame if limit is None else frame.iloc[:limit]
@@ -374,6 +376,30 @@ def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None
             break
     if rows:
         yield rows
+
+
+def _iter_text(path: Path, files: list[Path], key: str, columns: list[str], chunk_rows: int, limit: int | None,
+               text_split: str):
+    """iter_table for .txt: the one `text` column, `chunk_rows` lines (or paragraphs) at a time,
+    file after file, each row's line recorded for row_location as the whole read does."""
+    import itertools
+
+    import pandas as pd
+
+    parts = start(str(path))
+
+    def rows():
+        seen = 0
+        for file in files:
+            part = Part(str(file), seen)
+            parts.append(part)
+            for text in _text_rows(file, key, text_split, part):
+                seen += 1
+                yield text
+
+    pending = rows() if limit is None else itertools.islice(rows(), limit)
+    while chunk := list(itertools.islice(pending, chunk_rows)):
+        yield pd.DataFrame({"text": chunk} if "text" in columns else {}, dtype=object)
 
 
 def _iter_jsonl(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None):

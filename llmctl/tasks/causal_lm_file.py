@@ -5,8 +5,8 @@ into columnar features, packed into blocks (llmctl.data.packing) or one row per 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
 same features. A file is chat when its first chunk has the messages column (data.messages_column);
 its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
-chunks come from llmctl.data.sources.iter_table, json-lines chunks (.jsonl, or a .json holding JSON Lines; any
-of them compressed, or a glob / folder of them) from iter_jsonl; a .json list and .txt are read whole.
+and .txt chunks come from llmctl.data.sources.iter_table, json-lines chunks (.jsonl, or a .json holding JSON
+Lines; any of them compressed, or a glob / folder of them) from iter_jsonl; a .json list is read whole.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
                 names.update(dict.fromkeys(nested_names(row)))
             yield list(names), {c: [cell(nested_value(row, c)) for row in rows] for c in wanted}
         return
-    names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit)
+    names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)
     for frame in frames:
         yield names, {c: [cell(v) for v in frame[c].tolist()] if c in frame.columns else [cell(None)] * len(frame)
                       for c in wanted}
@@ -83,7 +83,7 @@ def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
 def _is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
     """Whether the first chunk has the messages column (a table's header names all its columns)."""
     if data_format(path, key) != "jsonl":
-        return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit)[0]
+        return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)[0]
     first = next(iter_jsonl(path, key, CHUNK_ROWS, limit), [])
     return any(cfg.messages_column in row for row in first)
 
