@@ -51,6 +51,12 @@ class OnnxModel:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
+    def eval(self) -> "OnnxModel":  # evaluation switches modes around its batches; a graph has none
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxModel":
+        return self
+
     def __call__(self, **batch):
         import numpy as np
         import torch

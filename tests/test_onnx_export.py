@@ -12,7 +12,7 @@ import pytest
 
 from helpers import (ONE_THREAD, REPO, build_recipe, error_lines, keyword_sentiment_rows, ner_sentence, run_cli,
                      write_conll, write_csv, write_recipe)
-from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from llmctl.errors import EXIT_GATE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'llmctl[onnx]')")
@@ -123,6 +123,26 @@ def test_lora_gpt2_classification_exports_merged_and_predicts_the_same(gpt2_onnx
     rows = exported_equals_run(run, out, inputs)
     assert [r["sentence"] for r in rows] == REVIEWS + ["film", " ".join(REVIEWS)]
     assert all(r["label"] in ("negative", "positive") for r in rows)
+
+
+@pytest.mark.xdist_group("onnx-gpt2")
+def test_eval_of_the_export_scores_like_the_run(gpt2_onnx, reviews):
+    """`llmctl eval` on the ONNX folder: the run's metrics (fp32 on both sides; classification
+    computes its loss from the logits, so the graph's logits give it too), and --fail-under gates
+    it the same way."""
+    run, out, _ = gpt2_onnx
+    data = reviews[1]
+    scored = [run_cli("eval", str(folder), "--data", str(data), "--json", *extra, env=ONE_THREAD)
+              for folder, extra in ((run, ["--precision", "fp32"]), (out, []))]
+    assert all(r.exit_code == EXIT_OK for r in scored), [r.stderr[-2000:] for r in scored]
+    from_run, from_onnx = (r.json() for r in scored)
+    assert from_onnx["precision"] == "fp32" and from_onnx["samples"] == 96
+    assert {"loss", "accuracy"} <= from_onnx["metrics"].keys()
+    assert from_onnx["metrics"] == pytest.approx(from_run["metrics"], abs=1e-5)
+    failed = run_cli("eval", str(out), "--data", str(data), "--fail-under", "accuracy=1.01", env=ONE_THREAD)
+    assert failed.exit_code == EXIT_GATE, failed.stderr
+    refused = run_cli("eval", str(out), "--data", str(data), "--precision", "bf16", env=ONE_THREAD)
+    assert refused.exit_code == EXIT_USAGE and "an ONNX export computes in fp32" in refused.stderr
 
 
 @pytest.mark.slow

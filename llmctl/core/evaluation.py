@@ -106,6 +106,12 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
             return evaluate_choices(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                     batch_size=batch_size, device=dev, precision=precision or "auto")
     model_dir = find_model_dir(model_path)
+    from llmctl.onnx_model import check_run_options, is_onnx_export
+
+    onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime on the CPU, fp32
+    if onnx:
+        check_run_options(device, precision)
+        dev, precision = "cpu", "fp32"
     quiet_libraries()
     task, config = task_for_model(model_dir, recipe)
     data_cfg, spec = eval_spec(task.data_cfg, data, split, max_samples)
@@ -121,7 +127,12 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     model_cfg = ModelConfig(name_or_path=str(model_dir))
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
     features = tell(task.featurize(eval_split, tokenizer))  # before the model: data errors surface first
-    model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir))
+    if onnx:
+        from llmctl.onnx_model import OnnxModel
+
+        model = OnnxModel(model_dir)  # logits only: a loss only from tasks that compute it from them
+    else:
+        model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir))
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path)), "precision": resolved}
