@@ -12,17 +12,15 @@ from typing import Callable
 
 
 def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp32") -> tuple[list[str], Callable]:
-    """Apply every speed-up that fits `model`, trained in `precision`. Returns the names of those applied (the run's
-    environment.json records them) and `attach(optimizer)`, to call once the optimizer
-    exists: the seen-rows embedding needs a step hook on it."""
+    """Apply every speed-up that fits `model`, trained in `precision`. Returns the names of those
+    applied (the run's environment.json records them) and `attach(optimizer)`, to call once the
+    optimizer exists: the seen-rows embedding needs a step hook on it."""
     if os.environ.get("LLMCTL_CPU_SPEEDUPS", "1") == "0":
         return [], lambda optimizer: None
-    import torch
-
     from llmctl.train.attention import use_fast_attention
     from llmctl.train.dropout import use_fast_dropout
     from llmctl.train.first_token import compute_first_position_only
-    from llmctl.train.frozen_weights import cast_frozen_linears
+    from llmctl.train.frozen_weights import store_frozen_linears_in_bf16
     from llmctl.train.labelled_positions import finish_labelled_positions_only
     from llmctl.train.learned_tokens import project_learned_tokens_only
     from llmctl.train.masked_positions import predict_masked_positions_only
@@ -38,9 +36,7 @@ def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp
         "labelled_positions_only": finish_labelled_positions_only(model),
         "masked_positions_only": predict_masked_positions_only(model),
         "learned_tokens_only": project_learned_tokens_only(model),
-        # T5 casts its activations to its wo weight's dtype itself: keep its weights as they are
-        "frozen_weights_bf16": (precision == "bf16" and not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
-                                and cast_frozen_linears(model, torch.bfloat16) > 0),
+        "frozen_weights_bf16": precision == "bf16" and store_frozen_linears_in_bf16(model),
         "seen_embedding_rows": seen is not None,
     }
 
