@@ -139,6 +139,21 @@ def test_a_text_file_streams_to_the_whole_read_features(text_split, tmp_path, gp
         assert row_location(str(spec), 12, True) == f"{tmp_path / 'a.txt'}:{line}" and line > 13
 
 
+def test_a_corrupt_compressed_text_file_is_one_line_while_streaming(tmp_path, gpt2_tokenizer, monkeypatch):
+    import gzip
+
+    from llmctl.errors import DataError
+    from llmctl.tasks import causal_lm_file
+
+    whole = gzip.compress("".join(r["text"] + "\n" for r in corpus(400, seed=5)).encode())
+    path = tmp_path / "cut.txt.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])  # a download that stopped part-way
+    monkeypatch.setattr(causal_lm_file, "CHUNK_ROWS", 7)
+    with pytest.raises(DataError) as error:
+        featurize(path, gpt2_tokenizer, packing=True, max_length=16)
+    assert f"{path} is not a readable gzip file" in str(error.value)
+
+
 def streamed_split_cfg(text_split):
     from llmctl.tasks.causal_lm import CausalLMData
 

@@ -265,7 +265,7 @@ def iter_table(path: Path, key: str, columns: list[str], column_names: list[str]
     if fmt == "jsonl":
         return _iter_jsonl(path, key, columns, chunk_rows, limit)
     if fmt == "txt":
-        return ["text"], _iter_text(path, files, key, columns, chunk_rows, limit, text_split)
+        return ["text"], _iter_text(path, key, columns, chunk_rows, limit, text_split)
     if fmt not in ("csv", "tsv", "parquet"):
         frame = read_table(path, key, column_names, text_split, nested=True)
         frame = frame if limit is None else frame.iloc[:limit]
@@ -354,13 +354,20 @@ def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None
     """Lists of at most `chunk_rows` objects from JSON-lines file(s), read line by line so a file
     is never whole in memory. Blank lines are skipped, as read_table skips them; errors name the
     file, line and column as read_table's do."""
+    return _iter_rows(path, key, chunk_rows, limit, lambda file, part: _jsonl_rows(file, key, part))
+
+
+def _iter_rows(path: Path, key: str, chunk_rows: int, limit: int | None, rows_of):
+    """Lists of at most `chunk_rows` rows of the split's file(s), `rows_of(file, part)` giving one
+    file's rows line by line (and recording their lines in `part` for row_location); a corrupt
+    compressed file is one line naming it, as in read_table."""
     files = _existing_files(path, key)
     parts, rows, seen = start(str(path)), [], 0
     for file in files:
         part = Part(str(file), seen)
         parts.append(part)
         try:
-            for row in _jsonl_rows(file, key, part):
+            for row in rows_of(file, part):
                 if limit is not None and seen >= limit:
                     break
                 rows.append(row)
@@ -378,28 +385,12 @@ def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None
         yield rows
 
 
-def _iter_text(path: Path, files: list[Path], key: str, columns: list[str], chunk_rows: int, limit: int | None,
-               text_split: str):
-    """iter_table for .txt: the one `text` column, `chunk_rows` lines (or paragraphs) at a time,
-    file after file, each row's line recorded for row_location as the whole read does."""
-    import itertools
-
+def _iter_text(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None, text_split: str):
+    """iter_table for .txt: the one `text` column, `chunk_rows` lines (or paragraphs) at a time."""
     import pandas as pd
 
-    parts = start(str(path))
-
-    def rows():
-        seen = 0
-        for file in files:
-            part = Part(str(file), seen)
-            parts.append(part)
-            for text in _text_rows(file, key, text_split, part):
-                seen += 1
-                yield text
-
-    pending = rows() if limit is None else itertools.islice(rows(), limit)
-    while chunk := list(itertools.islice(pending, chunk_rows)):
-        yield pd.DataFrame({"text": chunk} if "text" in columns else {}, dtype=object)
+    for texts in _iter_rows(path, key, chunk_rows, limit, lambda file, part: _text_rows(file, key, text_split, part)):
+        yield pd.DataFrame({"text": texts} if "text" in columns else {}, dtype=object)
 
 
 def _iter_jsonl(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None):
