@@ -222,7 +222,10 @@ def save_adapter(model, directory: Path, state_dict: dict | None = None) -> None
     """adapter_config.json + adapter_model.safetensors, and the base config (labels, pad id) that
     eval / predict read to rebuild the task. `state_dict`: the whole model's, gathered from the
     shards under FSDP (peft picks the adapter's tensors out of it)."""
-    model.save_pretrained(directory, **({"state_dict": state_dict} if state_dict is not None else {}))
+    # llmctl never resizes the vocabulary, so the base's embedding table never travels with the
+    # adapter; peft's "auto" would look for the base's config.json to check, and warn for a GGUF base.
+    model.save_pretrained(directory, save_embedding_layers=False,
+                          **({"state_dict": state_dict} if state_dict is not None else {}))
     model.get_base_model().config.save_pretrained(directory)
 
 
