@@ -39,6 +39,7 @@ RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old"
     "train_log.jsonl", "diagnostics.json", "trackers", "curves.png", "confusion_matrix.png", "entity_f1.png",
     "qa_answerable.png"}
 MODES = ("fresh", "resume", "overwrite")
+ENV_LIMIT = 1 << 20  # environment.json is a few KB; a bigger one was not written by llmctl
 
 
 class RunDir:
@@ -134,15 +135,21 @@ class RunDir:
         return {p.name for p in self.path.iterdir()} - {"run.lock"}
 
     def is_ours(self) -> bool:
-        """environment.json with llmctl's version in it: written by every run right after it starts."""
+        """environment.json with llmctl's version in it: written by every run right after it starts.
+        A link or an outsized file is not llmctl's (and is not read: it may point at /dev/zero)."""
+        env = self.path / "environment.json"
         try:
-            return "llmctl" in json.loads((self.path / "environment.json").read_text()).get("packages", {})
-        except (OSError, ValueError, AttributeError):
+            if env.is_symlink() or not env.is_file() or env.stat().st_size > ENV_LIMIT:
+                return False
+            return "llmctl" in json.loads(env.read_text()).get("packages", {})
+        except (OSError, ValueError, AttributeError, TypeError):
             return False
 
     def first_argv(self) -> list | None:
         """The command that started this run, as its environment.json remembers it (a resume rewrites
         argv with its own command line)."""
+        if not self.is_ours():
+            return None
         try:
             env = json.loads((self.path / "environment.json").read_text())
         except (OSError, ValueError):
@@ -158,16 +165,16 @@ class RunDir:
         names = self.entries()
         if not names:
             return
+        for link in self.links():  # first: is_ours() must not read environment.json through a link
+            raise UsageError(
+                f"--resume: {link} is a symbolic link; llmctl never writes through a link in a run directory.",
+                "Replace it with a copy of the file it points to (or remove it), then rerun.",
+            )
         if not self.is_ours():
             raise UsageError(
                 f"--resume: {self.path} is not an llmctl run directory (no environment.json written by llmctl), "
                 "so nothing in it is touched.",
                 "Choose another --output-dir; llmctl only resumes runs it made.",
-            )
-        for link in self.links():
-            raise UsageError(
-                f"--resume: {link} is a symbolic link; llmctl never writes through a link in a run directory.",
-                "Replace it with a copy of the file it points to (or remove it), then rerun.",
             )
         if recipe_file is not None and _inside(Path(recipe_file), self.path):
             raise UsageError(
