@@ -5,12 +5,16 @@ Points production code reports:
     hook("step", rank=, epoch=, step=, indices=)  after each optimizer step, before any checkpoint
     hook("eval", rank=, step=)                    before each batch of an evaluation during training
     hook("write", step=, name=)                   before writing a checkpoint file, the best model
-                                                  (name "model/") or a feature-cache entry ("cache/")
+                                                  (name "model/") or a feature-cache entry ("cache/");
+                                                  step 0, name "run.lock": before finetune opens the
+                                                  run directory (everything has loaded)
 
 What the variables make of them:
     LLMCTL_FAULT=pause@7                     after optimizer step 7, sleep until killed
     LLMCTL_FAULT=pause@4:model.safetensors   inside the step-4 checkpoint save, sleep before that file
     LLMCTL_FAULT=enospc@4:model.safetensors  that file's write fails with ENOSPC (disk full)
+    LLMCTL_FAULT=pause@0:run.lock            stop before taking the run directory; with
+    LLMCTL_FAULT_UNTIL=PATH                  any pause goes on once PATH exists (two runs made to race)
     LLMCTL_FAULT=enospc@10:model/            saving the best model at step 10 fails the same way
     LLMCTL_FAULT=sigterm@3                   after step 3, the rank-0 process sends itself SIGTERM
     LLMCTL_FAULT=sigint@5:eval               ... SIGINT, before the first batch of the step-5 evaluation
@@ -64,8 +68,9 @@ def _fault() -> tuple[str, int, str | None] | None:
 
 def _pause(what: str) -> None:
     print(f"llmctl-fault: paused {what}", file=sys.stderr, flush=True)
-    while True:  # until the test kills us
-        time.sleep(60)
+    until = os.environ.get("LLMCTL_FAULT_UNTIL")
+    while not (until and os.path.exists(until)):  # until the test kills us, or lets us go on
+        time.sleep(0.1 if until else 60)
 
 
 def _trace(path: str, rank: int, epoch: int, step: int, indices: list) -> None:

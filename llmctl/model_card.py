@@ -43,10 +43,10 @@ def write_model_card(run_dir: Path, model_dir: Path | None = None, saved_at: dic
 
         warn(f"no model card written to {model_dir / CARD}: {exc}")
         return None
+    from llmctl.files import replace_file
+
     path = model_dir / CARD
-    tmp = model_dir / f".{CARD}.tmp"
-    tmp.write_text(str(card), encoding="utf-8")
-    tmp.replace(path)
+    replace_file(path, str(card))
     return path
 
 

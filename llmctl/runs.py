@@ -28,7 +28,7 @@ from pathlib import Path
 
 from llmctl import faults
 from llmctl.errors import UsageError
-from llmctl.files import disk_full
+from llmctl.files import append_line, disk_full, replace_file
 
 MODEL_DIR = "model"
 TASK_FILE = "llmctl.json"
@@ -39,28 +39,33 @@ RUN_ENTRIES = OUR_FILES | {MODEL_DIR, MODEL_DIR + ".partial", MODEL_DIR + ".old"
     "train_log.jsonl", "diagnostics.json", "trackers", "curves.png", "confusion_matrix.png", "entity_f1.png",
     "qa_answerable.png"}
 MODES = ("fresh", "resume", "overwrite")
+ENV_LIMIT = 1 << 20  # environment.json is a few KB; a bigger one was not written by llmctl
 
 
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_handle = None
+        self._seen = None  # what check() saw, compared again under the lock by open()
 
     model = property(lambda self: self.path / MODEL_DIR)
     checkpoints = property(lambda self: self.path / "checkpoints")
     metrics_log = property(lambda self: self.path / "metrics.jsonl")
 
-    def check(self, mode: str, force: bool = False, inputs: dict[str, Path] | None = None) -> None:
+    def check(self, mode: str, force: bool = False, inputs: dict[str, Path] | None = None,
+              recipe_file: Path | None = None) -> None:
         """Every refusal about the run directory, before any data or model loads; changes nothing.
 
         fresh: the directory must be missing or empty; resume: see check_resume; overwrite: only a
-        directory llmctl made, and never one that holds this run's own model or data (`inputs`:
-        what -> path, e.g. {"model.name_or_path": Path("runs/x/model")})."""
+        directory llmctl made, and never one that holds this run's own model, data or recipe (`inputs`:
+        what -> path, e.g. {"model.name_or_path": Path("runs/x/model")}). What it saw is compared
+        again by open(), under the lock: another run may have used the directory meanwhile."""
         assert mode in MODES, mode
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"Output directory {self.path} is a file, not a directory.",
                              "Choose another --output-dir (or output_dir in the recipe).")
         self.ensure_free()
+        self._seen = self._state()
         if not self.entries():
             return
         if mode == "fresh":
@@ -69,8 +74,10 @@ class RunDir:
                 "Pass --resume to continue it, --overwrite to replace it, or --output-dir for a new one.",
             )
         if mode == "resume":
-            self.check_resume(force)
+            self.check_resume(force, recipe_file)
             return
+        if recipe_file is not None:
+            inputs = (inputs or {}) | {"recipe file": Path(recipe_file)}
         if not self.is_ours():
             raise UsageError(
                 f"--overwrite: {self.path} is not an llmctl run directory (no environment.json written by llmctl), "
@@ -87,7 +94,8 @@ class RunDir:
                 )
 
     def open(self, mode: str, is_main: bool, resume_from: Path | None = None) -> None:
-        """Make the directory this run's: create it, take the lock, and for overwrite remove what an
+        """Make the directory this run's: create it, take the lock, check that the directory is still
+        what check() saw (else exit 2, nothing written), and for overwrite remove what an
         earlier run wrote; for resume, remove partial checkpoints and forget the evaluations logged
         after `resume_from` (all of them when starting afresh), which the run redoes. Called once,
         after every check (recipe, data, model) has passed, so a failed start leaves nothing behind."""
@@ -95,11 +103,21 @@ class RunDir:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
+        try:
+            self._recheck()
+        except UsageError:
+            self.unlock()  # the directory is another run's now: leave it, run.lock included, as it is
+            raise
+        self._write_pid()
         if mode == "overwrite":
             for child in self.path.iterdir():
                 if child.name != "run.lock" and (child.name in RUN_ENTRIES or _our_temp_file(child.name)):
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                    _remove(child)
         if mode == "resume":
+            # Training continues from here: a finished run's final record (metrics.json, which
+            # `runs list` reads as "finished" and `runs compare` gates on) no longer describes
+            # model/, so it goes before anything else changes; the run writes a new one at its end.
+            (self.path / "metrics.json").unlink(missing_ok=True)
             remove_partial_checkpoints(self.checkpoints)
             step = checkpoint_step(resume_from) if resume_from is not None else 0
             self._truncate_log_after(self.metrics_log, step)
@@ -117,22 +135,51 @@ class RunDir:
         return {p.name for p in self.path.iterdir()} - {"run.lock"}
 
     def is_ours(self) -> bool:
-        """environment.json with llmctl's version in it: written by every run right after it starts."""
+        """environment.json with llmctl's version in it: written by every run right after it starts.
+        A link or an outsized file is not llmctl's (and is not read: it may point at /dev/zero)."""
+        env = self.path / "environment.json"
         try:
-            return "llmctl" in json.loads((self.path / "environment.json").read_text()).get("packages", {})
-        except (OSError, ValueError, AttributeError):
+            if env.is_symlink() or not env.is_file() or env.stat().st_size > ENV_LIMIT:
+                return False
+            return "llmctl" in json.loads(env.read_text()).get("packages", {})
+        except (OSError, ValueError, AttributeError, TypeError):
             return False
 
-    def check_resume(self, force: bool) -> None:
+    def first_argv(self) -> list | None:
+        """The command that started this run, as its environment.json remembers it (a resume rewrites
+        argv with its own command line)."""
+        if not self.is_ours():
+            return None
+        try:
+            env = json.loads((self.path / "environment.json").read_text())
+        except (OSError, ValueError):
+            return None
+        first = env.get("first_argv") or env.get("argv") if isinstance(env, dict) else None
+        return first if isinstance(first, list) else None
+
+    def check_resume(self, force: bool, recipe_file: Path | None = None) -> None:
         """`--resume [auto]` continues a run of ours or starts one in an empty place; it never
-        retrains a finished run (unless forced) nor writes into a directory llmctl did not make."""
+        retrains a finished run (unless forced), never writes into a directory llmctl did not make
+        (files named like ours are not enough: another tool's checkpoints/ and metrics.jsonl, a
+        hand-written recipe.yaml), nor through a symbolic link, nor over the recipe it reads."""
         names = self.entries()
         if not names:
             return
-        if not names & OUR_FILES:
+        for link in self.links():  # first: is_ours() must not read environment.json through a link
             raise UsageError(
-                f"{self.path} is not an llmctl run directory (no recipe.yaml, checkpoints/ or run.lock).",
-                "--resume will not write into it; choose another --output-dir.",
+                f"--resume: {link} is a symbolic link; llmctl never writes through a link in a run directory.",
+                "Replace it with a copy of the file it points to (or remove it), then rerun.",
+            )
+        if not self.is_ours():
+            raise UsageError(
+                f"--resume: {self.path} is not an llmctl run directory (no environment.json written by llmctl), "
+                "so nothing in it is touched.",
+                "Choose another --output-dir; llmctl only resumes runs it made.",
+            )
+        if recipe_file is not None and _inside(Path(recipe_file), self.path):
+            raise UsageError(
+                f"--resume: the recipe {recipe_file} lives inside the run directory {self.path}, which the run rewrites.",
+                "Copy the recipe out of the run directory and pass the copy.",
             )
         if (self.path / "metrics.json").is_file() and not force:
             raise UsageError(
@@ -146,21 +193,68 @@ class RunDir:
         if os.environ.get("RANK", "0") == "0" and lock_held(self.path):
             raise _busy(self.path)
 
+    def links(self) -> list[Path]:
+        """Symbolic links where a run writes (a run never makes one): its entries and checkpoints."""
+        found = [self.path / name for name in sorted(RUN_ENTRIES) if (self.path / name).is_symlink()]
+        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
+            found += sorted(p for p in self.checkpoints.iterdir() if p.is_symlink())
+        return found
+
     def lock(self) -> None:
+        """Take run.lock (flock; the file's content is written by open() once the directory is ours).
+        A link at run.lock is replaced, never opened: the lock file must be the run's own."""
         if self._lock_handle is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / "run.lock", "a+")
+        lock_file = self.path / "run.lock"
+        if lock_file.is_symlink():
+            lock_file.unlink()  # the link only; an llmctl process never locks through one (O_NOFOLLOW)
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:  # ELOOP: a link planted again in between
+            raise UsageError(f"Cannot take the lock {lock_file}: {exc.strerror}.",
+                             "Remove that file (a run directory holds no links), then rerun.") from None
+        handle = os.fdopen(fd, "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise _busy(self.path) from None
+        self._lock_handle = handle
+
+    def _write_pid(self) -> None:
+        handle = self._lock_handle
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        self._lock_handle = handle
+
+    def _state(self) -> dict:
+        """The directory as check() judged it: each entry's type, identity, size and time (lstat, so
+        a link put in place of a file counts as a change), and the checkpoint folders; {} when it is
+        missing or holds only run.lock."""
+        seen = {}
+        if not self.path.is_dir():
+            return seen
+        for entry in self.path.iterdir():
+            if entry.name != "run.lock":
+                st = entry.lstat()
+                seen[entry.name] = (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
+            seen["checkpoints/"] = sorted(p.name for p in self.checkpoints.iterdir())
+        return seen
+
+    def _recheck(self) -> None:
+        """Under the lock: is the directory still what check() approved? Two runs started on one new
+        directory both pass check() while loading; the slower must not take over what the faster made."""
+        if self._seen is None or self._state() == self._seen:
+            return
+        raise UsageError(
+            f"Run directory {self.path} changed while this run was starting (another llmctl run wrote to it); "
+            "this run wrote nothing.",
+            f"Look at it with `llmctl runs show {self.path}`, then rerun with --resume, --overwrite or another "
+            "--output-dir.",
+        )
 
     def unlock(self) -> None:
         if self._lock_handle is not None:
@@ -169,22 +263,31 @@ class RunDir:
             self._lock_handle = None
 
     def write_json(self, name: str, data) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.path / name)
+        replace_file(self.path / name, json.dumps(data, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        replace_file(self.path / name, text)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.metrics_log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.metrics_log, json.dumps(record))
 
     @staticmethod
     def _truncate_log_after(log: Path, step: int) -> None:
-        """Forget what a log (metrics.jsonl, train_log.jsonl) says about steps the resumed run redoes."""
-        if not log.is_file():
+        """Forget what a log (metrics.jsonl, train_log.jsonl) says about steps the resumed run redoes.
+        A line that does not parse (the half-written last line of a killed run) is dropped, as
+        `runs show` skips it, rather than failing the resume."""
+        if not log.is_file() or log.is_symlink():
             return
-        lines = [l for l in log.read_text().splitlines() if l.strip()]
-        keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
-        log.write_text("".join(l + "\n" for l in keep))
+        keep = []
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) \
+                    and record.get("step", 0) <= step:
+                keep.append(line)
+        replace_file(log, "".join(line + "\n" for line in keep))
 
     def save_model(self, model, tokenizer, task_meta: dict, info: dict, state_dict: dict | None = None) -> None:
         """save_pretrained into model.partial, then swap it in: the old best survives a failed save.
@@ -195,7 +298,7 @@ class RunDir:
         from llmctl.model_card import write_model_card
 
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove(partial, missing_ok=True)  # a link there is removed, never written through
         try:
             faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
             if hasattr(model, "peft_config"):  # a LoRA run: the adapter (and head), not the whole model
@@ -258,9 +361,10 @@ def remove_partial_checkpoints(root: Path) -> list[Path]:
 def lock_held(run_dir: Path) -> bool:
     """Whether a live process holds run_dir/run.lock (the kernel drops the lock when its holder
     dies, so a stale file reads as free). A probe: the file is left as it is, and a free lock is
-    held only for the instant between taking and releasing it."""
+    held only for the instant between taking and releasing it. A link at run.lock is not followed
+    (no llmctl process locks through one)."""
     try:
-        handle = open(Path(run_dir) / "run.lock", "rb")
+        handle = os.fdopen(os.open(Path(run_dir) / "run.lock", os.O_RDONLY | os.O_NOFOLLOW), "rb")
     except OSError:
         return False
     with handle:
@@ -275,6 +379,21 @@ def lock_held(run_dir: Path) -> bool:
 def _busy(path: Path) -> UsageError:
     return UsageError(f"Run directory {path} is in use by another llmctl process.",
                       "Wait for it to finish or choose another --output-dir.")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    where, root = path.expanduser().resolve(), root.expanduser().resolve()
+    return where == root or root in where.parents
+
+
+def _remove(path: Path, missing_ok: bool = False) -> None:
+    """Remove a file, a folder or a link (the link only, never what it points to)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    elif not missing_ok:
+        raise FileNotFoundError(path)
 
 
 def _our_temp_file(name: str) -> bool:

@@ -203,9 +203,9 @@ def test_resume_auto_refuses_finished_and_foreign_directories(tmp_path, finished
     (foreign / "holiday.jpg").write_bytes(b"\xff\xd8 not really")
     refused = run_cli("finetune", str(recipe), "--output-dir", str(foreign), "--resume", "auto")
     assert refused.exit_code == EXIT_USAGE
-    assert error_lines(refused.stderr) == [f"error: {foreign} is not an llmctl run directory (no recipe.yaml, "
-                                           "checkpoints/ or run.lock). --resume will not write into it; choose "
-                                           "another --output-dir."]
+    assert error_lines(refused.stderr) == [f"error: --resume: {foreign} is not an llmctl run directory (no "
+                                           "environment.json written by llmctl), so nothing in it is touched. "
+                                           "Choose another --output-dir; llmctl only resumes runs it made."]
     assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
     # `auto` is the only word allowed after the recipe.
     stray = run_cli("finetune", str(recipe), "auto")

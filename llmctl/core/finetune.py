@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+from llmctl import faults
 from llmctl.errors import Interrupted, UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
 from llmctl.model_card import rewrite_model_card
@@ -33,7 +34,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
     mode = "resume" if resume else "overwrite" if overwrite else "fresh"
     run = RunDir(Path(recipe.output_dir))
-    run.check(mode, force=force_resume, inputs=_local_inputs(recipe))  # refusals only; nothing written yet
+    # refusals only; nothing written yet (open() checks again, under the lock, that nothing changed)
+    run.check(mode, force=force_resume, inputs=_local_inputs(recipe), recipe_file=_recipe_file(recipe))
     tracking.check_installed(recipe.train.report_to)
     dev = device_type(device)
 
@@ -108,7 +110,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
         speedups, attach_to_optimizer = speed_up_cpu_training(model.get_base_model() if lora else model,
                                                               train_features, tokenizer, precision)
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
-    run_print = fingerprint(recipe, train_features)
+    run_print = fingerprint(recipe, train_features, eval_features, _test_file(recipe))
     if resume_from is not None:
         _check_resumable(resume_from, run_print, force_resume)
 
@@ -122,17 +124,23 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     # 4. Every check has passed and the model is loaded: only now is the directory created,
     # or cleared for --overwrite, so a start that fails leaves nothing behind.
+    faults.hook("write", step=0, name="run.lock")  # tests make two starts race here
     run.open(mode, is_main=accelerator.is_main_process, resume_from=resume_from)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         from llmctl.config.load import recipe_to_yaml
 
-        (run.path / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-        run.write_json("environment.json", environment(str(accelerator.device), accelerator.num_processes)
+        # environment.json first: it is what marks the directory as llmctl's (for --resume and
+        # --overwrite), so a run killed right after starting can still be resumed.
+        env = environment(str(accelerator.device), accelerator.num_processes)
+        # argv: the latest command (a resume's); first_argv: the command that started the run.
+        env["first_argv"] = (run.first_argv() if mode == "resume" else None) or env["argv"]
+        run.write_json("environment.json", env
                        | {"precision": precision, "cpu_speedups": speedups,
                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
                        | _distributed_info(accelerator, sharded, dev)
                        | ({"peft": lora, "cpu_speedups_note": LORA_SPEEDUPS_NOTE} if lora else {}))
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
     if lora:
@@ -214,6 +222,19 @@ def _local_inputs(recipe) -> dict[str, Path]:
     if Path(recipe.model.name_or_path).expanduser().exists():
         found["model (model.name_or_path)"] = Path(recipe.model.name_or_path)
     return found
+
+
+def _recipe_file(recipe) -> Path | None:
+    """The recipe's own file, which --resume and --overwrite must not rewrite or delete."""
+    source = getattr(recipe, "_source", None)
+    return Path(source) if source and Path(source).is_file() else None
+
+
+def _test_file(recipe) -> Path | None:
+    """data.test as a local file: its bytes go into the resume fingerprint (the test split is only
+    tokenized at the end, so there are no features to hash when the run resumes)."""
+    spec = getattr(recipe.data, "test", None)
+    return Path(spec).expanduser() if spec and Path(spec).expanduser().is_file() else None
 
 
 def _check_metric_for_best(recipe, task) -> None:
@@ -321,3 +342,8 @@ def _check_resumable(checkpoint: Path, current: dict, force: bool) -> None:
             f"Cannot resume from {checkpoint}: the run has changed since it was written:\n  " + "\n  ".join(changed),
             "\nRestore the original settings, start a new run with --output-dir, or pass --force-resume to continue anyway.",
         )
+    if changed:
+        from llmctl.console import warn
+
+        # Forced on: say what differs, since best-model selection may now compare two validation sets.
+        warn(f"--force-resume: continuing {checkpoint} though " + "; ".join(changed) + ".")

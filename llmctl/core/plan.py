@@ -17,7 +17,7 @@ from llmctl.errors import UsageError
 
 def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
             force_resume: bool = False) -> tuple:
-    from llmctl.core.finetune import _check_max_length, _check_metric_for_best, _local_inputs
+    from llmctl.core.finetune import _check_max_length, _check_metric_for_best, _local_inputs, _recipe_file
     from llmctl.devices import device_type
     from llmctl.doctor.run import diagnose_with_context, processes
     from llmctl.models import check_head_size, check_source
@@ -30,7 +30,8 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     dev = device_type(device)
     refused = None
     try:
-        RunDir(Path(recipe.output_dir)).check(mode, force=force_resume, inputs=_local_inputs(recipe))
+        RunDir(Path(recipe.output_dir)).check(mode, force=force_resume, inputs=_local_inputs(recipe),
+                                              recipe_file=_recipe_file(recipe))
     except UsageError as exc:
         refused = str(exc)
     report, ctx = diagnose_with_context(recipe)

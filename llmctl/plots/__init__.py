@@ -15,8 +15,8 @@ so a reader never sees half a PNG.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 TASK_PICTURES = {"classification": "confusion_matrix.png", "ner": "entity_f1.png", "qa": "qa_answerable.png"}
@@ -56,10 +56,12 @@ def draw_run(run_dir: Path, diagnostics: dict | None = None, metric_for_best: st
 def save(figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from llmctl.files import replace_file
+
     FigureCanvasAgg(figure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    replace_file(path, png.getvalue())  # never through a link planted at the picture's name
     return path
 
 

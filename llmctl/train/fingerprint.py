@@ -1,6 +1,8 @@
-"""What a checkpoint must match to be resumed: the recipe, the training data, the libraries.
+"""What a checkpoint must match to be resumed: the recipe, the training, validation and test data,
+the libraries.
 
-A resumed run only continues the original if all three are the same; otherwise the
+A resumed run only continues the original if all are the same (a changed validation file would
+make best-model selection compare metrics of two validation sets); otherwise the
 "resumed" weights would silently mix two different runs. Settings that do not change
 the training trajectory (logging, checkpoint cadence, eval batch size) may differ.
 """
@@ -25,17 +27,32 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return flat
 
 
-def fingerprint(recipe, train_features) -> dict:
+def fingerprint(recipe, train_features, eval_features=None, test_file=None) -> dict:
+    """`eval_features`: the tokenized validation split; `test_file`: data.test when it is a local
+    file (its bytes: the test split is tokenized only after training)."""
     from importlib.metadata import version
 
+    from llmctl.files import file_sha256
+
+    recipe_flat = {k: v for k, v in flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
+    found = {"recipe": recipe_flat, "data_sha256": features_sha256(train_features),
+             "versions": {name: version(name) for name in LIBRARIES}}
+    if eval_features is not None:
+        found["validation_sha256"] = features_sha256(eval_features)
+    if test_file is not None:
+        found["test_sha256"] = file_sha256(test_file)
+    return found
+
+
+def features_sha256(features) -> str:
     import numpy as np
 
     from llmctl.data.store import Ragged
 
     digest = hashlib.sha256()
-    for name in sorted(train_features.columns):
+    for name in sorted(features.columns):
         digest.update(name.encode())
-        column = train_features.columns[name]
+        column = features.columns[name]
         if isinstance(column, Ragged):  # values as int64, so the narrow storage type never matters
             _update(digest, column.values, np.int64)
             _update(digest, column.offsets, np.int64)
@@ -43,9 +60,7 @@ def fingerprint(recipe, train_features) -> dict:
             _update(digest, column, np.float64 if column.dtype.kind == "f" else np.int64)
         else:
             digest.update(json.dumps(column, separators=(",", ":")).encode())
-    recipe_flat = {k: v for k, v in flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
-    return {"recipe": recipe_flat, "data_sha256": digest.hexdigest(),
-            "versions": {name: version(name) for name in LIBRARIES}}
+    return digest.hexdigest()
 
 
 def _update(digest, array, dtype) -> None:
@@ -68,6 +83,10 @@ def differences(saved: dict, current: dict) -> list[str]:
             lines.append(f"{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} now")
     if saved.get("data_sha256") != current["data_sha256"]:
         lines.append("the training data (tokenized) differs from the checkpoint's")
+    # Checkpoints written before these keys existed are not refused for lacking them.
+    for key, what in (("validation_sha256", "the validation data (tokenized)"), ("test_sha256", "the test data file")):
+        if key in saved and saved[key] != current.get(key):
+            lines.append(f"{what} differs from the checkpoint's")
     for name, was in saved.get("versions", {}).items():
         if current["versions"].get(name) != was:
             lines.append(f"{name} {was} in the checkpoint, {current['versions'].get(name)} now")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from llmctl.errors import UsageError
 from llmctl.events import Evaluated, Progress, Stopped
+from llmctl.files import append_line, replace_file
 
 TRACKERS_DIR = "trackers"
 TRAIN_LOG = "train_log.jsonl"
@@ -116,7 +117,7 @@ class RunTracking:
         if accelerator.is_main_process:
             if "mlflow" in names:
                 ids["mlflow"] = accelerator.get_tracker("mlflow", unwrap=True).info.run_id
-            ids_file.write_text(json.dumps(ids, indent=2) + "\n")
+            replace_file(ids_file, json.dumps(ids, indent=2) + "\n")
         return tracking
 
     def record(self, event) -> None:
@@ -124,8 +125,7 @@ class RunTracking:
             values = {"loss": event.loss, "learning_rate": event.learning_rate,
                       "samples_per_second": event.samples_per_second, "epoch": event.epoch}
             if self.main:
-                with open(self.run_dir / TRAIN_LOG, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"step": event.step} | values) + "\n")
+                append_line(self.run_dir / TRAIN_LOG, json.dumps({"step": event.step} | values))
             self._log({f"train/{k}": v for k, v in values.items()}, event.step)
         elif isinstance(event, Evaluated):
             self._log({f"eval/{k}": v for k, v in event.metrics.items()}, event.step)
@@ -214,6 +214,4 @@ def _wandb_options(folder: Path, run_id: str, run_dir: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(data, indent=2) + "\n")
