@@ -71,3 +71,35 @@ def test_chat_fine_tuning_data_refuses_a_template_that_runs_forever(tiny_models,
     result = run_cli("finetune", str(recipe), env=ONE_THREAD | {"LLMCTL_CACHE_DIR": str(tmp_path / "cache")},
                      timeout=300)
     assert_refused(result, 5, chat_budget_line(model), before)
+
+
+# -- a trained classifier shared by the tests that only read it --------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tiny_models, tmp_path_factory) -> Path:
+    from helpers import sentiment_rows, write_csv, write_recipe
+
+    tmp = tmp_path_factory.mktemp("run")
+    train = write_csv(tmp / "train.csv", sentiment_rows(16))
+    recipe = write_recipe(tmp / "r.yaml", tiny_models["bert"], train, None, tmp / "run")
+    result = run_cli("finetune", str(recipe), env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    return tmp / "run"
+
+
+# -- item 16: predict cuts an input to what max_length tokens can use, before tokenizing --------
+def test_predict_cuts_a_huge_line_before_tokenizing_it(run_dir, tmp_path):
+    words = "great awful film plot acting the a was".split()
+    long = " ".join(words[i * 7 % 8] for i in range(200_000))  # about 1 MB on one line
+    inputs = tmp_path / "in.txt"
+    inputs.write_text(f"{long}\n{long[:2000]}\n")
+    before = snapshot(tmp_path)
+    result = run_cli("predict", str(run_dir), "--input", str(inputs), env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    # max_length 32 x 100 characters a token can cover (an unknown word) x 2 = 6,400.
+    assert (f"cut 1 input(s) of {inputs} to their first 6,400 characters, more than the model's max_length "
+            "tokens can use (predictions echo the text as cut).") in result.stderr.splitlines()
+    cut, short = [json.loads(line) for line in result.stdout.splitlines()]
+    assert cut["sentence"] == long[:6400] and cut["line"] == 1
+    # The model read the same first 32 tokens of both: the same prediction.
+    assert (cut["label"], cut["scores"]) == (short["label"], short["scores"])
+    assert snapshot(tmp_path) == before

@@ -94,6 +94,12 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
 
     accelerator = None if onnx else make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
+    split, cut, budget = task.cut_inputs(split, tokenizer)
+    if cut:
+        from llmctl.console import note
+
+        note(f"cut {cut} input(s) of {where} to their first {budget:,} characters, more than the model's "
+             "max_length tokens can use (predictions echo the text as cut).")
     features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
     if onnx:
         from llmctl.onnx_model import OnnxModel
