@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from llmctl.errors import DataError
@@ -14,7 +13,9 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
     compressed too), or '-' for stdin (jsonl or plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
     note), so predictions carry it to be matched with their inputs."""
     if source == "-":
-        text, where = sys.stdin.read(), "<stdin>"
+        from llmctl.data.sources import read_stdin
+
+        text, where = read_stdin("--input"), "<stdin>"
         suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
     else:
         path = Path(source).expanduser()

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import read_text
+from llmctl.data.sources import read_stdin, read_text
 from llmctl.errors import DataError, LlmctlError, UsageError
 
 LINES, JSONL, TABLES = ("", ".txt", ".text"), (".jsonl", ".json"), (".csv", ".tsv", ".parquet")
@@ -47,7 +47,7 @@ def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> l
         stdin = stdin or sys.stdin
         if stdin.isatty():
             raise UsageError("No prompts.", "Pass PROMPT arguments, --file FILE, or pipe prompts into stdin.")
-        return parse_prompts(stdin.read(), "<stdin>", jsonl=None)
+        return parse_prompts(read_stdin("prompts", stdin), "<stdin>", jsonl=None)
     path = Path(file).expanduser()
     suffix = path.suffix.lower()
     if suffix in TABLES:
