@@ -37,14 +37,14 @@ def assert_refused(result, code: int, line: str, before: dict[Path, bytes]) -> N
 
 
 def hanging_chat_model(tiny_models, dest: Path) -> Path:
-    """The tiny llama with a chat template of two nested range(100000) loops (10^10 steps)."""
+    """The tiny llama with a chat template of two nested range(100000) loops (10^10 steps, hours)."""
     shutil.copytree(tiny_models["llama"], dest)
     (dest / "chat_template.jinja").write_text(CHAT_HANG + "{% for m in messages %}{{ m['content'] }}{% endfor %}")
     return dest
 
 
 def chat_budget_line(model: Path) -> str:
-    return (f"error: the chat template of '{model}' ran past 2,000,000 template steps rendering one conversation "
+    return (f"error: the chat template of '{model}' ran past 10 seconds rendering one conversation "
             "(a loop without end, or far too long); llmctl stopped it. Fix the template (chat_template.jinja or "
             "tokenizer_config.json's chat_template) or use another model.")
 
