@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import ONE_THREAD, error_lines, run_cli
+from helpers import (ONE_THREAD, REPO, Result, cli_env, error_lines, run_cli, sentiment_rows, write_csv,
+                     write_recipe)
 
 CHAT_HANG = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 
@@ -76,8 +80,6 @@ def test_chat_fine_tuning_data_refuses_a_template_that_runs_forever(tiny_models,
 # -- a trained classifier shared by the tests that only read it --------------------------------
 @pytest.fixture(scope="module")
 def run_dir(tiny_models, tmp_path_factory) -> Path:
-    from helpers import sentiment_rows, write_csv, write_recipe
-
     tmp = tmp_path_factory.mktemp("run")
     train = write_csv(tmp / "train.csv", sentiment_rows(16))
     recipe = write_recipe(tmp / "r.yaml", tiny_models["bert"], train, None, tmp / "run")
@@ -108,11 +110,6 @@ def test_predict_cuts_a_huge_line_before_tokenizing_it(run_dir, tmp_path):
 # -- item 20: the exit codes of the README's table ------------------------------------------
 def run_with_stdin(args: list[str], stdin: Path):
     """The CLI with a file's raw bytes on stdin (run_cli sends text)."""
-    import subprocess
-    import sys
-
-    from helpers import REPO, Result, cli_env
-
     with open(stdin, "rb") as handle:
         proc = subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=REPO, env=cli_env(ONE_THREAD),
                               stdin=handle, capture_output=True, timeout=600)
@@ -171,8 +168,6 @@ def test_export_output_a_symlink_to_an_empty_folder(run_dir, tmp_path):
 
 
 def test_output_dir_a_dangling_symlink_is_refused_before_anything_loads(tiny_models, tmp_path):
-    from helpers import sentiment_rows, write_csv, write_recipe
-
     train = write_csv(tmp_path / "train.csv", sentiment_rows(8))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, None, tmp_path / "unused")
     (tmp_path / "out").symlink_to(tmp_path / "nowhere")
@@ -218,12 +213,6 @@ def test_predict_output_with_a_quoted_tilde_writes_to_home(run_dir, tmp_path):
 
 @pytest.mark.parametrize("command", ["predict", "generate", "eval"])
 def test_sigterm_is_exit_130_with_one_line(command, run_dir, tiny_models, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    from helpers import cli_env
-
     inputs = tmp_path / "in.txt"
     inputs.write_text("a great film\n")
     args = {"predict": ["predict", str(run_dir), "--input", str(inputs)],
@@ -239,15 +228,11 @@ def test_sigterm_is_exit_130_with_one_line(command, run_dir, tiny_models, tmp_pa
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    from helpers import Result
-
     assert_refused(Result(proc.returncode, out, err), 130, "error: interrupted by SIGTERM.", before)
     assert out == ""
 
 
 def test_feature_cache_write_on_a_full_disk_is_exit_1(tiny_models, tmp_path):
-    from helpers import sentiment_rows, write_csv, write_recipe
-
     train = write_csv(tmp_path / "train.csv", sentiment_rows(16))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, None, tmp_path / "run")
     cache = tmp_path / "cache"
