@@ -11,15 +11,22 @@ DIR is written under a temporary name and renamed into place when complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-from llmctl.errors import ModelError, UsageError
+from llmctl import faults
+from llmctl.errors import LlmctlError, ModelError, TrainingError, UsageError
+from llmctl.files import disk_full
 
 FORMATS = ("safetensors", "onnx")
 
 
 def check_output(output: Path) -> None:
+    if output.is_symlink():  # the folder is created by renaming a new one onto the path: never through a link
+        raise UsageError(f"--output {output} is a symlink (to {os.readlink(output)}); export writes a new directory "
+                         "and never writes through a link.",
+                         f"Give the folder itself (--output {output.resolve()}) or a new path.")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"--output {output} already exists and is not empty; export never overwrites.",
                          "Choose a new --output directory, or remove that one first.")
@@ -64,6 +71,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         tokenizer.save_pretrained(partial)
+        faults.hook("write", step=0, name="export/")  # test hook: the disk fills as the weights are written
         if fmt == "onnx":
             from llmctl.models import pad_with_eos
 
@@ -85,9 +93,16 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         if target.is_dir():
             target.rmdir()  # checked empty above
         partial.replace(target)
-    except OSError as exc:
-        raise ModelError(f"Could not write {target}: {exc.strerror or exc}.",
-                         "Check the path and free disk space.") from exc
+    except LlmctlError:
+        raise
+    except Exception as exc:
+        if disk_full(exc):  # safetensors says so as "os error 28", the ONNX exporter wraps it
+            raise TrainingError(f"Could not write {target}: disk full; nothing of the export was kept.",
+                                "Free disk space, or choose an --output on another disk.") from exc
+        if isinstance(exc, OSError):
+            raise ModelError(f"Could not write {target}: {exc.strerror or exc}.",
+                             "Check the path and free disk space.") from exc
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None

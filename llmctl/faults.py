@@ -4,8 +4,10 @@ on by environment variables and a no-op (two dictionary lookups) when they are u
 Points production code reports:
     hook("step", rank=, epoch=, step=, indices=)  after each optimizer step, before any checkpoint
     hook("eval", rank=, step=)                    before each batch of an evaluation during training
+    hook("command", name=)                       as a command starts (predict, eval, generate, ...)
     hook("write", step=, name=)                   before writing a checkpoint file, the best model
-                                                  (name "model/") or a feature-cache entry ("cache/");
+                                                  (name "model/"), a feature-cache entry ("cache/"),
+                                                  an export ("export/") or a report ("report");
                                                   step 0, name "run.lock": before finetune opens the
                                                   run directory (everything has loaded)
 
@@ -16,6 +18,12 @@ What the variables make of them:
     LLMCTL_FAULT=pause@0:run.lock            stop before taking the run directory; with
     LLMCTL_FAULT_UNTIL=PATH                  any pause goes on once PATH exists (two runs made to race)
     LLMCTL_FAULT=enospc@10:model/            saving the best model at step 10 fails the same way
+    LLMCTL_FAULT=full@0:cache/               from that point on the disk is full for real: every file
+                                             that grows past 128 bytes fails (RLIMIT_FSIZE, SIGXFSZ
+                                             ignored), so each library meets its own short write
+                                             (numpy's np.save ends the file early without a word,
+                                             safetensors' says "os error 27")
+    LLMCTL_FAULT=pause@0:predict             as `llmctl predict` starts, sleep until a signal
     LLMCTL_FAULT=sigterm@3                   after step 3, the rank-0 process sends itself SIGTERM
     LLMCTL_FAULT=sigint@5:eval               ... SIGINT, before the first batch of the step-5 evaluation
     LLMCTL_TRACE_EXAMPLES=PATH               append one JSON line per optimizer step and process:
@@ -53,6 +61,9 @@ def hook(point: str, **ctx) -> None:
         _maybe_signal(fault, ctx["rank"], ctx["step"], "eval")
     elif point == "write":
         _before_write(fault, ctx["step"], ctx["name"])
+    elif point == "command":
+        if fault == ("pause", 0, ctx["name"]):
+            _pause(f"at the start of {ctx['name']}")
     else:
         raise ValueError(f"unknown fault point {point!r}")
 
@@ -101,3 +112,17 @@ def _before_write(fault, step: int, name: str) -> None:
         _pause(f"writing checkpoint step {step} before {name}")
     if fault[0] == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+    if fault[0] == "full":
+        _fill_disk()
+
+
+FULL_BYTES = 128
+
+
+def _fill_disk() -> None:
+    """Writes past FULL_BYTES of any one file now fail as on a full disk: the kernel cuts them
+    short and then refuses them (EFBIG) instead of killing the process with SIGXFSZ."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_BYTES, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 
@@ -17,9 +18,38 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def disk_full(exc: Exception) -> bool:
-    """ENOSPC, whether raised as OSError or by safetensors as SafetensorError("... (os error 28)")."""
-    return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)
+# No room for the file: the disk is full, the user's quota is spent, or a file-size limit is hit.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# numpy's tofile / np.save report a short fwrite as "N requested and M written", with no errno.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """No room to write, whether raised as OSError, by safetensors as SafetensorError("... (os
+    error 28)"), or by numpy as a short write; looks through the exceptions that wrap it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in _NO_ROOM or _SHORT_WRITE.search(str(exc)):
+            return True
+        if any(f"(os error {code})" in str(exc) for code in _NO_ROOM):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def write_text_atomic(path: Path, text: str, what: str) -> None:
+    """`text` to `path` through `.NAME.tmp` beside it, renamed into place when whole; a failed
+    write removes the temp file. A full disk is exit 1 (TrainingError) naming `what`."""
+    from llmctl.errors import TrainingError, UsageError
+
+    try:
+        replace_file(path, text)
+    except OSError as exc:
+        if disk_full(exc):
+            raise TrainingError(f"Could not write {what} {path}: disk full; nothing was written.",
+                                "Free disk space, or write it elsewhere with --output.") from exc
+        raise UsageError(f"Could not write {what} {path}: {exc.strerror or exc}.", "Choose another --output.") from exc
 
 
 # -- writing inside a run directory: never through a symbolic link ----------------------------

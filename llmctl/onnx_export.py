@@ -124,6 +124,10 @@ def export_model(model, auto_model: str, tokenizer, target) -> dict:
                               output_names=list(outputs), dynamic_shapes=shapes, dynamo=True, verbose=False,
                               external_data=big)
     except Exception as exc:
+        from llmctl.files import disk_full
+
+        if disk_full(exc):  # not the model's fault: the caller says "disk full" (exit 1)
+            raise
         kind = getattr(model.config, "model_type", "unknown")
         raise ModelError(
             f"--format onnx: a '{kind}' model ({type(model).__name__}) does not export to ONNX with torch "

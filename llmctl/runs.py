@@ -61,6 +61,9 @@ class RunDir:
         what -> path, e.g. {"model.name_or_path": Path("runs/x/model")}). What it saw is compared
         again by open(), under the lock: another run may have used the directory meanwhile."""
         assert mode in MODES, mode
+        if self.path.is_symlink() and not self.path.exists():  # mkdir would fail only after the model loaded
+            raise UsageError(f"Output directory {self.path} is a symlink to {os.readlink(self.path)}, which does not "
+                             "exist.", "Create the folder it points to, or choose another --output-dir.")
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"Output directory {self.path} is a file, not a directory.",
                              "Choose another --output-dir (or output_dir in the recipe).")

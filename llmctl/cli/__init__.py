@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import traceback
 
 import typer
 
+from llmctl import faults
 from llmctl.cli.help import Typer
 from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_RUNTIME, EXIT_USAGE, LlmctlError
 
@@ -38,6 +40,7 @@ def report_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
+            faults.hook("command", name=command.__name__.removesuffix("_command"))
             return command(*args, **kwargs)
         except typer.Exit:
             raise
@@ -47,7 +50,7 @@ def report_errors(command):
             _print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _print_error("interrupted.")
+            _print_error(f"interrupted by {_TERMINATED[0]}." if _TERMINATED else "interrupted.")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             _stdout_gone()
@@ -60,6 +63,22 @@ def report_errors(command):
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
+
+
+_TERMINATED: list[str] = []  # "SIGTERM" once one arrived, for the message
+
+
+def _sigterm(signum, frame) -> None:
+    """SIGTERM does what Ctrl-C does at that moment: the KeyboardInterrupt every command turns
+    into exit 130, or a command's own SIGINT handler (generate finishes the row it is printing).
+    Python's default would end the process with 143 and no word. finetune installs its own
+    handler for both while it trains (a checkpoint at the next step)."""
+    _TERMINATED[:] = ["SIGTERM"]
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def _stdout_gone() -> None:
@@ -111,6 +130,7 @@ app.add_typer(_runs.runs_app, name="runs")
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
     try:
         app()
         sys.stdout.flush()  # output still buffered here can meet a closed pipe too

@@ -71,10 +71,10 @@ def predict(
     else:
         predictions = run_predict(model, rows, where, **options)
     if output:
-        target = Path(output)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
-        tmp.replace(target)
+        from llmctl.files import write_text_atomic
+
+        target = Path(output).expanduser()  # as writable_file checked it: a quoted ~ is the home folder too
+        write_text_atomic(target, "".join(json.dumps(p) + "\n" for p in predictions), "the predictions")
         print(f"wrote {len(predictions)} predictions to {target}", file=sys.stderr)
         if json_out:
             print_json({"output": str(target), "count": len(predictions)})

@@ -77,6 +77,11 @@ class AliasBomb(yaml.YAMLError):
     """A document whose aliases expand past MAX_ALIASES uses or MAX_VALUES values."""
 
 
+class RecursiveAlias(AliasBomb):
+    """An anchor whose value holds an alias of itself (`&a [*a]`): a value without end, on which
+    every later walk (the line map, pydantic) recursed until Python gave up."""
+
+
 class RecipeLoader(yaml.SafeLoader):
     """yaml.SafeLoader that counts alias uses while composing, so an alias bomb is refused before
     anything walks the expanded document (PyYAML shares aliased nodes, but our line map, pydantic and
@@ -96,11 +101,13 @@ class RecipeLoader(yaml.SafeLoader):
 
 def expanded_size(node, memo: dict | None = None) -> int:
     """Values in the document once every alias is expanded, counted over the shared nodes (so in
-    time linear in the file, not in the expansion)."""
+    time linear in the file, not in the expansion). RecursiveAlias for a node inside itself."""
     memo = {} if memo is None else memo
     if id(node) in memo:
+        if memo[id(node)] is None:  # still being counted: we are inside it
+            raise RecursiveAlias(f"the anchored value at line {node.start_mark.line + 1} holds an alias of itself")
         return memo[id(node)]
-    memo[id(node)] = 1  # a recursive anchor (`&a [*a]`) counts once instead of forever
+    memo[id(node)] = None
     if isinstance(node, yaml.MappingNode):
         size = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in node.value)
     elif isinstance(node, yaml.SequenceNode):
@@ -133,6 +140,9 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     try:
         raw, node = safe_yaml(text)
         lines = _line_map(node) if node is not None else {}
+    except RecursiveAlias as exc:
+        raise RecipeError(f"{path}: refusing this YAML: {exc}, a value without end.",
+                          "Write the value out instead of the alias.") from None
     except AliasBomb as exc:
         raise RecipeError(f"{path}: refusing this YAML: {exc} (a 'billion laughs' file?).", "Write the values out, or use fewer nested aliases.") from None
     except yaml.YAMLError as exc:
@@ -226,6 +236,10 @@ def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = No
 
     lines, overridden = lines or {}, overridden or set()
     task_name = raw.get("task")
+    if task_name is not None and not isinstance(task_name, str):  # a list is unhashable: `in TASKS` would crash
+        where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
+        raise RecipeError(f"{where}: task: {task_name!r} is a {type(task_name).__name__}; a recipe trains one task, "
+                          f"one of: {', '.join(TASKS)}.")
     if task_name not in TASKS:
         close = difflib.get_close_matches(str(task_name), list(TASKS), n=1)
         tip = f"did you mean '{close[0]}'? " if close else ""

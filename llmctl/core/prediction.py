@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from llmctl.errors import DataError
@@ -14,7 +13,9 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
     compressed too), or '-' for stdin (jsonl or plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
     note), so predictions carry it to be matched with their inputs."""
     if source == "-":
-        text, where = sys.stdin.read(), "<stdin>"
+        from llmctl.data.sources import read_stdin
+
+        text, where = read_stdin("--input"), "<stdin>"
         suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
     else:
         path = Path(source).expanduser()
@@ -94,6 +95,12 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
 
     accelerator = None if onnx else make_accelerator(inference_precision(precision, model_dir, dev), dev)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
+    split, cut, budget = task.cut_inputs(split, tokenizer)
+    if cut:
+        from llmctl.console import note
+
+        note(f"cut {cut} input(s) of {where} to their first {budget:,} characters, more than the model's "
+             "max_length tokens can use (predictions echo the text as cut).")
     features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
     if onnx:
         from llmctl.onnx_model import OnnxModel

@@ -10,6 +10,7 @@ Errors name the recipe key and the file (and line), and say what to change.
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 from llmctl.console import warn
@@ -24,6 +25,19 @@ def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> 
     """The one "not UTF-8" error, for every reader; `offset`: bytes before the decoded piece."""
     return DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}).",
                      "Save the file as UTF-8.")
+
+
+def read_stdin(key: str, stdin=None) -> str:
+    """All of stdin as text, refused as a file is when it is not UTF-8: Python's own decoding
+    lets undecodable bytes through as surrogates, which the tokenizer then rejects (a TypeError)."""
+    stream = stdin or sys.stdin
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(data, str):  # a text stream without bytes underneath (tests pass io.StringIO)
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(key, Path("<stdin>"), exc) from exc
 
 
 def looks_like_file(spec: str) -> bool:

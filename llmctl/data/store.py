@@ -10,6 +10,7 @@ stay Python lists, and such features are simply not stored on disk.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +128,29 @@ def save(features, directory: Path) -> list[Path]:
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
-    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    array = np.ascontiguousarray(array)
+    np.save(path, array, allow_pickle=False)
+    _check_length(path, array.nbytes)
     return path
+
+
+def _check_length(path: Path, nbytes: int) -> None:
+    """np.save writes the data through C stdio and ignores a write that the full disk cut short
+    (the file simply ends early), or says so without an errno: measure the file instead."""
+    import errno
+
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as handle:
+        try:
+            major, _ = npy.read_magic(handle)
+            (npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0)(handle)
+        except ValueError:
+            end = None  # even the header was cut
+        else:
+            end = handle.tell() + nbytes
+        if end is None or os.fstat(handle.fileno()).st_size != end:
+            raise OSError(errno.ENOSPC, "the file was written short", str(path))
 
 
 def load(directory: Path):

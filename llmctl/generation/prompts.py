@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl.data.sources import read_text
-from llmctl.errors import DataError, UsageError
+from llmctl.data.sources import read_stdin, read_text
+from llmctl.errors import DataError, LlmctlError, UsageError
 
 LINES, JSONL, TABLES = ("", ".txt", ".text"), (".jsonl", ".json"), (".csv", ".tsv", ".parquet")
 ROLES = ("system", "user", "assistant")
@@ -47,7 +47,7 @@ def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> l
         stdin = stdin or sys.stdin
         if stdin.isatty():
             raise UsageError("No prompts.", "Pass PROMPT arguments, --file FILE, or pipe prompts into stdin.")
-        return parse_prompts(stdin.read(), "<stdin>", jsonl=None)
+        return parse_prompts(read_stdin("prompts", stdin), "<stdin>", jsonl=None)
     path = Path(file).expanduser()
     suffix = path.suffix.lower()
     if suffix in TABLES:
@@ -144,8 +144,11 @@ def chat_prompt(tokenizer, prompt: Prompt, system: str | None) -> str:
             raise DataError(f"{prompt.where}: the conversation has its own system message and --system was given.",
                             "Drop one of the two.")
         messages = [{"role": "system", "content": system}] + messages
+    from llmctl.chat_template import render
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render(tokenizer, messages, add_generation_prompt=True)
+    except LlmctlError:
+        raise
     except Exception as exc:  # templates refuse with jinja's raise_exception, e.g. "System role not supported"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{prompt.where}: the chat template of '{tokenizer.name_or_path}' refused the messages: "

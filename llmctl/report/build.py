@@ -12,7 +12,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmctl import faults
 from llmctl.errors import LlmctlError, UsageError
+from llmctl.files import write_text_atomic
 from llmctl.report.page import esc, figure, missing, page, para, pre, table
 from llmctl.runs_view import evaluations
 
@@ -55,9 +57,8 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     subtitle = f"task {recipe.get('task', '?')} · model {model} · {_status(run_dir, final)} · {run_dir.resolve()}"
     html = page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
     report.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.path.with_name(f".{report.path.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(report.path)
+    faults.hook("write", step=0, name="report")  # test hook: the disk fills as the page is written
+    write_text_atomic(report.path, html, "the report")
     return report
 
 

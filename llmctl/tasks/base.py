@@ -192,6 +192,12 @@ class Task(ABC):
         return {"task": self.name, "data": data}
 
     # -- prediction -------------------------------------------------------------------
+    def cut_inputs(self, split, tokenizer) -> tuple[object, int, int]:
+        """(split, inputs cut, characters kept): inputs cut to what max_length tokens can use,
+        before tokenizing them. By default nothing is cut: tasks that window long inputs (QA,
+        NER) or read a prompt's end (causal LM) need all of it."""
+        return split, 0, 0
+
     @abstractmethod
     def predict_split(self, rows: list[dict], where: str):
         """Turn user input rows (dicts) into a split `featurize` accepts."""

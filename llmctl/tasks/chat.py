@@ -68,7 +68,9 @@ def require_template(tokenizer, model: str) -> None:
 
 
 def _render(tokenizer, messages: list[dict], prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    from llmctl.chat_template import render
+
+    return render(tokenizer, messages, add_generation_prompt=prompt)
 
 
 def _assistant_spans(tokenizer, messages: list[dict], text: str, where_row: str) -> list[tuple[int, int]]:

@@ -422,6 +422,15 @@ class ClassificationTask(Task):
                 texts[c].append(str(value))
         return Split(where=where, texts=texts, labels=None)
 
+    def cut_inputs(self, split: Split, tokenizer) -> tuple[Split, int, int]:
+        # Truncation keeps the first max_length tokens of each text (of a pair too), so text past
+        # the character budget never reaches the model.
+        from llmctl.data.input_cut import char_budget, cut
+
+        budget = char_budget(tokenizer, self.data_cfg.max_length)
+        cuts = [cut(texts, budget) for texts in split.texts]
+        return replace(split, texts=[texts for texts, _ in cuts]), sum(n for _, n in cuts), budget
+
     def format_predictions(self, kept: dict, features, split: Split) -> list[dict]:
         import numpy as np
 
