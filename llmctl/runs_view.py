@@ -239,5 +239,8 @@ def lock_pid(run: Path) -> int | None:
 
 
 def _size(path: Path) -> int:
-    # lstat: a link to a big file outside the run is not the run's size
+    # lstat: a link to a big file outside the run is not the run's size, and a linked folder
+    # (checkpoints/step-1 -> /) is not walked at all
+    if path.is_symlink():
+        return 0
     return sum(f.lstat().st_size for f in path.rglob("*") if run_files.regular_file(f))

@@ -157,13 +157,16 @@ def test_every_run_reader_refuses_a_hostile_run_file_naming_it(trained, tmp_path
 
 
 def _hostile_links(run: Path) -> None:
-    """Links out of the run where readers look (a picture, a model file, the lock) and a secret-named file."""
+    """Links out of the run where readers look (a picture, a model file, a checkpoint, the lock) and a
+    secret-named file."""
     secret = run.parent / "secret.txt"
     secret.write_text(SECRET)
     (run / "zero.png").symlink_to("/dev/zero")
     (run / "leak.png").symlink_to(secret)
     (run / "model" / "notes.txt").symlink_to(secret)
     (run / "model" / "token").write_text(SECRET)
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "step-0999999").symlink_to("/")  # sized by `runs show`: never walked
     (run / "run.lock").unlink(missing_ok=True)
     (run / "run.lock").symlink_to(secret)
 
@@ -174,7 +177,9 @@ def test_every_run_reader_never_follows_a_link_out_of_the_run(trained, tmp_path,
     _hostile_links(run)
     (tmp_path / "out").mkdir()
     before = snapshot(tmp_path / "runs", tmp_path / "out")
-    result = run_cli(*RUN_READERS[reader](run, good, tmp_path / "out", trained), env=ONE_THREAD)
+    started = time.monotonic()
+    result = run_cli(*RUN_READERS[reader](run, good, tmp_path / "out", trained), env=ONE_THREAD, timeout=300)
+    assert time.monotonic() - started < 120  # neither /dev/zero nor the linked "/" is read through
     assert_clean(result)
     assert result.exit_code == EXIT_OK, result.stderr[-3000:]
     shown = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in (tmp_path / "out").rglob("*")
