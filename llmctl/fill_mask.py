@@ -26,8 +26,6 @@ def fill_mask(model_path: str, rows: list[dict], where: str, top_k: int = 5, bat
 
 def fill_mask_task(model_dir, top_k: int):
     """The masked-lm task that fills masks with `model_dir`: its own when it is a masked-lm run."""
-    import json
-
     from transformers import AutoConfig
 
     from llmctl.adapters import is_adapter_dir
