@@ -20,6 +20,8 @@ from llmctl.errors import LlmctlError, ModelError, TrainingError, UsageError
 from llmctl.files import disk_full
 
 FORMATS = ("safetensors", "onnx")
+# Written first into `.DIR.partial`: only a folder holding it is llmctl's own leftover, safe to remove.
+PARTIAL_MARKER = ".llmctl-export-partial"
 
 
 def check_output(output: Path) -> None:
@@ -32,6 +34,18 @@ def check_output(output: Path) -> None:
                          "Choose a new --output directory, or remove that one first.")
 
 
+def partial_dir(target: Path) -> Path:
+    """Where DIR is written before the rename: `.DIR.partial` next to it. A leftover of an earlier
+    export (marked) is removed; anything else there is the user's, so export refuses."""
+    partial = target.with_name(f".{target.name}.partial")
+    if os.path.lexists(partial):
+        if partial.is_symlink() or not (partial / PARTIAL_MARKER).is_file():
+            raise UsageError(f"{partial} exists and was not made by llmctl export, so export will not delete it.",
+                             f"Move or remove {partial}, or choose another --output.")
+        shutil.rmtree(partial)
+    return partial
+
+
 def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
     """Write the merged (or plain) model of `run` to `output`; returns what was written."""
     from llmctl.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
@@ -39,10 +53,14 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     from llmctl.models import load_trained
     from llmctl.runs import TASK_FILE, find_model_dir
 
+    from llmctl.run_files import check_run, read_json
+
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: export writes {' or '.join(FORMATS)}.", "Use --format safetensors.")
     target = Path(output).expanduser()
     check_output(target)
+    check_run(run)
+    partial_dir(target)  # refuse a foreign .DIR.partial before anything loads
     model_dir = find_model_dir(run)
     adapter = is_adapter_dir(model_dir)
     if base is not None and not adapter:
@@ -65,10 +83,12 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         model = load_trained(auto, model_dir)
     from transformers import AutoTokenizer
 
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    check = None
+    partial = partial_dir(target)
+    check, made = None, False
     try:
+        partial.mkdir(parents=True)  # not exist_ok: a folder that appeared since the check is not ours
+        made = True
+        (partial / PARTIAL_MARKER).write_text("written by llmctl export; removed when the export completes\n")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         tokenizer.save_pretrained(partial)
         faults.hook("write", step=0, name="export/")  # test hook: the disk fills as the weights are written
@@ -83,13 +103,14 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
             model.save_pretrained(partial)
         # An ONNX folder is known by model.onnx next to llmctl.json, so it always gets one.
         if (model_dir / TASK_FILE).is_file() or fmt == "onnx":
-            meta = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else task.metadata()
+            meta = read_json(model_dir / TASK_FILE, root=model_dir) or task.metadata()
             meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
             meta.pop("peft", None)
             (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         from llmctl.model_card import write_export_card
 
         write_export_card(model_dir, partial, merged=adapter, fmt=fmt)
+        (partial / PARTIAL_MARKER).unlink()
         if target.is_dir():
             target.rmdir()  # checked empty above
         partial.replace(target)
@@ -104,7 +125,8 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
                              "Check the path and free disk space.") from exc
         raise
     finally:
-        shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
+        if made:
+            shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
     return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
             "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),

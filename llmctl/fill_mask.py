@@ -26,14 +26,13 @@ def fill_mask(model_path: str, rows: list[dict], where: str, top_k: int = 5, bat
 
 def fill_mask_task(model_dir, top_k: int):
     """The masked-lm task that fills masks with `model_dir`: its own when it is a masked-lm run."""
-    import json
-
     from transformers import AutoConfig
 
     from llmctl.adapters import is_adapter_dir
     from llmctl.config.schema import ModelConfig
     from llmctl.core.setup import quiet_libraries
     from llmctl.models import model_max_positions
+    from llmctl.run_files import read_json
     from llmctl.runs import TASK_FILE
     from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask, has_mlm_head
 
@@ -41,7 +40,7 @@ def fill_mask_task(model_dir, top_k: int):
         raise ModelError(f"{model_dir} is not a saved model or run directory (no config.json).",
                          "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.")
     quiet_libraries()
-    saved = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else {}
+    saved = read_json(model_dir / TASK_FILE, root=model_dir) or {}
     config = AutoConfig.from_pretrained(model_dir)
     if saved.get("task") != "masked-lm" and not has_mlm_head(config) and not is_adapter_dir(model_dir):
         what = ", ".join(config.architectures or []) or f"a {config.model_type} model"

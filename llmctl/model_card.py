@@ -225,18 +225,20 @@ def _base_license(base: str | None) -> str | None:
 
 
 def _read_json(path: Path) -> dict:
+    """The card is best effort (it is rewritten during training): a file the run reader refuses
+    reads as empty here; the commands that read a run refuse it up front (run_files.check_run)."""
+    from llmctl.run_files import BadRunFile, read_json
+
     try:
-        value = json.loads(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
+        return read_json(path, root=path.parent) or {}
+    except BadRunFile:
         return {}
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from llmctl.run_files import BadRunFile, read_yaml
 
     try:
-        value = yaml.safe_load(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, yaml.YAMLError):
+        return read_yaml(path, root=path.parent) or {}
+    except BadRunFile:
         return {}

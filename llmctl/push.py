@@ -8,12 +8,18 @@ fails within seconds (llmctl.hub's probe) instead of retrying.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
+import stat
 from pathlib import Path
 
 from llmctl.errors import LlmctlError, ModelError, UsageError
 
+# Names that hold credentials, never uploaded even when they sit in the model folder (a pasted
+# HF token, a key used to fetch the base model); compared lower-case.
+SECRET_NAMES = ("token", "*.token", "*token.txt", ".env", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*",
+                "id_dsa*", "id_ecdsa*", "id_ed25519*", "credentials*", ".netrc", ".git-credentials", ".pypirc")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
@@ -24,8 +30,10 @@ def check_repo_id(repo_id: str) -> None:
                          "Use letters, digits, '-', '_' or '.', e.g. --repo-id my-org/sst2-bert.")
 
 
-def model_files(run: str) -> tuple[Path, list[tuple[str, int]]]:
-    """(the model folder, [(path inside it, bytes)]) of a run (or of a saved model folder)."""
+def model_files(run: str) -> tuple[Path, list[tuple[str, int]], list[dict]]:
+    """(the model folder, [(path inside it, bytes)], [{"path", "why"} left out]) of a run (or of a
+    saved model folder). Only regular files are sent: a symlink (which may lead out of the run)
+    and a secret-looking name are left out and named, hidden files silently as before."""
     from llmctl.runs import MODEL_DIR
 
     path = Path(run).expanduser()
@@ -34,9 +42,30 @@ def model_files(run: str) -> tuple[Path, list[tuple[str, int]]]:
         why = f"{folder} holds no config.json" if folder != path else f"no {MODEL_DIR}/ folder"
         raise ModelError(f"{path} has no saved model ({why}), so there is nothing to push.",
                          "Push a run that finished at least one evaluation (or its model/ folder).")
-    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    return folder, files
+    files, skipped = [], []
+    for top, dirs, names in os.walk(folder):  # followlinks=False: a linked folder is reported, not entered
+        for name in sorted(dirs + names):
+            path = Path(top) / name
+            rel = path.relative_to(folder).as_posix()
+            if name.startswith("."):
+                if name in dirs:
+                    dirs.remove(name)
+                if not _secret(name):
+                    continue
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                skipped.append({"path": rel, "why": f"a symbolic link (to {os.readlink(path)})"})
+            elif _secret(name):
+                skipped.append({"path": rel, "why": "its name looks like a secret (token, key or credentials)"})
+            elif stat.S_ISREG(mode):
+                files.append((rel, os.lstat(path).st_size))
+            elif not stat.S_ISDIR(mode):
+                skipped.append({"path": rel, "why": "not a regular file"})
+    return folder, sorted(files), sorted(skipped, key=lambda s: s["path"])
+
+
+def _secret(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in SECRET_NAMES)
 
 
 def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -> dict:
@@ -45,12 +74,15 @@ def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -
 
     from llmctl.hub import hub_offline, hub_reachable
 
+    from llmctl.run_files import check_run
+
     check_repo_id(repo_id)
-    folder, files = model_files(run)
+    check_run(run)
+    folder, files, skipped = model_files(run)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     result = {"repo_id": repo_id, "url": f"{endpoint}/{repo_id}", "private": private, "folder": str(folder),
               "files": [{"path": name, "bytes": size} for name, size in files],
-              "total_bytes": sum(size for _, size in files), "dry_run": dry_run,
+              "total_bytes": sum(size for _, size in files), "skipped": skipped, "dry_run": dry_run,
               "token_found": get_token() is not None}
     if dry_run:
         return result
@@ -63,14 +95,16 @@ def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -
     if not result["token_found"]:
         raise UsageError("No Hugging Face token found (HF_TOKEN or a saved login), and the Hub needs one to upload.",
                          "Run `hf auth login` or set HF_TOKEN to a token with write access.")
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(endpoint=endpoint)
+    # Exactly the listed files (not upload_folder, which would follow links and take every name).
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name, _ in files]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                   ignore_patterns=[".*", "**/.*"], commit_message=f"llmctl push {Path(run).name}")
+        commit = api.create_commit(repo_id=repo_id, repo_type="model", operations=operations,
+                                   commit_message=f"llmctl push {Path(run).name}")
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         raise LlmctlError(f"The Hub refused the upload to {repo_id}"

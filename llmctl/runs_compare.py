@@ -63,7 +63,7 @@ def gate(result: dict) -> None:
 
 def _side(run: Path) -> dict:
     state = view.status(run)
-    recipe, meta = view.read_recipe(run), view.read_json(run / view.MODEL_DIR / view.TASK_FILE)
+    recipe, meta = view.read_recipe(run), view.read_task_meta(run)
     evals = view.evaluations(run)
     return {"path": str(run), "name": run.name, "status": state, "task": recipe.get("task") or (meta or {}).get("task"),
             "recipe": recipe, "meta": meta, "environment": view.read_json(run / "environment.json") or {},

@@ -2,7 +2,9 @@
 
 Only reads: a run that is still being written is never disturbed (its lock is probed, not
 held), and a file it has not written yet, or a metrics.jsonl line it is halfway through,
-is simply not there yet. Imports no torch, so listing a hundred runs is instant.
+is simply not there yet. Imports no torch, so listing a hundred runs is instant. Every file
+is read through llmctl.run_files (regular files inside the run, size limits, shapes checked):
+a malformed one is a BadRunFile naming it, which `list_runs` turns into a skipped run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from llmctl import run_files
 from llmctl.errors import UsageError
+from llmctl.run_files import BadRunFile
 from llmctl.runs import MODEL_DIR, OUR_FILES, TASK_FILE, complete_checkpoints, lock_held
 
 FINISHED, INTERRUPTED, RUNNING = "finished", "interrupted", "running"
@@ -35,6 +39,7 @@ def require_run(path: str | Path) -> Path:
     if not is_run(run):
         raise UsageError(f"{path} is not an llmctl run directory (no recipe.yaml, environment.json, metrics.json "
                          "or checkpoints/).", "Pass a directory made by `llmctl finetune` (see `llmctl runs list`).")
+    run_files.check_run(run)
     return run
 
 
@@ -44,30 +49,24 @@ def status(run: Path) -> str:
     return FINISHED if (run / "metrics.json").is_file() else INTERRUPTED
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def read_json(path: Path, root: Path | None = None) -> dict | None:
+    """A run's JSON file checked for the shape llmctl writes; None when absent, BadRunFile when
+    malformed. `root`: the run it must lie inside (default: the folder holding it)."""
+    return run_files.read_json(path, root=root or path.parent)
 
 
 def read_recipe(run: Path) -> dict:
-    import yaml
+    return run_files.read_yaml(run / "recipe.yaml", root=run) or {}
 
-    try:
-        data = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+
+def read_task_meta(run: Path) -> dict | None:
+    return run_files.read_json(run / MODEL_DIR / TASK_FILE, root=run)
 
 
 def evaluations(run: Path) -> list[dict]:
     """metrics.jsonl, one dict per evaluation; a line being written right now is left out."""
-    try:
-        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
+    raw = run_files.read_bytes(run / "metrics.jsonl", run_files.MAX_JSON_BYTES, run)
+    lines = raw.decode("utf-8", errors="replace").splitlines() if raw is not None else []
     found = []
     for line in lines:
         try:
@@ -140,9 +139,11 @@ def data_source(data: dict, split: str) -> str | None:
 
 
 def summary(run: Path) -> dict:
-    """One row of `llmctl runs list`."""
+    """One row of `llmctl runs list`; BadRunFile when any of the run's files is malformed (the
+    same check show / compare / report / eval make, so a run lists only if they can read it)."""
+    run_files.check_run(run)
     state = status(run)
-    recipe, meta = read_recipe(run), read_json(run / MODEL_DIR / TASK_FILE)
+    recipe, meta = read_recipe(run), read_task_meta(run)
     data = data_section(recipe, meta)
     started, ended = _mtime(run / "environment.json"), _mtime(run / "metrics.json") if state == FINISHED else None
     row = {"name": run.name, "path": str(run), "task": recipe.get("task") or (meta or {}).get("task"),
@@ -157,15 +158,24 @@ def summary(run: Path) -> dict:
 def detail(run: Path) -> dict:
     """Everything `llmctl runs show` prints."""
     state = status(run)
-    recipe, meta = read_recipe(run), read_json(run / MODEL_DIR / TASK_FILE)
+    recipe, meta = read_recipe(run), read_task_meta(run)
     return summary(run) | {
         "recipe": recipe, "environment": read_json(run / "environment.json"),
         "final": read_json(run / "metrics.json") if state == FINISHED else None,
         "evaluations": evaluations(run), "model_dir": _model(run, meta), "checkpoints": checkpoints(run)}
 
 
-def list_runs(root: Path) -> list[dict]:
-    return [summary(p) for p in sorted(root.iterdir(), key=lambda p: p.name) if is_run(p)]
+def list_runs(root: Path) -> tuple[list[dict], list[str]]:
+    """(one row per run, a warning per run skipped): one malformed run must not hide the others."""
+    rows, skipped = [], []
+    for path in sorted(root.iterdir(), key=lambda p: p.name):
+        if not is_run(path):
+            continue
+        try:
+            rows.append(summary(path))
+        except BadRunFile as exc:
+            skipped.append(f"skipped run {path}: {exc}")
+    return rows, skipped
 
 
 def checkpoints(run: Path) -> list[dict]:
@@ -183,7 +193,7 @@ def train_fingerprint(run: Path) -> str | None:
     """sha256 of the tokenized training features, as the newest complete checkpoint recorded it
     (the fingerprint that --resume checks)."""
     found = complete_checkpoints(run / "checkpoints")
-    loop = read_json(found[-1] / "loop.json") if found else None
+    loop = run_files.read_json(found[-1] / "loop.json", root=run) if found else None
     return ((loop or {}).get("fingerprint") or {}).get("data_sha256")
 
 
@@ -223,10 +233,14 @@ def _mtime(path: Path) -> str | None:
 
 def lock_pid(run: Path) -> int | None:
     try:
-        return int((run / "run.lock").read_text().strip())
-    except (OSError, ValueError):
+        return int(run_files.read_bytes(run / "run.lock", 64, run) or b"")
+    except (BadRunFile, ValueError):
         return None
 
 
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    # lstat: a link to a big file outside the run is not the run's size, and a linked folder
+    # (checkpoints/step-1 -> /) is not walked at all
+    if path.is_symlink():
+        return 0
+    return sum(f.lstat().st_size for f in path.rglob("*") if run_files.regular_file(f))

@@ -42,11 +42,13 @@ def eval_command(
     from llmctl.console import Console
     from llmctl.core.evaluation import check_gates, evaluate_model, gate, parse_gates
     from llmctl.precision import check_precision
+    from llmctl.run_files import check_run
 
     # Everything the command line alone can get wrong fails here, before anything loads.
     gates = parse_gates(fail_under, fail_over)
     at_least_one(batch_size=batch_size, max_samples=max_samples)
     check_precision(precision)
+    check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
     parsed = load_recipe(recipe) if recipe else None
     if task is not None:
         parsed = task_recipe(task, model, parsed)

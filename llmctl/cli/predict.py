@@ -46,6 +46,7 @@ def predict(
     from llmctl.console import print_json
     from llmctl.core.prediction import flag_inputs, predict as run_predict, read_inputs
     from llmctl.precision import check_precision
+    from llmctl.run_files import check_run
     from llmctl.errors import UsageError
 
     if input_ is not None and (question is not None or context is not None):
@@ -57,6 +58,7 @@ def predict(
                                                 "--fill-mask TEXT for a masked-LM model).")
     at_least_one(batch_size=batch_size, top_k=top_k)
     check_precision(precision)
+    check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
     if output:
         writable_file(output, "--output")
     if fill_mask:

@@ -17,10 +17,12 @@ def push_command(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Upload a run's model (weights, tokenizer, model card) to the Hugging Face Hub."""
-    from llmctl.console import print_json
+    from llmctl.console import print_json, warn
     from llmctl.push import push
 
     result = push(run, repo_id, private=private, dry_run=dry_run)
+    for entry in result["skipped"]:  # on stderr, also with --json: a left-out file is never silent
+        warn(f"not uploaded: {entry['path']} ({entry['why']})")
     if json_out:
         print_json(result)
         return

@@ -25,14 +25,16 @@ JSON_HELP = "Print JSON instead of text."
 def list_(directory: str = typer.Argument("runs", metavar="DIR", help="Folder holding run directories."),
           json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per run.")):
     """One line per run: task, model, training data, best metric, status (finished / interrupted / running)."""
-    from llmctl.console import print_json
+    from llmctl.console import print_json, warn
     from llmctl.errors import UsageError
     from llmctl.runs_view import list_runs
 
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise UsageError(f"{directory}: no such directory.", "Pass the folder your runs are in (default: runs/).")
-    found = list_runs(root)
+    found, skipped = list_runs(root)
+    for line in skipped:
+        warn(line)
     if json_out:
         print_json(found)
     elif not found:

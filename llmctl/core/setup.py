@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -56,6 +55,7 @@ def task_for_model(model_dir: Path, recipe=None):
     """Rebuild the task that trained `model_dir` from its llmctl.json (or a recipe)."""
     from transformers import AutoConfig
 
+    from llmctl.run_files import read_json
     from llmctl.runs import TASK_FILE
     from llmctl.tasks import TASKS
 
@@ -65,7 +65,7 @@ def task_for_model(model_dir: Path, recipe=None):
             "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.",
         )
     config = AutoConfig.from_pretrained(model_dir)
-    saved = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else None
+    saved = read_json(model_dir / TASK_FILE, root=model_dir)
     if recipe is not None:
         if saved is not None:
             from llmctl.config.load import check_recipe_task
@@ -78,6 +78,6 @@ def task_for_model(model_dir: Path, recipe=None):
     else:
         # A plain transformers classifier: assume one text column named "sentence"/"text".
         meta = {"task": "classification", "data": {"text_columns": ["sentence"]}}
-    if meta["task"] not in TASKS:
-        raise UsageError(f"{model_dir} was trained for task '{meta['task']}', which this llmctl does not know.")
+    if meta.get("task") not in TASKS:
+        raise UsageError(f"{model_dir} was trained for task '{meta.get('task')}', which this llmctl does not know.")
     return TASKS[meta["task"]].from_model(meta, config), config

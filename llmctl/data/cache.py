@@ -68,8 +68,27 @@ def make_key(task_name: str, role: str, source: Path, data_settings: dict, token
                 "data": data_settings, "tokenizer": tokenizer_digest(tokenizer, tokenizer_kwargs)})
 
 
+TEMP_PREFIX = ".tmp-"  # an entry being written (or left by an interrupted write)
+
+
+def read_manifest(entry: Path) -> dict | None:
+    """An entry's manifest.json when it is one llmctl wrote: a mapping with a key mapping and a
+    files mapping of names to checksums; None otherwise (no file, null, [], files missing...)."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("key"), dict)
+            and isinstance(manifest.get("files"), dict) and manifest["files"]
+            and all(isinstance(n, str) and "/" not in n and isinstance(v, str) for n, v in manifest["files"].items())):
+        return None
+    return manifest
+
+
 def lookup(key: Key, notes: list[str]):
-    """The cached features for `key`, or None. A corrupt entry is removed (and a note says so)."""
+    """The cached features for `key`, or None. A corrupt entry is removed (and a note says so),
+    and so is one whose manifest records another key (an entry folder renamed or swapped):
+    trusting it would train on another file's rows."""
     from llmctl.data import store
 
     entry = entries_dir() / key.digest
@@ -77,7 +96,11 @@ def lookup(key: Key, notes: list[str]):
     if not manifest_path.is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(entry)
+        if manifest is None:
+            raise ValueError("manifest.json is not the mapping of key and file checksums llmctl writes")
+        if Key(manifest["key"]).digest != key.digest:
+            raise ValueError("its manifest records a different key (entry folders renamed or swapped?)")
         for name, expected in manifest["files"].items():
             if file_sha256(entry / name) != expected:
                 raise ValueError(f"{name} does not match its checksum")
@@ -103,7 +126,7 @@ def write(key: Key, features, notes: list[str]) -> bool:
     root = entries_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key.digest}-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{key.digest}-", dir=root))
     except OSError as exc:
         notes.append(f"warning: the feature cache {cache_root()} is not writable ({exc.strerror or exc}); "
                      "training without it. Set LLMCTL_CACHE_DIR to a writable folder, or data.cache: false.")
@@ -140,35 +163,49 @@ def list_entries() -> list[dict]:
     if not root.is_dir():
         return found
     for entry in root.iterdir():
-        manifest = entry / "manifest.json"
-        if entry.name.startswith(".") or not manifest.is_file():
+        info = read_manifest(entry) if _is_entry(entry) else None
+        if info is None:
             continue
-        try:
-            info = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            info = {}
-        key = info.get("key", {})
+        key, manifest = info["key"], entry / "manifest.json"
+        source = key.get("source")
         found.append({"key": entry.name, "path": str(entry), "task": key.get("task"),
-                      "source": key.get("source", {}).get("path"), "rows": info.get("rows"),
+                      "source": source.get("path") if isinstance(source, dict) else None, "rows": info.get("rows"),
                       "bytes": sum(p.stat().st_size for p in entry.iterdir() if p.is_file()),
                       "last_used": manifest.stat().st_mtime})
     return sorted(found, key=lambda e: -e["last_used"])
 
 
+def _is_entry(entry: Path) -> bool:
+    """A folder named like an entry (the 32 hex digits of a key digest), not a link."""
+    return (len(entry.name) == 32 and all(c in "0123456789abcdef" for c in entry.name)
+            and entry.is_dir() and not entry.is_symlink())
+
+
+def _is_temp(entry: Path) -> bool:
+    """A folder of an interrupted write: `.tmp-<digest>-<random>` (tempfile.mkdtemp in write)."""
+    digest = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+    return (entry.name.startswith(TEMP_PREFIX) and len(digest) == 32 and all(c in "0123456789abcdef" for c in digest)
+            and entry.is_dir() and not entry.is_symlink())
+
+
 def clear(older_than_days: float | None = None) -> tuple[int, int]:
     """Remove entries (only those unused for `older_than_days`, when given) and leftovers of
-    interrupted writes; returns (entries removed, bytes freed)."""
+    interrupted writes; returns (entries removed, bytes freed). Only what llmctl wrote: an entry
+    folder with llmctl's manifest, or one of its temp names. Anything else under features/ (a
+    user's folder, a .git) stays and is not counted."""
     root = entries_dir()
     if not root.is_dir():
         return 0, 0
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
     removed, freed = 0, 0
     for entry in list(root.iterdir()):
-        manifest = entry / "manifest.json"
-        stamp = (manifest if manifest.is_file() else entry).stat().st_mtime
+        ours = _is_entry(entry) and read_manifest(entry) is not None
+        if not (ours or _is_temp(entry)):
+            continue
+        stamp = (entry / "manifest.json" if ours else entry).stat().st_mtime
         if cutoff is not None and stamp > cutoff:
             continue
-        freed += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        freed += sum(p.lstat().st_size for p in entry.rglob("*") if p.is_file() and not p.is_symlink())
         shutil.rmtree(entry, ignore_errors=True)
-        removed += 0 if entry.name.startswith(".") else 1
+        removed += 1 if ours else 0
     return removed, freed

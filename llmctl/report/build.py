@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl import faults
+from llmctl import faults, run_files
 from llmctl.errors import LlmctlError, UsageError
 from llmctl.files import write_text_atomic
 from llmctl.report.page import esc, figure, missing, page, para, pre, table
@@ -32,22 +32,25 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     if not run_dir.is_dir() or not ((run_dir / "environment.json").is_file() or (run_dir / "recipe.yaml").is_file()):
         raise UsageError(f"{run_dir} is not an llmctl run directory (no environment.json or recipe.yaml).",
                          "Pass a directory made by `llmctl finetune` (its output_dir).")
-    recipe_text = _read_text(run_dir / "recipe.yaml")
-    recipe = _yaml(recipe_text)
-    env, final = _json(run_dir / "environment.json"), _json(run_dir / "metrics.json")
+    # Every file through the one run reader: a malformed, oversized or linked file is exit 2 naming it.
+    run_files.check_run(run_dir)
+    recipe_text = run_files.read_text(run_dir / "recipe.yaml", root=run_dir) or ""
+    recipe = run_files.read_yaml(run_dir / "recipe.yaml", root=run_dir) or {}
+    env = run_files.read_json(run_dir / "environment.json", root=run_dir) or {}
+    final = run_files.read_json(run_dir / "metrics.json", root=run_dir) or {}
     history = evaluations(run_dir)  # complete lines only: a running run may have half a line at the end
     report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
 
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
-    diagnostics = run_dir / "diagnostics.json"
-    if diagnostics.is_file() and "<table" not in per_class_html:
+    diagnostics = run_files.read_json(run_dir / "diagnostics.json", root=run_dir)
+    if diagnostics is not None and "<table" not in per_class_html:
         # No predictions here (no model, no validation data): the run's own record of its evaluation.
-        per_class_html = para("From diagnostics.json (written at the final evaluation).") + json_tables(_json(diagnostics))
+        per_class_html = para("From diagnostics.json (written at the final evaluation).") + json_tables(diagnostics)
     sections = [
         ("reproduce", "Reproduce", _reproduce(run_dir, env, recipe)),
         ("metrics", "Final metrics", _metrics(final, history)),
         ("per-class", "Per-class / per-entity metrics", per_class_html),
-        ("pictures", "Curves and pictures", _pictures(run_dir)),
+        ("pictures", "Curves and pictures", _pictures(run_dir, report)),
         ("history", "Evaluations during training", _history(history)),
         ("worst", "Worst predictions on the validation set", predictions),
         ("recipe", "Recipe (resolved)", pre(recipe_text) if recipe_text else missing("No recipe.yaml in the run.")),
@@ -154,12 +157,19 @@ def _history(history: list[dict]) -> str:
     return table(columns, [[e.get(c) for c in columns] for e in history], numeric=set(range(len(columns))))
 
 
-def _pictures(run_dir: Path) -> str:
-    pngs = sorted(run_dir.glob("*.png"))
-    if not pngs:
+def _pictures(run_dir: Path, report: Report) -> str:
+    """Every *.png that is a regular file inside the run and under the size limit; a link (to
+    /dev/zero, to a token) is never opened, since the page embeds what it reads."""
+    shown = []
+    for png in sorted(run_dir.glob("*.png")):
+        try:
+            shown.append(figure(png.name, run_files.read_bytes(png, run_files.MAX_PICTURE_BYTES, run_dir) or b""))
+        except run_files.BadRunFile as exc:
+            report.missing.append(f"picture {png.name}: {exc.message}")
+    if not shown:
         return missing("No pictures in the run directory (runs write curves.png and per-task pictures at each "
                        "evaluation).")
-    return "".join(figure(png) for png in pngs)
+    return "".join(shown)
 
 
 def _environment(env: dict) -> str:
@@ -179,28 +189,3 @@ def _status(run_dir: Path, final: dict) -> str:
     except UsageError:
         return "running (this page shows what was written so far)"
     return "finished" if final else "not finished (no metrics.json)"
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
-def _yaml(text: str) -> dict:
-    import yaml
-
-    try:
-        value = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

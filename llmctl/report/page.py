@@ -72,10 +72,11 @@ def missing(text: str) -> str:
     return f'<p class="missing">{esc(text)}</p>'
 
 
-def figure(png: Path) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(png.stem)}">'
-            f"<figcaption>{esc(png.name)}</figcaption></figure>")
+def figure(name: str, content: bytes) -> str:
+    """A picture's bytes (read by the caller, which decides what may be read) inline as a data: URI."""
+    data = base64.b64encode(content).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(Path(name).stem)}">'
+            f"<figcaption>{esc(name)}</figcaption></figure>")
 
 
 def _fmt(value) -> str:
