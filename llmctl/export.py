@@ -29,7 +29,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     """Write the merged (or plain) model of `run` to `output`; returns what was written."""
     from llmctl.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
     from llmctl.core.setup import auto_class, quiet_libraries, task_for_model
-    from llmctl.models import load_trained
+    from llmctl.models import load_trained, pretrained
     from llmctl.runs import TASK_FILE, find_model_dir
 
     if fmt not in FORMATS:
@@ -62,7 +62,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     shutil.rmtree(partial, ignore_errors=True)
     check = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = pretrained(AutoTokenizer, model_dir)
         tokenizer.save_pretrained(partial)
         if fmt == "onnx":
             from llmctl.models import pad_with_eos

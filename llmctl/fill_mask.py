@@ -33,7 +33,7 @@ def fill_mask_task(model_dir, top_k: int):
     from llmctl.adapters import is_adapter_dir
     from llmctl.config.schema import ModelConfig
     from llmctl.core.setup import quiet_libraries
-    from llmctl.models import model_max_positions
+    from llmctl.models import model_max_positions, pretrained
     from llmctl.runs import TASK_FILE
     from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask, has_mlm_head
 
@@ -42,7 +42,7 @@ def fill_mask_task(model_dir, top_k: int):
                          "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.")
     quiet_libraries()
     saved = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else {}
-    config = AutoConfig.from_pretrained(model_dir)
+    config = pretrained(AutoConfig, model_dir)
     if saved.get("task") != "masked-lm" and not has_mlm_head(config) and not is_adapter_dir(model_dir):
         what = ", ".join(config.architectures or []) or f"a {config.model_type} model"
         trained = f", trained for task {saved['task']}" if saved.get("task") else ""

@@ -25,7 +25,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
-    from llmctl.models import check_head_size, check_source, load_config, load_model, load_tokenizer
+    from llmctl.models import check_head_size, check_size, check_source, load_config, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train.fingerprint import fingerprint
 
@@ -46,7 +46,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     for item in task.check_model(recipe.model) or ():  # e.g. a head the checkpoint lacks, started at random
         note(item.text)
-    task = task.for_model(load_config(recipe.model))  # multiple-choice picks its head by architecture
+    config = load_config(recipe.model)
+    task = task.for_model(config)  # multiple-choice picks its head by architecture
+    check_size(recipe.model, task.auto_model, full_finetune=recipe.peft is None, config=config)
     _check_metric_for_best(recipe, task)  # after for_model: a task's metrics may depend on the architecture
     _check_max_length(recipe)
     check_head_size(recipe, task)  # transformers would refuse it only after the run started

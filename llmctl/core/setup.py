@@ -56,6 +56,7 @@ def task_for_model(model_dir: Path, recipe=None):
     """Rebuild the task that trained `model_dir` from its llmctl.json (or a recipe)."""
     from transformers import AutoConfig
 
+    from llmctl.models import pretrained
     from llmctl.runs import TASK_FILE
     from llmctl.tasks import TASKS
 
@@ -64,7 +65,8 @@ def task_for_model(model_dir: Path, recipe=None):
             f"{model_dir} is not a saved model or run directory (no config.json).",
             "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.",
         )
-    config = AutoConfig.from_pretrained(model_dir)
+    trust = bool(recipe is not None and recipe.model.trust_remote_code)
+    config = pretrained(AutoConfig, model_dir, trust_remote_code=trust)
     saved = json.loads((model_dir / TASK_FILE).read_text()) if (model_dir / TASK_FILE).is_file() else None
     if recipe is not None:
         if saved is not None:
