@@ -32,8 +32,8 @@ def refuse_custom_code(folder, trust_remote_code: bool) -> None:
             continue  # absent or unreadable: the load itself reports it
         if isinstance(data, dict) and data.get("auto_map"):
             raise ModelError(
-                f"{path / name} has an auto_map: loading it would run the Python files in {path}, "
-                "which llmctl does not do by default.",
+                f"Model {path} needs custom code: the auto_map in its {name} would run the Python files "
+                "in that folder, which llmctl does not do by default.",
                 "Set model.trust_remote_code: true in the recipe if you trust that code.")
 
 
@@ -48,8 +48,8 @@ def missing_weights(info: dict | None, allowed=lambda key: False) -> list[str]:
 def refuse_missing(missing: list[str], where, hint: str) -> None:
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise ModelError(f"{where} has no weights for {shown}: they would start at random, so every "
-                         "result would be noise.", hint)
+        raise ModelError(f"{where} has no trained weights for {shown}: they would start at random, so every "
+                         "score and prediction would be noise.", hint)
 
 
 def new_head_only(model):
