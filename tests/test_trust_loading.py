@@ -28,11 +28,13 @@ def snapshot(*roots: Path) -> dict:
     return {p: p.read_bytes() for root in roots for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
-def hostile_copy(src: Path, dest: Path, auto_class: str) -> Path:
-    """`src` with an auto_map naming a module whose import would write dest/MARKER."""
+def hostile_copy(src: Path, dest: Path, auto_class: str, model_type: str | None = None) -> Path:
+    """`src` with an auto_map naming a module whose import would write dest/MARKER; with a
+    `model_type` transformers does not know, it would ask on stdin whether to run it."""
     shutil.copytree(src, dest)
     config = json.loads((dest / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "custom.Config", auto_class: "custom.Model"}
+    config["model_type"] = model_type or config["model_type"]
     (dest / "config.json").write_text(json.dumps(config))
     (dest / "custom.py").write_text(f"open({str(dest / 'MARKER')!r}, 'w').write('ran')\n"
                                     "from transformers import PretrainedConfig as Config, PreTrainedModel as Model\n")
@@ -73,7 +75,7 @@ def test_custom_code_never_runs_and_is_never_asked_about(tiny_models, data, tmp_
     command that loads it, with `y` waiting on stdin; its Python never runs."""
     root, csv, jsonl = data
     cls = hostile_copy(classifier(tiny_models, tmp_path / "plain"), tmp_path / "cls",
-                       "AutoModelForSequenceClassification")
+                       "AutoModelForSequenceClassification", model_type="hostile-bert")
     mlm = hostile_copy(tiny_models["bert"], tmp_path / "mlm", "AutoModelForMaskedLM")
     gpt = hostile_copy(tiny_models["gpt2"], tmp_path / "gpt", "AutoModelForCausalLM")
     recipe = write_recipe(tmp_path / "r.yaml", mlm, csv, None, tmp_path / "run")
