@@ -42,14 +42,14 @@ def available_bytes() -> int | None:
 
 
 def _count(auto_class, config, layers: dict) -> int:
-    from accelerate import init_empty_weights
+    import torch
 
     config = copy.deepcopy(config)
     for key, value in layers.items():
         setattr(config, key, value)
         if isinstance(getattr(config, "layer_types", None), list):
             config.layer_types = config.layer_types[:value]  # per-layer lists follow the layer count
-    with init_empty_weights():
+    with torch.device("meta"):  # every tensor a shape only: nothing allocated, nothing initialised
         model = auto_class.from_config(config)
     return sum(p.numel() for p in model.parameters())
 

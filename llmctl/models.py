@@ -167,11 +167,12 @@ def check_head(auto_class_name: str, model_cfg, config=None) -> None:
 
 
 def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, allowed_missing=None,
-                 missing_hint: str = "Use a complete checkpoint (every weight its config declares).", **kwargs):
+                 missing_hint: str = "Use a complete checkpoint (every weight its config declares).",
+                 size_checked: bool = False, **kwargs):
     """`auto_class.from_pretrained`, or the de-quantized plain model of a GGUF file: the one way
     every command gets a model. Before: no custom code unless trusted, and the size its config
     declares must fit in memory. After: a weight the checkpoint lacks is refused by name, unless
-    `allowed_missing(key)` (finetune's new task head)."""
+    `allowed_missing(key)` (finetune's new task head). `size_checked`: the caller ran check_fits."""
     from llmctl.model_size import check_fits
     from llmctl.trust import missing_weights, refuse_custom_code, refuse_missing
 
@@ -184,7 +185,8 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, al
 
         config = kwargs["config"] = pretrained(AutoConfig, name_or_path, trust_remote_code=kwargs["trust_remote_code"],
                                                revision=kwargs.get("revision"), **gguf.load_kwargs(gguf_file))
-    check_fits(auto_class, config, where, "int4" if kwargs.get("quantization_config") else kwargs.get("dtype"))
+    if not size_checked:
+        check_fits(auto_class, config, where, "int4" if kwargs.get("quantization_config") else kwargs.get("dtype"))
     try:
         if gguf_file:
             kwargs.pop("use_safetensors", None)
