@@ -250,7 +250,7 @@ def base_digests(source: str) -> dict | None:
     from llmctl.files import file_sha256
 
     path = Path(source).expanduser()
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".gguf" and path.is_file() else []
     return {f.name: file_sha256(f) for f in files} or None
 
 
@@ -272,7 +272,9 @@ def check_same_base(model_dir: Path, base: str) -> None:
                              "Pass the original base model (a copy of it is fine).")
         return
     keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
-    mine, theirs = AutoConfig.from_pretrained(model_dir).to_dict(), AutoConfig.from_pretrained(base).to_dict()
+    from llmctl.models import pretrained
+
+    mine, theirs = pretrained(AutoConfig, model_dir).to_dict(), pretrained(AutoConfig, base).to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
     if differ:
         raise UsageError(f"--base {base} is not the base this adapter was trained on ({differ[0]}: "
@@ -282,27 +284,24 @@ def check_same_base(model_dir: Path, base: str) -> None:
 
 def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **kwargs):
     """Base model (with the run's config: labels, pad id) plus the adapter, in eval mode. The
-    task head must come from the adapter: a head missing from both would start at random."""
+    task head must come from the adapter: a head missing from both would start at random. The
+    base must be the one trained on (base_sha256), unless `base` was given and checked already."""
     from peft import PeftModel
     from transformers import AutoConfig
 
     from llmctl import gguf
     from llmctl.models import load_weights, pretrained
+    from llmctl.trust import check_base_unchanged, recorded_base
 
-    base = base or base_of(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
+    if base is None:
+        base = base_of(model_dir)
+        check_base_unchanged(base, recorded_base(model_dir), f"adapter run {model_dir}")
+    config = pretrained(AutoConfig, model_dir)
     folder, gguf_file = gguf.locate(base)
-    if gguf_file:  # a GGUF base holds the language model only: no head to miss
-        model, info = load_weights(auto_class, folder, gguf_file, config=config, **kwargs), {}
-    else:
-        model, info = pretrained(auto_class, base, config=config, use_safetensors=True, output_loading_info=True,
-                                 **kwargs)
     saved = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text()).get("modules_to_save") or []
-    missing = [k for k in info.get("missing_keys") or [] if not any(k.startswith(m + ".") for m in saved)]
-    if missing:
-        raise ModelError(f"Adapter run {model_dir} has no trained weights for {missing[0]} (not in its base "
-                         f"{base} nor saved with the adapter): it would start at random.",
-                         "Train the run again with that module in peft.modules_to_save.")
+    model = load_weights(auto_class, folder, gguf_file, config=config, use_safetensors=True,
+                         allowed_missing=lambda _: lambda k: any(k.startswith(m + ".") for m in saved),
+                         missing_hint="Train the run again with that module in peft.modules_to_save.", **kwargs)
     try:
         with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
             warnings.simplefilter("ignore", FutureWarning)

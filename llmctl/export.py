@@ -50,7 +50,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     """Write the merged (or plain) model of `run` to `output`; returns what was written."""
     from llmctl.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
     from llmctl.core.setup import auto_class, quiet_libraries, task_for_model
-    from llmctl.models import load_trained
+    from llmctl.models import load_trained, pretrained
     from llmctl.runs import TASK_FILE, find_model_dir
 
     from llmctl.run_files import check_run, read_json
@@ -89,7 +89,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         partial.mkdir(parents=True)  # not exist_ok: a folder that appeared since the check is not ours
         made = True
         (partial / PARTIAL_MARKER).write_text("written by llmctl export; removed when the export completes\n")
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = pretrained(AutoTokenizer, model_dir)
         tokenizer.save_pretrained(partial)
         faults.hook("write", step=0, name="export/")  # test hook: the disk fills as the weights are written
         if fmt == "onnx":

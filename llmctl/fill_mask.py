@@ -31,7 +31,7 @@ def fill_mask_task(model_dir, top_k: int):
     from llmctl.adapters import is_adapter_dir
     from llmctl.config.schema import ModelConfig
     from llmctl.core.setup import quiet_libraries
-    from llmctl.models import model_max_positions
+    from llmctl.models import model_max_positions, pretrained
     from llmctl.run_files import read_json
     from llmctl.runs import TASK_FILE
     from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask, has_mlm_head
@@ -41,7 +41,7 @@ def fill_mask_task(model_dir, top_k: int):
                          "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.")
     quiet_libraries()
     saved = read_json(model_dir / TASK_FILE, root=model_dir) or {}
-    config = AutoConfig.from_pretrained(model_dir)
+    config = pretrained(AutoConfig, model_dir)
     if saved.get("task") != "masked-lm" and not has_mlm_head(config) and not is_adapter_dir(model_dir):
         what = ", ".join(config.architectures or []) or f"a {config.model_type} model"
         trained = f", trained for task {saved['task']}" if saved.get("task") else ""

@@ -84,16 +84,17 @@ def architecture_of(path: Path) -> str:
 
 
 def load_model(auto_class, folder: str, gguf_file: str, **kwargs):
-    """`auto_class.from_pretrained` on the GGUF file, de-quantized, as a plain model."""
+    """(`auto_class.from_pretrained` on the GGUF file, de-quantized, as a plain model; transformers'
+    loading info, whose missing_keys name what the file lacks)."""
     from transformers import GgufConfig
 
     # dequantize=True: without it transformers may keep some layers in packed GGUF blocks,
     # which cannot be trained or saved.
     with _quiet_dequantize():
-        model = auto_class.from_pretrained(folder, gguf_file=gguf_file,
-                                           quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True),
-                                           **kwargs)
-    return plain_model(model)
+        model, info = auto_class.from_pretrained(folder, gguf_file=gguf_file, output_loading_info=True,
+                                                 quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True),
+                                                 **kwargs)
+    return plain_model(model), info
 
 
 @contextmanager

@@ -65,7 +65,12 @@ def _explain(exc: Exception, name: str) -> ModelError:
 
 def pretrained(loader, name, **kwargs):
     """`loader.from_pretrained(name, **kwargs)` (an Auto class or a model class); a failure becomes
-    one ModelError that says why (custom code, offline, or the library's first line)."""
+    one ModelError that says why (custom code, offline, or the library's first line).
+    trust_remote_code is always passed as a bool: left None, transformers asks on stdin."""
+    from llmctl.trust import refuse_custom_code
+
+    kwargs["trust_remote_code"] = bool(kwargs.get("trust_remote_code"))
+    refuse_custom_code(name, kwargs["trust_remote_code"])
     try:
         return loader.from_pretrained(name, **kwargs)
     except Exception as exc:
@@ -110,7 +115,7 @@ def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
     return tokenizer
 
 
-def load_trained(auto_class, model_dir: Path):
+def load_trained(auto_class, model_dir: Path, trust_remote_code: bool = False):
     """A fine-tuned model for eval / predict (safetensors only). Refused when a weight is missing
     from the checkpoint: transformers would start it at random (typically the task head of a
     plain pretrained encoder) and every score would be noise with exit 0. A LoRA run (adapter_config.json)
@@ -119,17 +124,10 @@ def load_trained(auto_class, model_dir: Path):
 
     if is_adapter_dir(model_dir):
         return load_adapter_model(auto_class, model_dir)
-    model, info = pretrained(auto_class, model_dir, use_safetensors=True, output_loading_info=True)
-    missing = list(info.get("missing_keys") or []) + [str(m[0]) for m in info.get("mismatched_keys") or []]
-    if missing:
-        shown = ", ".join(sorted(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise ModelError(
-            f"{model_dir} has no trained weights for {shown}: they would start at random, so every score "
-            f"and prediction would be noise.",
-            f"Fine-tune it first (`llmctl finetune RECIPE --model {model_dir}`), then eval the run directory; "
-            "to score a generative model without training, use `llmctl eval MODEL --recipe` with a zero_shot section.",
-        )
-    return model
+    hint = (f"Fine-tune it first (`llmctl finetune RECIPE --model {model_dir}`), then eval the run directory; "
+            "to score a generative model without training, use `llmctl eval MODEL --recipe` with a zero_shot section.")
+    return load_weights(auto_class, str(model_dir), use_safetensors=True, trust_remote_code=trust_remote_code,
+                        missing_hint=hint)
 
 
 def model_max_positions(model_cfg) -> int | None:
@@ -168,30 +166,67 @@ def check_head(auto_class_name: str, model_cfg, config=None) -> None:
     )
 
 
-def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, **kwargs):
-    """`auto_class.from_pretrained`, or the de-quantized plain model of a GGUF file."""
+def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, allowed_missing=None,
+                 missing_hint: str = "Use a complete checkpoint (every weight its config declares).",
+                 size_checked: bool = False, **kwargs):
+    """`auto_class.from_pretrained`, or the de-quantized plain model of a GGUF file: the one way
+    every command gets a model. Before: no custom code unless trusted, and the size its config
+    declares must fit in memory. After: a weight the checkpoint lacks is refused by name, unless
+    `allowed_missing(key)` (finetune's new task head). `size_checked`: the caller ran check_fits."""
+    from llmctl.model_size import check_fits
+    from llmctl.trust import missing_weights, refuse_custom_code, refuse_missing
+
+    kwargs["trust_remote_code"] = bool(kwargs.get("trust_remote_code"))
+    refuse_custom_code(name_or_path, kwargs["trust_remote_code"])
+    where = gguf.path(name_or_path, gguf_file)
+    config = kwargs.get("config")
+    if config is None:
+        from transformers import AutoConfig
+
+        config = kwargs["config"] = pretrained(AutoConfig, name_or_path, trust_remote_code=kwargs["trust_remote_code"],
+                                               revision=kwargs.get("revision"), **gguf.load_kwargs(gguf_file))
+    if not size_checked:
+        check_fits(auto_class, config, where, "int4" if kwargs.get("quantization_config") else kwargs.get("dtype"))
     try:
         if gguf_file:
             kwargs.pop("use_safetensors", None)
-            return gguf.load_model(auto_class, name_or_path, gguf_file, **kwargs)
-        return auto_class.from_pretrained(name_or_path, **kwargs)
+            model, info = gguf.load_model(auto_class, name_or_path, gguf_file, **kwargs)
+        else:
+            model, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except Exception as exc:
         raise _explain(exc, str(name_or_path)) from exc
+    allowed = allowed_missing(model) if allowed_missing is not None else (lambda key: False)
+    refuse_missing(missing_weights(info, allowed), where, missing_hint)
+    return model
 
 
 def load_model(auto_class, model_cfg, tokenizer, quantization_config=None, **config_overrides):
     """`auto_class.from_pretrained` with our safety defaults; pad id written into the config.
     `quantization_config`: 4-bit base weights for QLoRA (llmctl.adapters)."""
+    from llmctl.trust import new_head_only
+
     config = load_config(model_cfg, **config_overrides)
     # Decoder classifiers score each row at its last non-pad token, found through this id.
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     check_head(auto_class.__name__, model_cfg, config)
     folder, gguf_file = gguf.locate(model_cfg.name_or_path, model_cfg.gguf_file)
-    return load_weights(auto_class, folder, gguf_file, config=config,
+    return load_weights(auto_class, folder, gguf_file, config=config, allowed_missing=new_head_only,
                         use_safetensors=None if model_cfg.allow_pickle_weights else True,
                         trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision,
                         **({"quantization_config": quantization_config} if quantization_config is not None else {}))
+
+
+def check_size(model_cfg, auto_class_name: str, full_finetune: bool = False, config=None) -> None:
+    """Refuse, from the config (or GGUF header) alone, a model whose weights (and, for a full
+    fine-tune, gradients and optimizer state) cannot fit in this machine's memory."""
+    import transformers
+
+    from llmctl.model_size import check_fits
+
+    config = config if config is not None else load_config(model_cfg)
+    check_fits(getattr(transformers, auto_class_name), config, gguf.path(model_cfg.name_or_path, model_cfg.gguf_file),
+               copies=4 if full_finetune else 1)
 
 
 def check_head_size(recipe, task) -> None:

@@ -23,10 +23,12 @@ def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
     return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
-def write_llama_gguf(model_dir, path, architecture: str = "llama"):
+def write_llama_gguf(model_dir, path, architecture: str = "llama", block_count: int | None = None,
+                     embedding_length: int | None = None, tensors: bool = True):
     """The tiny Llama fixture as a GGUF file the way llama.cpp writes one: F32 tensors under
     llama.cpp names, the config as llama.* keys, the byte-level BPE (tokens, merges, specials)
-    and the chat template as tokenizer.* keys."""
+    and the chat template as tokenizer.* keys. `block_count` / `embedding_length` override the
+    header's sizes and `tensors=False` leaves the weights out (hostile files, test_trust_loading)."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -36,9 +38,9 @@ def write_llama_gguf(model_dir, path, architecture: str = "llama"):
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_name("tiny-llama")
-    writer.add_block_count(config.num_hidden_layers)
+    writer.add_block_count(block_count or config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
+    writer.add_embedding_length(embedding_length or config.hidden_size)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
@@ -66,7 +68,7 @@ def write_llama_gguf(model_dir, path, architecture: str = "llama"):
     names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in model.state_dict().items() if tensors else ():
         weights = tensor.numpy()
         if key == "model.embed_tokens.weight":
             writer.add_tensor("token_embd.weight", weights)

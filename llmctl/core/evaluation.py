@@ -124,7 +124,8 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
     resolved = inference_precision(precision, model_dir, dev)
     accelerator = make_accelerator(resolved, dev)
-    model_cfg = ModelConfig(name_or_path=str(model_dir))
+    trust = bool(recipe is not None and recipe.model.trust_remote_code)
+    model_cfg = ModelConfig(name_or_path=str(model_dir), trust_remote_code=trust)
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
     features = tell(task.featurize(eval_split, tokenizer))  # before the model: data errors surface first
     if onnx:
@@ -132,7 +133,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
         model = OnnxModel(model_dir)  # logits only: a loss only from tasks that compute it from them
     else:
-        model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir))
+        model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir, trust))
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path)), "precision": resolved}

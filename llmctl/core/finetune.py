@@ -26,7 +26,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.devices import device_type
-    from llmctl.models import check_head_size, check_source, load_config, load_model, load_tokenizer
+    from llmctl.models import check_head_size, check_size, check_source, load_config, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train.fingerprint import fingerprint
 
@@ -48,14 +48,25 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     for item in task.check_model(recipe.model) or ():  # e.g. a head the checkpoint lacks, started at random
         note(item.text)
-    task = task.for_model(load_config(recipe.model))  # multiple-choice picks its head by architecture
+    config = load_config(recipe.model)
+    task = task.for_model(config)  # multiple-choice picks its head by architecture
+    check_size(recipe.model, task.auto_model, full_finetune=recipe.peft is None, config=config)
     _check_metric_for_best(recipe, task)  # after for_model: a task's metrics may depend on the architecture
     _check_max_length(recipe)
     check_head_size(recipe, task)  # transformers would refuse it only after the run started
+    base_sha256 = None
     if recipe.peft is not None:
-        from llmctl.adapters import check_before_load
+        from llmctl.adapters import base_digests, check_before_load
+        from llmctl.gguf import path as gguf_path
+        from llmctl.trust import check_base_unchanged, recorded_base
 
         check_before_load(recipe.peft, dev)
+        # A LoRA run continues only on the base it started on: a base replaced at the same path
+        # would pair the saved adapter with other weights.
+        base = gguf_path(recipe.model.name_or_path, recipe.model.gguf_file)
+        base_sha256 = base_digests(base)
+        if resume:
+            check_base_unchanged(base, recorded_base(run.path), f"run {run.path}", base_sha256)
 
     # 2. Heavy libraries and the processes.
     quiet_libraries()
@@ -89,16 +100,15 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     from llmctl.adapters import quantization_config, wrap
-    from llmctl.gguf import path as gguf_path
 
     quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
                        **task.model_kwargs())
     lora = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
     if recipe.peft is not None:
-        # A GGUF base is named by its file, so an adapter run can load it back (llmctl.adapters).
-        base = gguf_path(recipe.model.name_or_path, recipe.model.gguf_file)
+        # `base`: a GGUF base is named by its file, so an adapter run can load it back (llmctl.adapters).
         model, lora = wrap(model, recipe.peft, task.auto_model, base)
+        lora["base_sha256"] = base_sha256  # in environment.json too, so --resume can check it before a model is saved
         tell_lora(lora)
     speedups, attach_to_optimizer = [], None
     sharded = fsdp_settings(accelerator)
@@ -144,10 +154,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
 
     meta = task.metadata() | {"precision": precision}  # eval and predict run in the precision it trained in
     if lora:
-        from llmctl.adapters import base_digests
-
         # what `llmctl export --base` checks a relocated base model against
-        meta["peft"] = lora | {"base_sha256": base_digests(base)}
+        meta["peft"] = lora
 
     def save_best(info: dict) -> None:
         """Called on every process: under FSDP gathering the weights takes all of them."""

@@ -56,6 +56,7 @@ def task_for_model(model_dir: Path, recipe=None):
     from transformers import AutoConfig
 
     from llmctl.run_files import read_json
+    from llmctl.models import pretrained
     from llmctl.runs import TASK_FILE
     from llmctl.tasks import TASKS
 
@@ -64,7 +65,8 @@ def task_for_model(model_dir: Path, recipe=None):
             f"{model_dir} is not a saved model or run directory (no config.json).",
             "Pass a run directory made by `llmctl finetune` or a save_pretrained folder.",
         )
-    config = AutoConfig.from_pretrained(model_dir)
+    trust = bool(recipe is not None and recipe.model.trust_remote_code)
+    config = pretrained(AutoConfig, model_dir, trust_remote_code=trust)
     saved = read_json(model_dir / TASK_FILE, root=model_dir)
     if recipe is not None:
         if saved is not None:

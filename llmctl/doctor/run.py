@@ -63,13 +63,17 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     from llmctl.console import tell
     from llmctl.core.setup import quiet_libraries
     from llmctl.data.prepare import train_features
-    from llmctl.models import load_tokenizer
+    from llmctl.models import check_size, check_source, load_tokenizer
     from llmctl.tasks import TASKS
 
     report = Report(recipe.task)
     task = TASKS[recipe.task](recipe.data)
     specs = {role: getattr(recipe.data, role) for role in ROLES if getattr(recipe.data, role, None)}
+    # The model first, as finetune checks it: a missing path fails in seconds (one hub probe, not
+    # the libraries' retries), and a config too big for this machine is refused here, not in training.
+    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
     quiet_libraries()
+    check_size(recipe.model, task.auto_model, full_finetune=recipe.peft is None)
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
     ctx = Context(recipe, task, tokenizer, specs)
     for role, spec in specs.items():

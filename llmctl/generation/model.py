@@ -95,8 +95,18 @@ def load_generator(model: str, precision: str = "auto", device: str | None = Non
                         precision, device, trust_remote_code)
 
 
+def check_size(source: str, config, kind: str) -> None:
+    """Refuse, from the config alone and before the tokenizer loads, a model too big for memory."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from llmctl.model_size import check_fits
+
+    check_fits(AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM, config, source)
+
+
 def load_checked(source: str, kind: str, precision: str = "auto", device: str | None = None,
-                 trust_remote_code: bool = False, tokenizer=None, pad_added: bool = False) -> Generator:
+                 trust_remote_code: bool = False, tokenizer=None, pad_added: bool = False,
+                 size_checked: bool = False) -> Generator:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -115,7 +125,8 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     folder, gguf_file, _ = _where(source)
     # A LoRA run: base + adapter, merged once so generation runs the plain model.
     model = load_merged(auto, source, dtype=dtype) or load_weights(
-        auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+        auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+        size_checked=size_checked)
     model.to(dev).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

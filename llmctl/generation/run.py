@@ -10,7 +10,8 @@ import os
 
 from llmctl.console import warn
 from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
-from llmctl.generation.model import context_limit, generation_kind, load_checked, load_config, load_tokenizer, resolve_source
+from llmctl.generation.model import (check_size, context_limit, generation_kind, load_checked, load_config,
+                                     load_tokenizer, resolve_source)
 from llmctl.generation.prompts import Prompt
 
 
@@ -38,6 +39,7 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     source = resolve_source(model)
     config = load_config(source)
     kind = generation_kind(config, source)
+    check_size(source, config, kind)
     tokenizer, pad_added = load_tokenizer(source, kind)
     encoded, truncated = encode_prompts([p.text for p in prompts], [p.where for p in prompts], tokenizer, kind,
                                         context_limit(config, tokenizer, kind), settings, prompts)
@@ -46,7 +48,7 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     if pad_added:
         warn(f"the tokenizer of '{source}' has no pad token; padding with its eos token "
              f"{tokenizer.eos_token!r} (padded positions are masked out, so completions do not change).")
-    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added)
+    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True)
     dropped = token_ids_only(gen.model)
     if dropped:
         warn(describe_dropped(dropped))
