@@ -237,7 +237,7 @@ def main() -> None:
 
     import torch
 
-    from llmctl.precision import cpu_supports_bf16
+    from llmctl.models.precision import cpu_supports_bf16
 
     dtypes = args.dtypes.split(",") if args.dtypes else ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
     load_before = os.getloadavg()

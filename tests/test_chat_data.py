@@ -41,7 +41,7 @@ CONVERSATIONS = [
 @pytest.fixture(scope="module")
 def tokenizers(tiny_models):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     return {name: load_tokenizer(ModelConfig(name_or_path=str(tiny_models[name]))) for name in CHAT_MODELS + ["gpt2"]}
 

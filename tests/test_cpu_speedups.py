@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from llmctl.train.dropout import FastDropout, use_fast_dropout
-from llmctl.train.memory import keep_freed_memory
+from llmctl.train.speedups.dropout import FastDropout, use_fast_dropout
+from llmctl.train.speedups.memory import keep_freed_memory
 
 
 def test_fast_dropout_drops_at_rate_p_and_rescales():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
-from llmctl.train import attention
-from llmctl.train.dropout import fast_dropout
+from llmctl.train.speedups import attention
+from llmctl.train.speedups.dropout import fast_dropout
 
 
 class _Module(torch.nn.Module):

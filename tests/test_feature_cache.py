@@ -115,7 +115,7 @@ def test_store_write_race_and_checksums_in_process(tmp_path, monkeypatch):
     """The losing writer of a race drops its copy; the winner's entry stays and verifies."""
     from llmctl.data import cache
     from llmctl.data.store import Ragged
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     monkeypatch.setenv("LLMCTL_CACHE_DIR", str(tmp_path))
     features = Features({"input_ids": Ragged.from_lists([[1, 2, 3], [4]]), "labels": np.array([0, 1], np.uint8)},

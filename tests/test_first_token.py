@@ -4,8 +4,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
 from helpers import TINY_BERT, tiny_bert_pair
-from llmctl.train.attention import use_fast_attention
-from llmctl.train.first_token import compute_first_position_only
+from llmctl.train.speedups.attention import use_fast_attention
+from llmctl.train.speedups.first_token import compute_first_position_only
 
 
 def _pair(**extra):

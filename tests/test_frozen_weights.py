@@ -4,7 +4,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llmctl.train.frozen_weights import cast_frozen_linears
+from llmctl.train.speedups.frozen_weights import cast_frozen_linears
 
 CONFIG = {"vocab_size": 90, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
           "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,

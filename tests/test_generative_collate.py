@@ -99,7 +99,7 @@ def _keep_packed_examples_apart(batch, rows):
 # -- real features ----------------------------------------------------------------------------------
 def tokenizer_of(model, padding_side=None, **kwargs):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model)), **kwargs)
     if padding_side:
@@ -123,7 +123,7 @@ def batches(features, size=3):
 def cached(features):
     """The features as the feature cache gives them back: columnar arrays, not lists."""
     from llmctl.data.store import to_columnar
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     return Features({k: to_columnar(v) for k, v in features.columns.items()}, features.lengths, features.meta)
 

@@ -101,7 +101,7 @@ def test_gguf_loads_the_same_model_and_tokenizer(tiny_models, tiny_gguf):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_model, load_tokenizer
+    from llmctl.models.load import load_model, load_tokenizer
 
     source_tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
     source = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()

@@ -4,8 +4,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
 from helpers import TINY_BERT, assert_same_gradients, tiny_bert_pair
-from llmctl.train.attention import use_fast_attention
-from llmctl.train.labelled_positions import finish_labelled_positions_only
+from llmctl.train.speedups.attention import use_fast_attention
+from llmctl.train.speedups.labelled_positions import finish_labelled_positions_only
 
 
 def _pair(**extra):

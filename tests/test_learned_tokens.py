@@ -6,7 +6,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXFor
                           LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration)
 
 from helpers import assert_same_gradients
-from llmctl.train.learned_tokens import project_learned_tokens_only
+from llmctl.train.speedups.learned_tokens import project_learned_tokens_only
 
 SMALL = {"vocab_size": 90, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0}

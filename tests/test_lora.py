@@ -109,7 +109,7 @@ def test_export_merges_into_a_checkpoint_transformers_loads_without_peft(cls_run
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llmctl.adapters import load_adapter_model
+    from llmctl.models.adapters import load_adapter_model
 
     family, tmp, _ = cls_run
     out = tmp / "export"
@@ -183,7 +183,7 @@ def test_causal_lm_lora_learns_generates_and_exports(tiny_models, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmctl.adapters import load_adapter_model
+    from llmctl.models.adapters import load_adapter_model
 
     rows = [{"text": f"the cat sat on the mat and the dog ran to the park {i % 5}"} for i in range(48)]
     train = write_jsonl(tmp_path / "train.jsonl", rows)

@@ -4,7 +4,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
 
 from helpers import TINY_BERT, assert_same_gradients, tiny_bert_pair
-from llmctl.train.masked_positions import predict_masked_positions_only
+from llmctl.train.speedups.masked_positions import predict_masked_positions_only
 
 
 def _inputs():

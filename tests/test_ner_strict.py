@@ -16,7 +16,7 @@ PREDICTED = [["I-PER", "I-PER", "O", "O", "B-ORG", "I-ORG", "O", "B-LOC", "O"], 
 
 def task_and_logits(tmp_path, tiny_models, **data):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     (tmp_path / "train.txt").write_text(TRAIN)
     (tmp_path / "valid.txt").write_text(VALID)

@@ -38,7 +38,7 @@ def write(tmp_path, name, text):
 
 def tokenizer(tiny_models, family):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     return load_tokenizer(ModelConfig(name_or_path=str(tiny_models[family])), **NerTask(NerData()).tokenizer_kwargs())
 

@@ -250,7 +250,7 @@ def test_multiple_choice_run_exports_with_a_choices_axis_and_predicts_the_same(t
     from test_multiple_choice import SWAG_KEYS, swag_rows
     from test_multiple_choice import write_jsonl as write_rows
 
-    from llmctl.onnx_model import open_session
+    from llmctl.export.onnx_model import open_session
 
     train = write_rows(tmp_path / "swag.jsonl", swag_rows(24))
     inputs = write_rows(tmp_path / "in.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in swag_rows(3)])

@@ -282,7 +282,7 @@ def test_model_card_names_a_hub_base_model_and_a_hub_dataset(cls_run, tmp_path):
     """A run from Hub ids (which cannot train offline here): its recipe rewritten, the card rebuilt."""
     import yaml
 
-    from llmctl.model_card import write_model_card
+    from llmctl.runs.model_card import write_model_card
 
     tmp, finished = cls_run
     run = tmp_path / "sst2-bert"

@@ -6,7 +6,7 @@ from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
                           T5Config, T5ForSequenceClassification)
 
 from llmctl.train.optim import build_optimizer
-from llmctl.train.seen_rows import SeenRowsEmbedding, decay_unseen_rows, seen_token_ids, train_seen_rows_only
+from llmctl.train.speedups.seen_rows import SeenRowsEmbedding, decay_unseen_rows, seen_token_ids, train_seen_rows_only
 
 
 class _Cfg:

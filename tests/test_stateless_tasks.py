@@ -30,7 +30,7 @@ def s2s_rows(n):
 
 def tokenizer_of(model, **kwargs):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     return load_tokenizer(ModelConfig(name_or_path=str(model)), **kwargs)
 

@@ -47,7 +47,7 @@ def write_csv(path, rows):
 @pytest.fixture(scope="module")
 def gpt2_tokenizer(tiny_models):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     return load_tokenizer(ModelConfig(name_or_path=str(tiny_models["gpt2"])))
 

@@ -140,7 +140,7 @@ def assert_unchanged_by_use(task, train_spec: str, valid_spec: str, tokenizer) -
 
 def bert_tokenizer(tiny_models, **kwargs):
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer
+    from llmctl.models.load import load_tokenizer
 
     return load_tokenizer(ModelConfig(name_or_path=str(tiny_models["bert"])), **kwargs)
 

@@ -261,6 +261,6 @@ def test_classification_run_leaves_pictures_and_diagnostics(tracked):
     positive = diagnostics["per_class"]["positive"]
     assert positive["support"] == 8 and positive["f1"] == pytest.approx(out["metrics"]["f1"])
     assert not list(run_dir.glob(".*.tmp"))  # pictures are written under a temporary name, then renamed
-    from llmctl.runs import RUN_ENTRIES
+    from llmctl.runs.directory import RUN_ENTRIES
 
     assert {p.name for p in run_dir.iterdir()} <= RUN_ENTRIES  # so --overwrite removes all of it

@@ -13,8 +13,8 @@ def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON obje
     """Print package versions and the devices llmctl would use."""
     import torch
 
-    from llmctl.runs import environment
-    from llmctl.precision import cpu_supports_bf16, resolve_precision
+    from llmctl.runs.directory import environment
+    from llmctl.models.precision import cpu_supports_bf16, resolve_precision
 
     info = environment()
     info["devices"] = {

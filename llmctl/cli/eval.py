@@ -41,8 +41,8 @@ def eval_command(
     from llmctl.config.load import load_recipe
     from llmctl.console import Console
     from llmctl.core.evaluation import check_gates, evaluate_model, gate, parse_gates
-    from llmctl.precision import check_precision
-    from llmctl.run_files import check_run
+    from llmctl.models.precision import check_precision
+    from llmctl.runs.files import check_run
 
     # Everything the command line alone can get wrong fails here, before anything loads.
     gates = parse_gates(fail_under, fail_over)

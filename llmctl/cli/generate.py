@@ -50,11 +50,11 @@ def generate(
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
-    from llmctl.devices import device_type
+    from llmctl.models.devices import device_type
     from llmctl.errors import UsageError
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import read_prompts
-    from llmctl.precision import PRECISIONS
+    from llmctl.models.precision import PRECISIONS
 
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")

@@ -45,8 +45,8 @@ def predict(
     from llmctl.cli.checks import at_least_one, writable_file
     from llmctl.console import print_json
     from llmctl.core.prediction import flag_inputs, predict as run_predict, read_inputs
-    from llmctl.precision import check_precision
-    from llmctl.run_files import check_run
+    from llmctl.models.precision import check_precision
+    from llmctl.runs.files import check_run
     from llmctl.errors import UsageError
 
     if input_ is not None and (question is not None or context is not None):
@@ -67,7 +67,7 @@ def predict(
         rows, where, lines = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
     options = dict(batch_size=batch_size, device=device, precision=precision, lines=lines)
     if fill_mask or top_k is not None:
-        from llmctl.fill_mask import fill_mask as run_fill_mask
+        from llmctl.core.fill_mask import fill_mask as run_fill_mask
 
         predictions = run_fill_mask(model, rows, where, top_k=top_k or 5, **options)
     else:

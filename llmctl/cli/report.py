@@ -1,4 +1,4 @@
-"""`llmctl report RUN`: the run as one HTML page (llmctl.report)."""
+"""`llmctl report RUN`: the run as one HTML page (llmctl.runs.report)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def report_command(
 
     from llmctl.console import note
     from llmctl.errors import UsageError
-    from llmctl.report.build import build_report
+    from llmctl.runs.report.build import build_report
 
     if output is not None and Path(output).expanduser().is_dir():  # refused before the page is built
         raise UsageError(f"--output {output} is a directory.",

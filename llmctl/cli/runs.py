@@ -1,5 +1,5 @@
 """`llmctl runs list [DIR] | show RUN | compare BASE CANDIDATE`: read run directories back
-(llmctl.runs_view, llmctl.runs_compare) and print them; no torch is imported."""
+(llmctl.runs.view, llmctl.runs.compare) and print them; no torch is imported."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def list_(directory: str = typer.Argument("runs", metavar="DIR", help="Folder ho
     """One line per run: task, model, training data, best metric, status (finished / interrupted / running)."""
     from llmctl.console import print_json, warn
     from llmctl.errors import UsageError
-    from llmctl.runs_view import list_runs
+    from llmctl.runs.view import list_runs
 
     root = Path(directory).expanduser()
     if not root.is_dir():
@@ -51,7 +51,7 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
          json_out: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """One run in detail: recipe, environment, metrics, every evaluation, model folder, checkpoints."""
     from llmctl.console import print_json
-    from llmctl.runs_view import detail, require_run
+    from llmctl.runs.view import detail, require_run
     from llmctl.train.fingerprint import flatten
 
     info = detail(require_run(run))
@@ -90,7 +90,7 @@ def compare(base: str = typer.Argument(..., metavar="BASE", help="The reference 
             json_out: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Two runs side by side: recipe, data, library versions and every final metric (candidate - base)."""
     from llmctl.console import print_json
-    from llmctl.runs_compare import compare as compare_runs, gate, parse_max_drop
+    from llmctl.runs.compare import compare as compare_runs, gate, parse_max_drop
 
     result = compare_runs(base, candidate, parse_max_drop(max_drop))
     if json_out:

@@ -79,10 +79,10 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     Gate names, the device and the data are checked before any weight loads."""
     from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
-    from llmctl.devices import device_type
-    from llmctl.precision import inference_precision
-    from llmctl.models import load_tokenizer, load_trained
-    from llmctl.runs import find_model_dir
+    from llmctl.models.devices import device_type
+    from llmctl.models.precision import inference_precision
+    from llmctl.models.load import load_tokenizer, load_trained
+    from llmctl.runs.directory import find_model_dir
 
     gates = gates or Gates()
     dev = device_type(device)
@@ -106,7 +106,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
             return evaluate_choices(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
                                     batch_size=batch_size, device=dev, precision=precision or "auto")
     model_dir = find_model_dir(model_path)
-    from llmctl.onnx_model import check_run_options, is_onnx_export
+    from llmctl.export.onnx_model import check_run_options, is_onnx_export
 
     onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime on the CPU, fp32
     if onnx:
@@ -129,7 +129,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     tokenizer = load_tokenizer(model_cfg, **task.tokenizer_kwargs())
     features = tell(task.featurize(eval_split, tokenizer))  # before the model: data errors surface first
     if onnx:
-        from llmctl.onnx_model import OnnxModel
+        from llmctl.export.onnx_model import OnnxModel
 
         model = OnnxModel(model_dir)  # logits only: a loss only from tasks that compute it from them
     else:
@@ -140,7 +140,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
 
 def _trained_by_llmctl(model_path: str) -> bool:
-    from llmctl.runs import TASK_FILE, find_model_dir
+    from llmctl.runs.directory import TASK_FILE, find_model_dir
 
     return (find_model_dir(model_path) / TASK_FILE).is_file()
 

@@ -15,8 +15,8 @@ from typing import Iterator
 from llmctl import faults
 from llmctl.errors import Interrupted, UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
-from llmctl.model_card import rewrite_model_card
-from llmctl.runs import RunDir, checkpoint_step, environment
+from llmctl.runs.model_card import rewrite_model_card
+from llmctl.runs.directory import RunDir, checkpoint_step, environment
 from llmctl.train import tracking
 
 
@@ -25,8 +25,8 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     from llmctl.console import note, tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
-    from llmctl.devices import device_type
-    from llmctl.models import check_head_size, check_size, check_source, load_config, load_model, load_tokenizer
+    from llmctl.models.devices import device_type
+    from llmctl.models.load import check_head_size, check_size, check_source, load_config, load_model, load_tokenizer
     from llmctl.tasks import TASKS
     from llmctl.train.fingerprint import fingerprint
 
@@ -56,9 +56,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_head_size(recipe, task)  # transformers would refuse it only after the run started
     base_sha256 = None
     if recipe.peft is not None:
-        from llmctl.adapters import base_digests, check_before_load
-        from llmctl.gguf import path as gguf_path
-        from llmctl.trust import check_base_unchanged, recorded_base
+        from llmctl.models.adapters import base_digests, check_before_load
+        from llmctl.models.gguf import path as gguf_path
+        from llmctl.models.trust import check_base_unchanged, recorded_base
 
         check_before_load(recipe.peft, dev)
         # A LoRA run continues only on the base it started on: a base replaced at the same path
@@ -73,7 +73,7 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     import torch
     from accelerate.utils import set_seed
 
-    from llmctl.precision import resolve_precision
+    from llmctl.models.precision import resolve_precision
     from llmctl.train.loop import LoopSetup, plan_steps, train_loop
     from llmctl.train.optim import build_optimizer, build_scheduler
     from llmctl.train.sharding import fsdp_settings, full_model_state, prepare_for_training
@@ -99,21 +99,21 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     set_seed(recipe.train.seed)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    from llmctl.adapters import quantization_config, wrap
+    from llmctl.models.adapters import quantization_config, wrap
 
     quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
     model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
                        **task.model_kwargs())
     lora = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
     if recipe.peft is not None:
-        # `base`: a GGUF base is named by its file, so an adapter run can load it back (llmctl.adapters).
+        # `base`: a GGUF base is named by its file, so an adapter run can load it back (llmctl.models.adapters).
         model, lora = wrap(model, recipe.peft, task.auto_model, base)
         lora["base_sha256"] = base_sha256  # in environment.json too, so --resume can check it before a model is saved
         tell_lora(lora)
     speedups, attach_to_optimizer = [], None
     sharded = fsdp_settings(accelerator)
     if dev == "cpu" and sharded is None:
-        from llmctl.train.cpu_speedups import speed_up_cpu_training
+        from llmctl.train.speedups.apply import speed_up_cpu_training
 
         # On the transformers model inside the adapter: each speed-up checks the module types it
         # rewrites, and the seen-rows embedding declines a frozen embedding (LoRA freezes it).
@@ -261,7 +261,7 @@ def _check_metric_for_best(recipe, task) -> None:
 
 def _check_max_length(recipe) -> None:
     """A max_length past the model's position table crashes mid-training (index out of range)."""
-    from llmctl.models import model_max_positions
+    from llmctl.models.load import model_max_positions
 
     limit = model_max_positions(recipe.model)
     for key in ("max_length", "max_target_length"):
@@ -305,7 +305,7 @@ def _evaluate_saved(run: RunDir, task, tokenizer, accelerator, model, split, bat
     unwrapped = accelerator.unwrap_model(model)
     adapter_file = run.model / "adapter_model.safetensors"
     if adapter_file.is_file() and fsdp_version(accelerator):
-        from llmctl.adapters import by_model_names
+        from llmctl.models.adapters import by_model_names
 
         load_full_model_state(model, by_model_names(model, load_file(str(adapter_file))), strict=False)
     elif adapter_file.is_file():

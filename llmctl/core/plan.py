@@ -18,11 +18,11 @@ from llmctl.errors import UsageError
 def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
             force_resume: bool = False) -> tuple:
     from llmctl.core.finetune import _check_max_length, _check_metric_for_best, _local_inputs, _recipe_file
-    from llmctl.devices import device_type
+    from llmctl.models.devices import device_type
     from llmctl.doctor.run import diagnose_with_context, processes
-    from llmctl.models import check_head_size, check_source
-    from llmctl.precision import resolve_precision
-    from llmctl.runs import RunDir
+    from llmctl.models.load import check_head_size, check_source
+    from llmctl.models.precision import resolve_precision
+    from llmctl.runs.directory import RunDir
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
@@ -43,7 +43,7 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
     _check_metric_for_best(recipe, ctx.task)
     check_head_size(recipe, ctx.task)
     if recipe.peft is not None:
-        from llmctl.adapters import check_before_load
+        from llmctl.models.adapters import check_before_load
 
         check_before_load(recipe.peft, dev)
     cfg = recipe.train

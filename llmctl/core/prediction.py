@@ -70,10 +70,10 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     one the model was trained for (fill-mask on any checkpoint with a masked-LM head)."""
     from llmctl.console import tell
     from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
-    from llmctl.devices import device_type
-    from llmctl.onnx_model import check_run_options, is_onnx_export
-    from llmctl.precision import inference_precision
-    from llmctl.runs import find_model_dir
+    from llmctl.models.devices import device_type
+    from llmctl.export.onnx_model import check_run_options, is_onnx_export
+    from llmctl.models.precision import inference_precision
+    from llmctl.runs.directory import find_model_dir
 
     model_dir = find_model_dir(model_path)
     onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime, no torch model
@@ -89,7 +89,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     import torch
 
     from llmctl.config.schema import ModelConfig
-    from llmctl.models import load_tokenizer, load_trained
+    from llmctl.models.load import load_tokenizer, load_trained
     from llmctl.train.batching import eval_batches
     from llmctl.train.evaluate import to_device
 
@@ -103,7 +103,7 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
              "max_length tokens can use (predictions echo the text as cut).")
     features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
     if onnx:
-        from llmctl.onnx_model import OnnxModel
+        from llmctl.export.onnx_model import OnnxModel
 
         model, on, autocast = OnnxModel(model_dir), torch.device("cpu"), contextlib.nullcontext()
     else:

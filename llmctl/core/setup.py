@@ -33,7 +33,7 @@ def make_accelerator(precision: str, device: str | None = None, trackers: dict |
     they write (llmctl.train.tracking.accelerator_options)."""
     from accelerate import Accelerator
 
-    from llmctl.precision import accelerate_mixed_precision
+    from llmctl.models.precision import accelerate_mixed_precision
     from llmctl.train.sharding import check_fsdp_request, fsdp_plugin_for_cpu, switch_on_cpu_fsdp
 
     cpu = device == "cpu"
@@ -55,9 +55,9 @@ def task_for_model(model_dir: Path, recipe=None):
     """Rebuild the task that trained `model_dir` from its llmctl.json (or a recipe)."""
     from transformers import AutoConfig
 
-    from llmctl.run_files import read_json
-    from llmctl.models import pretrained
-    from llmctl.runs import TASK_FILE
+    from llmctl.runs.files import read_json
+    from llmctl.models.load import pretrained
+    from llmctl.runs.directory import TASK_FILE
     from llmctl.tasks import TASKS
 
     if not (model_dir / "config.json").is_file():

@@ -25,7 +25,7 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool) -> tuple:
 
     from llmctl.data import cache
     from llmctl.data.store import is_columnar, to_columnar
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     started = time.perf_counter()
     source = Path(data_cfg.train).expanduser() if data_cfg.train else None

@@ -18,7 +18,7 @@ from llmctl.data.inputs import (FORMATS as FILE_FORMATS, Part, corrupt, decompre
                                 is_multi, is_pattern, locate, open_binary, open_text, start, suffixes)
 from llmctl.data.nested import add_nested_columns, nested_names, nested_value
 from llmctl.errors import DataError
-from llmctl.hub import ensure_hub_reachable
+from llmctl.models.hub import ensure_hub_reachable
 
 
 def not_utf8(key: str, path: Path, exc: UnicodeDecodeError, offset: int = 0) -> DataError:

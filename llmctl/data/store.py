@@ -155,7 +155,7 @@ def _check_length(path: Path, nbytes: int) -> None:
 
 def load(directory: Path):
     """Features memory-mapped from a directory `save` wrote (read-only: batches copy what they use)."""
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     info = json.loads((directory / "features.json").read_text())
 

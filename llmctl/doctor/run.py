@@ -63,7 +63,7 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     from llmctl.console import tell
     from llmctl.core.setup import quiet_libraries
     from llmctl.data.prepare import train_features
-    from llmctl.models import check_size, check_source, load_tokenizer
+    from llmctl.models.load import check_size, check_source, load_tokenizer
     from llmctl.tasks import TASKS
 
     report = Report(recipe.task)

@@ -3,7 +3,7 @@
 Decoder-only LMs (GPT-2, Llama, Qwen2, Mistral, Phi, GPT-NeoX, ...) and encoder-decoder models
 (T5 family) generate; an encoder-only checkpoint (BERT family) has no language-model head that
 continues text, so it is refused by name before its weights load. A `source` is a saved-model
-folder, a hub id or a .gguf file (llmctl/gguf.py).
+folder, a hub id or a .gguf file (llmctl/models/gguf.py).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class Generator:
 
 def resolve_source(model: str) -> str:
     """A run directory's model/ folder, a saved-model folder, or a hub id (checked fast when offline)."""
-    from llmctl.models import check_source
-    from llmctl.runs import find_model_dir
+    from llmctl.models.load import check_source
+    from llmctl.runs.directory import find_model_dir
 
     path = find_model_dir(model)
     source = str(path) if path.exists() else model
@@ -40,7 +40,7 @@ def resolve_source(model: str) -> str:
 
 def _where(source: str) -> tuple[str, str | None, dict]:
     """(folder or hub id, GGUF file name or None, what every from_pretrained of it needs)."""
-    from llmctl import gguf
+    from llmctl.models import gguf
 
     folder, gguf_file = gguf.locate(source)
     return folder, gguf_file, gguf.load_kwargs(gguf_file)
@@ -49,7 +49,7 @@ def _where(source: str) -> tuple[str, str | None, dict]:
 def load_config(source: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    from llmctl.models import pretrained
+    from llmctl.models.load import pretrained
 
     folder, _, kwargs = _where(source)
     return pretrained(AutoConfig, folder, trust_remote_code=trust_remote_code, **kwargs)
@@ -77,7 +77,7 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
     """Fast tokenizer padded on the side generation needs; returns (tokenizer, pad_added)."""
     from transformers import AutoTokenizer
 
-    from llmctl.models import pad_with_eos, pretrained
+    from llmctl.models.load import pad_with_eos, pretrained
 
     folder, _, kwargs = _where(source)
     tokenizer = pretrained(AutoTokenizer, folder, trust_remote_code=trust_remote_code, **kwargs)
@@ -99,7 +99,7 @@ def check_size(source: str, config, kind: str) -> None:
     """Refuse, from the config alone and before the tokenizer loads, a model too big for memory."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from llmctl.model_size import check_fits
+    from llmctl.models.size import check_fits
 
     check_fits(AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM, config, source)
 
@@ -110,9 +110,9 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from llmctl.devices import device_type
-    from llmctl.models import load_weights
-    from llmctl.precision import generation_precision
+    from llmctl.models.devices import device_type
+    from llmctl.models.load import load_weights
+    from llmctl.models.precision import generation_precision
 
     dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load
     precision = generation_precision(precision, dev, kind)
@@ -120,7 +120,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    from llmctl.adapters import load_merged
+    from llmctl.models.adapters import load_merged
 
     folder, gguf_file, _ = _where(source)
     # A LoRA run: base + adapter, merged once so generation runs the plain model.

@@ -144,7 +144,7 @@ def chat_prompt(tokenizer, prompt: Prompt, system: str | None) -> str:
             raise DataError(f"{prompt.where}: the conversation has its own system message and --system was given.",
                             "Drop one of the two.")
         messages = [{"role": "system", "content": system}] + messages
-    from llmctl.chat_template import render
+    from llmctl.models.chat_template import render
     try:
         return render(tokenizer, messages, add_generation_prompt=True)
     except LlmctlError:

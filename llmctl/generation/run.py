@@ -30,7 +30,7 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     "prompt_tokens", "completion_tokens"}], "stats", "streamed"}. `stream(text)` receives a single
     prompt's completion piece by piece; otherwise `on_rows([(position, result), ...])` receives
     each batch's results as soon as it is done."""
-    from llmctl.devices import device_type
+    from llmctl.models.devices import device_type
     from llmctl.generation.decoding import describe_dropped, token_ids_only
 
     settings.check()

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from llmctl.config.schema import DataConfig
 from llmctl.data.collate import Padding, collate
-from llmctl.train.batching import Features  # what featurize returns
+from llmctl.data.features import Features  # what featurize returns
 
 __all__ = ["DataConfig", "Features", "Labels", "Note", "Padding", "Task"]
 
@@ -128,7 +128,7 @@ class Task(ABC):
         """Refuse, before any weights load, a checkpoint whose architecture cannot do this task:
         by default one whose model type has no `auto_model` head in transformers. May return
         notes about the checkpoint for the caller to show (a head it lacks, started at random)."""
-        from llmctl.models import check_head
+        from llmctl.models.load import check_head
 
         check_head(self.auto_model, model_cfg)
         return ()
@@ -136,7 +136,7 @@ class Task(ABC):
     # -- features and batches ----------------------------------------------------------
     @abstractmethod
     def featurize(self, split, tokenizer, progress=None):
-        """Tokenize a split into `llmctl.train.batching.Features`; tasks that read their split in
+        """Tokenize a split into `llmctl.data.features.Features`; tasks that read their split in
         chunks call `progress(rows_done, rows_total)` after each."""
 
     def padding(self, tokenizer) -> Padding:
@@ -169,7 +169,7 @@ class Task(ABC):
 
     def diagnostics(self, kept: dict, features, split) -> dict:
         """What the metrics alone do not show, from the same outputs as `compute_metrics`: JSON-safe,
-        written to the run's diagnostics.json and drawn by llmctl.plots (a confusion matrix,
+        written to the run's diagnostics.json and drawn by llmctl.runs.plots (a confusion matrix,
         per-entity scores, ...). {} for tasks that have nothing to add."""
         return {}
 

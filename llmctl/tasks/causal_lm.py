@@ -214,7 +214,7 @@ class CausalLMTask(Task):
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def featurize(self, split: LMSplit | LMFileSplit, tokenizer, progress=None):
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         cfg = self.data_cfg
         if isinstance(split, LMFileSplit):
@@ -262,7 +262,7 @@ class CausalLMTask(Task):
     def _prompts(self, split: LMSplit, tokenizer):
         """Prompts to continue: no EOS, and the most recent context is kept. A conversation is
         rendered up to the generation prompt, so the model answers its last user turn."""
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         conversations = split.conversations or [None] * len(split.prompts)
         chats = [c for c in conversations if c is not None]

@@ -153,7 +153,7 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
 
     from llmctl.data.packing import blocks, example_starts
     from llmctl.data.store import Writer
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     separate_labels = split.chat or cfg.completion_column is not None
     ids_out, labels_out = Writer(), Writer() if separate_labels else None

@@ -68,7 +68,7 @@ def require_template(tokenizer, model: str) -> None:
 
 
 def _render(tokenizer, messages: list[dict], prompt: bool = False) -> str:
-    from llmctl.chat_template import render
+    from llmctl.models.chat_template import render
 
     return render(tokenizer, messages, add_generation_prompt=prompt)
 

@@ -299,7 +299,7 @@ class ClassificationTask(Task):
     def featurize(self, split: Split | FileSplit, tokenizer, progress=None):
         if isinstance(split, FileSplit):
             return self._featurize_file(replace(split, labels=self._label_ids(split)), tokenizer, progress)
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         second = split.texts[1] if len(split.texts) > 1 else None
         enc = tokenizer(split.texts[0], second, truncation=True, max_length=self.data_cfg.max_length)
@@ -315,7 +315,7 @@ class ClassificationTask(Task):
         import numpy as np
 
         from llmctl.data.store import Writer, to_columnar
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         cfg = self.data_cfg
         ids, types = Writer(), Writer()

@@ -54,7 +54,7 @@ def check_architecture(task: str, model_cfg) -> None:
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
-    from llmctl.models import load_config
+    from llmctl.models.load import load_config
 
     name = model_cfg.name_or_path
     config = load_config(model_cfg)

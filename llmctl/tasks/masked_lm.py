@@ -10,7 +10,7 @@ row, truncated. The metric is the perplexity of the masked tokens (exp of their 
 on evaluation masks that are the same at every evaluation.
 
 Prediction fills masks: each row is a text holding the tokenizer's mask token, or `[MASK]`
-for it, and gets the `top_k` likeliest tokens per mask (llmctl.fill_mask, `predict --fill-mask`).
+for it, and gets the `top_k` likeliest tokens per mask (llmctl.core.fill_mask, `predict --fill-mask`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class MaskedLMTask(Task):
         return cls(MaskedLMData.model_validate(meta["data"]))
 
     def check_model(self, model_cfg) -> tuple[Note, ...]:
-        from llmctl.models import check_head, load_config
+        from llmctl.models.load import check_head, load_config
 
         config = load_config(model_cfg)
         check_head(self.auto_model, model_cfg, config)
@@ -113,7 +113,7 @@ class MaskedLMTask(Task):
     def featurize(self, split: TextSplit, tokenizer, progress=None):
         from llmctl.data.packing import blocks
         from llmctl.data.store import Writer
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         mask_token_id(tokenizer)
         if split.role == "predict":
@@ -137,7 +137,7 @@ class MaskedLMTask(Task):
         return Features(columns=columns, lengths=columns["tokens"].lengths(), tokenizer=tokenizer)
 
     def _fill_mask_features(self, split: TextSplit, tokenizer):
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         mask = tokenizer.mask_token
         texts = [t.replace(LITERAL_MASK, mask) if mask != LITERAL_MASK else t for t in split.texts]

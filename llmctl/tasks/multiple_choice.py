@@ -58,7 +58,7 @@ class MultipleChoiceTask(Task):
         return self._replaced(kind=family(model_config))
 
     def check_model(self, model_cfg) -> None:
-        from llmctl.models import check_head, load_config
+        from llmctl.models.load import check_head, load_config
 
         config = load_config(model_cfg)
         if family(config) == "encoder":

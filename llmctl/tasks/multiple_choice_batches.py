@@ -36,7 +36,7 @@ def _grouped(flat: list, per_row: int) -> list[list]:
 def featurize_encoder(split, tokenizer, max_length: int):
     """One row per example: its choices' token ids one after another (what every tool reading
     `input_ids` as flat rows expects), with `choice_widths` to cut them apart when batching."""
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     n = len(split.endings[0])
     firsts = [split.contexts[i] for i in range(len(split)) for _ in range(n)]
@@ -53,7 +53,7 @@ def featurize_encoder(split, tokenizer, max_length: int):
 
 def featurize_causal(split, tokenizer, max_length: int, train: bool):
     from llmctl.generation.loglikelihood import encoder, move_space
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     encode = encoder(tokenizer)
     n = len(split.endings[0])
@@ -89,7 +89,7 @@ def featurize_causal(split, tokenizer, max_length: int, train: bool):
 
 
 def featurize_seq2seq(split, tokenizer, max_length: int, train: bool):
-    from llmctl.train.batching import Features
+    from llmctl.data.features import Features
 
     sources = [t5_source(split, i) for i in range(len(split))]
     whole = tokenizer(sources)["input_ids"]

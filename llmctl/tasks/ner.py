@@ -274,7 +274,7 @@ class NerTask(Task):
         return enc["input_ids"][:first], enc["input_ids"][last + 1:]
 
     def featurize(self, split: NerSplit, tokenizer, progress=None):
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         cfg = self.data_cfg
         prefix, suffix = self._specials(tokenizer)

@@ -117,7 +117,7 @@ class QATask(Task):
     def featurize(self, split: QASplit, tokenizer, progress=None):
         import numpy as np
 
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         cfg = self.data_cfg
         questions = [q.lstrip() for q in split.questions]  # leading spaces only waste window room

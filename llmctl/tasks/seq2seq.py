@@ -102,7 +102,7 @@ class Seq2SeqTask(Task):
 
     # -- features -------------------------------------------------------------------
     def featurize(self, split: Seq2SeqSplit, tokenizer, progress=None):
-        from llmctl.train.batching import Features
+        from llmctl.data.features import Features
 
         cfg = self.data_cfg
         enc = tokenizer([cfg.source_prefix + s for s in split.sources], truncation=True, max_length=cfg.max_length)

@@ -1,4 +1,4 @@
-"""Tokenized features, the order batches come in, and how they split across processes.
+"""The order batches come in, and how they split across processes.
 
 We build batches ourselves rather than through accelerate's dataloader wrappers so that
 the order is a pure function of (seed, epoch): a resumed run replays exactly the batches
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -19,30 +17,6 @@ from llmctl.data.store import release
 # Examples per "megabatch" (in batches) sorted together when grouping by length: large
 # enough that padding nearly vanishes, small enough that batch contents stay random.
 MEGABATCH_BATCHES = 64
-
-
-@dataclass
-class Features:
-    """Columns of tokenized features (lists or columnar arrays of equal length), the token count of
-    each row, and what featurize learned that later steps need: `meta` (JSON-safe, stored with a
-    cache entry: pad side, label maps, ...) and the tokenizer that made them (never cached; tasks
-    that decode generated ids read it here rather than keeping it on `self`). `notes`: what
-    featurize has to tell the user (llmctl.tasks.base.Note), shown by the caller, never cached."""
-
-    columns: dict[str, list]
-    lengths: list[int]
-    meta: dict = field(default_factory=dict)
-    tokenizer: Any = field(default=None, repr=False, compare=False)
-    notes: tuple = field(default=(), repr=False, compare=False)
-
-    def with_tokenizer(self, tokenizer) -> "Features":
-        return replace(self, tokenizer=tokenizer)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def rows(self, indices) -> list[dict]:
-        return [{name: col[i] for name, col in self.columns.items()} | {"index": int(i)} for i in indices]
 
 
 class Batches(Sequence):

@@ -21,7 +21,7 @@ import numpy as np
 from llmctl import faults
 from llmctl.errors import TrainingError
 from llmctl.files import disk_full, file_sha256
-from llmctl.runs import MANIFEST, checkpoint_name, complete_checkpoints
+from llmctl.runs.directory import MANIFEST, checkpoint_name, complete_checkpoints
 from llmctl.train.sharding import (fsdp_version, full_model_state, full_optimizer_state, load_full_model_state,
                                    load_full_optimizer_state)
 
@@ -107,7 +107,7 @@ def _save_model_state(model, file: str) -> None:
     reloaded from the base model on --resume, so saving it would only cost disk and time."""
     from safetensors.torch import save_file, save_model
 
-    from llmctl.adapters import is_peft_model, trainable_state
+    from llmctl.models.adapters import is_peft_model, trainable_state
 
     if is_peft_model(model):
         save_file(trainable_state(model), file)
@@ -118,7 +118,7 @@ def _save_model_state(model, file: str) -> None:
 def _load_model_state(model, file: str) -> None:
     from safetensors.torch import load_file, load_model
 
-    from llmctl.adapters import is_peft_model, load_trainable_state
+    from llmctl.models.adapters import is_peft_model, load_trainable_state
 
     if is_peft_model(model):
         load_trainable_state(model, load_file(file))

@@ -1,6 +1,6 @@
 """What a run reports about itself while it trains, besides metrics.jsonl: a line per logged step
 in train_log.jsonl, the trackers of `train.report_to` (TensorBoard, MLflow, W&B, through
-accelerate's tracking API) and the pictures (llmctl.plots).
+accelerate's tracking API) and the pictures (llmctl.runs.plots).
 
     check_installed(recipe.train.report_to)                 # before any model loads
     accelerator = make_accelerator(..., trackers=accelerator_options(names, run_dir))
@@ -170,7 +170,7 @@ class RunTracking:
 
     def _draw(self, diagnostics: dict | None) -> None:
         """Pictures are a view of the run, never a reason to lose it: a failure is said once."""
-        from llmctl import plots
+        from llmctl.runs import plots
 
         why = None if plots.available() else "matplotlib is not installed (`pip install matplotlib`; llmctl declares it)"
         if why is None:

@@ -11,8 +11,8 @@ from llmctl.errors import UsageError
 
 
 def is_onnx_export(model_dir: Path) -> bool:
-    from llmctl.onnx_export import ONNX_FILE
-    from llmctl.runs import TASK_FILE
+    from llmctl.export.onnx import ONNX_FILE
+    from llmctl.runs.directory import TASK_FILE
 
     return (model_dir / ONNX_FILE).is_file() and (model_dir / TASK_FILE).is_file()
 
@@ -20,7 +20,7 @@ def is_onnx_export(model_dir: Path) -> bool:
 def check_run_options(device: str | None, precision: str | None) -> None:
     """Before any data is read: onnxruntime is there, and no flag asks for what the graph cannot
     do (it is fp32 and runs on onnxruntime's CPU provider); say so rather than ignore a flag."""
-    from llmctl.onnx_export import check_packages
+    from llmctl.export.onnx import check_packages
 
     check_packages("Predicting with an ONNX export", names=("onnxruntime",))
     if device not in (None, "cpu"):
@@ -45,7 +45,7 @@ class OnnxModel:
     token_type_ids it takes but a single-sentence batch lacks are zeros, as in the model itself."""
 
     def __init__(self, model_dir: Path):
-        from llmctl.onnx_export import ONNX_FILE
+        from llmctl.export.onnx import ONNX_FILE
 
         self.session = open_session(model_dir / ONNX_FILE)
         self.inputs = [i.name for i in self.session.get_inputs()]

@@ -272,7 +272,7 @@ def check_same_base(model_dir: Path, base: str) -> None:
                              "Pass the original base model (a copy of it is fine).")
         return
     keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
-    from llmctl.models import pretrained
+    from llmctl.models.load import pretrained
 
     mine, theirs = pretrained(AutoConfig, model_dir).to_dict(), pretrained(AutoConfig, base).to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
@@ -289,9 +289,9 @@ def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **k
     from peft import PeftModel
     from transformers import AutoConfig
 
-    from llmctl import gguf
-    from llmctl.models import load_weights, pretrained
-    from llmctl.trust import check_base_unchanged, recorded_base
+    from llmctl.models import gguf
+    from llmctl.models.load import load_weights, pretrained
+    from llmctl.models.trust import check_base_unchanged, recorded_base
 
     if base is None:
         base = base_of(model_dir)

@@ -12,11 +12,12 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl import faults, run_files
+from llmctl import faults
+from llmctl.runs import files as run_files
 from llmctl.errors import LlmctlError, UsageError
 from llmctl.files import write_text_atomic
-from llmctl.report.page import esc, figure, missing, page, para, pre, table
-from llmctl.runs_view import evaluations
+from llmctl.runs.report.page import esc, figure, missing, page, para, pre, table
+from llmctl.runs.view import evaluations
 
 DEFAULT_NAME = "report.html"
 
@@ -67,7 +68,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
 
 def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:
     """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
-    from llmctl.runs import find_model_dir
+    from llmctl.runs.directory import find_model_dir
 
     def left_out(why: str) -> tuple[str, str]:
         report.missing.append(f"worst predictions: {why}")
@@ -77,7 +78,7 @@ def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -
         return left_out("skipped (--max-examples 0).")
     if not (find_model_dir(str(run_dir)) / "config.json").is_file():
         return left_out(f"no saved model in {run_dir / 'model'}, so the model could not be run on the validation set.")
-    from llmctl.report.worst import worst_predictions
+    from llmctl.runs.report.worst import worst_predictions
 
     try:
         found = worst_predictions(run_dir, max_examples, worst)
@@ -118,7 +119,7 @@ def _scalar(value) -> bool:
 
 
 def _reproduce(run_dir: Path, env: dict, recipe: dict) -> str:
-    from llmctl.model_card import reproduce_command
+    from llmctl.runs.model_card import reproduce_command
 
     argv = env.get("argv") or []
     out = para("The command that started this run:") + pre(reproduce_command(env, recipe)) if len(argv) > 1 else ""
@@ -182,7 +183,7 @@ def _environment(env: dict) -> str:
 
 
 def _status(run_dir: Path, final: dict) -> str:
-    from llmctl.runs import RunDir
+    from llmctl.runs.directory import RunDir
 
     try:
         RunDir(run_dir).ensure_free()

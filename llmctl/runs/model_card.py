@@ -227,7 +227,7 @@ def _base_license(base: str | None) -> str | None:
 def _read_json(path: Path) -> dict:
     """The card is best effort (it is rewritten during training): a file the run reader refuses
     reads as empty here; the commands that read a run refuse it up front (run_files.check_run)."""
-    from llmctl.run_files import BadRunFile, read_json
+    from llmctl.runs.files import BadRunFile, read_json
 
     try:
         return read_json(path, root=path.parent) or {}
@@ -236,7 +236,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    from llmctl.run_files import BadRunFile, read_yaml
+    from llmctl.runs.files import BadRunFile, read_yaml
 
     try:
         return read_yaml(path, root=path.parent) or {}

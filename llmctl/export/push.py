@@ -3,7 +3,7 @@
 The folder goes as it is (weights, tokenizer, llmctl.json, the model card README.md) through
 huggingface_hub's create_repo + upload_folder. The token comes from where huggingface_hub
 looks (HF_TOKEN, the saved `hf auth login` token) and is never printed. An unreachable Hub
-fails within seconds (llmctl.hub's probe) instead of retrying.
+fails within seconds (llmctl.models.hub's probe) instead of retrying.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def model_files(run: str) -> tuple[Path, list[tuple[str, int]], list[dict]]:
     """(the model folder, [(path inside it, bytes)], [{"path", "why"} left out]) of a run (or of a
     saved model folder). Only regular files are sent: a symlink (which may lead out of the run)
     and a secret-looking name are left out and named, hidden files silently as before."""
-    from llmctl.runs import MODEL_DIR
+    from llmctl.runs.directory import MODEL_DIR
 
     path = Path(run).expanduser()
     folder = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
@@ -72,9 +72,9 @@ def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -
     """Upload (or with dry_run only list) a run's model folder; returns what was (or would be) sent."""
     from huggingface_hub import get_token
 
-    from llmctl.hub import hub_offline, hub_reachable
+    from llmctl.models.hub import hub_offline, hub_reachable
 
-    from llmctl.run_files import check_run
+    from llmctl.runs.files import check_run
 
     check_repo_id(repo_id)
     check_run(run)

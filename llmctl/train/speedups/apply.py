@@ -17,15 +17,15 @@ def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp
     optimizer exists: the seen-rows embedding needs a step hook on it."""
     if os.environ.get("LLMCTL_CPU_SPEEDUPS", "1") == "0":
         return [], lambda optimizer: None
-    from llmctl.train.attention import use_fast_attention
-    from llmctl.train.dropout import use_fast_dropout
-    from llmctl.train.first_token import compute_first_position_only
-    from llmctl.train.frozen_weights import store_frozen_linears_in_bf16
-    from llmctl.train.labelled_positions import finish_labelled_positions_only
-    from llmctl.train.learned_tokens import project_learned_tokens_only
-    from llmctl.train.masked_positions import predict_masked_positions_only
-    from llmctl.train.memory import keep_freed_memory
-    from llmctl.train.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
+    from llmctl.train.speedups.attention import use_fast_attention
+    from llmctl.train.speedups.dropout import use_fast_dropout
+    from llmctl.train.speedups.first_token import compute_first_position_only
+    from llmctl.train.speedups.frozen_weights import store_frozen_linears_in_bf16
+    from llmctl.train.speedups.labelled_positions import finish_labelled_positions_only
+    from llmctl.train.speedups.learned_tokens import project_learned_tokens_only
+    from llmctl.train.speedups.masked_positions import predict_masked_positions_only
+    from llmctl.train.speedups.memory import keep_freed_memory
+    from llmctl.train.speedups.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
 
     seen = train_seen_rows_only(model, seen_token_ids(train_features.columns, [tokenizer.pad_token_id]))
     applied = {

@@ -39,7 +39,7 @@ def _attention(module, query, key, value, attention_mask, dropout: float = 0.0, 
             or query.shape[-2] == 0 or query.shape[1] % key.shape[1]):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, position_bias=position_bias, **kwargs)
-    from llmctl.train.dropout import fast_dropout
+    from llmctl.train.speedups.dropout import fast_dropout
 
     batch, heads, q_len, width = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[-2]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmctl import runs_view as view
+from llmctl.runs import view
 from llmctl.errors import GateFailed, UsageError
 
 # Recipe keys that differ between any two runs without changing what they trained.

@@ -5,7 +5,7 @@ llmctl/generation/model.py, which adds what generation needs on top).
 Handled here, once: the "cannot load" explanation (`pretrained`); decoder LMs without a pad
 token (GPT-2, Llama / SmolLM2, Mistral, ...) pad with eos, recorded in the saved config so a
 sequence classifier can find each row's last token; a task head transformers lacks for a model
-type is named before training; weights load from safetensors (or GGUF, llmctl/gguf.py) only
+type is named before training; weights load from safetensors (or GGUF, llmctl/models/gguf.py) only
 unless the recipe opts into pickle weights; custom code runs only with trust_remote_code.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmctl import gguf
+from llmctl.models import gguf
 from llmctl.errors import ModelError
-from llmctl.hub import ensure_hub_reachable, hub_offline
+from llmctl.models.hub import ensure_hub_reachable, hub_offline
 
 
 def _is_local(name: str) -> bool:
@@ -67,7 +67,7 @@ def pretrained(loader, name, **kwargs):
     """`loader.from_pretrained(name, **kwargs)` (an Auto class or a model class); a failure becomes
     one ModelError that says why (custom code, offline, or the library's first line).
     trust_remote_code is always passed as a bool: left None, transformers asks on stdin."""
-    from llmctl.trust import refuse_custom_code
+    from llmctl.models.trust import refuse_custom_code
 
     kwargs["trust_remote_code"] = bool(kwargs.get("trust_remote_code"))
     refuse_custom_code(name, kwargs["trust_remote_code"])
@@ -120,7 +120,7 @@ def load_trained(auto_class, model_dir: Path, trust_remote_code: bool = False):
     from the checkpoint: transformers would start it at random (typically the task head of a
     plain pretrained encoder) and every score would be noise with exit 0. A LoRA run (adapter_config.json)
     loads its base model, then the adapter."""
-    from llmctl.adapters import is_adapter_dir, load_adapter_model
+    from llmctl.models.adapters import is_adapter_dir, load_adapter_model
 
     if is_adapter_dir(model_dir):
         return load_adapter_model(auto_class, model_dir)
@@ -173,8 +173,8 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, al
     every command gets a model. Before: no custom code unless trusted, and the size its config
     declares must fit in memory. After: a weight the checkpoint lacks is refused by name, unless
     `allowed_missing(key)` (finetune's new task head). `size_checked`: the caller ran check_fits."""
-    from llmctl.model_size import check_fits
-    from llmctl.trust import missing_weights, refuse_custom_code, refuse_missing
+    from llmctl.models.size import check_fits
+    from llmctl.models.trust import missing_weights, refuse_custom_code, refuse_missing
 
     kwargs["trust_remote_code"] = bool(kwargs.get("trust_remote_code"))
     refuse_custom_code(name_or_path, kwargs["trust_remote_code"])
@@ -202,8 +202,8 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, al
 
 def load_model(auto_class, model_cfg, tokenizer, quantization_config=None, **config_overrides):
     """`auto_class.from_pretrained` with our safety defaults; pad id written into the config.
-    `quantization_config`: 4-bit base weights for QLoRA (llmctl.adapters)."""
-    from llmctl.trust import new_head_only
+    `quantization_config`: 4-bit base weights for QLoRA (llmctl.models.adapters)."""
+    from llmctl.models.trust import new_head_only
 
     config = load_config(model_cfg, **config_overrides)
     # Decoder classifiers score each row at its last non-pad token, found through this id.
@@ -222,7 +222,7 @@ def check_size(model_cfg, auto_class_name: str, full_finetune: bool = False, con
     fine-tune, gradients and optimizer state) cannot fit in this machine's memory."""
     import transformers
 
-    from llmctl.model_size import check_fits
+    from llmctl.models.size import check_fits
 
     config = config if config is not None else load_config(model_cfg)
     check_fits(getattr(transformers, auto_class_name), config, gguf.path(model_cfg.name_or_path, model_cfg.gguf_file),

@@ -35,7 +35,7 @@ def worst_predictions(run_dir: Path, max_examples: int, limit: int = 10) -> Wors
     from llmctl.core.prediction import predict
     from llmctl.core.setup import quiet_libraries, task_for_model
     from llmctl.errors import UsageError
-    from llmctl.runs import find_model_dir
+    from llmctl.runs.directory import find_model_dir
 
     model_dir = find_model_dir(str(run_dir))
     quiet_libraries()

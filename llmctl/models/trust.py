@@ -1,4 +1,4 @@
-"""What every checkpoint load is checked against, before and after (llmctl.models calls these):
+"""What every checkpoint load is checked against, before and after (llmctl.models.load calls these):
 
 - custom code: a local folder whose config.json or tokenizer_config.json has an `auto_map` would
   run that folder's Python, so it is refused unless the user set trust_remote_code (transformers
@@ -68,7 +68,7 @@ def new_head_only(model):
 def check_base_unchanged(base: str, recorded: dict | None, where, digests: dict | None = None) -> dict | None:
     """The base model at `base` still holds the weight files an adapter was trained on
     (`recorded`: base_sha256 from llmctl.json). Returns the current digests."""
-    from llmctl.adapters import base_digests
+    from llmctl.models.adapters import base_digests
 
     if not recorded:
         return digests

@@ -142,7 +142,7 @@ def check_against_torch(forward, path, tokenizer, names: list[str], outputs: tup
     import numpy as np
     import torch
 
-    from llmctl.onnx_model import open_session
+    from llmctl.export.onnx_model import open_session
 
     batch = sample_batch(tokenizer, names, rows=3, width=9, choices=choices + 1 if choices else 0)
     with torch.inference_mode():

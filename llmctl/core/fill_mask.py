@@ -17,7 +17,7 @@ def fill_mask(model_path: str, rows: list[dict], where: str, top_k: int = 5, bat
               lines: list[int | None] | None = None) -> list[dict]:
     """One {"text", "masks": [[{"token", "id", "score"}, ...] per mask], "filled"} per row."""
     from llmctl.core.prediction import predict
-    from llmctl.runs import find_model_dir
+    from llmctl.runs.directory import find_model_dir
 
     task = fill_mask_task(find_model_dir(model_path), top_k)
     return predict(model_path, rows, where, batch_size=batch_size, device=device, precision=precision, lines=lines,
@@ -28,12 +28,12 @@ def fill_mask_task(model_dir, top_k: int):
     """The masked-lm task that fills masks with `model_dir`: its own when it is a masked-lm run."""
     from transformers import AutoConfig
 
-    from llmctl.adapters import is_adapter_dir
+    from llmctl.models.adapters import is_adapter_dir
     from llmctl.config.schema import ModelConfig
     from llmctl.core.setup import quiet_libraries
-    from llmctl.models import model_max_positions, pretrained
-    from llmctl.run_files import read_json
-    from llmctl.runs import TASK_FILE
+    from llmctl.models.load import model_max_positions, pretrained
+    from llmctl.runs.files import read_json
+    from llmctl.runs.directory import TASK_FILE
     from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask, has_mlm_head
 
     if not (model_dir / "config.json").is_file():

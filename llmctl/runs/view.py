@@ -3,7 +3,7 @@
 Only reads: a run that is still being written is never disturbed (its lock is probed, not
 held), and a file it has not written yet, or a metrics.jsonl line it is halfway through,
 is simply not there yet. Imports no torch, so listing a hundred runs is instant. Every file
-is read through llmctl.run_files (regular files inside the run, size limits, shapes checked):
+is read through llmctl.runs.files (regular files inside the run, size limits, shapes checked):
 a malformed one is a BadRunFile naming it, which `list_runs` turns into a skipped run.
 """
 
@@ -13,10 +13,10 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from llmctl import run_files
+from llmctl.runs import files as run_files
 from llmctl.errors import UsageError
-from llmctl.run_files import BadRunFile
-from llmctl.runs import MODEL_DIR, OUR_FILES, TASK_FILE, complete_checkpoints, lock_held
+from llmctl.runs.files import BadRunFile
+from llmctl.runs.directory import MODEL_DIR, OUR_FILES, TASK_FILE, complete_checkpoints, lock_held
 
 FINISHED, INTERRUPTED, RUNNING = "finished", "interrupted", "running"
 
@@ -198,7 +198,7 @@ def train_fingerprint(run: Path) -> str | None:
 
 
 def _model(run: Path, meta: dict | None) -> dict | None:
-    from llmctl.adapters import is_adapter_dir
+    from llmctl.models.adapters import is_adapter_dir
 
     folder = run / MODEL_DIR
     if not folder.is_dir():

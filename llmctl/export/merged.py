@@ -1,5 +1,5 @@
 """`llmctl export RUN --output DIR` as a function: a run's model as a plain transformers checkpoint,
-or (--format onnx, llmctl/onnx_export.py) as model.onnx for onnxruntime.
+or (--format onnx, llmctl/export/onnx.py) as model.onnx for onnxruntime.
 
 A LoRA run is merged into its base (peft's merge_and_unload), so the result loads with the
 Auto classes and no peft; a full fine-tune is rewritten as it is. Either way DIR holds
@@ -48,12 +48,12 @@ def partial_dir(target: Path) -> Path:
 
 def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
     """Write the merged (or plain) model of `run` to `output`; returns what was written."""
-    from llmctl.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
+    from llmctl.models.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
     from llmctl.core.setup import auto_class, quiet_libraries, task_for_model
-    from llmctl.models import load_trained, pretrained
-    from llmctl.runs import TASK_FILE, find_model_dir
+    from llmctl.models.load import load_trained, pretrained
+    from llmctl.runs.directory import TASK_FILE, find_model_dir
 
-    from llmctl.run_files import check_run, read_json
+    from llmctl.runs.files import check_run, read_json
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: export writes {' or '.join(FORMATS)}.", "Use --format safetensors.")
@@ -67,7 +67,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         raise UsageError(f"--base: {run} is a full fine-tune, not a LoRA run, so there is no adapter to merge.",
                          "Drop --base.")
     if fmt == "onnx":
-        from llmctl import onnx_export
+        from llmctl.export import onnx as onnx_export
 
         onnx_export.check_packages()
     quiet_libraries()
@@ -93,7 +93,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         tokenizer.save_pretrained(partial)
         faults.hook("write", step=0, name="export/")  # test hook: the disk fills as the weights are written
         if fmt == "onnx":
-            from llmctl.models import pad_with_eos
+            from llmctl.models.load import pad_with_eos
 
             model.config.save_pretrained(partial)  # id2label for predict, and what the model was
             pad_with_eos(tokenizer, str(model_dir))  # the check batch pads as predict will (after saving)
@@ -107,7 +107,7 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
             meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
             meta.pop("peft", None)
             (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        from llmctl.model_card import write_export_card
+        from llmctl.runs.model_card import write_export_card
 
         write_export_card(model_dir, partial, merged=adapter, fmt=fmt)
         (partial / PARTIAL_MARKER).unlink()

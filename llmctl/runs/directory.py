@@ -9,10 +9,10 @@
                *.png               curves.png and the task's picture (llmctl/plots)
                trackers/           TensorBoard / MLflow / W&B files (train.report_to)
                model/              best model + tokenizer (save_pretrained) + llmctl.json + README.md (the
-                                   model card); a LoRA run saves the adapter + base config instead (llmctl/adapters.py)
+                                   model card); a LoRA run saves the adapter + base config instead (llmctl/models/adapters.py)
                checkpoints/        full training state for --resume
                run.lock            held while a run writes here
-               report.html         `llmctl report` (llmctl/report/)
+               report.html         `llmctl report` (llmctl/runs/report/)
 """
 
 from __future__ import annotations
@@ -298,14 +298,14 @@ class RunDir:
         from safetensors import SafetensorError
 
         from llmctl.errors import TrainingError
-        from llmctl.model_card import write_model_card
+        from llmctl.runs.model_card import write_model_card
 
         partial, old = self.path / (MODEL_DIR + ".partial"), self.path / (MODEL_DIR + ".old")
         _remove(partial, missing_ok=True)  # a link there is removed, never written through
         try:
             faults.hook("write", step=info.get("step", 0), name=MODEL_DIR + "/")
             if hasattr(model, "peft_config"):  # a LoRA run: the adapter (and head), not the whole model
-                from llmctl.adapters import save_adapter
+                from llmctl.models.adapters import save_adapter
 
                 save_adapter(model, partial, state_dict)
             else:

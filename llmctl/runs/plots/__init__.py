@@ -36,8 +36,8 @@ def draw_run(run_dir: Path, diagnostics: dict | None = None, metric_for_best: st
     files written (none without matplotlib)."""
     if not available():
         return []
-    from llmctl.plots.curves import draw_curves
-    from llmctl.plots.task_plots import DRAWERS
+    from llmctl.runs.plots.curves import draw_curves
+    from llmctl.runs.plots.task_plots import DRAWERS
 
     run_dir = Path(run_dir)
     written = []

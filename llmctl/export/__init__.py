@@ -1,0 +1,2 @@
+"""What leaves a run: merged safetensors, ONNX (and the ONNX runtime model), the Hub push.
+"""
