@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli import report_errors
+from llmctl.cli._app import report_errors
 from llmctl.cli.help import Typer
 from llmctl.console import print_json
 

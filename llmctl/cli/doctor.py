@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmctl.cli import app, report_errors
+from llmctl.cli._app import app, report_errors
 
 
 @app.command()
@@ -17,7 +17,7 @@ def doctor(
 ):
     """Check a recipe's data without loading model weights: exit 0 when nothing is wrong, 3 on errors
     (and with --strict on warnings)."""
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
     from llmctl.console import print_json
     from llmctl.doctor.render import render
     from llmctl.doctor.run import diagnose

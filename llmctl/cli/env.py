@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmctl.cli import app, report_errors
+from llmctl.cli._app import app, report_errors
 
 
 @app.command()

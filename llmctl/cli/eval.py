@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli import app, report_errors
+from llmctl.cli._app import app, report_errors
 
 
 @app.command("eval")
@@ -38,7 +38,7 @@ def eval_command(
 ):
     """Measure a model on a dataset; optionally fail when a metric is too low (or too high)."""
     from llmctl.cli.checks import at_least_one
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
     from llmctl.console import Console
     from llmctl.core.evaluation import check_gates, evaluate_model, gate, parse_gates
     from llmctl.models.precision import check_precision
@@ -69,7 +69,7 @@ def eval_command(
 
 def task_recipe(task: str, model: str, recipe=None):
     """`--task NAME`: the recipe of that task with its default data keys (or --recipe's, when they agree)."""
-    from llmctl.config.load import validate_recipe
+    from llmctl.tasks.recipe import validate_recipe
     from llmctl.errors import UsageError
 
     if recipe is not None:

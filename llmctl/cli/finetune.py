@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli import app, report_errors
+from llmctl.cli._app import app, report_errors
 
 
 @app.command()
@@ -43,7 +43,7 @@ def finetune(
     strict: bool = typer.Option(False, "--strict", help="With --dry-run: exit 3 on data warnings too."),
 ):
     """Fine-tune a pretrained model as a recipe describes."""
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
     from llmctl.console import Console
 
     recipe = _recipe_argument(recipe, resume_word, resume)

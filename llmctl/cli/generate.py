@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli import app, report_errors
+from llmctl.cli._app import app, report_errors
 
 
 @app.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from llmctl.cli import report_errors
+from llmctl.cli._app import report_errors
 from llmctl.cli.help import Typer
 
 recipes_app = Typer(help="List, show and copy the recipes that ship with llmctl.", no_args_is_help=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from llmctl.cli import report_errors
+from llmctl.cli._app import report_errors
 from llmctl.cli.cache import _size
 from llmctl.cli.help import Typer
 
