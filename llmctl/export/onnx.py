@@ -19,8 +19,8 @@ import io
 import warnings
 
 from llmctl.errors import LlmctlError, ModelError, UsageError
+from llmctl.export.onnx_model import ONNX_FILE, check_packages, open_session  # noqa: F401  (merged.py calls check_packages here)
 
-ONNX_FILE = "model.onnx"
 CHECK_FILE = "export.json"  # the check's result, next to the model
 TOLERANCE = 1e-4  # max |PyTorch - onnxruntime| over every output value
 # The heads export covers -> the outputs their graph returns, in this order.
@@ -37,16 +37,6 @@ INSTEAD = {
 }
 # Words to build the check batches from: any tokenizer encodes them (unknown pieces included).
 _WORDS = "the film was a great and moving story about people who moved to paris to become doctors".split()
-
-
-def check_packages(needs: str = "--format onnx", names: tuple[str, ...] = ("onnx", "onnxscript", "onnxruntime")) -> None:
-    """Fail before any model loads when the exporter or the runtime is missing."""
-    for name in names:
-        try:
-            __import__(name)
-        except ImportError:
-            raise UsageError(f"{needs} needs the '{name}' package, which is not installed.",
-                             "Install the extra: pip install 'llmctl[onnx]'.") from None
 
 
 def check_task(task) -> None:
@@ -142,7 +132,6 @@ def check_against_torch(forward, path, tokenizer, names: list[str], outputs: tup
     import numpy as np
     import torch
 
-    from llmctl.export.onnx_model import open_session
 
     batch = sample_batch(tokenizer, names, rows=3, width=9, choices=choices + 1 if choices else 0)
     with torch.inference_mode():

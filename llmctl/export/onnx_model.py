@@ -9,10 +9,21 @@ from types import SimpleNamespace
 
 from llmctl.errors import UsageError
 
+ONNX_FILE = "model.onnx"
+
+
+def check_packages(needs: str = "--format onnx", names: tuple[str, ...] = ("onnx", "onnxscript", "onnxruntime")) -> None:
+    """Fail before any model loads when the exporter or the runtime is missing."""
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            raise UsageError(f"{needs} needs the '{name}' package, which is not installed.",
+                             "Install the extra: pip install 'llmctl[onnx]'.") from None
+
 
 def is_onnx_export(model_dir: Path) -> bool:
-    from llmctl.export.onnx import ONNX_FILE
-    from llmctl.runs.directory import TASK_FILE
+    from llmctl.models.saved import TASK_FILE
 
     return (model_dir / ONNX_FILE).is_file() and (model_dir / TASK_FILE).is_file()
 
@@ -20,8 +31,6 @@ def is_onnx_export(model_dir: Path) -> bool:
 def check_run_options(device: str | None, precision: str | None) -> None:
     """Before any data is read: onnxruntime is there, and no flag asks for what the graph cannot
     do (it is fp32 and runs on onnxruntime's CPU provider); say so rather than ignore a flag."""
-    from llmctl.export.onnx import check_packages
-
     check_packages("Predicting with an ONNX export", names=("onnxruntime",))
     if device not in (None, "cpu"):
         raise UsageError(f"--device {device}: an ONNX export runs on the CPU through onnxruntime.",
@@ -45,8 +54,7 @@ class OnnxModel:
     token_type_ids it takes but a single-sentence batch lacks are zeros, as in the model itself."""
 
     def __init__(self, model_dir: Path):
-        from llmctl.export.onnx import ONNX_FILE
-
+    
         self.session = open_session(model_dir / ONNX_FILE)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
