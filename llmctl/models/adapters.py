@@ -245,15 +245,6 @@ def base_of(model_dir: Path) -> str:
     return base
 
 
-def base_digests(source: str) -> dict | None:
-    """sha256 of a local base model's weight files (what `export --base` compares); None for a hub id."""
-    from llmctl.files import file_sha256
-
-    path = Path(source).expanduser()
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".gguf" and path.is_file() else []
-    return {f.name: file_sha256(f) for f in files} or None
-
-
 def check_same_base(model_dir: Path, base: str) -> None:
     """`--base` must be the model the adapter was trained on: the same weight files when the run
     recorded them, else the same architecture and sizes."""
@@ -266,13 +257,15 @@ def check_same_base(model_dir: Path, base: str) -> None:
     meta_file = Path(model_dir) / "llmctl.json"
     recorded = json.loads(meta_file.read_text()).get("peft", {}).get("base_sha256") if meta_file.is_file() else None
     if recorded:
+        from llmctl.models.trust import base_digests
+
         if base_digests(base) != recorded:
             raise UsageError(f"--base {base} is not the base this adapter was trained on (its weight files differ "
                              f"from the ones recorded in {meta_file}); merging would give a wrong model.",
                              "Pass the original base model (a copy of it is fine).")
         return
     keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
-    from llmctl.models.load import pretrained
+    from llmctl.models.gate import pretrained
 
     mine, theirs = pretrained(AutoConfig, model_dir).to_dict(), pretrained(AutoConfig, base).to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
@@ -290,7 +283,7 @@ def load_adapter_model(auto_class, model_dir: Path, base: str | None = None, **k
     from transformers import AutoConfig
 
     from llmctl.models import gguf
-    from llmctl.models.load import load_weights, pretrained
+    from llmctl.models.gate import load_weights, pretrained
     from llmctl.models.trust import check_base_unchanged, recorded_base
 
     if base is None:

@@ -68,7 +68,6 @@ def new_head_only(model):
 def check_base_unchanged(base: str, recorded: dict | None, where, digests: dict | None = None) -> dict | None:
     """The base model at `base` still holds the weight files an adapter was trained on
     (`recorded`: base_sha256 from llmctl.json). Returns the current digests."""
-    from llmctl.models.adapters import base_digests
 
     if not recorded:
         return digests
@@ -95,3 +94,12 @@ def recorded_base(run_or_model_dir) -> dict | None:
         if isinstance(section, dict) and section.get("base_sha256"):
             return section["base_sha256"]
     return None
+
+
+def base_digests(source: str) -> dict | None:
+    """sha256 of a local base model's weight files (what `export --base` compares); None for a hub id."""
+    from llmctl.files import file_sha256
+
+    path = Path(source).expanduser()
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".gguf" and path.is_file() else []
+    return {f.name: file_sha256(f) for f in files} or None

@@ -29,9 +29,8 @@ from pathlib import Path
 from llmctl import faults
 from llmctl.errors import UsageError
 from llmctl.files import append_line, disk_full, replace_file
+from llmctl.models.saved import MODEL_DIR, TASK_FILE
 
-MODEL_DIR = "model"
-TASK_FILE = "llmctl.json"
 # What a run writes first (the lock, then the recipe): a directory with none of these is not ours.
 OUR_FILES = {"run.lock", "recipe.yaml", "environment.json", "checkpoints", "metrics.jsonl", "metrics.json"}
 # Everything a run writes; --overwrite removes these and nothing else.
@@ -435,11 +434,3 @@ def environment(device: str | None = None, num_processes: int | None = None) -> 
     if num_processes is not None:
         info["num_processes"] = num_processes
     return info
-
-
-def find_model_dir(path: str) -> Path:
-    """A run directory's model/ folder, or the path itself when it is a saved model."""
-    p = Path(path).expanduser()
-    if (p / MODEL_DIR / "config.json").is_file():
-        return p / MODEL_DIR
-    return p
