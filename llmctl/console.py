@@ -8,6 +8,7 @@ processes only rank 0 speaks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -40,6 +41,23 @@ def tell(given):
     for item in getattr(given, "notes", ()):
         (warn if item.warning else note)(item.text)
     return given
+
+
+class _LogLines(logging.Handler):
+    """What the parts below the commands log (llmctl.data.sources, llmctl.train.tracking, ...)
+    becomes the console's one line on stderr: they never print, the console is the one sink."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        (warn if record.levelno >= logging.WARNING else note)(record.getMessage())
+
+
+def route_logs() -> None:
+    """Render the `llmctl.*` loggers here (once per process; the CLI calls it at start)."""
+    log = logging.getLogger("llmctl")
+    if not any(isinstance(h, _LogLines) for h in log.handlers):
+        log.addHandler(_LogLines())
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def fmt_duration(seconds: float) -> str:
@@ -195,10 +213,38 @@ class Console:
                 print(f"  {k:<24} {v:.4f}" if isinstance(v, float) else f"  {k:<24} {v}")
 
 
-class Timer:
+class RowsProgress:
+    """Rows tokenized so far, as llmctl.data.prepare reports them: a Rich bar (rows/s, ETA) on a
+    terminal, a plain line every ~10% in logs."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label = total, label
+        self._bar = self._task = None
+        self._next_line = 0.1
+        self._started = time.perf_counter()
+
     def __enter__(self):
-        self.start = time.perf_counter()
+        if sys.stderr.isatty() and is_main_rank():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, rate="-")
         return self
 
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.perf_counter() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, rate=f"{rate:,.0f}")
+        elif done / max(total, 1) >= self._next_line or done == total:
+            eta = (total - done) / rate if rate else 0.0
+            note(f"{self.label}: {done:,}/{total:,} rows ({rate:,.0f} rows/s, eta {eta:.0f}s)")
+            self._next_line = done / max(total, 1) + 0.1
+
     def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
+        if self._bar is not None:
+            self._bar.stop()

@@ -58,3 +58,11 @@ class Stopped:
 class Finished:
     """The last event: what metrics.json holds and `--json` prints."""
     result: dict
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line for the user (repairs made to the data, sentences split into windows, ...)."""
+
+    text: str
+    warning: bool = False

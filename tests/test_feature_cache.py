@@ -201,14 +201,11 @@ def test_tokenizing_in_parallel_when_the_user_left_it_unset(setup, monkeypatch):
     models = [(tmp / f"run-{v}" / "model" / "model.safetensors").read_bytes() for v in runs]
     assert models[0] == models[1]
 
-    from llmctl.core import setup as core_setup
     from llmctl.data.prepare import parallel_tokenizing
 
-    monkeypatch.setattr(core_setup, "USER_TOKENIZERS_PARALLELISM", None)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # what quiet_libraries leaves
-    with parallel_tokenizing():
+    with parallel_tokenizing(user_setting=None):
         assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
-    monkeypatch.setattr(core_setup, "USER_TOKENIZERS_PARALLELISM", "false")  # the user's choice stands
-    with parallel_tokenizing():
+    with parallel_tokenizing(user_setting="false"):  # the user's choice stands
         assert os.environ["TOKENIZERS_PARALLELISM"] == "false"

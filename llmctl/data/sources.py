@@ -10,10 +10,10 @@ Errors name the recipe key and the file (and line), and say what to change.
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from pathlib import Path
 
-from llmctl.console import warn
 from llmctl.data.inputs import (FORMATS as FILE_FORMATS, Part, corrupt, decompression_failed, expand, file_format,
                                 is_multi, is_pattern, locate, open_binary, open_text, start, suffixes)
 from llmctl.data.nested import add_nested_columns, nested_names, nested_value
@@ -195,7 +195,7 @@ def _csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None)
     if column_names and _first_row(path, sep, quoting) == [n.strip() for n in column_names]:
         # Certainly a header: as a data row it would become an example (and turn a numeric
         # label column into strings). Read it as the header it is, and say so.
-        warn(f"{key}: {path} starts with a header row ({', '.join(column_names)}) although "
+        _log.warning(f"{key}: {path} starts with a header row ({', '.join(column_names)}) although "
              "data.column_names is set; skipping it. Drop data.column_names or the header line.")
         header = 0
         _HEADER_SKIPPED.add(str(path))
@@ -442,6 +442,7 @@ def _parse_error(exc: Exception, key: str, path: Path) -> DataError:
     return DataError(f"{key}: cannot parse {path}: {first}.")
 
 
+_log = logging.getLogger(__name__)  # rendered by llmctl.console: nothing below the commands prints
 # Files read with data.column_names whose header row was skipped: row_location must count it.
 _HEADER_SKIPPED: set[str] = set()
 

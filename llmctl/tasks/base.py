@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from llmctl.config.schema import DataConfig
 from llmctl.data.collate import Padding, collate
 from llmctl.data.features import Features  # what featurize returns
+from llmctl.events import Note  # noqa: F401  (what tasks tell the user; part of the task contract)
 
 __all__ = ["DataConfig", "Features", "Labels", "Note", "Padding", "Task"]
 
@@ -52,14 +53,6 @@ class Labels:
 
     def __bool__(self) -> bool:
         return bool(self.names) or self.regression
-
-
-@dataclass(frozen=True)
-class Note:
-    """One line for the user (repairs made to the data, sentences split into windows, ...)."""
-
-    text: str
-    warning: bool = False
 
 
 class Task(ABC):

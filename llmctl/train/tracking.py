@@ -23,6 +23,7 @@ TensorBoard drops what was logged after it (purge_step), MLflow and W&B keep tho
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -31,6 +32,8 @@ from pathlib import Path
 from llmctl.errors import UsageError
 from llmctl.events import Evaluated, Progress, Stopped
 from llmctl.files import append_line, replace_file
+
+_log = logging.getLogger(__name__)  # rendered by llmctl.console: the loop never prints
 
 TRACKERS_DIR = "trackers"
 TRAIN_LOG = "train_log.jsonl"
@@ -159,9 +162,7 @@ class RunTracking:
                     elif tracker.name == "wandb":
                         tracker.run.finish(exit_code=1)
                 except Exception as error:  # closing a tracker must not hide why training stopped
-                    from llmctl.console import warn
-
-                    warn(f"could not mark the {tracker.name} run as {outcome}: {error}")
+                    _log.warning(f"could not mark the {tracker.name} run as {outcome}: {error}")
         self.acc.end_training()
 
     def _log(self, values: dict, step: int) -> None:
@@ -181,9 +182,7 @@ class RunTracking:
             except (OSError, ValueError) as exc:  # a full disk, a value matplotlib cannot draw
                 why = f"drawing failed ({exc})"
         if not self.told_no_plots:
-            from llmctl.console import warn
-
-            warn(f"no pictures in the run directory: {why}; training goes on.")
+            _log.warning(f"no pictures in the run directory: {why}; training goes on.")
             self.told_no_plots = True
 
 
