@@ -200,7 +200,7 @@ def test_bad_input_is_refused_before_the_model(tiny_models, tmp_path):
 def test_prompt_and_completion_columns_go_together(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("task: causal-lm\nmodel: {name_or_path: m}\ndata: {train: t.jsonl, completion_column: answer}\n")
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
 
     with pytest.raises(RecipeError, match="prompt_column and data.completion_column go together"):
         load_recipe(str(path))

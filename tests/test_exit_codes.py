@@ -77,7 +77,7 @@ def run_raising(tmp_path, exception: str, *flags: str, env: dict | None = None) 
         def load_recipe(*args, **kwargs):
             raise {exception}
 
-        llmctl.config.load.load_recipe = load_recipe
+        llmctl.tasks.recipe.load_recipe = load_recipe
         sys.argv = ["llmctl", *{list(flags)!r}, "finetune", "r.yaml"]
         from llmctl.cli import main
         main()

@@ -210,7 +210,7 @@ def test_predictions_on_raw_text_keep_character_offsets(tmp_path, tiny_models):
 @pytest.mark.parametrize("name", ["conll2003-bert", "conll2003-gpt2", "conll2003-t5", "conll2003-minilm-local"])
 def test_ner_recipes_validate_and_open_with_their_command(name):
     from helpers import REPO
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
 
     path = REPO / "recipes" / "ner" / f"{name}.yaml"
     assert path.read_text().startswith(f"# llmctl finetune recipes/ner/{name}.yaml")

@@ -122,7 +122,7 @@ def test_question_longer_than_the_window(tiny_models, tmp_path):
 
 
 def test_schema_and_cli_exit_codes(tmp_path):
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
 
     articles = make_articles(1, 1, 2)
     good = write_squad(tmp_path / "good.json", articles)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from helpers import REPO, run_cli
-from llmctl.config.load import load_recipe
+from llmctl.tasks.recipe import load_recipe
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
 QUESTION = "Where was Maria Khan born?"

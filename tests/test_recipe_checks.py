@@ -5,7 +5,8 @@ Each is driven through the CLI on real files and must fail before any model load
 import pytest
 
 from helpers import run_cli, sentiment_rows, write_csv, write_recipe
-from llmctl.config.load import check_recipe_task, load_recipe
+from llmctl.config.load import check_recipe_task
+from llmctl.tasks.recipe import load_recipe
 from llmctl.data.sources import read_table, row_location
 from llmctl.errors import EXIT_DATA, EXIT_USAGE, RecipeError
 

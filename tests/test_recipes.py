@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, run_cli
-from llmctl.config.load import list_recipes, load_recipe, parse_override
+from llmctl.config.load import list_recipes, parse_override
+from llmctl.tasks.recipe import load_recipe
 from llmctl.errors import EXIT_USAGE, RecipeError
 from llmctl.tasks import TASKS
 

@@ -278,8 +278,8 @@ def test_overflow_steps_are_skipped_counted_and_hold_the_schedule(tmp_path, file
     import accelerate
     import torch
 
-    import llmctl.core.setup as setup
-    from llmctl.config.load import load_recipe
+    import llmctl.train.accelerator as setup
+    from llmctl.tasks.recipe import load_recipe
     from llmctl.core.finetune import Finished, finetune
     from llmctl.events import Progress
 

@@ -4,7 +4,7 @@ anything expands them, while ordinary anchors and merge keys keep working."""
 import pytest
 
 from helpers import REPO, run_cli, sentiment_rows, write_csv
-from llmctl.config.load import load_recipe
+from llmctl.tasks.recipe import load_recipe
 from llmctl.errors import EXIT_MODEL, EXIT_USAGE, RecipeError
 
 

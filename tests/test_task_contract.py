@@ -91,7 +91,7 @@ def write_lines(path: Path, rows: list[dict], extra: str = "") -> Path:
 
 
 def test_a_sixth_task_written_against_base_trains_end_to_end(tiny_models, tmp_path, monkeypatch, capsys):
-    from llmctl.config.load import load_recipe
+    from llmctl.tasks.recipe import load_recipe
     from llmctl.core.finetune import Finished, finetune
     from llmctl.tasks import TASKS
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from helpers import run_cli, sentiment_rows, write_csv
-from llmctl.config.load import load_recipe
+from llmctl.tasks.recipe import load_recipe
 from llmctl.errors import EXIT_DATA, EXIT_MODEL, RecipeError
 
 TEMPLATE = "Review: {sentence}\nSentiment:"

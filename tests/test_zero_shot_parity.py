@@ -125,7 +125,7 @@ def test_acc_norm_divides_by_the_choice_characters():
     the choice ("no": 2, "maybe": 5: -3 against -2), " maybe" wins, as the harness's acc_norm says."""
     import numpy as np
 
-    from llmctl.generation.zeroshot import norm_lengths
+    from llmctl.metrics.choice_norm import norm_lengths
 
     assert norm_lengths([" no", " maybe", "über"]) == [2, 5, 4]  # characters, not bytes or tokens
     scores = np.array([[-6.0, -10.0]])

@@ -227,27 +227,29 @@ def _describe(err: dict, model_fields_at) -> str:
     return f"{key}: {msg}{shown}"
 
 
-def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = None, overridden: set | None = None):
-    """Validate a raw mapping against the task's schema; one RecipeError listing every problem."""
+def validate_recipe(raw: dict, sections: dict, source: str = "<recipe>", lines: dict | None = None,
+                    overridden: set | None = None):
+    """Validate a raw mapping against its task's schema; one RecipeError listing every problem.
+    `sections` maps each task name to its `data:` section class: the tasks own their data keys and
+    config sits below them, so the caller (llmctl.tasks.recipe) passes the registry in."""
     from pydantic import BaseModel, ValidationError
 
     from llmctl.config.schema import Recipe
-    from llmctl.tasks import TASKS
 
     lines, overridden = lines or {}, overridden or set()
     task_name = raw.get("task")
-    if task_name is not None and not isinstance(task_name, str):  # a list is unhashable: `in TASKS` would crash
+    if task_name is not None and not isinstance(task_name, str):  # a list is unhashable: `in sections` would crash
         where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
         raise RecipeError(f"{where}: task: {task_name!r} is a {type(task_name).__name__}; a recipe trains one task, "
-                          f"one of: {', '.join(TASKS)}.")
-    if task_name not in TASKS:
-        close = difflib.get_close_matches(str(task_name), list(TASKS), n=1)
+                          f"one of: {', '.join(sections)}.")
+    if task_name not in sections:
+        close = difflib.get_close_matches(str(task_name), list(sections), n=1)
         tip = f"did you mean '{close[0]}'? " if close else ""
         where = f"{source}:{lines[('task',)]}" if ("task",) in lines else source
         raise RecipeError(
-            f"{where}: task: {task_name!r} is not a known task; {tip}choose one of: {', '.join(TASKS)}."
+            f"{where}: task: {task_name!r} is not a known task; {tip}choose one of: {', '.join(sections)}."
         )
-    schema = Recipe[TASKS[task_name].data_config]
+    schema = Recipe[sections[task_name]]
 
     def fields_at(loc):
         model: type[BaseModel] = schema
@@ -281,12 +283,13 @@ def validate_recipe(raw: dict, source: str = "<recipe>", lines: dict | None = No
         ) from None
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None):
-    """Resolve, read, override and validate a recipe. Returns a typed Recipe."""
+def load_recipe(name_or_path: str, sections: dict, overrides: list[str] | None = None):
+    """Resolve, read, override and validate a recipe against `sections` (task -> data section).
+    Returns a typed Recipe; llmctl.tasks.recipe.load_recipe passes the task registry."""
     path = resolve_recipe(name_or_path)
     raw, lines = read_yaml(path)
     touched = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, str(path), lines, touched)
+    return validate_recipe(raw, sections, str(path), lines, touched)
 
 
 def check_recipe_task(recipe, model_task: str, where: str) -> None:

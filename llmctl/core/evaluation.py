@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import GateFailed, UsageError
+from llmctl.metrics.thresholds import parse_thresholds
 
 
 @dataclass
@@ -29,25 +29,12 @@ def parse_gates(fail_under: list[str], fail_over: list[str] | None = None) -> Ga
     perplexity) under --fail-under is refused: that gate would pass a worse model."""
     from llmctl.metrics import lower_is_better
 
-    gates = Gates(_parse(fail_under, "--fail-under", "accuracy=0.9"), _parse(fail_over or [], "--fail-over", "loss=0.5"))
+    gates = Gates(parse_thresholds(fail_under, "--fail-under", "accuracy=0.9"),
+                  parse_thresholds(fail_over or [], "--fail-over", "loss=0.5"))
     for name, value in gates.under.items():
         if lower_is_better(name):
             raise UsageError(f"--fail-under {name}={value:g}: {name} is better when lower, so this gate would pass "
                              "a worse model and fail a better one.", f"Use --fail-over {name}={value:g}.")
-    return gates
-
-
-def _parse(items: list[str], flag: str, example: str) -> dict[str, float]:
-    gates = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip() or not math.isfinite(number):
-            raise UsageError(f"{flag} '{item}' is not METRIC=VALUE with a finite number.", f"Example: {flag} {example}")
-        gates[name.strip()] = number
     return gates
 
 
@@ -78,11 +65,14 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     A recipe with a zero_shot section scores a generative model's label likelihoods instead.
     Gate names, the device and the data are checked before any weight loads."""
     from llmctl.console import tell
-    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.models.load import auto_class
+    from llmctl.train.accelerator import make_accelerator
+    from llmctl.models.quiet import quiet_libraries
+    from llmctl.tasks.restore import task_for_model
     from llmctl.models.devices import device_type
     from llmctl.models.precision import inference_precision
     from llmctl.models.load import load_tokenizer, load_trained
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     gates = gates or Gates()
     dev = device_type(device)
@@ -140,7 +130,8 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
 
 def _trained_by_llmctl(model_path: str) -> bool:
-    from llmctl.runs.directory import TASK_FILE, find_model_dir
+    from llmctl.models.saved import TASK_FILE
+    from llmctl.models.saved import find_model_dir
 
     return (find_model_dir(model_path) / TASK_FILE).is_file()
 

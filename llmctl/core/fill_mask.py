@@ -17,7 +17,7 @@ def fill_mask(model_path: str, rows: list[dict], where: str, top_k: int = 5, bat
               lines: list[int | None] | None = None) -> list[dict]:
     """One {"text", "masks": [[{"token", "id", "score"}, ...] per mask], "filled"} per row."""
     from llmctl.core.prediction import predict
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     task = fill_mask_task(find_model_dir(model_path), top_k)
     return predict(model_path, rows, where, batch_size=batch_size, device=device, precision=precision, lines=lines,
@@ -30,10 +30,11 @@ def fill_mask_task(model_dir, top_k: int):
 
     from llmctl.models.adapters import is_adapter_dir
     from llmctl.config.schema import ModelConfig
-    from llmctl.core.setup import quiet_libraries
-    from llmctl.models.load import model_max_positions, pretrained
+    from llmctl.models.quiet import quiet_libraries
+    from llmctl.models.load import model_max_positions
+    from llmctl.models.gate import pretrained
     from llmctl.runs.files import read_json
-    from llmctl.runs.directory import TASK_FILE
+    from llmctl.models.saved import TASK_FILE
     from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask, has_mlm_head
 
     if not (model_dir / "config.json").is_file():

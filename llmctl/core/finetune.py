@@ -22,8 +22,11 @@ from llmctl.train import tracking
 
 def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
              force_resume: bool = False) -> Iterator:
-    from llmctl.console import note, tell
-    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries
+    from llmctl.console import RowsProgress, note, tell
+    from llmctl.models.quiet import USER_TOKENIZERS_PARALLELISM
+    from llmctl.models.load import auto_class
+    from llmctl.train.accelerator import make_accelerator
+    from llmctl.models.quiet import quiet_libraries
     from llmctl.data.prepare import train_features as train_features_for
     from llmctl.models.devices import device_type
     from llmctl.models.load import check_head_size, check_size, check_source, load_config, load_model, load_tokenizer
@@ -56,9 +59,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     check_head_size(recipe, task)  # transformers would refuse it only after the run started
     base_sha256 = None
     if recipe.peft is not None:
-        from llmctl.models.adapters import base_digests, check_before_load
+        from llmctl.models.adapters import check_before_load
         from llmctl.models.gguf import path as gguf_path
-        from llmctl.models.trust import check_base_unchanged, recorded_base
+        from llmctl.models.trust import base_digests, check_base_unchanged, recorded_base
 
         check_before_load(recipe.peft, dev)
         # A LoRA run continues only on the base it started on: a base replaced at the same path
@@ -89,7 +92,9 @@ def finetune(recipe, resume: bool = False, overwrite: bool = False, device: str 
     # Tokenizing can still reject the data (a QA question longer than max_length): do it
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
     tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
-    train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache)
+    train_features, data_info = train_features_for(task, train_split, tokenizer, recipe.data, recipe.data.cache,
+                                                   RowsProgress, USER_TOKENIZERS_PARALLELISM)
+    tell(train_features)
     eval_features = tell(task.featurize(eval_split, tokenizer)) if eval_split is not None else None
     resume_from = run.latest_checkpoint() if resume else None  # partial ones are removed by run.open
     if resume and resume_from is None and (run.path / "metrics.json").is_file():

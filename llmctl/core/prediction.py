@@ -69,11 +69,14 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     carry their input line as "line" when `lines` gives it. `task`: run this task rather than the
     one the model was trained for (fill-mask on any checkpoint with a masked-LM head)."""
     from llmctl.console import tell
-    from llmctl.core.setup import auto_class, make_accelerator, quiet_libraries, task_for_model
+    from llmctl.models.load import auto_class
+    from llmctl.train.accelerator import make_accelerator
+    from llmctl.models.quiet import quiet_libraries
+    from llmctl.tasks.restore import task_for_model
     from llmctl.models.devices import device_type
     from llmctl.export.onnx_model import check_run_options, is_onnx_export
     from llmctl.models.precision import inference_precision
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     model_dir = find_model_dir(model_path)
     onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime, no torch model

@@ -60,8 +60,9 @@ def diagnose(recipe) -> Report:
 
 def diagnose_with_context(recipe) -> tuple[Report, Context]:
     """The report, and what it was made from (finetune --dry-run checks the model against ctx.task)."""
-    from llmctl.console import tell
-    from llmctl.core.setup import quiet_libraries
+    from llmctl.console import RowsProgress, tell
+    from llmctl.models.quiet import USER_TOKENIZERS_PARALLELISM
+    from llmctl.models.quiet import quiet_libraries
     from llmctl.data.prepare import train_features
     from llmctl.models.load import check_size, check_source, load_tokenizer
     from llmctl.tasks import TASKS
@@ -84,7 +85,8 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
             if role == "train":
                 ctx.task = ctx.task.with_labels(ctx.task.fit(ctx.splits[role]))
                 ctx.train_features, info = train_features(ctx.task, ctx.splits[role], tokenizer, recipe.data,
-                                                          recipe.data.cache)
+                                                          recipe.data.cache, RowsProgress, USER_TOKENIZERS_PARALLELISM)
+                tell(ctx.train_features)
                 report.cache = info["cache"]
         except DataError as exc:
             ctx.refused[role] = exc

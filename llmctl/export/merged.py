@@ -49,9 +49,13 @@ def partial_dir(target: Path) -> Path:
 def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
     """Write the merged (or plain) model of `run` to `output`; returns what was written."""
     from llmctl.models.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
-    from llmctl.core.setup import auto_class, quiet_libraries, task_for_model
-    from llmctl.models.load import load_trained, pretrained
-    from llmctl.runs.directory import TASK_FILE, find_model_dir
+    from llmctl.models.load import auto_class
+    from llmctl.models.quiet import quiet_libraries
+    from llmctl.tasks.restore import task_for_model
+    from llmctl.models.load import load_trained
+    from llmctl.models.gate import pretrained
+    from llmctl.models.saved import TASK_FILE
+    from llmctl.models.saved import find_model_dir
 
     from llmctl.runs.files import check_run, read_json
 

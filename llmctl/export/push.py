@@ -34,7 +34,7 @@ def model_files(run: str) -> tuple[Path, list[tuple[str, int]], list[dict]]:
     """(the model folder, [(path inside it, bytes)], [{"path", "why"} left out]) of a run (or of a
     saved model folder). Only regular files are sent: a symlink (which may lead out of the run)
     and a secret-looking name are left out and named, hidden files silently as before."""
-    from llmctl.runs.directory import MODEL_DIR
+    from llmctl.models.saved import MODEL_DIR
 
     path = Path(run).expanduser()
     folder = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path

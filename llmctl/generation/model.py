@@ -30,7 +30,7 @@ class Generator:
 def resolve_source(model: str) -> str:
     """A run directory's model/ folder, a saved-model folder, or a hub id (checked fast when offline)."""
     from llmctl.models.load import check_source
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     path = find_model_dir(model)
     source = str(path) if path.exists() else model
@@ -49,7 +49,7 @@ def _where(source: str) -> tuple[str, str | None, dict]:
 def load_config(source: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    from llmctl.models.load import pretrained
+    from llmctl.models.gate import pretrained
 
     folder, _, kwargs = _where(source)
     return pretrained(AutoConfig, folder, trust_remote_code=trust_remote_code, **kwargs)
@@ -77,7 +77,8 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
     """Fast tokenizer padded on the side generation needs; returns (tokenizer, pad_added)."""
     from transformers import AutoTokenizer
 
-    from llmctl.models.load import pad_with_eos, pretrained
+    from llmctl.models.load import pad_with_eos
+    from llmctl.models.gate import pretrained
 
     folder, _, kwargs = _where(source)
     tokenizer = pretrained(AutoTokenizer, folder, trust_remote_code=trust_remote_code, **kwargs)
@@ -111,7 +112,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from llmctl.models.devices import device_type
-    from llmctl.models.load import load_weights
+    from llmctl.models.gate import load_weights
     from llmctl.models.precision import generation_precision
 
     dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load

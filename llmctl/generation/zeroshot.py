@@ -8,6 +8,7 @@ the label scores normalised over the labels, and the harness's `acc_norm`.
 from __future__ import annotations
 
 from llmctl.console import warn as console_warn
+from llmctl.metrics.choice_norm import norm_lengths
 
 # Reported besides the classification metrics (and gateable with --fail-under).
 ZERO_SHOT_METRICS = ["acc_norm"]
@@ -15,13 +16,6 @@ ZERO_SHOT_METRICS = ["acc_norm"]
 
 def fill_template(template: str, columns: list[str], texts: list[list[str]]) -> list[str]:
     return [template.format(**{c: texts[k][i] for k, c in enumerate(columns)}) for i in range(len(texts[0]))]
-
-
-def norm_lengths(verbalizers: list[str]) -> list[int]:
-    """The lengths acc_norm divides by, as lm-evaluation-harness: characters of the choice text
-    (not bytes, not tokens). A harness task writes its choices without the space that joins them
-    to the prompt (target_delimiter " "), so a verbalizer's leading whitespace does not count."""
-    return [len(v.lstrip()) or len(v) for v in verbalizers]
 
 
 def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, device: str | None = None,

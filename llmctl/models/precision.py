@@ -50,7 +50,7 @@ def check_precision(requested: str | None) -> None:
 def trained_precision(model_dir: Path) -> str | None:
     """The precision a run trained (and evaluated) in: llmctl.json, or the run's environment.json
     for models saved before llmctl.json recorded it; None for models llmctl did not train."""
-    from llmctl.runs.directory import TASK_FILE
+    from llmctl.models.saved import TASK_FILE
 
     for path in (model_dir / TASK_FILE, model_dir.parent / "environment.json"):
         try:

@@ -18,9 +18,9 @@ SPLITS = ("train", "validation", "test")
 
 def parse_max_drop(items: list[str]) -> dict[str, float]:
     """`f1=0.005` -> {"f1": 0.005}, in the style of eval's --fail-under; the amount is >= 0."""
-    from llmctl.core.evaluation import _parse
+    from llmctl.metrics.thresholds import parse_thresholds
 
-    drops = _parse(items, "--max-drop", "f1=0.005")
+    drops = parse_thresholds(items, "--max-drop", "f1=0.005")
     for name, amount in drops.items():
         if amount < 0:
             raise UsageError(f"--max-drop {name}={amount:g}: the allowed drop cannot be negative.",

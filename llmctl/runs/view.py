@@ -16,7 +16,9 @@ from pathlib import Path
 from llmctl.runs import files as run_files
 from llmctl.errors import UsageError
 from llmctl.runs.files import BadRunFile
-from llmctl.runs.directory import MODEL_DIR, OUR_FILES, TASK_FILE, complete_checkpoints, lock_held
+from llmctl.runs.directory import OUR_FILES, complete_checkpoints, lock_held
+from llmctl.models.saved import MODEL_DIR
+from llmctl.models.saved import TASK_FILE
 
 FINISHED, INTERRUPTED, RUNNING = "finished", "interrupted", "running"
 

@@ -119,7 +119,7 @@ class MultipleChoiceTask(Task):
     def compute_metrics(self, kept: dict, features, split: ChoiceSplit) -> dict[str, float]:
         import numpy as np
 
-        from llmctl.generation.zeroshot import norm_lengths
+        from llmctl.metrics.choice_norm import norm_lengths
 
         if split.labels is None:
             raise DataError(f"{split.where}: no labels to score against.", "Give data.label_column.")

@@ -68,7 +68,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
 
 def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:
     """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     def left_out(why: str) -> tuple[str, str]:
         report.missing.append(f"worst predictions: {why}")

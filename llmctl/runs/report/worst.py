@@ -33,9 +33,10 @@ SUPPORTED = ("classification", "ner", "qa")
 def worst_predictions(run_dir: Path, max_examples: int, limit: int = 10) -> Worst:
     """Run the run's saved model over its validation split; LlmctlError when that cannot be done."""
     from llmctl.core.prediction import predict
-    from llmctl.core.setup import quiet_libraries, task_for_model
+    from llmctl.models.quiet import quiet_libraries
+    from llmctl.tasks.restore import task_for_model
     from llmctl.errors import UsageError
-    from llmctl.runs.directory import find_model_dir
+    from llmctl.models.saved import find_model_dir
 
     model_dir = find_model_dir(str(run_dir))
     quiet_libraries()
