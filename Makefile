@@ -22,7 +22,7 @@ install: $(BIN)/.installed
 # Fine-tune MiniLM-L6 on a small generated sentiment set, then evaluate and predict.
 quickstart: install
 	$(BIN)/python -m llmctl.quickstart_data data/quickstart
-	$(BIN)/llmctl finetune recipes/quickstart/sentiment-minilm.yaml --model "$(MINILM)" --overwrite
+	$(BIN)/llmctl finetune quickstart/sentiment-minilm --model "$(MINILM)" --overwrite
 	$(BIN)/llmctl eval runs/quickstart --fail-under accuracy=0.8
 	$(BIN)/llmctl predict runs/quickstart --input data/quickstart/predict.txt
 
