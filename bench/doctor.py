@@ -32,7 +32,7 @@ def run(name: str, model: str, train: Path, valid: Path, cache: Path) -> dict:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LLMCTL_CACHE_DIR": str(cache)}
     if name == "cold":
         subprocess.run([sys.executable, "-m", "llmctl", "cache", "clear"], env=env, capture_output=True, check=True)
-    cmd = [sys.executable, "-m", "llmctl", "doctor", str(REPO / "recipes/classification/sst2-minilm-local.yaml"),
+    cmd = [sys.executable, "-m", "llmctl", "doctor", str(REPO / "llmctl/recipes/classification/sst2-minilm-local.yaml"),
            "--set", f"model.name_or_path={model}", "--set", f"data.train={train}", "--set", f"data.validation={valid}",
            "--set", "data.max_train_samples=null", "--set", f"data.max_length={scale.MAX_LEN}", "--json"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -145,7 +145,7 @@ def run_config(name: str, args, model: Path | None, train: Path, valid: list[dic
         if name == "minilm-lora":
             sets.append("peft={method: lora, r: 16, alpha: 32, dropout: 0.05}")
         extra = ["--model", harness.minilm_path()] + [a for s in sets for a in ("--set", s)]
-        result = llmctl_run(name, harness.REPO / "recipes" / "classification" / "sst2-minilm-local.yaml", out, extra)
+        result = llmctl_run(name, harness.REPO / "llmctl" / "recipes" / "classification" / "sst2-minilm-local.yaml", out, extra)
         result["accuracy"] = float(result["metrics"]["accuracy"])
         return result
     result["accuracy"] = answer_accuracy(merged, valid)

@@ -37,7 +37,7 @@ def llmctl(*args: str) -> list[str]:
 
 def fine_tune(tmp: Path, model: str) -> Path:
     run = tmp / "run"
-    recipe = harness.REPO / "recipes" / "classification" / "sst2-minilm-local.yaml"
+    recipe = harness.REPO / "llmctl" / "recipes" / "classification" / "sst2-minilm-local.yaml"
     sets = [f"data.train={DATA / 'train.tsv'}", f"data.validation={DATA / 'validation.tsv'}",
             f"data.max_train_samples={TRAIN_ROWS}", "data.max_eval_samples=256", "train.precision=fp32",
             "train.save_every=100000"]

@@ -91,7 +91,7 @@ def run_one(name: str, model: str, train: Path, valid: Path, tmp: Path, cache: P
         return harness.measure_process([sys.executable, "-c", TRAINER, model, str(train), str(valid), str(out)], env)
     if name == "llmctl-cold":
         subprocess.run([sys.executable, "-m", "llmctl", "cache", "clear"], env=env, capture_output=True, check=True)
-    cmd = [sys.executable, "-m", "llmctl", "finetune", str(REPO / "recipes/classification/sst2-minilm-local.yaml"),
+    cmd = [sys.executable, "-m", "llmctl", "finetune", str(REPO / "llmctl/recipes/classification/sst2-minilm-local.yaml"),
            "--model", model, "--set", f"data.train={train}", "--set", f"data.validation={valid}",
            "--set", "data.max_train_samples=null", "--set", f"data.max_length={MAX_LEN}",
            "--set", f"train.batch_size={BATCH}", "--max-steps", str(STEPS), "--set", "train.save_every=100000",

@@ -4,7 +4,7 @@
     .venv/bin/python bench/squad.py --repeats 3              # median of 3 interleaved runs
     .venv/bin/python bench/squad.py --epochs 1 --only llmctl # quick check of the llmctl side
     .venv/bin/python bench/squad.py --smoke                  # smallest end-to-end run, results in a temp folder
-    .venv/bin/python bench/squad.py --write-splits data/squad_dev5   # files for recipes/qa/squad-minilm-local.yaml
+    .venv/bin/python bench/squad.py --write-splits data/squad_dev5   # files for llmctl/recipes/qa/squad-minilm-local.yaml
 
 Data: ../shared/data/squad_v2_dev5 (official SQuAD v2.0 JSON, the first 5 dev articles).
 Train on the first three articles, evaluate on the last two. v1.1 style keeps the
@@ -29,7 +29,7 @@ import numpy as np
 import harness
 
 DATA = harness.SHARED_DATA / "squad_v2_dev5" / "dev-v2.0-first5.json"
-RECIPE = harness.REPO / "recipes" / "qa" / "squad-minilm-local.yaml"
+RECIPE = harness.REPO / "llmctl" / "recipes" / "qa" / "squad-minilm-local.yaml"
 TRAIN_ARTICLES = 3
 SEED, BATCH, EVAL_BATCH, LR, MAX_LEN, STRIDE, N_BEST, MAX_ANSWER = 42, 16, 64, 5e-5, 256, 64, 20, 30
 TARGET_SPEEDUP, F1_TOLERANCE = 1.3, 3.0

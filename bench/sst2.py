@@ -18,7 +18,7 @@ from pathlib import Path
 import harness
 
 DATA_DIR = harness.SHARED_DATA / "sst2"
-RECIPE = harness.REPO / "recipes" / "classification" / "sst2-minilm-local.yaml"
+RECIPE = harness.REPO / "llmctl" / "recipes" / "classification" / "sst2-minilm-local.yaml"
 
 # The work both tools do (the recipe above says the same for llmctl).
 SEED, EPOCHS, BATCH, EVAL_BATCH, LR, MAX_LEN = 42, 1, 32, 64, 5e-5, 128

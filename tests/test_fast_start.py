@@ -20,7 +20,7 @@ print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["recipes", "list"], ["finetune", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["recipes", "list"], ["finetune", "--help"]])
 def test_no_heavy_imports(args):
     out = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)], capture_output=True,
                          text=True, cwd=REPO, check=True).stdout

@@ -118,7 +118,7 @@ def test_sst2_t5_text_recipe_on_local_tsv_trains_on_label_words(tiny_models, tmp
 
     train = write_csv(tmp_path / "train.tsv", sentiment_rows(16), delimiter="\t")  # GLUE layout: sentence, 0/1 label
     valid = write_csv(tmp_path / "dev.tsv", sentiment_rows(4), delimiter="\t")
-    args = ("finetune", str(REPO / "recipes" / "seq2seq" / "sst2-t5-text.yaml"), "--model", str(tiny_models["t5"]),
+    args = ("finetune", str(REPO / "llmctl" / "recipes" / "seq2seq" / "sst2-t5-text.yaml"), "--model", str(tiny_models["t5"]),
             "--set", "data.dataset=null", "--set", "data.config=null", "--set", f"data.train={train}",
             "--set", f"data.validation={valid}", "--set", "train.batch_size=8", "--set", "train.eval_batch_size=8",
             "--set", "train.precision=fp32", "--max-steps", "1", "--json")

@@ -212,8 +212,9 @@ def test_ner_recipes_validate_and_open_with_their_command(name):
     from helpers import REPO
     from llmctl.tasks.recipe import load_recipe
 
-    path = REPO / "recipes" / "ner" / f"{name}.yaml"
-    assert path.read_text().startswith(f"# llmctl finetune recipes/ner/{name}.yaml")
+    path = REPO / "llmctl" / "recipes" / "ner" / f"{name}.yaml"
+    first = path.read_text().splitlines()[0]
+    assert (first + " ").startswith(f"# llmctl finetune ner/{name} "), first
     recipe = load_recipe(f"ner/{name}")
     assert recipe.task == "ner" and recipe.train.metric_for_best == "f1" and recipe.output_dir.startswith("runs/")
     if recipe.data.dataset:

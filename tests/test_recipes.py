@@ -5,12 +5,17 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, run_cli
-from llmctl.config.load import list_recipes, parse_override
+from llmctl.config.load import list_recipes, parse_override, resolve_recipe
 from llmctl.tasks.recipe import load_recipe
 from llmctl.errors import EXIT_USAGE, RecipeError
 from llmctl.tasks import TASKS
 
-SHIPPED = sorted((REPO / "recipes").rglob("*.yaml"))
+RECIPES = REPO / "llmctl" / "recipes"  # package data: an installed wheel ships them (tests/test_packaging.py)
+SHIPPED = sorted(RECIPES.rglob("*.yaml"))
+
+
+def short_name(path: Path) -> str:
+    return path.relative_to(RECIPES).with_suffix("").as_posix()
 
 
 def test_ships_the_promised_recipes():
@@ -23,10 +28,13 @@ def test_ships_the_promised_recipes():
 def test_every_recipe_validates_and_opens_with_its_command(path: Path):
     first = path.read_text().splitlines()[0]
     recipe = load_recipe(str(path))
-    if recipe.zero_shot is not None:  # scored without training: `llmctl eval MODEL --recipe PATH`
-        assert first == f"# llmctl eval {recipe.model.name_or_path} --recipe {path.relative_to(REPO).as_posix()}"
+    # The command names the recipe by its short name, which works from any folder and from an installed
+    # wheel (a repository path would not), and that name resolves to this very file.
+    assert resolve_recipe(short_name(path)) == path
+    if recipe.zero_shot is not None:  # scored without training: `llmctl eval MODEL --recipe NAME`
+        assert first == f"# llmctl eval {recipe.model.name_or_path} --recipe {short_name(path)}"
     else:
-        assert first.startswith(f"# llmctl finetune {path.relative_to(REPO).as_posix()}"), first
+        assert (first + " ").startswith(f"# llmctl finetune {short_name(path)} "), first
     assert recipe.task in TASKS
     assert recipe.output_dir.startswith("runs/")
 
@@ -105,7 +113,7 @@ def test_recipes_commands(tmp_path):
     listed = run_cli("recipes", "list")
     assert listed.exit_code == 0 and "classification/sst2-bert" in listed.stdout
     shown = run_cli("recipes", "show", "sst2-gpt2")
-    assert shown.stdout.startswith("# llmctl finetune recipes/classification/sst2-gpt2.yaml")
+    assert shown.stdout.startswith("# llmctl finetune classification/sst2-gpt2\n")
     copied = run_cli("recipes", "copy", "sst2-t5", str(tmp_path))
     assert copied.exit_code == 0 and (tmp_path / "sst2-t5.yaml").is_file()
     again = run_cli("recipes", "copy", "sst2-t5", str(tmp_path))

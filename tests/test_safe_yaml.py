@@ -33,7 +33,7 @@ def test_many_aliases_or_a_bomb_in_set_are_refused_too(tmp_path):
         load_recipe(str(recipe))
     value = "{" + laughs(9).replace("\n", ", ").replace("task: classification, ", "").rstrip(", ") + "}"
     with pytest.raises(RecipeError, match="--set 'data.bomb': refusing this YAML value: its anchors and aliases expand"):
-        load_recipe(str(REPO / "recipes/classification/sst2-bert.yaml"), [f"data.bomb={value}"])
+        load_recipe(str(REPO / "llmctl/recipes/classification/sst2-bert.yaml"), [f"data.bomb={value}"])
 
 
 def test_recipe_with_a_few_anchors_and_aliases_still_loads(tmp_path):

@@ -17,11 +17,12 @@ from llmctl.errors import RecipeError
 
 
 def recipe_dirs() -> list[Path]:
-    """Where short recipe names are looked up: $LLMCTL_RECIPES, then the repo's recipes/."""
+    """Where short recipe names are looked up: $LLMCTL_RECIPES, then the recipes shipped inside the
+    package (llmctl/recipes/, package data, so an installed wheel has them too)."""
     dirs = []
     if os.environ.get("LLMCTL_RECIPES"):
         dirs.append(Path(os.environ["LLMCTL_RECIPES"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "recipes")
+    dirs.append(Path(__file__).resolve().parents[1] / "recipes")
     return [d for d in dirs if d.is_dir()]
 
 
