@@ -72,7 +72,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     # The data, before any model: a wrong column fails in seconds.
     report = None
     if dry_run:
-        from llmctl.doctor.run import diagnose_with_context
+        from llmctl.core.doctor import diagnose_with_context
 
         report, ctx = diagnose_with_context(recipe)
         task, splits = ctx.task, ctx.splits
