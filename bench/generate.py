@@ -142,7 +142,7 @@ def llmctl_runner(path: str, texts: list[str], dtype: str):
     """llmctl's core, as `llmctl generate` runs it (minus reading prompts and printing)."""
     from llmctl.generation.generate import Settings, encode_prompts, generate
     from llmctl.generation.model import context_limit, generation_kind, load_checked, load_config, load_tokenizer
-    from llmctl.generation.run import quiet_transformers
+    from llmctl.generation.model import quiet_transformers
 
     quiet_transformers()
     config = load_config(path)

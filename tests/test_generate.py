@@ -22,7 +22,7 @@ PROMPTS = ["The movie was", "I really loved this film, but the acting was", "Ali
 def run(model, prompts=PROMPTS, **settings):
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import Prompt
-    from llmctl.generation.run import generate_text
+    from llmctl.core.generate import generate_text
 
     stream = settings.pop("stream", None)
     items = [Prompt(text, f"argument {i}") for i, text in enumerate(prompts, start=1)]

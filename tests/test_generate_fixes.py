@@ -32,7 +32,7 @@ def in_process(model, prompts, precision="fp32", **settings) -> list[dict]:
     """generate_text without a subprocess: the reference a CLI run is compared with."""
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import Prompt
-    from llmctl.generation.run import generate_text
+    from llmctl.core.generate import generate_text
 
     items = [Prompt(text, f"argument {i}") for i, text in enumerate(prompts, start=1)]
     return generate_text(str(model), items, Settings(**settings), precision=precision,
@@ -54,7 +54,7 @@ def test_unset_sampling_knobs_are_off_in_what_transformers_runs(tiny_models, mon
 
     from llmctl.generation.generate import Settings
     from llmctl.generation.prompts import Prompt
-    from llmctl.generation.run import generate_text
+    from llmctl.core.generate import generate_text
 
     made = []
 

@@ -20,7 +20,7 @@ def doctor(
     from llmctl.tasks.recipe import load_recipe
     from llmctl.console import print_json
     from llmctl.doctor.render import render
-    from llmctl.doctor.run import diagnose
+    from llmctl.core.doctor import diagnose
 
     report = diagnose(load_recipe(recipe, list(set_)))
     if json_out:

@@ -27,7 +27,7 @@ def export_command(
     import sys
 
     from llmctl.console import print_json
-    from llmctl.export.merged import export_run
+    from llmctl.core.export import export_run
 
     result = export_run(run, output, base=base, fmt=fmt)
     check = result.get("check")

@@ -50,23 +50,16 @@ def generate(
     json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
-    from llmctl.models.devices import device_type
-    from llmctl.errors import UsageError
+    from llmctl.core.generate import check_options, generate_text
     from llmctl.generation.generate import Settings
+    from llmctl.generation.output import RowPrinter
     from llmctl.generation.prompts import read_prompts
-    from llmctl.models.precision import PRECISIONS
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     settings = Settings(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,
                         top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty, stop=list(stop),
-                        seed=seed, batch_size=batch_size, chat=chat, system=system,
-                        truncate_left=truncate_left).check()
-    device = device_type(device)  # before prompts are read or the model is looked at
+                        seed=seed, batch_size=batch_size, chat=chat, system=system, truncate_left=truncate_left)
+    device = check_options(settings, precision, device)  # before prompts are read or the model is looked at
     items = read_prompts(prompts or [], file)
-
-    from llmctl.generation.output import RowPrinter
-    from llmctl.generation.run import generate_text
 
     streamed = []
 

@@ -1,4 +1,4 @@
-"""`llmctl push RUN --repo-id ORG/NAME`: upload a run's model folder to the Hub (llmctl.export.push)."""
+"""`llmctl push RUN --repo-id ORG/NAME`: upload a run's model folder to the Hub (llmctl.core.push)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def push_command(
 ):
     """Upload a run's model (weights, tokenizer, model card) to the Hugging Face Hub."""
     from llmctl.console import print_json, warn
-    from llmctl.export.push import push
+    from llmctl.core.push import push
 
     result = push(run, repo_id, private=private, dry_run=dry_run)
     for entry in result["skipped"]:  # on stderr, also with --json: a left-out file is never silent

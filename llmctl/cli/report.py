@@ -1,4 +1,4 @@
-"""`llmctl report RUN`: the run as one HTML page (llmctl.runs.report)."""
+"""`llmctl report RUN`: the run as one HTML page (llmctl.core.report)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,9 @@ def report_command(
     worst: int = typer.Option(10, "--worst", metavar="N", min=1, help="How many worst predictions to show."),
 ):
     """Write one self-contained HTML page: recipe, environment, curves, metrics, worst predictions."""
-    from pathlib import Path
-
     from llmctl.console import note
-    from llmctl.errors import UsageError
-    from llmctl.runs.report.build import build_report
+    from llmctl.core.report import build_report
 
-    if output is not None and Path(output).expanduser().is_dir():  # refused before the page is built
-        raise UsageError(f"--output {output} is a directory.",
-                         f"Give a file name, e.g. --output {Path(output) / 'report.html'}.")
     report = build_report(run, output, max_examples=max_examples, worst=worst)
     for part in report.missing:
         note(f"left out {part}")

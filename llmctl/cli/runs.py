@@ -1,12 +1,11 @@
 """`llmctl runs list [DIR] | show RUN | compare BASE CANDIDATE`: read run directories back
-(llmctl.runs.view, llmctl.runs.compare) and print them; no torch is imported."""
+(llmctl.core.runs) and print them; no torch is imported."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import sys
-from pathlib import Path
 
 import typer
 
@@ -26,13 +25,9 @@ def list_(directory: str = typer.Argument("runs", metavar="DIR", help="Folder ho
           json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per run.")):
     """One line per run: task, model, training data, best metric, status (finished / interrupted / running)."""
     from llmctl.console import print_json, warn
-    from llmctl.errors import UsageError
-    from llmctl.runs.view import list_runs
+    from llmctl.core.runs import list_runs_in
 
-    root = Path(directory).expanduser()
-    if not root.is_dir():
-        raise UsageError(f"{directory}: no such directory.", "Pass the folder your runs are in (default: runs/).")
-    found, skipped = list_runs(root)
+    found, skipped = list_runs_in(directory)
     for line in skipped:
         warn(line)
     if json_out:
@@ -51,10 +46,10 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
          json_out: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """One run in detail: recipe, environment, metrics, every evaluation, model folder, checkpoints."""
     from llmctl.console import print_json
-    from llmctl.runs.view import detail, require_run
+    from llmctl.core.runs import show as show_run
     from llmctl.train.fingerprint import flatten
 
-    info = detail(require_run(run))
+    info = show_run(run)
     if json_out:
         print_json(info)
         return
@@ -90,7 +85,7 @@ def compare(base: str = typer.Argument(..., metavar="BASE", help="The reference 
             json_out: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Two runs side by side: recipe, data, library versions and every final metric (candidate - base)."""
     from llmctl.console import print_json
-    from llmctl.runs.compare import compare as compare_runs, gate, parse_max_drop
+    from llmctl.core.runs import compare as compare_runs, gate, parse_max_drop
 
     result = compare_runs(base, candidate, parse_max_drop(max_drop))
     if json_out:

@@ -1,5 +1,5 @@
-"""`llmctl export RUN --output DIR` as a function: a run's model as a plain transformers checkpoint,
-or (--format onnx, llmctl/export/onnx.py) as model.onnx for onnxruntime.
+"""Writing an exported model (`llmctl export RUN --output DIR`, llmctl.core.export): a run's model as a
+plain transformers checkpoint, or (--format onnx, llmctl/export/onnx.py) as model.onnx for onnxruntime.
 
 A LoRA run is merged into its base (peft's merge_and_unload), so the result loads with the
 Auto classes and no peft; a full fine-tune is rewritten as it is. Either way DIR holds
@@ -46,46 +46,17 @@ def partial_dir(target: Path) -> Path:
     return partial
 
 
-def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
-    """Write the merged (or plain) model of `run` to `output`; returns what was written."""
-    from llmctl.models.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
-    from llmctl.models.load import auto_class
-    from llmctl.models.quiet import quiet_libraries
-    from llmctl.tasks.restore import task_for_model
-    from llmctl.models.load import load_trained
+def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: bool) -> dict | None:
+    """Write `model` (merged or plain), model_dir's tokenizer, llmctl.json and the model card to
+    `target`, through `.DIR.partial` renamed into place; returns the ONNX check (None for safetensors)."""
     from llmctl.models.gate import pretrained
     from llmctl.models.saved import TASK_FILE
-    from llmctl.models.saved import find_model_dir
+    from llmctl.runs.files import read_json
 
-    from llmctl.runs.files import check_run, read_json
+    from transformers import AutoTokenizer
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: export writes {' or '.join(FORMATS)}.", "Use --format safetensors.")
-    target = Path(output).expanduser()
-    check_output(target)
-    check_run(run)
-    partial_dir(target)  # refuse a foreign .DIR.partial before anything loads
-    model_dir = find_model_dir(run)
-    adapter = is_adapter_dir(model_dir)
-    if base is not None and not adapter:
-        raise UsageError(f"--base: {run} is a full fine-tune, not a LoRA run, so there is no adapter to merge.",
-                         "Drop --base.")
     if fmt == "onnx":
         from llmctl.export import onnx as onnx_export
-
-        onnx_export.check_packages()
-    quiet_libraries()
-    task, _ = task_for_model(model_dir)
-    if fmt == "onnx":
-        onnx_export.check_task(task)
-    auto = auto_class(task.auto_model)
-    if adapter:
-        if base is not None:
-            check_same_base(model_dir, base)
-        model = load_adapter_model(auto, model_dir, base=base).merge_and_unload()
-    else:
-        model = load_trained(auto, model_dir)
-    from transformers import AutoTokenizer
 
     partial = partial_dir(target)
     check, made = None, False
@@ -131,7 +102,4 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     finally:
         if made:
             shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
-    source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
-    return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
-            "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),
-            "format": fmt, **({"check": check} if check is not None else {})}
+    return check

@@ -1,4 +1,4 @@
-"""`llmctl push RUN --repo-id ORG/NAME`: a run's model folder to the Hugging Face Hub.
+"""The parts of `llmctl push` (llmctl.core.push): which files of a run's model folder go, and the upload.
 
 The folder goes as it is (weights, tokenizer, llmctl.json, the model card README.md) through
 huggingface_hub's create_repo + upload_folder. The token comes from where huggingface_hub
@@ -68,46 +68,21 @@ def _secret(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in SECRET_NAMES)
 
 
-def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -> dict:
-    """Upload (or with dry_run only list) a run's model folder; returns what was (or would be) sent."""
-    from huggingface_hub import get_token
-
-    from llmctl.models.hub import hub_offline, hub_reachable
-
-    from llmctl.runs.files import check_run
-
-    check_repo_id(repo_id)
-    check_run(run)
-    folder, files, skipped = model_files(run)
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    result = {"repo_id": repo_id, "url": f"{endpoint}/{repo_id}", "private": private, "folder": str(folder),
-              "files": [{"path": name, "bytes": size} for name, size in files],
-              "total_bytes": sum(size for _, size in files), "skipped": skipped, "dry_run": dry_run,
-              "token_found": get_token() is not None}
-    if dry_run:
-        return result
-    if hub_offline():
-        raise ModelError("HF_HUB_OFFLINE is set, so nothing can be uploaded to the Hugging Face Hub.",
-                         "Unset HF_HUB_OFFLINE to push, or pass --dry-run to see what would be uploaded.")
-    if not hub_reachable():
-        raise ModelError(f"The Hugging Face Hub ({endpoint}) is unreachable, so {repo_id} cannot be uploaded.",
-                         "Check the network (or HF_ENDPOINT) and push again; --dry-run lists the files offline.")
-    if not result["token_found"]:
-        raise UsageError("No Hugging Face token found (HF_TOKEN or a saved login), and the Hub needs one to upload.",
-                         "Run `hf auth login` or set HF_TOKEN to a token with write access.")
+def upload(folder: Path, files: list[str], repo_id: str, private: bool, endpoint: str, message: str) -> str:
+    """Create the repository if new and commit exactly `files` (paths inside `folder`); returns the commit URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(endpoint=endpoint)
     # Exactly the listed files (not upload_folder, which would follow links and take every name).
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name, _ in files]
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = api.create_commit(repo_id=repo_id, repo_type="model", operations=operations,
-                                   commit_message=f"llmctl push {Path(run).name}")
+                                   commit_message=message)
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         raise LlmctlError(f"The Hub refused the upload to {repo_id}"
                           + (f" (HTTP {status})" if status else "") + f": {str(exc).splitlines()[0]}",
                           "Check that the token has write access to that organisation.") from exc
-    return result | {"commit_url": str(getattr(commit, "commit_url", commit))}
+    return str(getattr(commit, "commit_url", commit))

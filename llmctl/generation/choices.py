@@ -23,7 +23,7 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
 
     from llmctl.console import tell
     from llmctl.generation.model import generation_kind, load_checked, load_config, load_tokenizer, resolve_source
-    from llmctl.generation.run import quiet_transformers
+    from llmctl.generation.model import quiet_transformers
     from llmctl.tasks.multiple_choice import MultipleChoiceTask
     from llmctl.train.batching import eval_batches
     from llmctl.train.evaluate import to_device

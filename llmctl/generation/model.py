@@ -8,6 +8,7 @@ folder, a hub id or a .gguf file (llmctl/models/gguf.py).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from llmctl.errors import ModelError
@@ -144,3 +145,13 @@ def context_limit(config, tokenizer, kind: str) -> int | None:
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
 
+
+def quiet_transformers() -> None:
+    """Before loading for generation or scoring: the libraries' own advisories and progress bars would
+    interleave with llmctl's output (the streamed text, the rows)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()

@@ -28,7 +28,7 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     from llmctl.generation.model import (context_limit, generation_kind, load_checked, load_config,
                                          load_tokenizer, resolve_source)
     from llmctl.generation.loglikelihood import cut_count, encode_requests, score_causal, score_seq2seq
-    from llmctl.generation.run import quiet_transformers
+    from llmctl.generation.model import quiet_transformers
     from llmctl.tasks.base import Labels
     from llmctl.tasks.classification import ClassificationTask
 

@@ -1,4 +1,5 @@
-"""`llmctl runs compare BASE CANDIDATE`: what differs between two runs, and the --max-drop gate.
+"""The parts of `llmctl runs compare BASE CANDIDATE` (llmctl.core.runs): what differs between two runs,
+metric by metric, and what counts as a drop for the --max-drop gate.
 
 A "drop" is a move in the worse direction: a fall for accuracy / f1 / rouge, a rise for the
 lower-is-better metrics of llmctl.metrics.lower_is_better (loss, perplexity, mse, ...).
@@ -9,59 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmctl.runs import view
-from llmctl.errors import GateFailed, UsageError
+from llmctl.errors import UsageError
 
 # Recipe keys that differ between any two runs without changing what they trained.
 NOT_A_DIFFERENCE = {"output_dir"}
 SPLITS = ("train", "validation", "test")
 
 
-def parse_max_drop(items: list[str]) -> dict[str, float]:
-    """`f1=0.005` -> {"f1": 0.005}, in the style of eval's --fail-under; the amount is >= 0."""
-    from llmctl.metrics.thresholds import parse_thresholds
-
-    drops = parse_thresholds(items, "--max-drop", "f1=0.005")
-    for name, amount in drops.items():
-        if amount < 0:
-            raise UsageError(f"--max-drop {name}={amount:g}: the allowed drop cannot be negative.",
-                             f"Use 0 to allow no drop at all, e.g. --max-drop {name}=0.")
-    return drops
-
-
-def compare(base_path: str, candidate_path: str, max_drop: dict[str, float]) -> dict:
-    """Everything the command shows, as one dict; raises UsageError for what cannot be compared."""
-    base, cand = view.require_run(base_path), view.require_run(candidate_path)
-    runs = {"base": _side(base), "candidate": _side(cand)}
-    b, c = runs["base"], runs["candidate"]
-    if b["task"] != c["task"]:
-        raise UsageError(f"Cannot compare runs of different tasks: {base_path} is {b['task']}, "
-                         f"{candidate_path} is {c['task']}.", "Compare two runs of the same task.")
-    missing = [f"{side['path']} is {_unfinished(side)}" for side in (b, c) if side["metrics"] is None]
-    if max_drop and missing:
-        raise UsageError(f"--max-drop needs the final metrics of both runs, and {'; '.join(missing)}.",
-                         "Gate once both runs have finished (metrics.json written, run.lock released).")
-    metrics = _metric_deltas(b["metrics"], c["metrics"]) if not missing else {}
-    if max_drop:
-        _check_names(max_drop, b["metrics"], c["metrics"])
-    failed = [line for name, amount in max_drop.items() if (line := _dropped(name, metrics[name], amount))]
-    return {
-        "base": _public(b), "candidate": _public(c),
-        "differences": {"recipe": _recipe_diff(b["recipe"], c["recipe"]), "data": _data_diff(base, cand, b, c),
-                        "versions": _version_diff(b["environment"], c["environment"])},
-        "metrics": metrics, "missing_final_metrics": missing,
-        "gate": {"passed": not failed, "max_drop": max_drop, "failed": failed},
-    }
-
-
-def gate(result: dict) -> None:
-    """Exit with the quality-gate code when a --max-drop limit was exceeded."""
-    failed = result["gate"]["failed"]
-    if failed:
-        raise GateFailed(f"Regression gate failed ({result['candidate']['path']} against {result['base']['path']}): "
-                         + "; ".join(failed) + ".")
-
-
-def _side(run: Path) -> dict:
+def read_side(run: Path) -> dict:
     state = view.status(run)
     recipe, meta = view.read_recipe(run), view.read_task_meta(run)
     evals = view.evaluations(run)
@@ -71,17 +27,17 @@ def _side(run: Path) -> dict:
             "pid": view.lock_pid(run)}
 
 
-def _public(side: dict) -> dict:
+def public_fields(side: dict) -> dict:
     return {k: side[k] for k in ("path", "name", "task", "status", "latest_eval")}
 
 
-def _unfinished(side: dict) -> str:
+def unfinished(side: dict) -> str:
     if side["status"] == view.RUNNING:
         return f"still running (run.lock held by pid {side['pid']}): no final metrics yet"
     return "interrupted: no metrics.json (resume it with `llmctl finetune --resume`)"
 
 
-def _check_names(max_drop: dict, base: dict, cand: dict) -> None:
+def check_gate_names(max_drop: dict, base: dict, cand: dict) -> None:
     shared = [name for name in base if name in cand]
     for name in max_drop:
         if name not in shared:
@@ -91,7 +47,7 @@ def _check_names(max_drop: dict, base: dict, cand: dict) -> None:
                              "Gate on one of those names.")
 
 
-def _metric_deltas(base: dict, cand: dict) -> dict:
+def metric_deltas(base: dict, cand: dict) -> dict:
     from llmctl.metrics import lower_is_better
 
     names = list(base) + [n for n in cand if n not in base]
@@ -101,7 +57,7 @@ def _metric_deltas(base: dict, cand: dict) -> dict:
             for name in names}
 
 
-def _dropped(name: str, row: dict, amount: float) -> str | None:
+def dropped(name: str, row: dict, amount: float) -> str | None:
     """The failure line when the candidate is worse than the base by more than `amount`."""
     b, c = row["base"], row["candidate"]
     if row["lower_is_better"]:
@@ -113,7 +69,7 @@ def _dropped(name: str, row: dict, amount: float) -> str | None:
     return f"{name} fell {b - c:.4g} ({b:.4f} -> {c:.4f}; allowed {amount:g})"
 
 
-def _recipe_diff(base: dict, cand: dict) -> dict:
+def recipe_diff(base: dict, cand: dict) -> dict:
     from llmctl.train.fingerprint import flatten
 
     old, new = flatten(base), flatten(cand)
@@ -121,7 +77,7 @@ def _recipe_diff(base: dict, cand: dict) -> dict:
             if key not in NOT_A_DIFFERENCE and old.get(key) != new.get(key)}
 
 
-def _data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
+def data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
     """Per split: the training data by the fingerprint its checkpoints recorded (the tokenized
     features, so a different tokenizer or max_length counts); evaluation splits, and training
     data without a checkpoint, only by where they came from."""
@@ -140,7 +96,7 @@ def _data_diff(base: Path, cand: Path, b: dict, c: dict) -> dict:
     return found
 
 
-def _version_diff(base: dict, cand: dict) -> dict:
+def version_diff(base: dict, cand: dict) -> dict:
     old = (base.get("packages") or {}) | {"python": base.get("python"), "llmctl git sha": base.get("git_sha")}
     new = (cand.get("packages") or {}) | {"python": cand.get("python"), "llmctl git sha": cand.get("git_sha")}
     return {name: {"base": old.get(name), "candidate": new.get(name)} for name in sorted(set(old) | set(new))

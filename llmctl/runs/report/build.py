@@ -1,8 +1,7 @@
-"""`llmctl report RUN` as a function: read what a run directory holds, write one HTML page.
+"""The HTML of `llmctl report RUN` (llmctl.core.report reads the run and writes the page).
 
-Only environment.json or recipe.yaml is required (it makes the directory a run); every other
-part (metrics, pictures, diagnostics.json, the saved model for the worst predictions) is shown
-when present and named as missing when not.
+Every part (metrics, pictures, diagnostics.json, the saved model for the worst predictions) is
+shown when present and named as missing when not.
 """
 
 from __future__ import annotations
@@ -12,12 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl import faults
 from llmctl.runs import files as run_files
 from llmctl.errors import LlmctlError, UsageError
-from llmctl.files import write_text_atomic
 from llmctl.runs.report.page import esc, figure, missing, page, para, pre, table
-from llmctl.runs.view import evaluations
 
 DEFAULT_NAME = "report.html"
 
@@ -28,20 +24,9 @@ class Report:
     missing: list[str] = field(default_factory=list)  # parts left out, for the command to tell the user
 
 
-def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> Report:
-    run_dir = Path(run_dir).expanduser()
-    if not run_dir.is_dir() or not ((run_dir / "environment.json").is_file() or (run_dir / "recipe.yaml").is_file()):
-        raise UsageError(f"{run_dir} is not an llmctl run directory (no environment.json or recipe.yaml).",
-                         "Pass a directory made by `llmctl finetune` (its output_dir).")
-    # Every file through the one run reader: a malformed, oversized or linked file is exit 2 naming it.
-    run_files.check_run(run_dir)
-    recipe_text = run_files.read_text(run_dir / "recipe.yaml", root=run_dir) or ""
-    recipe = run_files.read_yaml(run_dir / "recipe.yaml", root=run_dir) or {}
-    env = run_files.read_json(run_dir / "environment.json", root=run_dir) or {}
-    final = run_files.read_json(run_dir / "metrics.json", root=run_dir) or {}
-    history = evaluations(run_dir)  # complete lines only: a running run may have half a line at the end
-    report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
-
+def report_html(run_dir: Path, report: Report, recipe_text: str, recipe: dict, env: dict, final: dict,
+                history: list[dict], max_examples: int = 500, worst: int = 10) -> str:
+    """The page for a run whose files are read: every section, the parts left out named in `report`."""
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
     diagnostics = run_files.read_json(run_dir / "diagnostics.json", root=run_dir)
     if diagnostics is not None and "<table" not in per_class_html:
@@ -59,11 +44,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     ]
     model = (recipe.get("model") or {}).get("name_or_path", "?")
     subtitle = f"task {recipe.get('task', '?')} · model {model} · {_status(run_dir, final)} · {run_dir.resolve()}"
-    html = page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
-    report.path.parent.mkdir(parents=True, exist_ok=True)
-    faults.hook("write", step=0, name="report")  # test hook: the disk fills as the page is written
-    write_text_atomic(report.path, html, "the report")
-    return report
+    return page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
 
 
 def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:

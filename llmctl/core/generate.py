@@ -6,22 +6,23 @@ lengths, chat template) is checked before the model loads.
 
 from __future__ import annotations
 
-import os
-
 from llmctl.console import warn
 from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
 from llmctl.generation.model import (check_size, context_limit, generation_kind, load_checked, load_config,
-                                     load_tokenizer, resolve_source)
+                                     load_tokenizer, quiet_transformers, resolve_source)
 from llmctl.generation.prompts import Prompt
 
 
-def quiet_transformers() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import transformers
+def check_options(settings: Settings, precision: str, device: str | None) -> str:
+    """The options alone, before prompts are read or the model is looked at; returns the device."""
+    from llmctl.errors import UsageError
+    from llmctl.models.devices import device_type
+    from llmctl.models.precision import PRECISIONS
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    settings.check()
+    return device_type(device)
 
 
 def generate_text(model: str, prompts: list[Prompt], settings: Settings, precision: str = "auto",
@@ -30,11 +31,9 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     "prompt_tokens", "completion_tokens"}], "stats", "streamed"}. `stream(text)` receives a single
     prompt's completion piece by piece; otherwise `on_rows([(position, result), ...])` receives
     each batch's results as soon as it is done."""
-    from llmctl.models.devices import device_type
     from llmctl.generation.decoding import describe_dropped, token_ids_only
 
-    settings.check()
-    device = device_type(device)  # --device tpu: one line, exit 2, before anything loads
+    device = check_options(settings, precision, device)  # --device tpu: one line, exit 2, before anything loads
     quiet_transformers()
     source = resolve_source(model)
     config = load_config(source)
