@@ -65,7 +65,7 @@ def generate(
     device = device_type(device)  # before prompts are read or the model is looked at
     items = read_prompts(prompts or [], file)
 
-    from llmctl.generation.output import RowPrinter
+    from llmctl.cli._rows import RowPrinter
     from llmctl.generation.run import generate_text
 
     streamed = []
