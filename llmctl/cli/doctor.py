@@ -18,11 +18,11 @@ def doctor(
     """Check a recipe's data without loading model weights: exit 0 when nothing is wrong, 3 on errors
     (and with --strict on warnings)."""
     from llmctl.tasks.recipe import load_recipe
-    from llmctl.console import print_json
-    from llmctl.doctor.render import render
+    from llmctl.cli._doctor_report import render
+    from llmctl.console import RowsProgress, print_json
     from llmctl.doctor.run import diagnose
 
-    report = diagnose(load_recipe(recipe, list(set_)))
+    report = diagnose(load_recipe(recipe, list(set_)), RowsProgress)
     if json_out:
         print_json(report.to_json() | {"exit_code": report.exit_code(strict)})
     else:

@@ -17,6 +17,7 @@ from llmctl.errors import UsageError
 
 def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str | None = None,
             force_resume: bool = False) -> tuple:
+    from llmctl.console import RowsProgress
     from llmctl.core.finetune import _check_max_length, _check_metric_for_best, _local_inputs, _recipe_file
     from llmctl.models.devices import device_type
     from llmctl.doctor.run import diagnose_with_context, processes
@@ -34,7 +35,7 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
                                               recipe_file=_recipe_file(recipe))
     except UsageError as exc:
         refused = str(exc)
-    report, ctx = diagnose_with_context(recipe)
+    report, ctx = diagnose_with_context(recipe, RowsProgress)
     # The model checks finetune makes before loading weights, from config.json alone: they raise
     # with finetune's own exit codes (5: no such model or head, 2: a setting the model cannot take).
     check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)

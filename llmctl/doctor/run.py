@@ -11,13 +11,17 @@ found the problem in more detail.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 from llmctl.doctor.report import Report
 from llmctl.errors import DataError
+from llmctl.events import log_notes
 
 ROLES = ("train", "validation", "test")
+# The loader's notes, rendered by llmctl.console (route_logs): the doctor returns its report and never prints.
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,13 +58,13 @@ def family_of(task_name: str):
             "seq2seq": seq2seq}.get(task_name, generic)
 
 
-def diagnose(recipe) -> Report:
-    return diagnose_with_context(recipe)[0]
+def diagnose(recipe, progress=None) -> Report:
+    return diagnose_with_context(recipe, progress)[0]
 
 
-def diagnose_with_context(recipe) -> tuple[Report, Context]:
-    """The report, and what it was made from (finetune --dry-run checks the model against ctx.task)."""
-    from llmctl.console import RowsProgress, tell
+def diagnose_with_context(recipe, progress=None) -> tuple[Report, Context]:
+    """The report, and what it was made from (finetune --dry-run checks the model against ctx.task).
+    `progress`: the caller's display of rows tokenized (llmctl.data.prepare.train_features)."""
     from llmctl.models.quiet import USER_TOKENIZERS_PARALLELISM
     from llmctl.models.quiet import quiet_libraries
     from llmctl.data.prepare import train_features
@@ -81,12 +85,12 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
         if role != "train" and "train" in ctx.refused:
             break  # the other splits are checked against train's labels
         try:
-            ctx.splits[role] = tell(ctx.task.load_split(role, spec))
+            ctx.splits[role] = log_notes(ctx.task.load_split(role, spec), _log)
             if role == "train":
                 ctx.task = ctx.task.with_labels(ctx.task.fit(ctx.splits[role]))
                 ctx.train_features, info = train_features(ctx.task, ctx.splits[role], tokenizer, recipe.data,
-                                                          recipe.data.cache, RowsProgress, USER_TOKENIZERS_PARALLELISM)
-                tell(ctx.train_features)
+                                                          recipe.data.cache, progress, USER_TOKENIZERS_PARALLELISM)
+                log_notes(ctx.train_features, _log)
                 report.cache = info["cache"]
         except DataError as exc:
             ctx.refused[role] = exc
