@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
+
 
 def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -69,19 +71,6 @@ def fmt_duration(seconds: float) -> str:
 
 def fmt_metrics(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-
-
-PER_TYPE_FIELDS = ("precision", "recall", "f1", "number")
-
-
-def split_per_type(metrics: dict) -> tuple[dict, dict]:
-    """Split `PER_precision, PER_recall, PER_f1, PER_number` style keys (NER) into a per-type
-    table {type: {precision, recall, f1, number}}; everything else stays overall."""
-    kinds = [k[: -len("_number")] for k in metrics if k.endswith("_number")]
-    kinds = [t for t in kinds if all(f"{t}_{f}" in metrics for f in PER_TYPE_FIELDS)]
-    grouped = {f"{t}_{f}" for t in kinds for f in PER_TYPE_FIELDS}
-    overall = {k: v for k, v in metrics.items() if k not in grouped}
-    return overall, {t: {f: metrics[f"{t}_{f}"] for f in PER_TYPE_FIELDS} for t in kinds}
 
 
 class Console:

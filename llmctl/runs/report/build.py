@@ -134,7 +134,7 @@ def _metrics(final: dict, history: list[dict]) -> str:
         return missing("No metrics.json: the run has not finished (or was interrupted); the last evaluation "
                        "is in the table below.")
     out = ""
-    from llmctl.console import PER_TYPE_FIELDS, split_per_type
+    from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
 
     for title, values in (("Validation (best evaluation)", final.get("metrics")), ("Test", final.get("test_metrics"))):
         if values:
