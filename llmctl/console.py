@@ -69,6 +69,16 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def fmt_size(n: float, grouped: bool = False) -> str:
+    """Bytes for people, GB the largest unit: `512 B`, `1.5 MB`. `grouped`: a count under 1 KB with
+    a thousands separator (`1,000 B`), as `llmctl push` has always listed files."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return (f"{n:,} B" if grouped else f"{n:.0f} B") if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def fmt_metrics(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
