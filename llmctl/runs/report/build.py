@@ -23,12 +23,14 @@ DEFAULT_NAME = "report.html"
 
 
 @dataclass
-class Report:
+class HtmlReport:
+    """The page written and what it left out (the doctor's findings are llmctl.doctor.report.Report)."""
+
     path: Path
     missing: list[str] = field(default_factory=list)  # parts left out, for the command to tell the user
 
 
-def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> Report:
+def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> HtmlReport:
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir() or not ((run_dir / "environment.json").is_file() or (run_dir / "recipe.yaml").is_file()):
         raise UsageError(f"{run_dir} is not an llmctl run directory (no environment.json or recipe.yaml).",
@@ -40,7 +42,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     env = run_files.read_json(run_dir / "environment.json", root=run_dir) or {}
     final = run_files.read_json(run_dir / "metrics.json", root=run_dir) or {}
     history = evaluations(run_dir)  # complete lines only: a running run may have half a line at the end
-    report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
+    report = HtmlReport(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
 
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
     diagnostics = run_files.read_json(run_dir / "diagnostics.json", root=run_dir)
@@ -66,7 +68,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     return report
 
 
-def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:
+def _predictions(run_dir: Path, max_examples: int, worst: int, report: HtmlReport) -> tuple[str, str]:
     """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
     from llmctl.models.saved import find_model_dir
 
@@ -158,7 +160,7 @@ def _history(history: list[dict]) -> str:
     return table(columns, [[e.get(c) for c in columns] for e in history], numeric=set(range(len(columns))))
 
 
-def _pictures(run_dir: Path, report: Report) -> str:
+def _pictures(run_dir: Path, report: HtmlReport) -> str:
     """Every *.png that is a regular file inside the run and under the size limit; a link (to
     /dev/zero, to a token) is never opened, since the page embeds what it reads."""
     shown = []
