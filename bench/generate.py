@@ -58,15 +58,15 @@ def build_models(dest: Path) -> dict[str, Path]:
     from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
     sys.path.insert(0, str(REPO / "tests"))
-    from tiny_models import _train_gpt2, _train_t5, build_corpus
+    from tiny_models import build_corpus, train_gpt2_tokenizer, train_t5_tokenizer
 
     corpus = build_corpus()
     out = {}
-    gpt_tok = _train_gpt2(corpus)
+    gpt_tok = train_gpt2_tokenizer(corpus)
     gpt_tok.model_max_length = 1024
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(bos_token_id=gpt_tok.eos_token_id, eos_token_id=gpt_tok.eos_token_id))
-    t5_tok = _train_t5(corpus)
+    t5_tok = train_t5_tokenizer(corpus)
     t5_tok.model_max_length = 512
     torch.manual_seed(0)
     t5 = T5ForConditionalGeneration(T5Config(  # t5-small's shape

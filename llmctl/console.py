@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
+
 
 def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -67,21 +69,18 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def fmt_size(n: float, grouped: bool = False) -> str:
+    """Bytes for people, GB the largest unit: `512 B`, `1.5 MB`. `grouped`: a count under 1 KB with
+    a thousands separator (`1,000 B`), as `llmctl push` has always listed files."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return (f"{n:,} B" if grouped else f"{n:.0f} B") if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def fmt_metrics(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-
-
-PER_TYPE_FIELDS = ("precision", "recall", "f1", "number")
-
-
-def split_per_type(metrics: dict) -> tuple[dict, dict]:
-    """Split `PER_precision, PER_recall, PER_f1, PER_number` style keys (NER) into a per-type
-    table {type: {precision, recall, f1, number}}; everything else stays overall."""
-    kinds = [k[: -len("_number")] for k in metrics if k.endswith("_number")]
-    kinds = [t for t in kinds if all(f"{t}_{f}" in metrics for f in PER_TYPE_FIELDS)]
-    grouped = {f"{t}_{f}" for t in kinds for f in PER_TYPE_FIELDS}
-    overall = {k: v for k, v in metrics.items() if k not in grouped}
-    return overall, {t: {f: metrics[f"{t}_{f}"] for f in PER_TYPE_FIELDS} for t in kinds}
 
 
 class Console:

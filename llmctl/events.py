@@ -3,6 +3,7 @@ adds Finished, and llmctl.console renders them. Plain data, so both sides import
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 
@@ -66,3 +67,12 @@ class Note:
 
     text: str
     warning: bool = False
+
+
+def log_notes(given, log: logging.Logger):
+    """Pass the notes riding on `given` (a split or Features) to `log` and return `given`: the
+    parts below the commands never print, and llmctl.console renders the `llmctl` loggers
+    (route_logs) as it renders its own notes and warnings."""
+    for item in getattr(given, "notes", ()):
+        (log.warning if item.warning else log.info)(item.text)
+    return given

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from tiny_models import _JOBS, _ORGS, _PEOPLE, _PLACES, _SURNAMES
+from tiny_models import JOBS, ORGS, PEOPLE, PLACES, SURNAMES
 
 
 def make_articles(n_articles: int = 2, paragraphs: int = 3, people: int = 4, seed: int = 0,
@@ -20,9 +20,9 @@ def make_articles(n_articles: int = 2, paragraphs: int = 3, people: int = 4, see
         paras = []
         for _ in range(paragraphs):
             context, qas = "", []
-            names = rng.sample([f"{p} {s}" for p in _PEOPLE for s in _SURNAMES], people + unanswerable)
+            names = rng.sample([f"{p} {s}" for p in PEOPLE for s in SURNAMES], people + unanswerable)
             for name in names[:people]:
-                place, later, job = rng.choice(_PLACES), rng.choice(_PLACES), rng.choice(_JOBS)
+                place, later, job = rng.choice(PLACES), rng.choice(PLACES), rng.choice(JOBS)
                 sentence = f"{name} was born in {place} and later moved to {later} to become a {job}. "
                 at = len(context)
                 context += sentence
@@ -33,7 +33,7 @@ def make_articles(n_articles: int = 2, paragraphs: int = 3, people: int = 4, see
                             "answers": [{"text": job, "answer_start": at + sentence.rindex(job)}],
                             "is_impossible": False})
                 qid += 2
-                context += f"{rng.choice(_ORGS)} opened an office in {rng.choice(_PLACES)}. "
+                context += f"{rng.choice(ORGS)} opened an office in {rng.choice(PLACES)}. "
             for name in names[people:]:
                 qas.append({"id": f"q{qid}", "question": f"Where was {name} born?", "answers": [],
                             "plausible_answers": [], "is_impossible": True})

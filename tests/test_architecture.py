@@ -33,11 +33,13 @@ COMMANDS = {"cli", "core", "report", "doctor", "export"}  # what turns parts int
 # Part -> the parts it must never import.
 FORBIDDEN = {
     "core": {"cli"},
-    "report": {"cli"},
-    "doctor": {"cli", "core", "report", "export"},
-    "export": {"cli", "core", "report", "doctor"},
-    "runs": COMMANDS,  # reading a run back never needs a command
-    "generation": COMMANDS | {"runs"},
+    # Below the commands nothing prints or draws: parts yield events, return notes or log to the
+    # `llmctl` logger, and the console (or the command's own rendering in cli/) shows them.
+    "report": {"cli", "console"},
+    "doctor": {"cli", "core", "report", "export", "console"},
+    "export": {"cli", "core", "report", "doctor", "console"},
+    "runs": COMMANDS | {"console"},  # reading a run back never needs a command
+    "generation": COMMANDS | {"runs", "console"},
     # The loop, tasks, data, config and metrics never print (no console) nor reach up to a command.
     "tasks": COMMANDS | {"console", "train"},
     "train": COMMANDS | {"console", "generation"},
@@ -45,11 +47,17 @@ FORBIDDEN = {
     "models": COMMANDS | {"console", "runs", "generation", "tasks", "train", "data"},
     "metrics": ALL - {"metrics", "base"},
     "config": ALL - {"config", "base"},
-    "console": ALL - {"console", "base"},
+    "console": ALL - {"console", "base", "metrics"},  # metrics: how per-type scores are grouped
     "base": ALL - {"base"},
 }
 # Third-party packages a part must not import at all.
-FORBIDDEN_PACKAGES = {"config": {"torch", "transformers", "datasets", "accelerate", "peft"}}
+DRAWING = {"rich", "tqdm"}
+FORBIDDEN_PACKAGES = {"config": {"torch", "transformers", "datasets", "accelerate", "peft"} | DRAWING} | {
+    part: DRAWING for part in ALL - {"cli", "core", "console", "config"}}
+# Parts that may write to the terminal: the commands and the console, the one output sink.
+SPEAKERS = {"cli", "core", "console"}
+# The fault seam's handshake with the test that paused the process (tests/, never a user's terminal).
+MAY_PRINT = {"llmctl/faults.py"}
 
 
 def part_of(path: str) -> str | None:
@@ -80,6 +88,30 @@ def imports(path: Path, known: dict[str, Path]) -> list[tuple[int, str]]:
     return found
 
 
+def prints(path: Path) -> list[int]:
+    """Lines that print or write to sys.stdout / sys.stderr, outside an `if __name__ == "__main__":`
+    block (a module run as a script is a command of its own)."""
+    tree = ast.parse(path.read_text(), str(path))
+    script = {id(node) for block in tree.body if isinstance(block, ast.If) and "__main__" in ast.unparse(block.test)
+              for node in ast.walk(block)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in script:
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(node.lineno)
+        elif (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr") and isinstance(node.value, ast.Name)
+              and node.value.id == "sys" and not _only_asks_isatty(node, tree)):
+            found.append(node.lineno)
+    return sorted(set(found))
+
+
+def _only_asks_isatty(node: ast.Attribute, tree: ast.AST) -> bool:
+    """`sys.stderr.isatty()`: asking whether a terminal is there writes nothing."""
+    return any(isinstance(parent, ast.Attribute) and parent.value is node and parent.attr == "isatty"
+               for parent in ast.walk(tree))
+
+
 def violations(root: Path) -> list[str]:
     """Every way the tree under `root` breaks the plan, one line each."""
     known = modules(root)
@@ -90,6 +122,8 @@ def violations(root: Path) -> list[str]:
         if part is None:
             problems.append(f"{rel}: belongs to no part; add its folder to PARTS")
             continue
+        if part not in SPEAKERS and rel not in MAY_PRINT:
+            problems += [f"{rel}:{line}: {part} prints (only the commands and the console may)" for line in prints(path)]
         for line, target in imports(path, known):
             if target.split(".")[0] in FORBIDDEN_PACKAGES.get(part, ()):
                 problems.append(f"{rel}:{line}: {part} imports {target}")
@@ -160,4 +194,24 @@ def test_the_check_fails_on_a_forbidden_lazy_import_a_circle_and_a_stray_module(
     assert any(line.startswith("llmctl/config/schema.py:") and "config imports torch" in line for line in found)
     assert "import circle: llmctl.errors -> llmctl.faults -> llmctl.errors" in found
     assert "llmctl/stray.py: belongs to no part; add its folder to PARTS" in found
+    assert len(found) == 4, found
+
+
+def test_the_check_fails_when_a_part_below_the_commands_prints_draws_or_imports_the_console(tmp_path):
+    root = copy_of_the_tree(tmp_path)
+    stream = root / "llmctl" / "generation" / "stream.py"
+    stream.write_text(stream.read_text() + "\n\ndef _shout(text):\n    print(text)\n")
+    card = root / "llmctl" / "runs" / "model_card.py"
+    card.write_text(card.read_text() + "\n\ndef _scribble(text):\n    import sys\n\n    sys.stderr.write(text)\n")
+    doctor = root / "llmctl" / "doctor" / "run.py"
+    doctor.write_text(doctor.read_text() + "\n\ndef _table():\n    from rich.table import Table  # noqa\n"
+                      "    from llmctl.console import tell  # noqa\n")
+    script = root / "llmctl" / "export" / "push.py"  # a module run as a script is a command of its own
+    script.write_text(script.read_text() + "\n\nif __name__ == '__main__':\n    import sys\n\n    print(sys.argv)\n")
+    found = violations(root)
+    stream_lines, card_lines, doctor_lines = (len(p.read_text().splitlines()) for p in (stream, card, doctor))
+    assert f"llmctl/generation/stream.py:{stream_lines}: generation prints (only the commands and the console may)" in found
+    assert f"llmctl/runs/model_card.py:{card_lines}: runs prints (only the commands and the console may)" in found
+    assert f"llmctl/doctor/run.py:{doctor_lines - 1}: doctor imports rich.table" in found
+    assert f"llmctl/doctor/run.py:{doctor_lines}: doctor imports llmctl.console (console)" in found
     assert len(found) == 4, found

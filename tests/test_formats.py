@@ -172,16 +172,16 @@ def test_zstd_and_parquet_nested_fields(tmp_path):
 
 
 def test_cache_key_changes_with_any_file_of_a_glob(tmp_path):
-    from llmctl.data.inputs import fingerprint
+    from llmctl.data.inputs import source_fingerprint
 
     write(tmp_path / "d" / "a.jsonl", jsonl([{"text": "a"}]))
     write(tmp_path / "d" / "b.jsonl", jsonl([{"text": "b"}]))
-    before = fingerprint(str(tmp_path / "d" / "*.jsonl"))
-    assert fingerprint(str(tmp_path / "d")) != fingerprint(str(tmp_path / "d" / "a.jsonl"))
+    before = source_fingerprint(str(tmp_path / "d" / "*.jsonl"))
+    assert source_fingerprint(str(tmp_path / "d")) != source_fingerprint(str(tmp_path / "d" / "a.jsonl"))
     write(tmp_path / "d" / "b.jsonl", jsonl([{"text": "B"}]))
-    assert fingerprint(str(tmp_path / "d" / "*.jsonl")) != before
+    assert source_fingerprint(str(tmp_path / "d" / "*.jsonl")) != before
     write(tmp_path / "d" / "c.jsonl", jsonl([{"text": "c"}]))
-    assert len(fingerprint(str(tmp_path / "d"))["files"]) == 3
+    assert len(source_fingerprint(str(tmp_path / "d"))["files"]) == 3
 
 
 def test_revision_reaches_load_dataset(monkeypatch, tmp_path):

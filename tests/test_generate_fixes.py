@@ -308,7 +308,7 @@ def test_batches_and_row_order_units():
     import io
 
     from llmctl.generation.generate import WINDOW_BATCHES, batches
-    from llmctl.generation.output import RowPrinter, ranges
+    from llmctl.cli._rows import RowPrinter, ranges
 
     lengths = [(i * 7) % 11 for i in range(50)]
     out = batches(lengths, 2)

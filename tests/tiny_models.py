@@ -23,12 +23,12 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 # Every printable ASCII char, so WordPiece/Unigram never emit [UNK] for plain text.
 _ALPHABET = list(string.ascii_letters + string.digits + string.punctuation)
-_PEOPLE = ("Alice Bob Carla David Emma Farid Grace Hugo Ines John Kenji Laura Maria Nadia Oscar Priya "
+PEOPLE = ("Alice Bob Carla David Emma Farid Grace Hugo Ines John Kenji Laura Maria Nadia Oscar Priya "
            "Quentin Rosa Samuel Tomas Uma Victor Wendy Yusuf").split()
-_SURNAMES = "Smith Jones Diaz Chen Brown Khan Lee Martin Costa Miller Sato White Garcia Novak Rossi Silva".split()
-_PLACES = ("Paris London Berlin Tokyo Madrid Chicago Toronto Sydney Lisbon Oslo Cairo Seattle Dublin Vienna "
+SURNAMES = "Smith Jones Diaz Chen Brown Khan Lee Martin Costa Miller Sato White Garcia Novak Rossi Silva".split()
+PLACES = ("Paris London Berlin Tokyo Madrid Chicago Toronto Sydney Lisbon Oslo Cairo Seattle Dublin Vienna "
            "Lagos Mumbai Denver Boston Prague Lima").split()
-_ORGS = ["Acme Corp", "the United Nations", "Globex", "the City Council", "Initech", "the National Library",
+ORGS = ["Acme Corp", "the United Nations", "Globex", "the City Council", "Initech", "the National Library",
          "Umbrella Labs", "the Red Cross", "Northwind Traders", "the Science Museum", "Blue River Bank"]
 _ADJ = ("great wonderful brilliant moving funny charming beautiful excellent clever gripping delightful "
         "stunning powerful terrible boring awful dull weak messy painful forgettable clumsy tedious shallow "
@@ -37,8 +37,8 @@ _THINGS = ("movie film plot acting script soundtrack ending cast story dialogue 
            "performance characters").split()
 _VERBS = "loved hated enjoyed disliked admired regretted recommended watched praised criticized forgot".split()
 _ADV = "really very quite truly rather incredibly somewhat surprisingly always never often".split()
-_JOBS = "teacher doctor engineer writer manager lawyer pilot chef nurse scientist farmer singer".split()
-_QVERBS = "visit join leave found build sell buy study lead move".split()
+JOBS = "teacher doctor engineer writer manager lawyer pilot chef nurse scientist farmer singer".split()
+QVERBS = "visit join leave found build sell buy study lead move".split()
 
 
 def build_corpus(seed: int = 0, n: int = 600) -> list[str]:
@@ -52,13 +52,13 @@ def build_corpus(seed: int = 0, n: int = 600) -> list[str]:
     templates = [
         lambda p: f"The {c(_THINGS)} was {c(_ADV)} {c(_ADJ)} and I {c(_VERBS)} it.",
         lambda p: f"I {c(_ADV)} {c(_VERBS)} this {c(_THINGS)}, but the {c(_THINGS)} felt {c(_ADJ)}.",
-        lambda p: f"{p} works as a {c(_JOBS)} for {c(_ORGS)} in {c(_PLACES)}.",
-        lambda p: f"When did {p} {c(_QVERBS)} {c(_ORGS)} in {c(_PLACES)}? Who is the {c(_JOBS)}?",
-        lambda p: (f"In {1950 + rng.randrange(75)}, {c(_ORGS)} opened an office in {c(_PLACES)} "
+        lambda p: f"{p} works as a {c(JOBS)} for {c(ORGS)} in {c(PLACES)}.",
+        lambda p: f"When did {p} {c(QVERBS)} {c(ORGS)} in {c(PLACES)}? Who is the {c(JOBS)}?",
+        lambda p: (f"In {1950 + rng.randrange(75)}, {c(ORGS)} opened an office in {c(PLACES)} "
                    f"with {rng.randrange(2, 900)} people, said {p}."),
-        lambda p: f"{p} was born in {c(_PLACES)} and later moved to {c(_PLACES)} to become a {c(_JOBS)}.",
+        lambda p: f"{p} was born in {c(PLACES)} and later moved to {c(PLACES)} to become a {c(JOBS)}.",
     ]
-    out = [templates[i % len(templates)](f"{c(_PEOPLE)} {c(_SURNAMES)}") for i in range(n)]
+    out = [templates[i % len(templates)](f"{c(PEOPLE)} {c(SURNAMES)}") for i in range(n)]
     # Lowercase copies: the cased tokenizers (GPT-2, T5) should also know lowercase pieces.
     return out + [s.lower() for s in out[:150]] + [" ".join(_ALPHABET)]
 
@@ -80,7 +80,7 @@ def _train_bert(corpus):
     return BertTokenizerFast(vocab=tok.get_vocab(), do_lower_case=True, model_max_length=256)
 
 
-def _train_gpt2(corpus):
+def train_gpt2_tokenizer(corpus):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -94,7 +94,7 @@ def _train_gpt2(corpus):
     return GPT2TokenizerFast(vocab=model["vocab"], merges=merges, model_max_length=256)
 
 
-def _train_t5(corpus):
+def train_t5_tokenizer(corpus):
     tok = Tokenizer(models.Unigram())
     # Same pre-tokenizer T5Tokenizer hard-codes, so the trained pieces match at load time.
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -184,14 +184,14 @@ def build_tiny_models(dest: Path) -> dict[str, Path]:
         vocab_size=len(bert_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=256, pad_token_id=bert_tok.pad_token_id)))
 
-    gpt_tok = _train_gpt2(corpus)
+    gpt_tok = train_gpt2_tokenizer(corpus)
     eot = gpt_tok.eos_token_id
     torch.manual_seed(0)
     save("gpt2", gpt_tok, GPT2LMHeadModel(GPT2Config(
         vocab_size=len(gpt_tok), n_layer=2, n_embd=32, n_head=2, n_positions=256,
         bos_token_id=eot, eos_token_id=eot)))
 
-    t5_tok = _train_t5(corpus)
+    t5_tok = train_t5_tokenizer(corpus)
     torch.manual_seed(0)
     save("t5", t5_tok, T5ForConditionalGeneration(T5Config(
         vocab_size=len(t5_tok), d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,

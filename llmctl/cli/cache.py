@@ -9,17 +9,9 @@ import typer
 
 from llmctl.cli._app import report_errors
 from llmctl.cli.help import Typer
-from llmctl.console import print_json
+from llmctl.console import fmt_size, print_json
 
 cache_app = Typer(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @cache_app.command("list")
@@ -37,9 +29,9 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print one JSON ob
         return
     for e in entries:
         age = (time.time() - e["last_used"]) / 86400
-        print(f"{e['key'][:12]}  {e['task'] or '?':<14} {e['rows'] or 0:>10,} rows  {_size(e['bytes']):>9}  "
+        print(f"{e['key'][:12]}  {e['task'] or '?':<14} {e['rows'] or 0:>10,} rows  {fmt_size(e['bytes']):>9}  "
               f"used {age:.1f} days ago  {e['source']}")
-    print(f"{len(entries)} entries, {_size(sum(e['bytes'] for e in entries))} in {cache_root()}")
+    print(f"{len(entries)} entries, {fmt_size(sum(e['bytes'] for e in entries))} in {cache_root()}")
 
 
 @cache_app.command("clear")
@@ -57,4 +49,4 @@ def clear(older_than: Optional[float] = typer.Option(None, "--older-than", metav
     if json_out:
         print_json({"removed": removed, "bytes_freed": freed, "cache_dir": str(cache_root())})
     else:
-        print(f"removed {removed} entries ({_size(freed)}) from {cache_root()}")
+        print(f"removed {removed} entries ({fmt_size(freed)}) from {cache_root()}")

@@ -18,8 +18,8 @@ def doctor(
     """Check a recipe's data without loading model weights: exit 0 when nothing is wrong, 3 on errors
     (and with --strict on warnings)."""
     from llmctl.tasks.recipe import load_recipe
+    from llmctl.cli._doctor_report import render
     from llmctl.console import print_json
-    from llmctl.doctor.render import render
     from llmctl.core.doctor import diagnose
 
     report = diagnose(load_recipe(recipe, list(set_)))

@@ -81,7 +81,7 @@ def _dry_run(recipe, resume: bool, overwrite: bool, device, force_resume: bool, 
     """Print the doctor's report and the plan; exit 3 on data errors, 2 when the output dir would be refused."""
     from llmctl.console import print_json
     from llmctl.core.plan import dry_run
-    from llmctl.doctor.render import render, render_plan
+    from llmctl.cli._doctor_report import render, render_plan
     from llmctl.errors import EXIT_USAGE
 
     report, plan = dry_run(recipe, resume=resume, overwrite=overwrite, device=device, force_resume=force_resume)

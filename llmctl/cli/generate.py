@@ -52,7 +52,7 @@ def generate(
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
     from llmctl.core.generate import check_options, generate_text
     from llmctl.generation.generate import Settings
-    from llmctl.generation.output import RowPrinter
+    from llmctl.cli._rows import RowPrinter
     from llmctl.generation.prompts import read_prompts
 
     settings = Settings(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,

@@ -17,7 +17,7 @@ def push_command(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Upload a run's model (weights, tokenizer, model card) to the Hugging Face Hub."""
-    from llmctl.console import print_json, warn
+    from llmctl.console import fmt_size, print_json, warn
     from llmctl.core.push import push
 
     result = push(run, repo_id, private=private, dry_run=dry_run)
@@ -27,19 +27,11 @@ def push_command(
         print_json(result)
         return
     what = "would upload" if dry_run else "uploaded"
-    print(f"{what} {len(result['files'])} files ({_size(result['total_bytes'])}) from {result['folder']} "
+    print(f"{what} {len(result['files'])} files ({fmt_size(result['total_bytes'], grouped=True)}) from {result['folder']} "
           f"to {result['url']}{' (private)' if private else ''}")
     for entry in result["files"]:
-        print(f"  {_size(entry['bytes']):>10}  {entry['path']}")
+        print(f"  {fmt_size(entry['bytes'], grouped=True):>10}  {entry['path']}")
     if dry_run and not result["token_found"]:
         print("no Hugging Face token found: set HF_TOKEN or run `hf auth login` before pushing")
     if not dry_run:
         print(f"commit: {result['commit_url']}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"

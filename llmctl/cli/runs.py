@@ -10,8 +10,8 @@ import sys
 import typer
 
 from llmctl.cli._app import report_errors
-from llmctl.cli.cache import _size
 from llmctl.cli.help import Typer
+from llmctl.console import fmt_size
 
 runs_app = Typer(help="List, inspect and compare run directories; gate a candidate run against a baseline.",
                  no_args_is_help=True)
@@ -69,9 +69,9 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
     _show_evaluations(info["evaluations"])
     model = info["model_dir"]
     print(f"model: {model['path']} ({'LoRA adapter' if model['kind'] == 'adapter' else 'full model'}, "
-          f"{_size(model['bytes'])})" if model else "model: none saved yet")
+          f"{fmt_size(model['bytes'])})" if model else "model: none saved yet")
     _section("checkpoints", [[c["name"], "complete" if c["complete"] else "incomplete (skipped by --resume)",
-                              _size(c["bytes"])] for c in info["checkpoints"]] or [["none"]])
+                              fmt_size(c["bytes"])] for c in info["checkpoints"]] or [["none"]])
 
 
 @runs_app.command("compare")

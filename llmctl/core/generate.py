@@ -6,11 +6,15 @@ lengths, chat template) is checked before the model loads.
 
 from __future__ import annotations
 
-from llmctl.console import warn
+import logging
+
 from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
 from llmctl.generation.model import (check_size, context_limit, generation_kind, load_checked, load_config,
                                      load_tokenizer, quiet_transformers, resolve_source)
 from llmctl.generation.prompts import Prompt
+
+# Rendered by llmctl.console (route_logs): generation never prints.
+_log = logging.getLogger(__name__)
 
 
 def check_options(settings: Settings, precision: str, device: str | None) -> str:
@@ -26,7 +30,7 @@ def check_options(settings: Settings, precision: str, device: str | None) -> str
 
 
 def generate_text(model: str, prompts: list[Prompt], settings: Settings, precision: str = "auto",
-                  device: str | None = None, stream=None, warn=warn, on_rows=None) -> dict:
+                  device: str | None = None, stream=None, warn=_log.warning, on_rows=None) -> dict:
     """Returns {"model", "results": [{"prompt" (or "messages"), "completion", "finish_reason",
     "prompt_tokens", "completion_tokens"}], "stats", "streamed"}. `stream(text)` receives a single
     prompt's completion piece by piece; otherwise `on_rows([(position, result), ...])` receives

@@ -14,11 +14,11 @@ from llmctl import faults
 from llmctl.errors import UsageError
 from llmctl.files import write_text_atomic
 from llmctl.runs import files as run_files
-from llmctl.runs.report.build import DEFAULT_NAME, Report, report_html
+from llmctl.runs.report.build import DEFAULT_NAME, HtmlReport, report_html
 from llmctl.runs.view import evaluations
 
 
-def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> Report:
+def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 500, worst: int = 10) -> HtmlReport:
     if output is not None and Path(output).expanduser().is_dir():  # refused before the page is built
         raise UsageError(f"--output {output} is a directory.",
                          f"Give a file name, e.g. --output {Path(output) / 'report.html'}.")
@@ -33,7 +33,7 @@ def build_report(run_dir: Path, output: Path | None = None, max_examples: int = 
     env = run_files.read_json(run_dir / "environment.json", root=run_dir) or {}
     final = run_files.read_json(run_dir / "metrics.json", root=run_dir) or {}
     history = evaluations(run_dir)  # complete lines only: a running run may have half a line at the end
-    report = Report(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
+    report = HtmlReport(Path(output).expanduser() if output else run_dir / DEFAULT_NAME)
 
     html = report_html(run_dir, report, recipe_text, recipe, env, final, history, max_examples, worst)
     report.path.parent.mkdir(parents=True, exist_ok=True)

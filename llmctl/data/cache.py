@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.errors import TrainingError
-from llmctl.data.inputs import fingerprint
+from llmctl.data.inputs import source_fingerprint
 from llmctl.files import file_sha256
 
 FORMAT = 1  # bump when the stored layout or featurization changes meaning
@@ -64,7 +64,7 @@ def make_key(task_name: str, role: str, source: Path, data_settings: dict, token
     from llmctl import __version__
 
     return Key({"format": FORMAT, "llmctl": __version__, "task": task_name, "role": role,
-                "source": fingerprint(source),
+                "source": source_fingerprint(source),
                 "data": data_settings, "tokenizer": tokenizer_digest(tokenizer, tokenizer_kwargs)})
 
 

@@ -202,7 +202,7 @@ def locate(where: str, index: int) -> str | None:
     return part.name(index - part.start)
 
 
-def fingerprint(spec: str | Path) -> dict:
+def source_fingerprint(spec: str | Path) -> dict:
     """What identifies a split's bytes for the feature cache: path, size and sha256 of every file,
     so editing, adding or removing any file of a glob or folder makes a new key."""
     from llmctl.files import file_sha256

@@ -4,5 +4,7 @@
     checks.py       what every family shares: lengths, duplicates, leakage, label balance
     <family>.py     classification, ner, qa, causal_lm, seq2seq (generic: any other task)
     report.py       findings (error / warning), per-split figures, the exit code
-    render.py       Rich tables on a terminal, plain text otherwise, one JSON object with --json
+
+The doctor returns its report and never prints: llmctl.cli._doctor_report renders it (Rich tables on
+a terminal, plain text otherwise), --json prints Report.to_json.
 """

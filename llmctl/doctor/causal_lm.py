@@ -28,8 +28,8 @@ def _rows(ctx, role: str, spec: str):
     if not (cfg.dataset and not looks_like_file(spec)):
         path = Path(spec).expanduser()
         limit = ctx.task.row_limit(role)
-        chat = lm_file._is_chat(path, key, cfg, limit)
-        return str(path), cfg.column_names is None, (cells for _, cells in lm_file._chunks(path, key, cfg, limit, chat))
+        chat = lm_file.is_chat(path, key, cfg, limit)
+        return str(path), cfg.column_names is None, (cells for _, cells in lm_file.read_chunks(path, key, cfg, limit, chat))
     split = ctx.splits.get(role)
     if split is None:
         return None, True, iter(())

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from llmctl.doctor.report import Report, _verb, at_lines, plural
+from llmctl.doctor.report import Report, verb, at_lines, plural
 
 IMBALANCE_RATIO = 5.0  # most / least frequent label above this: a warning
 TRUNCATED_SHARE = 0.01  # more than 1% of examples cut at max_length: a warning
@@ -41,7 +41,7 @@ def check_truncation(report: Report, role: str, figures: dict, lengths, line_num
     if figures.get("truncated_share", 0) > TRUNCATED_SHARE:
         lines = [line_numbers(int(i)) for i in np.flatnonzero(np.asarray(lengths) > figures["max_length"])[:5]]
         report.add("warning", "truncation", role,
-                   f"{plural(figures['truncated'], what[:-1], what)} ({figures['truncated_share']:.1%}) {_verb(figures['truncated'], 'is', 'are')} longer than "
+                   f"{plural(figures['truncated'], what[:-1], what)} ({figures['truncated_share']:.1%}) {verb(figures['truncated'], 'is', 'are')} longer than "
                    f"{key} {figures['max_length']} (cut there); {key} {figures[f'max_length_for_{KEEP}']} would keep "
                    f"{KEEP}% whole{at_lines(lines)}.", figures["truncated"], lines)
 
@@ -57,7 +57,7 @@ def check_duplicates(report: Report, role: str, row_hashes: np.ndarray, line_num
     if rows.size:
         lines = [line_numbers(int(i)) for i in rows[:5]]
         report.add("warning", "duplicates", role,
-                   f"{plural(int(rows.size), 'row')} {_verb(rows.size, 'repeats', 'repeat')} an earlier row exactly{at_lines(lines)}.", rows.size, lines)
+                   f"{plural(int(rows.size), 'row')} {verb(rows.size, 'repeats', 'repeat')} an earlier row exactly{at_lines(lines)}.", rows.size, lines)
 
 
 def check_conflicts(report: Report, role: str, text_hashes: np.ndarray, row_hashes: np.ndarray, line_numbers) -> None:
@@ -70,7 +70,7 @@ def check_conflicts(report: Report, role: str, text_hashes: np.ndarray, row_hash
     if rows.size:
         lines = [line_numbers(int(i)) for i in rows[:5]]
         report.add("warning", "conflicting_labels", role,
-                   f"{plural(int(rows.size), 'row')} {_verb(rows.size, 'shares', 'share')} its text with a row of "
+                   f"{plural(int(rows.size), 'row')} {verb(rows.size, 'shares', 'share')} its text with a row of "
                    f"another label{at_lines(lines)}.", rows.size, lines)
 
 
@@ -82,14 +82,14 @@ def check_leakage(report: Report, role: str, own: np.ndarray, train: np.ndarray,
     if rows.size:
         lines = [line_numbers(int(i)) for i in rows[:5]]
         report.add("warning", "leakage", role,
-                   f"{plural(int(rows.size), 'row')} of {role} ({rows.size / own.size:.1%}) {_verb(rows.size, 'has', 'have')} {what} that also appear "
+                   f"{plural(int(rows.size), 'row')} of {role} ({rows.size / own.size:.1%}) {verb(rows.size, 'has', 'have')} {what} that also appear "
                    f"in train{at_lines(lines)}.", rows.size, lines)
 
 
 def check_empty(report: Report, role: str, count: int, lines: list[int], what: str = "text") -> None:
     if count:
         report.add("warning", "empty_text", role,
-                   f"{plural(count, 'row')} {_verb(count, 'has', 'have')} an empty or whitespace-only {what}{at_lines(lines)}.", count, lines)
+                   f"{plural(count, 'row')} {verb(count, 'has', 'have')} an empty or whitespace-only {what}{at_lines(lines)}.", count, lines)
 
 
 def label_figures(counts: dict) -> dict:
@@ -114,5 +114,5 @@ def check_unseen(report: Report, role: str, unseen: dict, lines: list[int], what
         total = sum(unseen.values())
         names = ", ".join(f"'{k}' ({v:,})" for k, v in list(unseen.items())[:10])
         report.add("error", "unseen_labels", role,
-                   f"{plural(total, 'row')} {_verb(total, 'has', 'have')} a {what} training never shows: {names}{at_lines(lines)}; the model "
+                   f"{plural(total, 'row')} {verb(total, 'has', 'have')} a {what} training never shows: {names}{at_lines(lines)}; the model "
                    "cannot predict it.", total, lines)

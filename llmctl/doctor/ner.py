@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 
 from llmctl.doctor import checks
-from llmctl.doctor.report import _verb, at_lines, location_line, plural
+from llmctl.doctor.report import verb, at_lines, location_line, plural
 from llmctl.tasks import ner_utils as nu
 
 TOKENIZE_ROWS = 1_000
@@ -65,7 +65,7 @@ def check(report, ctx) -> None:
         if problems:
             lines = [line(s, t) for s, t in problems[:5]]
             report.add("warning", "iob", role,
-                       f"{plural(len(problems), 'I- tag')} {_verb(len(problems), 'follows', 'follow')} O or another entity type{at_lines(lines)}; "
+                       f"{plural(len(problems), 'I- tag')} {verb(len(problems), 'follows', 'follow')} O or another entity type{at_lines(lines)}; "
                        "llmctl reads each as the start of a new entity (B-).", len(problems), lines)
         if kinds:
             checks.check_imbalance(report, role, figures["entities"], "entity type")

@@ -10,14 +10,14 @@ import numbers
 import numpy as np
 
 from llmctl.doctor import checks
-from llmctl.doctor.report import _verb, at_lines, line_of, plural
-from llmctl.tasks.qa_data import _missing, read_rows
+from llmctl.doctor.report import verb, at_lines, line_of, plural
+from llmctl.tasks.qa_data import is_missing, read_rows
 
 TOKENIZE_ROWS = 1_000
 
 
 def _start(value):
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _missing(value) \
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not is_missing(value) \
             and float(value) == int(value):
         return int(value)
     return None
@@ -39,7 +39,7 @@ def check(report, ctx) -> None:
         empty, misplaced, movable, unanswerable = [], [], [], []
         for i, row in enumerate(rows):
             question, context = row["question"], row["context"]
-            if _missing(question) or not str(question).strip() or _missing(context) or not str(context).strip():
+            if is_missing(question) or not str(question).strip() or is_missing(context) or not str(context).strip():
                 empty.append(i)
                 continue
             context = str(context)
@@ -49,8 +49,8 @@ def check(report, ctx) -> None:
                 text, start = str(answer.get("text")), _start(answer.get("answer_start"))
                 if start is None or context[start:start + len(text)] != text:
                     (movable if cfg.realign_answers and text in context else misplaced).append(i)
-        questions = ["" if _missing(r["question"]) else str(r["question"]).lstrip() for r in rows]
-        contexts = ["" if _missing(r["context"]) else str(r["context"]) for r in rows]
+        questions = ["" if is_missing(r["question"]) else str(r["question"]).lstrip() for r in rows]
+        contexts = ["" if is_missing(r["context"]) else str(r["context"]) for r in rows]
         lengths = []
         for lo in range(0, len(rows), TOKENIZE_ROWS):
             enc = tokenizer(questions[lo:lo + TOKENIZE_ROWS], contexts[lo:lo + TOKENIZE_ROWS], truncation=False)
@@ -72,7 +72,7 @@ def check(report, ctx) -> None:
             lines = [line(i) for i in unanswerable[:5]]
             skipped = cfg.skip_unanswerable
             report.add("warning" if skipped else "error", "unanswerable", role,
-                       f"{plural(len(unanswerable), 'question')} ({figures['unanswerable_share']:.1%}) {_verb(len(unanswerable), 'has', 'have')} no answer"
+                       f"{plural(len(unanswerable), 'question')} ({figures['unanswerable_share']:.1%}) {verb(len(unanswerable), 'has', 'have')} no answer"
                        f"{at_lines(lines)} but data.version_2_with_negative is false; "
                        + ("they are skipped (data.skip_unanswerable)." if skipped else
                           "set it to true (SQuAD v2.0 data), or data.skip_unanswerable: true."),
@@ -96,11 +96,11 @@ def _answer_findings(report, role: str, misplaced: list[int], movable: list[int]
     if misplaced:
         lines = [line(i) for i in misplaced[:5]]
         report.add("error", "answer_alignment", role,
-                   f"{plural(len(misplaced), 'answer')} {_verb(len(misplaced), 'is', 'are')} not at their answer_start in the context{at_lines(lines)}; "
+                   f"{plural(len(misplaced), 'answer')} {verb(len(misplaced), 'is', 'are')} not at their answer_start in the context{at_lines(lines)}; "
                    "the model would learn the wrong span. Fix answer_start, or set data.realign_answers: true "
                    "when the text does occur in the context.", len(misplaced), lines)
     if movable:
         lines = [line(i) for i in movable[:5]]
         report.add("warning", "answer_alignment", role,
-                   f"{plural(len(movable), 'answer')} {_verb(len(movable), 'is', 'are')} not at their answer_start{at_lines(lines)}; "
+                   f"{plural(len(movable), 'answer')} {verb(len(movable), 'is', 'are')} not at their answer_start{at_lines(lines)}; "
                    "data.realign_answers moves them to the nearest occurrence of their text.", len(movable), lines)

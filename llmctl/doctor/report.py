@@ -78,7 +78,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
-def _verb(n: int, one: str, many: str) -> str:
+def verb(n: int, one: str, many: str) -> str:
     return one if n == 1 else many
 
 

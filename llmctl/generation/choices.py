@@ -6,6 +6,13 @@ the numbers are those a fine-tuned run of the same model would report.
 
 from __future__ import annotations
 
+import logging
+
+from llmctl.events import log_notes
+
+# Rendered by llmctl.console (route_logs): generation never prints.
+_log = logging.getLogger(__name__)
+
 
 def generative_family(model: str, trust_remote_code: bool = False) -> str | None:
     """"causal" or "seq2seq" from the model's config alone; None for an encoder, which has to be
@@ -21,7 +28,6 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
                      precision: str = "auto") -> dict:
     import torch
 
-    from llmctl.console import tell
     from llmctl.generation.model import generation_kind, load_checked, load_config, load_tokenizer, resolve_source
     from llmctl.generation.model import quiet_transformers
     from llmctl.tasks.multiple_choice import MultipleChoiceTask
@@ -33,9 +39,9 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
     trust = recipe.model.trust_remote_code
     kind = generation_kind(load_config(source, trust), source)
     task = MultipleChoiceTask(recipe.data, kind=kind)
-    split = tell(task.load_split("eval", spec))  # data errors surface before any weight loads
+    split = log_notes(task.load_split("eval", spec), _log)  # data errors surface before any weight loads
     tokenizer, pad_added = load_tokenizer(source, kind, trust)
-    features = tell(task.featurize(split, tokenizer))
+    features = log_notes(task.featurize(split, tokenizer), _log)
     gen = load_checked(source, kind, precision, device, trust, tokenizer, pad_added)
     kept: dict[str, list] = {"scores": [None] * len(features)}
     with torch.inference_mode():

@@ -89,14 +89,6 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
     return tokenizer, pad_added
 
 
-def load_generator(model: str, precision: str = "auto", device: str | None = None,
-                   trust_remote_code: bool = False) -> Generator:
-    """Check the family and load tokenizer + model in eval mode on the device, in the resolved dtype."""
-    source = resolve_source(model)
-    return load_checked(source, generation_kind(load_config(source, trust_remote_code), source),
-                        precision, device, trust_remote_code)
-
-
 def check_size(source: str, config, kind: str) -> None:
     """Refuse, from the config alone and before the tokenizer loads, a model too big for memory."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM

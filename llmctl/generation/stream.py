@@ -1,7 +1,6 @@
-"""Print a completion as it is generated (one prompt, stdout on a terminal).
-
-Text is held back while it could still turn into a stop string, and never printed past one,
-so what appears on screen is exactly the completion `finish` returns.
+"""Hand a completion to the caller as it is generated (one prompt; the command writes it to stdout
+on a terminal). Text is held back while it could still turn into a stop string, and never handed
+over past one, so what appears on screen is exactly the completion `finish` returns.
 """
 
 from __future__ import annotations

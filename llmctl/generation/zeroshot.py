@@ -7,11 +7,15 @@ the label scores normalised over the labels, and the harness's `acc_norm`.
 
 from __future__ import annotations
 
-from llmctl.console import warn as console_warn
+import logging
+
+from llmctl.events import log_notes
 from llmctl.metrics.choice_norm import norm_lengths
 
 # Reported besides the classification metrics (and gateable with --fail-under).
 ZERO_SHOT_METRICS = ["acc_norm"]
+# Rendered by llmctl.console (route_logs): generation never prints.
+_log = logging.getLogger(__name__)
 
 
 def fill_template(template: str, columns: list[str], texts: list[list[str]]) -> list[str]:
@@ -24,7 +28,6 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     import numpy as np
     import torch
 
-    from llmctl.console import tell
     from llmctl.generation.model import (context_limit, generation_kind, load_checked, load_config,
                                          load_tokenizer, resolve_source)
     from llmctl.generation.loglikelihood import cut_count, encode_requests, score_causal, score_seq2seq
@@ -32,11 +35,11 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     from llmctl.tasks.base import Labels
     from llmctl.tasks.classification import ClassificationTask
 
-    warn = warn or console_warn
+    warn = warn or _log.warning
     zero_shot, data_cfg = recipe.zero_shot, recipe.data
     labels = data_cfg.label_names or list(zero_shot.verbalizers)
     task = ClassificationTask(data_cfg, Labels(tuple(labels)))
-    split = tell(task.load_split("eval", spec))  # data errors surface before any model loads
+    split = log_notes(task.load_split("eval", spec), _log)  # data errors surface before any model loads
     prompts = fill_template(zero_shot.template, data_cfg.text_columns, split.texts)
 
     quiet_transformers()

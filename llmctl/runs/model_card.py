@@ -10,6 +10,7 @@ best evaluation so far) and rewritten when the run finishes (final and test metr
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -26,6 +27,8 @@ PIPELINE_TAGS = {
     "seq2seq": "text2text-generation",
     "masked_lm": "fill-mask",
 }
+# Rendered by llmctl.console (route_logs): writing a run never prints.
+_log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -39,9 +42,7 @@ def write_model_card(run_dir: Path, model_dir: Path | None = None, saved_at: dic
     try:
         card = build_model_card(run_dir, model_dir, saved_at, splits)
     except (ValueError, TypeError) as exc:  # metadata huggingface_hub rejects must not stop a training run
-        from llmctl.console import warn
-
-        warn(f"no model card written to {model_dir / CARD}: {exc}")
+        _log.warning(f"no model card written to {model_dir / CARD}: {exc}")
         return None
     from llmctl.files import replace_file
 
@@ -62,9 +63,7 @@ def write_export_card(model_dir: Path, dest: Path, merged: bool, fmt: str) -> No
     try:
         card = build_model_card(run_dir, dest, export={"merged": merged, "format": fmt})
     except (ValueError, TypeError) as exc:
-        from llmctl.console import warn
-
-        warn(f"no model card written to the export: {exc}")
+        _log.warning(f"no model card written to the export: {exc}")
         return
     (Path(dest) / CARD).write_text(str(card), encoding="utf-8")
 

@@ -68,9 +68,10 @@ class Task(ABC):
         self.labels = labels if labels is not None else Labels()
 
     @classmethod
-    @abstractmethod
     def from_model(cls, meta: dict, model_config) -> "Task":
-        """Rebuild the task, labels included, from a saved model's llmctl.json (`meta`) and config."""
+        """Rebuild the task, labels included, from a saved model's llmctl.json (`meta`) and config.
+        Here for tasks without labels: the data section saved with the model is all they need."""
+        return cls(cls.data_config.model_validate(meta["data"]))
 
     def with_labels(self, labels: Labels) -> "Task":
         """This task with `labels` (what `fit` returned); `self` is left as it is."""

@@ -108,10 +108,6 @@ class CausalLMTask(Task):
     auto_model: ClassVar[str] = "AutoModelForCausalLM"
     cacheable_features: ClassVar[bool] = True
 
-    @classmethod
-    def from_model(cls, meta: dict, model_config) -> "CausalLMTask":
-        return cls(CausalLMData.model_validate(meta["data"]))
-
     def check_model(self, model_cfg) -> None:
         gen.check_architecture(self.name, model_cfg)
 

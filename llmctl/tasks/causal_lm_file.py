@@ -61,7 +61,7 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
+def read_chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
     """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows,
     from the first `limit` rows (all when None). Chat cells are left as they are (lists of dicts)."""
     wanted = list(_columns(cfg, chat))
@@ -80,7 +80,7 @@ def _chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
                       for c in wanted}
 
 
-def _is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
+def is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
     """Whether the first chunk has the messages column (a table's header names all its columns)."""
     if data_format(path, key) != "jsonl":
         return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)[0]
@@ -100,8 +100,8 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
     """The checked split of the first `limit` rows, or None when they fit in one chunk (the caller
     reads them whole). Errors are the whole-file read's, in its order: a missing column, then the
     first empty cell."""
-    chat = _is_chat(path, key, cfg, limit)
-    chunks = _chunks(path, key, cfg, limit, chat)
+    chat = is_chat(path, key, cfg, limit)
+    chunks = read_chunks(path, key, cfg, limit, chat)
     first, second = next(chunks, None), next(chunks, None)
     if second is None:
         return None
@@ -158,7 +158,7 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
     separate_labels = split.chat or cfg.completion_column is not None
     ids_out, labels_out = Writer(), Writer() if separate_labels else None
     learned, done = _learned(cfg), 0
-    for _, texts in _chunks(split.path, "data.train", cfg, split.limit, split.chat):
+    for _, texts in read_chunks(split.path, "data.train", cfg, split.limit, split.chat):
         keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty and not split.chat else None
         if keep is not None:
             texts = {c: [values[i] for i in keep] for c, values in texts.items()}

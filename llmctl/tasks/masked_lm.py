@@ -76,10 +76,6 @@ class MaskedLMTask(Task):
     auto_model: ClassVar[str] = "AutoModelForMaskedLM"
     cacheable_features: ClassVar[bool] = True
 
-    @classmethod
-    def from_model(cls, meta: dict, model_config) -> "MaskedLMTask":
-        return cls(MaskedLMData.model_validate(meta["data"]))
-
     def check_model(self, model_cfg) -> tuple[Note, ...]:
         from llmctl.models.load import check_head, load_config
 

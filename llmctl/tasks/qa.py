@@ -70,10 +70,6 @@ class QATask(Task):
     auto_model: ClassVar[str] = "AutoModelForQuestionAnswering"
     cacheable_features: ClassVar[bool] = True
 
-    @classmethod
-    def from_model(cls, meta: dict, model_config) -> "QATask":
-        return cls(QAData.model_validate(meta["data"]))
-
     # -- data -----------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True) -> QASplit:
         return load_qa_split(spec, f"data.{role}", self.data_cfg, role, self.row_limit(role), labelled)

@@ -47,7 +47,7 @@ class QASplit:
         return len(self.ids)
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -69,7 +69,7 @@ def _official_rows(data: dict) -> list[dict]:
 
 def _flat_answers(value, where: str, qid: str, key: str) -> list[dict] | None:
     """Normalise one answers cell to [{"text", "answer_start"}]; None when absent."""
-    if _missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, dict):
         texts = list(value.get("text", []))
@@ -145,7 +145,7 @@ def _rename(records: list[dict], cfg, where: str, first: int = 0, at=None) -> li
     rows = []
     for i, record in enumerate(records):
         qid = record.get(cfg.id_column)
-        qid = str(first + i) if _missing(qid) else qid
+        qid = str(first + i) if is_missing(qid) else qid
         row = {"id": qid, "question": record.get(cfg.question_column), "context": record.get(cfg.context_column),
                "answers": _flat_answers(record.get(cfg.answers_column), at(i) if at else where, str(qid),
                                         f"data.answers_column '{cfg.answers_column}'")}
@@ -186,9 +186,9 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
             problems.append((f"{loc}: the id appears twice.", "Give every question a unique id."))
         seen.add(qid)
         question, context = row["question"], row["context"]
-        if _missing(question) or not str(question).strip():
+        if is_missing(question) or not str(question).strip():
             problems.append((f"{loc}: the question is empty.", "Fill in or remove that question."))
-        if _missing(context) or not str(context).strip():
+        if is_missing(context) or not str(context).strip():
             problems.append((f"{loc}: the context is empty.", "Give the passage the answer is taken from."))
             context = ""
         context = str(context)
@@ -199,11 +199,11 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
                                  "Label every question; an unanswerable v2 question has an empty answers list."))
             for answer in row["answers"] or []:
                 text, start = answer.get("text"), answer.get("answer_start")
-                if _missing(text) or not str(text).strip():
+                if is_missing(text) or not str(text).strip():
                     problems.append((f"{loc}: an answer text is empty.", "Fix or remove that answer."))
                     continue
                 text = str(text)
-                if isinstance(start, numbers.Real) and not isinstance(start, bool) and not _missing(start) \
+                if isinstance(start, numbers.Real) and not isinstance(start, bool) and not is_missing(start) \
                         and float(start) == int(start):
                     start = int(start)  # also numpy integers (parquet) and 12.0 (pandas)
                 ok = isinstance(start, int) and context[start:start + len(text)] == text
@@ -216,7 +216,7 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
                     start, ok = moved, True
                     realigned += 1
                 if not ok:
-                    if _missing(start):
+                    if is_missing(start):
                         problems.append((f"{loc}: answer {text!r} has no answer_start.",
                                          "Give the character offset of the answer in the context, or set "
                                          "data.realign_answers: true to search the context for it."))
@@ -235,7 +235,7 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
                 if cfg.skip_unanswerable:
                     continue
         ids.append(qid)
-        questions.append("" if _missing(question) else str(question))
+        questions.append("" if is_missing(question) else str(question))
         contexts.append(context)
         answers.append(gold)
     _one_error(problems)

@@ -73,10 +73,6 @@ class Seq2SeqTask(Task):
     auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
     cacheable_features: ClassVar[bool] = True
 
-    @classmethod
-    def from_model(cls, meta: dict, model_config) -> "Seq2SeqTask":
-        return cls(Seq2SeqData.model_validate(meta["data"]))
-
     def check_model(self, model_cfg) -> None:
         gen.check_architecture(self.name, model_cfg)
 

@@ -19,12 +19,14 @@ DEFAULT_NAME = "report.html"
 
 
 @dataclass
-class Report:
+class HtmlReport:
+    """The page written and what it left out (the doctor's findings are llmctl.doctor.report.Report)."""
+
     path: Path
     missing: list[str] = field(default_factory=list)  # parts left out, for the command to tell the user
 
 
-def report_html(run_dir: Path, report: Report, recipe_text: str, recipe: dict, env: dict, final: dict,
+def report_html(run_dir: Path, report: HtmlReport, recipe_text: str, recipe: dict, env: dict, final: dict,
                 history: list[dict], max_examples: int = 500, worst: int = 10) -> str:
     """The page for a run whose files are read: every section, the parts left out named in `report`."""
     predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
@@ -47,7 +49,7 @@ def report_html(run_dir: Path, report: Report, recipe_text: str, recipe: dict, e
     return page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
 
 
-def _predictions(run_dir: Path, max_examples: int, worst: int, report: Report) -> tuple[str, str]:
+def _predictions(run_dir: Path, max_examples: int, worst: int, report: HtmlReport) -> tuple[str, str]:
     """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
     from llmctl.models.saved import find_model_dir
 
@@ -115,7 +117,7 @@ def _metrics(final: dict, history: list[dict]) -> str:
         return missing("No metrics.json: the run has not finished (or was interrupted); the last evaluation "
                        "is in the table below.")
     out = ""
-    from llmctl.console import PER_TYPE_FIELDS, split_per_type
+    from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
 
     for title, values in (("Validation (best evaluation)", final.get("metrics")), ("Test", final.get("test_metrics"))):
         if values:
@@ -139,7 +141,7 @@ def _history(history: list[dict]) -> str:
     return table(columns, [[e.get(c) for c in columns] for e in history], numeric=set(range(len(columns))))
 
 
-def _pictures(run_dir: Path, report: Report) -> str:
+def _pictures(run_dir: Path, report: HtmlReport) -> str:
     """Every *.png that is a regular file inside the run and under the size limit; a link (to
     /dev/zero, to a token) is never opened, since the page embeds what it reads."""
     shown = []

@@ -1,5 +1,6 @@
-"""The doctor's report for people: Rich tables on a terminal, the same rows as plain text otherwise
-(`--json` prints Report.to_json instead)."""
+"""The doctor's report for people (`llmctl doctor`, `finetune --dry-run`): Rich tables on a terminal,
+the same rows as plain text otherwise (`--json` prints Report.to_json instead). The doctor returns
+the report; the commands render it here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Print generate's rows as they finish, in input order, and keep every finished one on Ctrl-C."""
+"""`llmctl generate`'s rows on stdout as they finish, in input order, keeping every finished one on
+Ctrl-C. Generation hands over finished rows (generate_text's on_rows); the command prints them here."""
 
 from __future__ import annotations
 
