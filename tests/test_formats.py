@@ -152,7 +152,7 @@ def test_zstd_and_parquet_nested_fields(tmp_path):
     import pandas as pd
     import zstandard
 
-    from llmctl.data.sources import iter_table
+    from llmctl.data.streams import iter_table
 
     rows = [{"translation": {"en": f"hello {i}", "ro": f"salut {i}"}} for i in range(5)]
     zst = tmp_path / "t.jsonl.zst"

@@ -16,7 +16,8 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from llmctl.config.schema import DataConfig
-from llmctl.data.sources import iter_table, load_split, looks_like_file, refuse_plain_text, row_location, streamable
+from llmctl.data.sources import load_split, looks_like_file, refuse_plain_text, row_location, streamable
+from llmctl.data.streams import iter_table
 from llmctl.errors import DataError
 from llmctl.tasks.base import Labels, Padding, Task
 
@@ -55,7 +56,7 @@ class Split:
 @dataclass
 class FileSplit:
     """A training file checked row by row but not held in memory: featurize reads it again in
-    chunks (llmctl.data.sources.iter_table). Only the label values are kept."""
+    chunks (llmctl.data.streams.iter_table). Only the label values are kept."""
 
     where: str
     path: Path
