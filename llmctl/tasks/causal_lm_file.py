@@ -90,7 +90,7 @@ def is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
 
 
 def _check_columns(names: list[str], cfg, where: str, chat: bool = False) -> None:
-    from llmctl.tasks.classification import missing_column
+    from llmctl.tasks.classification_data import missing_column
 
     for column, key in _columns(cfg, chat).items():
         if column not in names:
