@@ -154,7 +154,8 @@ def test_feature_store_is_flat_arrays_and_bounded_by_a_chunk(tmp_path, tiny_mode
     from transformers import AutoTokenizer
 
     from llmctl.data.store import Ragged
-    from llmctl.tasks.classification import CHUNK_ROWS, ClassificationData, ClassificationTask
+    from llmctl.tasks.classification import CHUNK_ROWS, ClassificationTask
+    from llmctl.tasks.classification_data import ClassificationData
 
     words = "the a film movie was great dull and not very truly awful good plot acting story".split()
     rng = np.random.default_rng(0)

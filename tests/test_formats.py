@@ -83,7 +83,8 @@ def test_bad_rows_are_named_by_their_own_file_and_line(classified):
 
 def test_bad_inputs_each_one_line_exit_3(classified, tmp_path):
     from llmctl.errors import DataError
-    from llmctl.tasks.classification import ClassificationData, ClassificationTask
+    from llmctl.tasks.classification import ClassificationTask
+    from llmctl.tasks.classification_data import ClassificationData
 
     root, _ = classified
     pattern = str(tmp_path / "none-*.jsonl")
@@ -152,7 +153,7 @@ def test_zstd_and_parquet_nested_fields(tmp_path):
     import pandas as pd
     import zstandard
 
-    from llmctl.data.sources import iter_table
+    from llmctl.data.streams import iter_table
 
     rows = [{"translation": {"en": f"hello {i}", "ro": f"salut {i}"}} for i in range(5)]
     zst = tmp_path / "t.jsonl.zst"

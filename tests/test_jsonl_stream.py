@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from llmctl.data.sources import iter_table, read_table
+from llmctl.data.sources import read_table
+from llmctl.data.streams import iter_table
 from llmctl.errors import DataError
 
 

@@ -147,7 +147,8 @@ def bert_tokenizer(tiny_models, **kwargs):
 
 @pytest.mark.parametrize("streamed", [True, False])
 def test_classification_task_is_not_changed_by_loading_and_featurizing(tiny_models, tmp_path, streamed):
-    from llmctl.tasks.classification import ClassificationData, ClassificationTask
+    from llmctl.tasks.classification import ClassificationTask
+    from llmctl.tasks.classification_data import ClassificationData
 
     suffix = ".csv" if streamed else ".jsonl"  # csv training files are read in chunks (FileSplit)
     train, valid = tmp_path / f"train{suffix}", tmp_path / "valid.csv"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llmctl.data.inputs import (FORMATS as FILE_FORMATS, Part, corrupt, decompression_failed, expand, file_format,
                                 is_multi, is_pattern, locate, open_binary, open_text, start, suffixes)
-from llmctl.data.nested import add_nested_columns, nested_names, nested_value
+from llmctl.data.nested import add_nested_columns
 from llmctl.errors import DataError
 from llmctl.models.hub import ensure_hub_reachable
 
@@ -128,7 +128,7 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None, text
     recorded for row_location."""
     import pandas as pd
 
-    files = _existing_files(path, key)
+    files = existing_files(path, key)
     parts = start(str(path))
     frames, rows = [], 0
     for file in files:
@@ -141,7 +141,7 @@ def read_table(path: Path, key: str, column_names: list[str] | None = None, text
     return add_nested_columns(frame) if nested else frame
 
 
-def _existing_files(path: Path, key: str) -> list[Path]:
+def existing_files(path: Path, key: str) -> list[Path]:
     files = expand(path, key)
     if not files[0].is_file():
         raise DataError(
@@ -161,7 +161,7 @@ def _read_file(path: Path, key: str, column_names, text_split: str, first_row: i
     fmt = data_format(path, key)
     try:
         if fmt in ("csv", "tsv"):
-            options = _csv_options(path, fmt, key, column_names)
+            options = csv_options(path, fmt, key, column_names)
             with open_binary(path) as handle:
                 frame = pd.read_csv(handle, **options)
             return frame, Part(str(path), first_row, 1 if options["header"] is None else 2)
@@ -173,20 +173,20 @@ def _read_file(path: Path, key: str, column_names, text_split: str, first_row: i
             return frame, Part(str(path), first_row, lines=False)
         if fmt == "txt":
             part = Part(str(path), first_row)
-            return pd.DataFrame({"text": list(_text_rows(path, key, text_split, part))}, dtype=object), part
+            return pd.DataFrame({"text": list(text_rows(path, key, text_split, part))}, dtype=object), part
         if fmt == "jsonl":
             part = Part(str(path), first_row)
-            return pd.DataFrame(list(_jsonl_rows(path, key, part))), part
+            return pd.DataFrame(list(jsonl_rows(path, key, part))), part
         return _read_json(path), Part(str(path), first_row, lines=False)
     except DataError:
         raise
     except UnicodeDecodeError as exc:
         raise not_utf8(key, path, exc) from exc
     except Exception as exc:  # pandas raises many types; the message is what matters
-        raise _parse_error(exc, key, path) from exc
+        raise parse_error(exc, key, path) from exc
 
 
-def _csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None) -> dict:
+def csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None) -> dict:
     """pandas.read_csv options for a csv/tsv file; the same for a whole read and a chunked one."""
     sep = "\t" if fmt == "tsv" else ","
     # GLUE's TSVs contain bare quote characters inside sentences.
@@ -203,7 +203,7 @@ def _csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None)
             "keep_default_na": False, "dtype_backend": "numpy_nullable", "encoding": "utf-8"}
 
 
-def _text_rows(path: Path, key: str, text_split: str, part: Part):
+def text_rows(path: Path, key: str, text_split: str, part: Part):
     """A .txt file's rows: each non-blank line, or (paragraph) each run of non-blank lines joined
     by newlines. Blank lines separate; they are not rows (as run_clm's line_by_line drops them)."""
     paragraph: list[str] = []
@@ -235,7 +235,7 @@ def _text_rows(path: Path, key: str, text_split: str, part: Part):
         yield "\n".join(paragraph)
 
 
-def _jsonl_rows(path: Path, key: str, part: Part):
+def jsonl_rows(path: Path, key: str, part: Part):
     """The objects of one JSON-lines file, line by line (blank lines skipped), recording each
     row's line in `part`; errors name the file, line and column."""
     import json
@@ -264,176 +264,7 @@ def _jsonl_rows(path: Path, key: str, part: Part):
             yield value
 
 
-def iter_table(path: Path, key: str, columns: list[str], column_names: list[str] | None = None,
-               chunk_rows: int = 50_000, limit: int | None = None, text_split: str = "line"):
-    """(column names of the file, iterator of DataFrames of `columns`, at most `chunk_rows` rows each).
-
-    csv / tsv / parquet / json lines / .txt are read chunk by chunk, file after file, so the whole
-    table is never in memory; a json document is read whole and sliced. Parsing is
-    read_table's: the same options, the same errors. Requested columns missing from the file are
-    left out (the caller names them, with the file's columns); dotted names reach into nested fields."""
-    import pandas as pd
-
-    files = _existing_files(path, key)
-    fmt = data_format(path, key)
-    if fmt == "jsonl":
-        return _iter_jsonl(path, key, columns, chunk_rows, limit)
-    if fmt == "txt":
-        return ["text"], _iter_text(path, key, columns, chunk_rows, limit, text_split)
-    if fmt not in ("csv", "tsv", "parquet"):
-        frame = read_table(path, key, column_names, text_split, nested=True)
-        frame = frame if limit is None else frame.iloc[:limit]
-        return list(frame.columns), (frame.iloc[i : i + chunk_rows][[c for c in columns if c in frame.columns]]
-                                     for i in range(0, len(frame), chunk_rows))
-    options = {}  # per csv file, computed once (it may warn about a header row)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            schema = pq.ParquetFile(files[0]).schema_arrow
-            raw = list(schema.names) + _struct_names(schema)
-        else:
-            options[files[0]] = _csv_options(files[0], fmt, key, column_names)
-            with open_binary(files[0]) as handle:
-                raw = [str(c) for c in pd.read_csv(handle, nrows=0, **options[files[0]]).columns]
-    except Exception as exc:
-        raise _parse_error(exc, key, files[0]) from exc
-    names = {str(c).strip(): c for c in raw}
-    wanted = [names[c] for c in columns if c in names]
-
-    def parquet_pieces(file: Path):
-        import pyarrow.parquet as pq
-
-        handle = pq.ParquetFile(file)
-        top = set(handle.schema_arrow.names)
-        heads = list(dict.fromkeys(c if c in top else c.split(".")[0] for c in wanted))
-        for batch in handle.iter_batches(batch_size=chunk_rows, columns=[h for h in heads if h in top]):
-            frame = batch.to_pandas()
-            for c in wanted:
-                if c not in frame.columns and c.split(".")[0] in frame.columns:
-                    head, rest = c.split(".", 1)
-                    frame[c] = [nested_value(v, rest) if isinstance(v, dict) else None for v in frame[head]]
-            yield frame[[c for c in wanted if c in frame.columns]]
-
-    def csv_pieces(file: Path):
-        with open_binary(file) as handle:
-            yield from pd.read_csv(handle, usecols=wanted, chunksize=chunk_rows, **options[file])
-
-    def chunks():
-        parts, seen = start(str(path)), 0
-        for file in files:
-            try:
-                if fmt == "parquet":
-                    part, pieces = Part(str(file), seen, lines=False), parquet_pieces(file)
-                else:
-                    if file not in options:
-                        options[file] = _csv_options(file, fmt, key, column_names)
-                    part = Part(str(file), seen, 1 if options[file]["header"] is None else 2)
-                    pieces = csv_pieces(file)
-                parts.append(part)
-                for frame in pieces:
-                    frame.columns = [str(c).strip() for c in frame.columns]
-                    if limit is not None and seen + len(frame) > limit:
-                        frame = frame.iloc[: limit - seen]
-                    seen += len(frame)
-                    if len(frame):
-                        yield frame
-                    if limit is not None and seen >= limit:
-                        return
-            except DataError:
-                raise
-            except Exception as exc:
-                raise _parse_error(exc, key, file) from exc
-
-    return list(names), chunks()
-
-
-def _struct_names(schema) -> list[str]:
-    """Dotted names of the fields inside a parquet schema's struct columns."""
-    import pyarrow as pa
-
-    def inner(field, prefix):
-        if not pa.types.is_struct(field.type):
-            return []
-        out = []
-        for child in field.type:
-            out.append(f"{prefix}{field.name}.{child.name}")
-            out += inner(child, f"{prefix}{field.name}.")
-        return out
-
-    return [name for field in schema for name in inner(field, "")]
-
-
-def iter_jsonl(path: Path, key: str, chunk_rows: int = 50_000, limit: int | None = None):
-    """Lists of at most `chunk_rows` objects from JSON-lines file(s), read line by line so a file
-    is never whole in memory. Blank lines are skipped, as read_table skips them; errors name the
-    file, line and column as read_table's do."""
-    return _iter_rows(path, key, chunk_rows, limit, lambda file, part: _jsonl_rows(file, key, part))
-
-
-def _iter_rows(path: Path, key: str, chunk_rows: int, limit: int | None, rows_of):
-    """Lists of at most `chunk_rows` rows of the split's file(s), `rows_of(file, part)` giving one
-    file's rows line by line (and recording their lines in `part` for row_location); a corrupt
-    compressed file is one line naming it, as in read_table."""
-    files = _existing_files(path, key)
-    parts, rows, seen = start(str(path)), [], 0
-    for file in files:
-        part = Part(str(file), seen)
-        parts.append(part)
-        try:
-            for row in rows_of(file, part):
-                if limit is not None and seen >= limit:
-                    break
-                rows.append(row)
-                seen += 1
-                if len(rows) == chunk_rows:
-                    yield rows
-                    rows = []
-        except Exception as exc:
-            if decompression_failed(exc):
-                raise corrupt(file, key, exc) from exc
-            raise
-        if limit is not None and seen >= limit:
-            break
-    if rows:
-        yield rows
-
-
-def _iter_text(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None, text_split: str):
-    """iter_table for .txt: the one `text` column, `chunk_rows` lines (or paragraphs) at a time."""
-    import pandas as pd
-
-    for texts in _iter_rows(path, key, chunk_rows, limit, lambda file, part: _text_rows(file, key, text_split, part)):
-        yield pd.DataFrame({"text": texts} if "text" in columns else {}, dtype=object)
-
-
-def _iter_jsonl(path: Path, key: str, columns: list[str], chunk_rows: int, limit: int | None):
-    """iter_table for json lines: the column names are the keys of the first chunk's rows (and the
-    dotted names of their nested fields). Cells stay Python objects (no per-chunk numeric
-    inference), so a chunk boundary never changes a value; a row without a requested key gives
-    None there, which the caller reports as empty."""
-    import itertools
-
-    import pandas as pd
-
-    pending = iter_jsonl(path, key, chunk_rows, limit)
-    first = next(pending, None)
-    if first is None:
-        raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
-    names: dict[str, str] = {}
-    for row in first:
-        for name in list(row) + nested_names(row):
-            names.setdefault(str(name).strip(), name)  # stripped, as read_table does
-    wanted = {c: names[c] for c in columns if c in names}
-
-    def frames():
-        for chunk in itertools.chain([first], pending):
-            yield pd.DataFrame({c: [nested_value(row, raw) for row in chunk] for c, raw in wanted.items()}, dtype=object)
-
-    return list(names), frames()
-
-
-def _parse_error(exc: Exception, key: str, path: Path) -> DataError:
+def parse_error(exc: Exception, key: str, path: Path) -> DataError:
     if isinstance(exc, UnicodeDecodeError):
         return not_utf8(key, path, exc)
     if decompression_failed(exc):

@@ -2,7 +2,7 @@
 empty texts, duplicates, train/validation overlap, token lengths and truncation.
 
 Each split is read again a chunk at a time through the reader finetune uses
-(llmctl.data.sources.iter_table), so a million-row file is never whole in memory; training token
+(llmctl.data.streams.iter_table), so a million-row file is never whole in memory; training token
 lengths come from the training features (the feature cache), and only rows cut at max_length are
 tokenized again, without truncation, to learn their full length."""
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmctl.data.sources import iter_table, load_split, looks_like_file
+from llmctl.data.sources import load_split, looks_like_file
+from llmctl.data.streams import iter_table
 from llmctl.doctor import checks
 from llmctl.doctor.report import line_of
 

@@ -5,7 +5,7 @@ into columnar features, packed into blocks (llmctl.data.packing) or one row per 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
 same features. A file is chat when its first chunk has the messages column (data.messages_column);
 its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
-and .txt chunks come from llmctl.data.sources.iter_table, json-lines chunks (.jsonl, or a .json holding JSON
+and .txt chunks come from llmctl.data.streams.iter_table, json-lines chunks (.jsonl, or a .json holding JSON
 Lines; any of them compressed, or a glob / folder of them) from iter_jsonl; a .json list is read whole.
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.data.nested import nested_names, nested_value
-from llmctl.data.sources import data_format, iter_jsonl, iter_table, row_location
+from llmctl.data.sources import data_format, row_location
+from llmctl.data.streams import iter_jsonl, iter_table
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
 
@@ -89,7 +90,7 @@ def is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
 
 
 def _check_columns(names: list[str], cfg, where: str, chat: bool = False) -> None:
-    from llmctl.tasks.classification import missing_column
+    from llmctl.tasks.classification_data import missing_column
 
     for column, key in _columns(cfg, chat).items():
         if column not in names:

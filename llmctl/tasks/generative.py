@@ -17,7 +17,7 @@ def text_column(ds, column: str, key: str, where: str, header: bool, allow_empty
                 words: list[str] | None = None) -> list[str]:
     """The values of one text column as strings; a missing column or an empty cell is a DataError.
     `words` turns integer ids into words (classification as label words)."""
-    from llmctl.tasks.classification import missing_column
+    from llmctl.tasks.classification_data import missing_column
 
     columns = list(ds.column_names)
     if column not in columns:

@@ -92,7 +92,7 @@ def _missing(value) -> bool:
 
 
 def read_split(ds, where: str, cfg: MultipleChoiceData, role: str, labelled: bool, header: bool) -> ChoiceSplit:
-    from llmctl.tasks.classification import missing_column
+    from llmctl.tasks.classification_data import missing_column
 
     columns = list(ds.column_names)
     wanted = [("data.context_column", cfg.context_column)]

@@ -65,7 +65,7 @@ def _rows_for(task, split) -> list[dict]:
 
 
 def _classification(task, split, predicted: list[dict], limit: int) -> Worst:
-    from llmctl.tasks.classification import encode_labels
+    from llmctl.tasks.classification_data import encode_labels
 
     gold_ids = encode_labels(split.labels, task.labels, split.where, split.has_header)
     scored = []
