@@ -80,12 +80,11 @@ def finetune(
 def _dry_run(recipe, resume: bool, overwrite: bool, device, force_resume: bool, json_out: bool, strict: bool):
     """Print the doctor's report and the plan; exit 3 on data errors, 2 when the output dir would be refused."""
     from llmctl.console import print_json
-    from llmctl.core.plan import dry_run
+    from llmctl.core.plan import dry_run, dry_run_exit_code
     from llmctl.cli._doctor_report import render, render_plan
-    from llmctl.errors import EXIT_USAGE
 
     report, plan = dry_run(recipe, resume=resume, overwrite=overwrite, device=device, force_resume=force_resume)
-    code = report.exit_code(strict) or (EXIT_USAGE if plan["refused"] else 0)
+    code = dry_run_exit_code(report, plan, strict)
     if json_out:
         print_json(report.to_json() | {"plan": plan, "exit_code": code})
     else:
