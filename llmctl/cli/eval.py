@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import Device, TrainedPrecision, batch_size_option, json_flag
 
 
 @app.command("eval")
@@ -27,14 +28,12 @@ def eval_command(
                                          help="Exit 4 when METRIC is below VALUE (repeatable; higher-is-better metrics)."),
     fail_over: list[str] = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
                                         help="Exit 4 when METRIC is above VALUE (repeatable; loss, mse, perplexity)."),
-    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Examples per evaluation batch."),
+    batch_size: int = batch_size_option(64, "Examples per evaluation batch."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N",
                                               help="Evaluate only the first N examples."),
-    precision: Optional[str] = typer.Option(None, "--precision", metavar="PRECISION",
-                                            help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
-                                         help="cpu or cuda (default: cuda when available)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    precision: TrainedPrecision = None,
+    device: Device = None,
+    json_out: bool = json_flag(),
 ):
     """Measure a model on a dataset; optionally fail when a metric is too low (or too high)."""
     from llmctl.console import Console

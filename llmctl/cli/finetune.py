@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import Device, json_flag
 
 
 @app.command()
@@ -32,11 +33,10 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     force_resume: bool = typer.Option(False, "--force-resume",
                                       help="Resume even if the recipe, data or library versions changed."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
-                                         help="cpu or cuda (default: cuda when available)."),
+    device: Device = None,
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
+    json_out: bool = json_flag("Print one JSON object with metrics and training stats."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check the data (as `llmctl doctor`) and the model config, print the plan "
                                  "(steps, precision, processes, output dir) and stop: no weights, no run directory."),

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import Device, TrainedPrecision, batch_size_option, json_flag
 
 
 @app.command()
@@ -32,12 +33,10 @@ def predict(
              "masked-LM checkpoint (a masked-lm run fills them without it)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
                                          help="Write jsonl here instead of stdout."),
-    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Inputs per batch."),
-    precision: Optional[str] = typer.Option(None, "--precision", metavar="PRECISION",
-                                            help="auto, fp32, bf16 or fp16 (default: the precision the model trained in)."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
-                                         help="cpu or cuda (default: cuda when available)."),
-    json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"predictions": [...]}.'),
+    batch_size: int = batch_size_option(64, "Inputs per batch."),
+    precision: TrainedPrecision = None,
+    device: Device = None,
+    json_out: bool = json_flag('Print one JSON object {"predictions": [...]}.'),
 ):
     """Run a fine-tuned model over inputs."""
     from llmctl.console import print_json
