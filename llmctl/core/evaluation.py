@@ -1,4 +1,8 @@
-"""`llmctl eval` as a function: score a saved model on a split, optionally gate on metrics."""
+"""`llmctl eval` as a function: score a saved model on a split, optionally gate on metrics.
+
+    result = run_eval("runs/a", fail_under=["accuracy=0.9"])   # checks, evaluates, result["gates"]
+    enforce_gates(result)                                       # GateFailed (exit 4) when a gate failed
+"""
 
 from __future__ import annotations
 
