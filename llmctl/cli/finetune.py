@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import Device, json_flag
 
 
 @app.command()
@@ -32,11 +33,10 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     force_resume: bool = typer.Option(False, "--force-resume",
                                       help="Resume even if the recipe, data or library versions changed."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
-                                         help="cpu or cuda (default: cuda when available)."),
+    device: Device = None,
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="Same as --set train.deterministic=true (torch deterministic algorithms)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with metrics and training stats."),
+    json_out: bool = json_flag("Print one JSON object with metrics and training stats."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check the data (as `llmctl doctor`) and the model config, print the plan "
                                  "(steps, precision, processes, output dir) and stop: no weights, no run directory."),
@@ -80,12 +80,11 @@ def finetune(
 def _dry_run(recipe, resume: bool, overwrite: bool, device, force_resume: bool, json_out: bool, strict: bool):
     """Print the doctor's report and the plan; exit 3 on data errors, 2 when the output dir would be refused."""
     from llmctl.console import print_json
-    from llmctl.core.plan import dry_run
+    from llmctl.core.plan import dry_run, dry_run_exit_code
     from llmctl.cli._doctor_report import render, render_plan
-    from llmctl.errors import EXIT_USAGE
 
     report, plan = dry_run(recipe, resume=resume, overwrite=overwrite, device=device, force_resume=force_resume)
-    code = report.exit_code(strict) or (EXIT_USAGE if plan["refused"] else 0)
+    code = dry_run_exit_code(report, plan, strict)
     if json_out:
         print_json(report.to_json() | {"plan": plan, "exit_code": code})
     else:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import batch_size_option, json_flag
 
 
 @app.command()
@@ -36,9 +37,8 @@ def generate(
     stop: list[str] = typer.Option([], "--stop", metavar="TEXT",
                                    help="Stop string (repeatable); the completion ends just before it."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for reproducible sampling."),
-    batch_size: int = typer.Option(16, "--batch-size", metavar="N",
-                                   help="Prompts generated together. In bf16/fp16 a prompt's "
-                                   "output can depend on its batch; use fp32 or 1 for batch-independent output."),
+    batch_size: int = batch_size_option(16, "Prompts generated together. In bf16/fp16 a prompt's output can "
+                                        "depend on its batch; use fp32 or 1 for batch-independent output."),
     chat: bool = typer.Option(False, "--chat", help="Wrap each prompt in the tokenizer's chat template."),
     system: Optional[str] = typer.Option(None, "--system", metavar="TEXT",
                                          help="System message for every prompt (with --chat)."),
@@ -47,7 +47,7 @@ def generate(
                                   help="auto (bf16 where supported), fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
                                          help="cpu, cuda or mps (default: cuda when available)."),
-    json_out: bool = typer.Option(False, "--json", help='Print one JSON object {"results": [...], "stats": {...}}.'),
+    json_out: bool = json_flag('Print one JSON object {"results": [...], "stats": {...}}.'),
 ):
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
     from llmctl.core.generate import check_options, generate_text

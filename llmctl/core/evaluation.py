@@ -1,4 +1,8 @@
-"""`llmctl eval` as a function: score a saved model on a split, optionally gate on metrics."""
+"""`llmctl eval` as a function: score a saved model on a split, optionally gate on metrics.
+
+    result = run_eval("runs/a", fail_under=["accuracy=0.9"])   # checks, evaluates, result["gates"]
+    enforce_gates(result)                                       # GateFailed (exit 4) when a gate failed
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,44 @@ def check_gates(metrics: dict, gates: Gates) -> list[str]:
     failed += [f"{name} {metrics[name]:.4f} > {limit:g}" for name, limit in gates.over.items()
                if not metrics[name] <= limit]
     return failed
+
+
+def run_eval(model: str, data: str | None = None, split: str | None = None, recipe: str | None = None,
+             task: str | None = None, fail_under: list[str] | None = None, fail_over: list[str] | None = None,
+             batch_size: int = 64, max_samples: int | None = None, precision: str | None = None,
+             device: str | None = None) -> dict:
+    """`llmctl eval` without Typer: everything the command line alone can get wrong fails first,
+    before anything loads; then evaluate_model. With gates the result carries "gates" (passed,
+    thresholds, ceilings, failed); `enforce_gates(result)` raises when one failed."""
+    from llmctl.core.checks import at_least_one
+    from llmctl.models.precision import check_precision
+    from llmctl.runs.files import check_run
+    from llmctl.tasks.recipe import load_recipe
+
+    gates = parse_gates(fail_under or [], fail_over)
+    at_least_one(batch_size=batch_size, max_samples=max_samples)
+    check_precision(precision)
+    check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
+    parsed = load_recipe(recipe) if recipe else None
+    if task is not None:
+        parsed = task_recipe(task, model, parsed)
+    result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
+                            max_samples=max_samples, device=device, precision=precision, gates=gates)
+    if gates:
+        result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
+    return result
+
+
+def task_recipe(task: str, model: str, recipe=None):
+    """`--task NAME`: the recipe of that task with its default data keys (or --recipe's, when they agree)."""
+    from llmctl.tasks.recipe import validate_recipe
+
+    if recipe is not None:
+        if recipe.task != task:
+            raise UsageError(f"--task {task} and --recipe {recipe._source} (task {recipe.task}) disagree.",
+                             "Drop --task; the recipe names the task.")
+        return recipe
+    return validate_recipe({"task": task, "model": {"name_or_path": model}, "data": {}}, source="--task")
 
 
 def evaluate_model(model_path: str, data: str | None = None, split: str | None = None, recipe=None,
@@ -152,7 +194,8 @@ def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | 
     return data_cfg.model_copy(update=changes), spec
 
 
-def gate(result: dict, gates: Gates) -> None:
-    failed = check_gates(result["metrics"], gates)
+def enforce_gates(result: dict) -> None:
+    """After the result is shown: exit 4 (GateFailed) when run_eval's gates found a metric out of bounds."""
+    failed = result.get("gates", {}).get("failed")
     if failed:
         raise GateFailed("Quality gate failed: " + "; ".join(failed) + ".")

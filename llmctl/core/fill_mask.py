@@ -4,24 +4,13 @@ any checkpoint with a masked-LM head (a `task: masked-lm` run, bert-base-uncased
 The texts go through the masked-lm task's prediction path (llmctl.tasks.masked_lm), so a run's
 own data settings (max_length) apply; a plain checkpoint gets the task's defaults. A checkpoint
 without the head is refused from its config, before any weight loads: its head would start at
-random and every answer would be noise.
+random and every answer would be noise. `fill_mask_task` builds that task; core.prediction.run_predict
+runs the texts through predict with it.
 """
 
 from __future__ import annotations
 
 from llmctl.errors import ModelError
-
-
-def fill_mask(model_path: str, rows: list[dict], where: str, top_k: int = 5, batch_size: int = 64,
-              device: str | None = None, precision: str | None = None,
-              lines: list[int | None] | None = None) -> list[dict]:
-    """One {"text", "masks": [[{"token", "id", "score"}, ...] per mask], "filled"} per row."""
-    from llmctl.core.prediction import predict
-    from llmctl.models.saved import find_model_dir
-
-    task = fill_mask_task(find_model_dir(model_path), top_k)
-    return predict(model_path, rows, where, batch_size=batch_size, device=device, precision=precision, lines=lines,
-                   task=task)
 
 
 def fill_mask_task(model_dir, top_k: int):

@@ -2,6 +2,7 @@
 nothing trained, no weights loaded and no run directory created.
 
     report, plan = dry_run(recipe)   # the doctor's report plus the model-config findings; the plan dict
+    code = dry_run_exit_code(report, plan, strict=False)   # what `finetune --dry-run` exits with
 
 The plan: steps per epoch and in total, warmup, precision, device and processes, effective batch
 size, the output directory and whether finetune would refuse it (RunDir.check changes nothing).
@@ -38,3 +39,10 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
                  "total_steps": total,
                  "warmup_steps": cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(total * cfg.warmup_ratio)}
     return report, plan
+
+
+def dry_run_exit_code(report, plan: dict, strict: bool = False) -> int:
+    """3 on data errors (and, with --strict, warnings), else 2 when the output dir would be refused, else 0."""
+    from llmctl.errors import EXIT_USAGE
+
+    return report.exit_code(strict) or (EXIT_USAGE if plan["refused"] else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmctl.errors import DataError
+from llmctl.errors import DataError, UsageError
 
 
 def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
@@ -56,11 +56,53 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
 
 def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], str, list[None]]:
     """One {question, context} row from `predict --question/--context` (question answering models)."""
-    from llmctl.errors import UsageError
-
     if question is None or context is None:
         raise UsageError("--question and --context go together.", "Pass both, or --input FILE|- instead.")
     return [{"question": question, "context": context}], "--question/--context", [None]
+
+
+def run_predict(model: str, input_: str | None = None, question: str | None = None, context: str | None = None,
+                fill_mask: list[str] | None = None, top_k: int | None = None, output: str | None = None,
+                batch_size: int = 64, precision: str | None = None, device: str | None = None) -> tuple:
+    """`llmctl predict` without Typer: (predictions, the file written or None). The options are
+    checked before anything loads; --fill-mask or --top-k fill masks, otherwise the model's own task
+    predicts; with `output` the rows are written there as jsonl (atomically)."""
+    from llmctl.core.checks import at_least_one, writable_file
+    from llmctl.models.precision import check_precision
+    from llmctl.runs.files import check_run
+
+    if input_ is not None and (question is not None or context is not None):
+        raise UsageError("--input and --question/--context are alternatives.", "Pass one of them.")
+    if fill_mask and (input_ is not None or question is not None or context is not None):
+        raise UsageError("--fill-mask gives the texts itself.", "Drop --input / --question / --context, or --fill-mask.")
+    if input_ is None and question is None and context is None and not fill_mask:
+        raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model, "
+                                                "--fill-mask TEXT for a masked-LM model).")
+    at_least_one(batch_size=batch_size, top_k=top_k)
+    check_precision(precision)
+    check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
+    if output:
+        writable_file(output, "--output")
+    if fill_mask:
+        rows, where, lines = [{"text": t} for t in fill_mask], "--fill-mask", [None] * len(fill_mask)
+    else:
+        rows, where, lines = read_inputs(input_) if input_ is not None else flag_inputs(question, context)
+    task = None  # the model's own
+    if fill_mask or top_k is not None:
+        # One {"text", "masks": [[{"token", "id", "score"}, ...] per mask], "filled"} per row.
+        from llmctl.core.fill_mask import fill_mask_task
+        from llmctl.models.saved import find_model_dir
+
+        task = fill_mask_task(find_model_dir(model), top_k or 5)
+    predictions = predict(model, rows, where, batch_size=batch_size, device=device, precision=precision,
+                          lines=lines, task=task)
+    if not output:
+        return predictions, None
+    from llmctl.files import write_text_atomic
+
+    target = Path(output).expanduser()  # as writable_file checked it: a quoted ~ is the home folder too
+    write_text_atomic(target, "".join(json.dumps(p) + "\n" for p in predictions), "the predictions")
+    return predictions, target
 
 
 def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None,
