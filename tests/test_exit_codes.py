@@ -71,7 +71,7 @@ def run_raising(tmp_path, exception: str, *flags: str, env: dict | None = None) 
     the first thing finetune calls (load_recipe) raising `exception`."""
     script = textwrap.dedent(f"""
         import sys
-        import llmctl.config.load
+        import llmctl.tasks.recipe
         from llmctl import errors
 
         def load_recipe(*args, **kwargs):
