@@ -133,7 +133,7 @@ def test_a_text_file_streams_to_the_whole_read_features(text_split, tmp_path, gp
     for name in ("input_ids", "labels", "example_starts"):
         assert [r.tolist() for r in streamed.columns[name]] == whole.columns[name]
     monkeypatch.setattr(causal_lm_file, "CHUNK_ROWS", 7)
-    list(causal_lm_file._chunks(spec, "data.train", streamed_split_cfg(text_split), None))  # records rows' lines
+    list(causal_lm_file.read_chunks(spec, "data.train", streamed_split_cfg(text_split), None))  # records rows' lines
     if text_split == "line":
         line = (tmp_path / "a.txt").read_text().splitlines().index(texts[12]) + 1  # blank lines above it count
         assert row_location(str(spec), 12, True) == f"{tmp_path / 'a.txt'}:{line}" and line > 13

@@ -72,9 +72,29 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, al
             kwargs.pop("use_safetensors", None)
             model, info = gguf.load_model(auto_class, name_or_path, gguf_file, **kwargs)
         else:
+            mapping = body_key_mapping(auto_class, config)
+            if mapping and "key_mapping" not in kwargs:
+                kwargs["key_mapping"] = mapping
             model, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except Exception as exc:
         raise explain(exc, str(name_or_path)) from exc
     allowed = allowed_missing(model) if allowed_missing is not None else (lambda key: False)
     refuse_missing(missing_weights(info, allowed), where, missing_hint)
     return model
+
+
+def body_key_mapping(auto_class, config) -> dict | None:
+    """The checkpoint's body renamed to where the head keeps it, when the two differ. transformers 5's
+    Llama and Qwen2 question-answering heads keep the body under `transformer` (for backward
+    compatibility) while their family, and so a causal-LM checkpoint, names it `model`: loaded as
+    they are, no body weight matches and the body starts at random (the missing-weights check
+    refuses that). Only a head whose prefix differs from its family's gets a mapping."""
+    mapping = getattr(auto_class, "_model_mapping", None)
+    try:
+        head = mapping[type(config)] if mapping is not None else auto_class
+    except KeyError:
+        return None
+    family = next((cls for cls in head.__mro__[1:] if cls.__name__.endswith("PreTrainedModel")
+                   and cls.__name__ != "PreTrainedModel"), None)
+    ours, theirs = getattr(head, "base_model_prefix", ""), getattr(family, "base_model_prefix", "")
+    return {rf"^{theirs}\.": f"{ours}."} if ours and theirs and ours != theirs else None
