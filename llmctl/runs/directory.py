@@ -139,25 +139,29 @@ class RunDir:
     def is_ours(self) -> bool:
         """environment.json with llmctl's version in it: written by every run right after it starts.
         A link or an outsized file is not llmctl's (and is not read: it may point at /dev/zero)."""
-        env = self.path / "environment.json"
         try:
-            if env.is_symlink() or not env.is_file() or env.stat().st_size > ENV_LIMIT:
-                return False
-            return "llmctl" in json.loads(env.read_text()).get("packages", {})
-        except (OSError, ValueError, AttributeError, TypeError):
+            return "llmctl" in (self._environment() or {}).get("packages", {})
+        except TypeError:  # packages that is not a collection
             return False
 
     def first_argv(self) -> list | None:
         """The command that started this run, as its environment.json remembers it (a resume rewrites
         argv with its own command line)."""
-        if not self.is_ours():
-            return None
-        try:
-            env = json.loads((self.path / "environment.json").read_text())
-        except (OSError, ValueError):
-            return None
-        first = env.get("first_argv") or env.get("argv") if isinstance(env, dict) else None
+        env = self._environment() if self.is_ours() else None
+        first = (env.get("first_argv") or env.get("argv")) if env else None
         return first if isinstance(first, list) else None
+
+    def _environment(self) -> dict | None:
+        """environment.json through the one reader of run files (a regular file inside the run, at
+        most ENV_LIMIT bytes), or None when it is absent, a link, too big or not a JSON object."""
+        from llmctl.runs.files import BadRunFile, read_bytes
+
+        try:
+            raw = read_bytes(self.path / "environment.json", ENV_LIMIT, self.path)
+            env = json.loads(raw) if raw is not None else None
+        except (BadRunFile, OSError, ValueError):
+            return None
+        return env if isinstance(env, dict) else None
 
     def check_resume(self, force: bool, recipe_file: Path | None = None) -> None:
         """`--resume [auto]` continues a run of ours or starts one in an empty place; it never
