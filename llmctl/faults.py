@@ -29,7 +29,7 @@ What the variables make of them:
     LLMCTL_TRACE_EXAMPLES=PATH               append one JSON line per optimizer step and process:
                                              {"rank", "epoch", "step", "indices"}
 
-The reliability tests (tests/test_kill_resume.py, tests/test_reliability.py) use them to
+The reliability tests (tests/train/test_kill_resume.py, tests/train/test_reliability.py) use them to
 SIGKILL or starve a real `llmctl finetune` at an exact point, and to check that a resumed
 run trains on exactly the examples an uninterrupted one does. A pause prints one
 `llmctl-fault: paused ...` line to stderr so the test knows when to strike.

@@ -1,5 +1,5 @@
 """The pictures and diagnostics.json an NER and a SQuAD v2 run leave behind, opened and checked
-against the run's own metrics (classification: tests/test_trackers.py, on its shared run)."""
+against the run's own metrics (classification: tests/train/test_trackers.py, on its shared run)."""
 
 import json
 import random

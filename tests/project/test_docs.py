@@ -163,7 +163,7 @@ SHIPPED = sorted(RECIPES.rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(RECIPES).with_suffix("").as_posix())
 def test_each_recipe_opens_with_a_command_llmctl_accepts(path):
-    # tests/test_recipes.py checks the command names this recipe; here click parses the whole
+    # tests/config/test_recipes.py checks the command names this recipe; here click parses the whole
     # line, flags included, with --dry-run added (the model the line computes with $(python -c
     # ...) becomes a placeholder: parsing loads nothing).
     words = shlex.split(path.read_text().splitlines()[0].removeprefix("# "))

@@ -150,7 +150,7 @@ def test_sigkill_after_a_step_resumes_the_same_examples(data, reference, pause, 
     assert_same_weights(tmp / "reference", tmp / name)
 
 
-@pytest.mark.slow  # ~20 s; tests/test_resume.py covers accumulation + resume by weights
+@pytest.mark.slow  # ~20 s; tests/train/test_resume.py covers accumulation + resume by weights
 def test_sigkill_with_gradient_accumulation(data):
     tmp, train, _ = data
     # 10 batches per epoch, 2 per step: 5 steps per epoch; checkpoint at 2, 4, ...; killed after 3.
@@ -196,7 +196,7 @@ def test_sigkill_while_writing_a_checkpoint(data, eval_reference):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gloo-port")  # see tests/test_multiprocess.py
+@pytest.mark.xdist_group("gloo-port")  # see tests/train/test_multiprocess.py
 def test_sigkill_two_processes(data):
     tmp, train, _ = data
     launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
@@ -238,7 +238,7 @@ def test_sigint_while_evaluating(data, eval_reference):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gloo-port")  # see tests/test_multiprocess.py
+@pytest.mark.xdist_group("gloo-port")  # see tests/train/test_multiprocess.py
 def test_signal_to_one_of_two_processes_while_evaluating(data):
     """Only rank 0 is signalled; rank 1 must stop at the same point (not hang in a collective)."""
     tmp, train, valid = data

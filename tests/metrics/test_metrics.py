@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The package is not necessarily installed into the venv; import it from the checkout.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -1,4 +1,4 @@
-"""Every malformed file in tests/bad_inputs/ goes through the real CLI and must be refused with
+"""Every malformed file in tests/cli/bad_inputs/ goes through the real CLI and must be refused with
 a documented exit code and one `error:` line naming the file and the line, column, question
 or key at fault, with no traceback, before the run directory exists (so before any model or
 tokenizer loaded: finetune creates the run directory only after the data and the model source
@@ -10,7 +10,7 @@ import yaml
 from helpers import REPO, run_cli
 from llmctl.errors import EXIT_DATA, EXIT_USAGE
 
-BAD = REPO / "tests" / "bad_inputs"
+BAD = REPO / "tests" / "cli" / "bad_inputs"
 CLASSIFY = {"text_columns": ["sentence"], "label_column": "label"}
 
 # id: (task, train file, validation file, extra data keys, exit code, what the error line must say)

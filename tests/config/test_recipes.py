@@ -10,7 +10,7 @@ from llmctl.tasks.recipe import load_recipe
 from llmctl.errors import EXIT_USAGE, RecipeError
 from llmctl.tasks import TASKS
 
-RECIPES = REPO / "llmctl" / "recipes"  # package data: an installed wheel ships them (tests/test_packaging.py)
+RECIPES = REPO / "llmctl" / "recipes"  # package data: an installed wheel ships them (tests/project/test_packaging.py)
 SHIPPED = sorted(RECIPES.rglob("*.yaml"))
 
 

@@ -256,7 +256,7 @@ def test_cpu_speedups_train_the_same_adapter(tiny_models, tmp_path):
 def test_decoder_speedups_train_the_same_chat_adapter(tiny_models, tmp_path, precision):
     """Chat LoRA on the tiny Llama (grouped-query heads): with the LM head at learned tokens only
     and the fast attention, an fp32 run ends with the stock run's adapter up to float rounding.
-    In bf16 the frozen base is stored in bf16 (tests/test_frozen_weights.py: bitwise the same
+    In bf16 the frozen base is stored in bf16 (tests/train/test_frozen_weights.py: bitwise the same
     step), and `llmctl eval` on the saved run (the fp32 base, cast by autocast at each call)
     gives the metrics the run measured with its bf16 base."""
     import torch

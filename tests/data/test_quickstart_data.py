@@ -59,7 +59,7 @@ def test_no_single_word_gives_the_label_away(tmp_path):
 def test_stdlib_only():
     # The CLI writes the demo data before deciding to load torch/transformers.  Load the file
     # alone (not via llmctl/__init__) so only this module's own imports are checked.
-    path = Path(__file__).resolve().parents[1] / "llmctl" / "data" / "quickstart.py"
+    path = Path(__file__).resolve().parents[2] / "llmctl" / "data" / "quickstart.py"
     code = ("import importlib.util, sys; "
             f"spec = importlib.util.spec_from_file_location('qd', {str(path)!r}); "
             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "

@@ -8,7 +8,7 @@ import ast
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Part -> the paths (relative to the repository) that make it; the longest matching path wins.
 PARTS = {

@@ -1,6 +1,6 @@
 """Golden tests for the local ROUGE and BLEU modules: values computed by hand below.
 
-The modules call rouge_score and sacrebleu (tests/test_reference_metrics.py compares them with
+The modules call rouge_score and sacrebleu (tests/metrics/test_reference_metrics.py compares them with
 those libraries called directly); the figures here are worked out from the definitions.
 """
 
