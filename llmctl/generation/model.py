@@ -39,21 +39,17 @@ def resolve_source(model: str) -> str:
     return source
 
 
-def _where(source: str) -> tuple[str, str | None, dict]:
-    """(folder or hub id, GGUF file name or None, what every from_pretrained of it needs)."""
-    from llmctl.models import gguf
+def model_config(source: str, trust_remote_code: bool = False):
+    """The recipe's model section for a bare source, so generation loads through llmctl.models.load."""
+    from llmctl.config.schema import ModelConfig
 
-    folder, gguf_file = gguf.locate(source)
-    return folder, gguf_file, gguf.load_kwargs(gguf_file)
+    return ModelConfig(name_or_path=source, trust_remote_code=trust_remote_code)
 
 
 def load_config(source: str, trust_remote_code: bool = False):
-    from transformers import AutoConfig
+    from llmctl.models.load import load_config as load_model_config
 
-    from llmctl.models.gate import pretrained
-
-    folder, _, kwargs = _where(source)
-    return pretrained(AutoConfig, folder, trust_remote_code=trust_remote_code, **kwargs)
+    return load_model_config(model_config(source, trust_remote_code))
 
 
 def generation_kind(config, name: str) -> str:
@@ -75,14 +71,11 @@ def generation_kind(config, name: str) -> str:
 
 
 def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
-    """Fast tokenizer padded on the side generation needs; returns (tokenizer, pad_added)."""
-    from transformers import AutoTokenizer
-
+    """The tokenizer padded on the side generation needs; returns (tokenizer, pad_added)."""
+    from llmctl.models.load import load_tokenizer as load_model_tokenizer
     from llmctl.models.load import pad_with_eos
-    from llmctl.models.gate import pretrained
 
-    folder, _, kwargs = _where(source)
-    tokenizer = pretrained(AutoTokenizer, folder, trust_remote_code=trust_remote_code, **kwargs)
+    tokenizer = load_model_tokenizer(model_config(source, trust_remote_code), for_generation=True)
     pad_added = pad_with_eos(tokenizer, source, why=", so prompts cannot be batched")
     # Decoder-only models continue the last position, so padding must go on the left.
     tokenizer.padding_side = "left" if kind == "causal" else "right"
@@ -91,11 +84,10 @@ def load_tokenizer(source: str, kind: str, trust_remote_code: bool = False):
 
 def check_size(source: str, config, kind: str) -> None:
     """Refuse, from the config alone and before the tokenizer loads, a model too big for memory."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from llmctl.models.load import check_size as check_model_size
 
-    from llmctl.models.size import check_fits
-
-    check_fits(AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM, config, source)
+    check_model_size(model_config(source), "AutoModelForCausalLM" if kind == "causal" else "AutoModelForSeq2SeqLM",
+                     config=config)
 
 
 def load_checked(source: str, kind: str, precision: str = "auto", device: str | None = None,
@@ -116,7 +108,9 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     from llmctl.models.adapters import load_merged
 
-    folder, gguf_file, _ = _where(source)
+    from llmctl.models import gguf
+
+    folder, gguf_file = gguf.locate(source)
     # A LoRA run: base + adapter, merged once so generation runs the plain model.
     model = load_merged(auto, source, dtype=dtype) or load_weights(
         auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,

@@ -1,6 +1,7 @@
 """Load a tokenizer, config and model by hub id, local directory or GGUF file through the Auto
-classes, for every command (finetune, eval, predict here; generate and zero-shot through
-llmctl/generation/model.py, which adds what generation needs on top).
+classes, for every command: finetune, eval, predict and the doctor call these directly; generate,
+zero-shot and serving through llmctl/generation/model.py, which adds what generation needs on top
+(the model family, padding side, precision, adapters merged) and loads through the same functions.
 
 Handled here, once: the "cannot load" explanation (`pretrained`); decoder LMs without a pad
 token (GPT-2, Llama / SmolLM2, Mistral, ...) pad with eos, recorded in the saved config so a
@@ -71,13 +72,18 @@ def load_config(model_cfg, **overrides):
     return pretrained(AutoConfig, name, **common, **overrides)
 
 
-def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
+def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, for_generation: bool = False):
+    """The one tokenizer loader. Training and scoring need a fast tokenizer (offsets) that pads;
+    generation (`for_generation`) takes any tokenizer and decides about padding itself, since it
+    must say when it pads with eos."""
     from transformers import AutoTokenizer
 
     name, kwargs = source(model_cfg)
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
     tokenizer = pretrained(AutoTokenizer, name, **kwargs)
+    if for_generation:
+        return tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
     pad_with_eos(tokenizer, model_cfg.name_or_path)
