@@ -33,28 +33,44 @@ class LlmctlError(Exception):
 
 
 class RecipeError(LlmctlError):
+    """The recipe (or a --set on it) is not one llmctl can run: every problem is listed at once."""
+
     exit_code = EXIT_USAGE
 
 
 class UsageError(LlmctlError):
+    """A command line that asks for something impossible: options that exclude each other, an
+    unknown device, a path where a run is expected."""
+
     exit_code = EXIT_USAGE
 
 
 class DataError(LlmctlError):
+    """A data file or dataset that cannot be read as the task needs (named with its line or key)."""
+
     exit_code = EXIT_DATA
 
 
 class ModelError(LlmctlError):
+    """A checkpoint that cannot be found, trusted or loaded for this task."""
+
     exit_code = EXIT_MODEL
 
 
 class GateFailed(LlmctlError):
+    """A quality gate (--fail-under, --fail-over, --max-drop) that the scores did not pass: the
+    command worked, the model did not."""
+
     exit_code = EXIT_GATE
 
 
 class TrainingError(LlmctlError):
+    """The work failed on its way, after the checks had passed: a NaN loss, a full disk."""
+
     exit_code = EXIT_RUNTIME
 
 
 class Interrupted(LlmctlError):
+    """SIGINT or SIGTERM: the run stopped at a step boundary and kept what a resume needs."""
+
     exit_code = EXIT_INTERRUPTED
