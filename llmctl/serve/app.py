@@ -13,6 +13,7 @@ from llmctl.serve.service import ApiError, Service
 _log = logging.getLogger(__name__)
 
 OPEN_PATHS = {"/health"}  # answered without the API key (load balancers probe it)
+WHILE_DRAINING = {"/health", "/metrics"}  # still answered after SIGTERM (health says "draining", 503)
 
 
 class Front:
@@ -52,7 +53,7 @@ class Front:
     def _refusal(self, scope) -> ApiError | None:
         service, path = self.service, scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if service.draining and path not in OPEN_PATHS:
+        if service.draining and path not in WHILE_DRAINING:
             return ApiError(503, "The server is shutting down; retry against another instance.", code="shutting_down")
         if service.api_key is not None and path not in OPEN_PATHS:
             given = headers.get("authorization", "")

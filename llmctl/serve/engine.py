@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+from llmctl import faults
 from llmctl.serve.batch import CausalBatch, Seq2SeqRows
 from llmctl.serve.sampling import Sampling, Sequence
 
@@ -37,6 +38,7 @@ class Engine:
         self.closing = False
         self.thread = threading.Thread(target=self._run, name="llmctl-engine", daemon=True)
         self.step_seconds = 0.0  # exponential average, for Retry-After
+        self.steps = 0
 
     def start(self) -> "Engine":
         self.thread.start()
@@ -111,6 +113,11 @@ class Engine:
             self._count(1)
         self._retire()
         if len(self.batch):
+            self.steps += 1
+            faults.hook("decode", step=self.steps)
+            self._retire()  # a client may have gone while the step waited
+            if not len(self.batch):
+                return
             start = time.perf_counter()
             self.batch.step()
             took = time.perf_counter() - start

@@ -34,6 +34,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.tokens = 0
         self.prompt_tokens = 0
+        self.disconnects = 0
         self.batch = Histogram(BATCH_BUCKETS)
         self.wait = Histogram(LATENCY_BUCKETS)
         self.gauges = {}  # name -> (help, callable)
@@ -50,6 +51,10 @@ class Metrics:
     def add_prompt_tokens(self, n: int) -> None:
         with self.lock:
             self.prompt_tokens += n
+
+    def disconnected(self) -> None:
+        with self.lock:
+            self.disconnects += 1
 
     def observe_batch(self, size: int) -> None:
         with self.lock:
@@ -72,6 +77,8 @@ class Metrics:
                     f"llmctl_generated_tokens_total {self.tokens}",
                     "# HELP llmctl_prompt_tokens_total Prompt tokens read.", "# TYPE llmctl_prompt_tokens_total counter",
                     f"llmctl_prompt_tokens_total {self.prompt_tokens}",
+                    "# HELP llmctl_disconnects_total Requests whose client left before the answer ended.",
+                    "# TYPE llmctl_disconnects_total counter", f"llmctl_disconnects_total {self.disconnects}",
                     "# HELP llmctl_batch_size Sequences in each decoding step.", "# TYPE llmctl_batch_size histogram"]
             out += self.batch.lines("llmctl_batch_size")
             out += ["# HELP llmctl_queue_wait_seconds Time a sequence waited before joining the batch.",

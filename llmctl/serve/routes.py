@@ -96,9 +96,9 @@ async def answer(service: Service, request, body, jobs: list[tuple], chat: bool,
     shape = Shape(service.name, chat, service.gen.tokenizer)
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return streaming(stream(shape, seqs, events, usage), media_type="text/event-stream",
+        return streaming(stream(shape, seqs, events, usage, service.metrics), media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache"})
-    return await gather(shape, request, seqs, events)
+    return await gather(shape, request, seqs, events, service.metrics)
 
 
 def cancel(seqs) -> None:
@@ -106,7 +106,7 @@ def cancel(seqs) -> None:
         seq.cancelled = True
 
 
-async def gather(shape, request, seqs, events):
+async def gather(shape, request, seqs, events, metrics):
     texts, logprobs, ends, usage = [""] * len(seqs), [[] for _ in seqs], [None] * len(seqs), [None] * len(seqs)
     try:
         while None in ends:
@@ -114,7 +114,7 @@ async def gather(shape, request, seqs, events):
                 index, event = await asyncio.wait_for(events.get(), POLL_S)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
-                    cancel(seqs)
+                    metrics.disconnected()
                     return None
                 continue
             if event["type"] == "delta":
@@ -139,7 +139,7 @@ def total_usage(seqs, usage) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def stream(shape, seqs, events, include_usage: bool):
+async def stream(shape, seqs, events, include_usage: bool, metrics):
     ends, usage = [None] * len(seqs), [None] * len(seqs)
     try:
         if shape.chat:
@@ -154,6 +154,7 @@ async def stream(shape, seqs, events, include_usage: bool):
             elif event["type"] == "error":
                 yield sse({"error": {"message": f"Generation failed: {event['message']}", "type": "server_error",
                                      "param": None, "code": "generation_failed"}})
+                ends = ["error"] * len(seqs)
                 return
             else:
                 ends[index], usage[index] = event["finish_reason"], event["usage"]
@@ -162,6 +163,8 @@ async def stream(shape, seqs, events, include_usage: bool):
             yield sse(shape.whole([], total_usage(seqs, usage), chunk=True))
         yield "data: [DONE]\n\n"
     finally:  # the client went away (the task is cancelled) or the answer is complete
+        if None in ends:
+            metrics.disconnected()
         cancel([s for s, end in zip(seqs, ends) if end is None])
 
 
