@@ -52,6 +52,12 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
           device: str | None = None, on_ready=None, on_access=None, on_drain=None, warn=_log.warning) -> dict:
     """Blocks until SIGINT / SIGTERM has drained the requests in flight; returns a summary.
     `on_ready(url, service)` once the server listens, `on_access(record)` once per request."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"llmctl serve needs {' and '.join(missing)}, which are not installed.",
+                         "pip install 'llmctl[serve]'")
     from llmctl.serve.app import build_app
     from llmctl.serve.service import Service
     from llmctl.serve.engine import Engine
