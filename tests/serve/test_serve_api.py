@@ -201,3 +201,14 @@ def test_one_access_log_line_per_request(server):
     lines = [line for line in server.lines[1:] if " /v1/" in line or " /health " in line or " /metrics " in line]
     assert len(lines) == len(server.lines) - 1
     assert any(line.split()[2:5] == ["POST", "/v1/chat/completions", "404"] for line in lines)
+
+
+def test_a_taken_port_or_a_bad_option_is_one_line_and_exit_2_before_the_model_loads(server, model_name):
+    port = server.url.rsplit(":", 1)[1]
+    taken = run_cli("serve", model_name, "--port", port)
+    assert taken.exit_code == 2 and taken.stdout == ""
+    assert taken.stderr.splitlines()[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    bad = run_cli("serve", "no/such-model", "--max-batch", "0", "--precision", "fp64")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == ("error: --max-batch must be at least 1; --precision 'fp64' is not one of "
+                                  "auto, fp32, bf16, fp16.")
