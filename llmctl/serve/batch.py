@@ -7,11 +7,21 @@ dropped. Padded positions are masked and each row gets its own position ids, so 
 not depend on its neighbours (in fp32 up to rounding far below any greedy choice on the tiny
 and real models tested; in bf16 near-ties can flip, as with `generate --batch-size`).
 
-Encoder-decoder models (T5) step each sequence with its own cache in the same loop: they join
-and leave at every step too, but are not yet batched into one forward pass.
+Encoder-decoder models (T5), and decoder-only ones whose cache is not plain key/value tensors
+(sliding-window layers: Mistral, Gemma 2/3, ...), step each sequence with its own cache in the
+same loop: they join and leave at every step too, but are not yet batched into one forward pass.
 """
 
 from __future__ import annotations
+
+
+def plain_cache(model) -> bool:
+    """Whether every layer of the model's cache is a plain growing key/value pair (which the
+    batch can pad and splice); sliding-window layers keep a window of their own."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
 class CausalBatch:
@@ -124,4 +134,38 @@ class Seq2SeqRows:
             out = self.model(encoder_outputs=encoder, decoder_input_ids=torch.tensor([[seq.ids[-1]]], device=self.device),
                              cache=cache, use_cache=True)
             self.state[k] = (encoder, out.cache)
+            seq.pick(out.logits[0, -1].float())
+
+
+class CausalRows:
+    """Decoder-only models with a cache the batch cannot splice: every row its own cache."""
+
+    def __init__(self, model, device: str):
+        self.model, self.device = model, device
+        self.rows: list = []
+        self.caches: list = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, seq) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=torch.tensor([seq.prompt], device=self.device), cache=cache, use_cache=True,
+                         logits_to_keep=1)
+        seq.pick(out.logits[0, -1].float())
+        self.rows.append(seq)
+        self.caches.append(cache)
+
+    def drop(self, keep: list[int]) -> None:
+        self.rows = [self.rows[i] for i in keep]
+        self.caches = [self.caches[i] for i in keep]
+
+    def step(self) -> None:
+        import torch
+
+        for seq, cache in zip(self.rows, self.caches):
+            out = self.model(input_ids=torch.tensor([[seq.ids[-1]]], device=self.device), cache=cache, use_cache=True)
             seq.pick(out.logits[0, -1].float())

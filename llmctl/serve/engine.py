@@ -15,7 +15,7 @@ import threading
 import time
 
 from llmctl import faults
-from llmctl.serve.batch import CausalBatch, Seq2SeqRows
+from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqRows, plain_cache
 from llmctl.serve.sampling import Sampling, Sequence
 
 _log = logging.getLogger(__name__)
@@ -31,7 +31,10 @@ class Engine:
 
         self.gen, self.max_batch, self.max_queue, self.metrics = gen, max_batch, max_queue, metrics
         self.eos = eos_ids(gen.model)
-        batch_class = CausalBatch if gen.kind == "causal" else Seq2SeqRows
+        if gen.kind == "causal":
+            batch_class = CausalBatch if plain_cache(gen.model) else CausalRows
+        else:
+            batch_class = Seq2SeqRows
         self.batch = batch_class(gen.model, gen.device)
         self.waiting: collections.deque = collections.deque()
         self.lock = threading.Condition()
