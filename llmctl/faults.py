@@ -5,6 +5,7 @@ Points production code reports:
     hook("step", rank=, epoch=, step=, indices=)  after each optimizer step, before any checkpoint
     hook("eval", rank=, step=)                    before each batch of an evaluation during training
     hook("command", name=)                       as a command starts (predict, eval, generate, ...)
+    hook("decode", step=)                        before each decoding step of `llmctl serve`'s engine
     hook("write", step=, name=)                   before writing a checkpoint file, the best model
                                                   (name "model/"), a feature-cache entry ("cache/"),
                                                   an export ("export/") or a report ("report");
@@ -24,6 +25,8 @@ What the variables make of them:
                                              (numpy's np.save ends the file early without a word,
                                              safetensors' says "os error 27")
     LLMCTL_FAULT=pause@0:predict             as `llmctl predict` starts, sleep until a signal
+    LLMCTL_FAULT=pause@1:decode              before every serve decoding step from step 1 on, wait while
+                                             LLMCTL_FAULT_UNTIL's PATH is absent: the test steps the engine
     LLMCTL_FAULT=sigterm@3                   after step 3, the rank-0 process sends itself SIGTERM
     LLMCTL_FAULT=sigint@5:eval               ... SIGINT, before the first batch of the step-5 evaluation
     LLMCTL_TRACE_EXAMPLES=PATH               append one JSON line per optimizer step and process:
@@ -61,6 +64,11 @@ def hook(point: str, **ctx) -> None:
         _maybe_signal(fault, ctx["rank"], ctx["step"], "eval")
     elif point == "write":
         _before_write(fault, ctx["step"], ctx["name"])
+    elif point == "decode":
+        until = os.environ.get("LLMCTL_FAULT_UNTIL")
+        if fault and fault[0] == "pause" and fault[2] == "decode" and ctx["step"] >= fault[1] \
+                and not (until and os.path.exists(until)):
+            _pause(f"before decoding step {ctx['step']}")
     elif point == "command":
         if fault == ("pause", 0, ctx["name"]):
             _pause(f"at the start of {ctx['name']}")

@@ -25,6 +25,7 @@ from llmctl.cli import push as _push
 from llmctl.cli import recipes as _recipes
 from llmctl.cli import runs as _runs
 from llmctl.cli import report as _report
+from llmctl.cli import serve as _serve
 
 app.add_typer(_recipes.recipes_app, name="recipes")
 app.add_typer(_cache.cache_app, name="cache")

@@ -110,59 +110,88 @@ def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64,
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
     carry their input line as "line" when `lines` gives it. `task`: run this task rather than the
     one the model was trained for (fill-mask on any checkpoint with a masked-LM head)."""
-    from llmctl.console import tell
-    from llmctl.models.load import auto_class
-    from llmctl.train.accelerator import make_accelerator
-    from llmctl.models.quiet import quiet_libraries
-    from llmctl.tasks.restore import task_for_model
-    from llmctl.models.devices import device_type
-    from llmctl.export.onnx_model import check_run_options, is_onnx_export
-    from llmctl.models.precision import inference_precision
-    from llmctl.models.saved import find_model_dir
+    return Predictor(model_path, batch_size, device, precision, task)(rows, where, lines)
 
-    model_dir = find_model_dir(model_path)
-    onnx = is_onnx_export(model_dir)  # `llmctl export --format onnx`: onnxruntime, no torch model
-    if onnx:
-        check_run_options(device, precision)
-    dev = "cpu" if onnx else device_type(device)
-    quiet_libraries()
-    task = task if task is not None else task_for_model(model_dir)[0]
-    split = tell(task.predict_split(rows, where))
 
-    import contextlib
+class Predictor:
+    """A saved task model, loaded once and run over many sets of rows (`llmctl serve` calls it per
+    batch of requests). The tokenizer and weights load on the first call, after its rows have been
+    checked and featurized, so data errors surface before any weight loads."""
 
-    import torch
+    def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None,
+                 precision: str | None = None, task=None):
+        from llmctl.export.onnx_model import check_run_options, is_onnx_export
+        from llmctl.models.devices import device_type
+        from llmctl.models.quiet import quiet_libraries
+        from llmctl.models.saved import find_model_dir
+        from llmctl.tasks.restore import task_for_model
 
-    from llmctl.config.schema import ModelConfig
-    from llmctl.models.load import load_tokenizer, load_trained
-    from llmctl.train.batching import eval_batches
-    from llmctl.train.evaluate import to_device
+        self.model_dir = find_model_dir(model_path)
+        self.onnx = is_onnx_export(self.model_dir)  # `llmctl export --format onnx`: onnxruntime, no torch model
+        if self.onnx:
+            check_run_options(device, precision)
+        self.device = "cpu" if self.onnx else device_type(device)
+        self.precision, self.batch_size = precision, batch_size
+        quiet_libraries()
+        self.task = task if task is not None else task_for_model(self.model_dir)[0]
+        self.tokenizer = self.model = None
 
-    accelerator = None if onnx else make_accelerator(inference_precision(precision, model_dir, dev), dev)
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)), **task.tokenizer_kwargs())
-    split, cut, budget = task.cut_inputs(split, tokenizer)
-    if cut:
-        from llmctl.console import note
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            from llmctl.config.schema import ModelConfig
+            from llmctl.models.load import load_tokenizer
 
-        note(f"cut {cut} input(s) of {where} to their first {budget:,} characters, more than the model's "
-             "max_length tokens can use (predictions echo the text as cut).")
-    features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
-    if onnx:
-        from llmctl.export.onnx_model import OnnxModel
+            self.tokenizer = load_tokenizer(ModelConfig(name_or_path=str(self.model_dir)), **self.task.tokenizer_kwargs())
+        return self.tokenizer
 
-        model, on, autocast = OnnxModel(model_dir), torch.device("cpu"), contextlib.nullcontext()
-    else:
-        model = load_trained(auto_class(task.auto_model), model_dir).to(accelerator.device).eval()
-        on, autocast = accelerator.device, accelerator.autocast()
-    kept: dict[str, list] = {}
-    with torch.inference_mode(), autocast:
-        for batch_ids in eval_batches(features.lengths, batch_size):
-            inputs = task.collate(features.rows(batch_ids), tokenizer)
-            index = inputs.pop("index").tolist()
-            outputs = task.eval_outputs(model, to_device(inputs, on))
-            for name, tensor in task.outputs_to_keep(outputs, inputs).items():
-                store = kept.setdefault(name, [None] * len(features))
-                for row, i in zip(tensor.float().cpu().numpy(), index):
-                    store[i] = row
-    predictions = task.format_predictions(kept, features, split)
-    return [p | {"line": n} if n is not None else p for p, n in zip(predictions, lines or [None] * len(predictions))]
+    def _model(self):
+        if self.model is None:
+            import contextlib
+
+            import torch
+
+            if self.onnx:
+                from llmctl.export.onnx_model import OnnxModel
+
+                self.model = (OnnxModel(self.model_dir), torch.device("cpu"), contextlib.nullcontext)
+            else:
+                from llmctl.models.load import auto_class, load_trained
+                from llmctl.models.precision import inference_precision
+                from llmctl.train.accelerator import make_accelerator
+
+                accelerator = make_accelerator(inference_precision(self.precision, self.model_dir, self.device),
+                                               self.device)
+                model = load_trained(auto_class(self.task.auto_model), self.model_dir).to(accelerator.device).eval()
+                self.model = (model, accelerator.device, accelerator.autocast)
+        return self.model
+
+    def __call__(self, rows: list[dict], where: str, lines: list[int | None] | None = None) -> list[dict]:
+        import torch
+
+        from llmctl.console import tell
+        from llmctl.train.batching import eval_batches
+        from llmctl.train.evaluate import to_device
+
+        task = self.task
+        split = tell(task.predict_split(rows, where))
+        tokenizer = self._tokenizer()
+        split, cut, budget = task.cut_inputs(split, tokenizer)
+        if cut:
+            from llmctl.console import note
+
+            note(f"cut {cut} input(s) of {where} to their first {budget:,} characters, more than the model's "
+                 "max_length tokens can use (predictions echo the text as cut).")
+        features = tell(task.featurize(split, tokenizer))  # before the model: data errors surface first
+        model, on, autocast = self._model()
+        kept: dict[str, list] = {}
+        with torch.inference_mode(), autocast():
+            for batch_ids in eval_batches(features.lengths, self.batch_size):
+                inputs = task.collate(features.rows(batch_ids), tokenizer)
+                index = inputs.pop("index").tolist()
+                outputs = task.eval_outputs(model, to_device(inputs, on))
+                for name, tensor in task.outputs_to_keep(outputs, inputs).items():
+                    store = kept.setdefault(name, [None] * len(features))
+                    for row, i in zip(tensor.float().cpu().numpy(), index):
+                        store[i] = row
+        predictions = task.format_predictions(kept, features, split)
+        return [p | {"line": n} if n is not None else p for p, n in zip(predictions, lines or [None] * len(predictions))]

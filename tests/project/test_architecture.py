@@ -17,6 +17,7 @@ PARTS = {
     "report": ["llmctl/runs/report"],
     "doctor": ["llmctl/doctor"],
     "export": ["llmctl/export"],
+    "serve": ["llmctl/serve"],
     "runs": ["llmctl/runs"],
     "generation": ["llmctl/generation"],
     "tasks": ["llmctl/tasks"],
@@ -29,7 +30,7 @@ PARTS = {
     "base": ["llmctl/__init__.py", "llmctl/errors.py", "llmctl/events.py", "llmctl/files.py", "llmctl/faults.py"],
 }
 ALL = set(PARTS)
-COMMANDS = {"cli", "core", "report", "doctor", "export"}  # what turns parts into a command's work
+COMMANDS = {"cli", "core", "report", "doctor", "export", "serve"}  # what turns parts into a command's work
 # Part -> the parts it must never import.
 FORBIDDEN = {
     "core": {"cli"},
@@ -38,6 +39,9 @@ FORBIDDEN = {
     "report": {"cli", "console"},
     "doctor": {"cli", "core", "report", "export", "console"},
     "export": {"cli", "core", "report", "doctor", "console"},
+    # The HTTP server: routes, schemas, the batching engine; loads nothing itself (core hands it the
+    # loaded model or predictor) and prints nothing (the command's callbacks write its lines).
+    "serve": {"cli", "core", "report", "doctor", "export", "console", "runs", "train", "data"},
     "runs": COMMANDS | {"console"},  # reading a run back never needs a command
     "generation": COMMANDS | {"runs", "console"},
     # The loop, tasks, data, config and metrics never print (no console) nor reach up to a command.

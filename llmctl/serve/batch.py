@@ -1,0 +1,171 @@
+"""The running batch: one forward pass per decoding step over every active sequence.
+
+Decoder-only models keep one key/value cache for the whole batch, each row left-padded to the
+longest; a new sequence is prefilled alone (exactly what `generate` computes for it) and its
+cache spliced in, a finished or abandoned one is cut out, and columns that only hold padding are
+dropped. Padded positions are masked and each row gets its own position ids, so a row's tokens do
+not depend on its neighbours (in fp32 up to rounding far below any greedy choice on the tiny
+and real models tested; in bf16 near-ties can flip, as with `generate --batch-size`).
+
+Encoder-decoder models (T5), and decoder-only ones whose cache is not plain key/value tensors
+(sliding-window layers: Mistral, Gemma 2/3, ...), step each sequence with its own cache in the
+same loop: they join and leave at every step too, but are not yet batched into one forward pass.
+"""
+
+from __future__ import annotations
+
+
+def plain_cache(model) -> bool:
+    """Whether every layer of the model's cache is a plain growing key/value pair (which the
+    batch can pad and splice); sliding-window layers keep a window of their own."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+class CausalBatch:
+    def __init__(self, model, device: str):
+        self.model, self.device = model, device
+        self.rows: list = []  # Sequence per batch row
+        self.cache = None  # DynamicCache over all rows
+        self.mask = None  # (rows, cache length) 1 = real token
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, seq) -> None:
+        """Prefill the prompt alone, pick the first token, splice the cache into the batch."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([seq.prompt], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        seq.pick(out.logits[0, -1].float())
+        mask = torch.ones(1, len(seq.prompt), dtype=torch.long, device=self.device)
+        if self.cache is None:
+            self.cache, self.mask, self.rows = out.cache, mask, [seq]
+            return
+        have, new = self.mask.shape[1], mask.shape[1]
+        for mine, theirs in zip(self.cache.layers, out.cache.layers):
+            a, b = _left_pad(mine.keys, new - have), _left_pad(theirs.keys, have - new)
+            mine.keys = torch.cat([a, b])
+            a, b = _left_pad(mine.values, new - have), _left_pad(theirs.values, have - new)
+            mine.values = torch.cat([a, b])
+        width = max(have, new)
+        self.mask = torch.cat([_left_pad(self.mask, width - have, dim=1), _left_pad(mask, width - new, dim=1)])
+        self.rows.append(seq)
+
+    def drop(self, keep: list[int]) -> None:
+        import torch
+
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.mask = self.mask[index]
+        self.rows = [self.rows[i] for i in keep]
+        lead = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # columns that are padding in every row
+        self.mask = self.mask[:, lead:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, lead:]
+            layer.values = layer.values[index, :, lead:]
+
+    def step(self) -> None:
+        """One token for every row."""
+        import torch
+
+        last = torch.tensor([[seq.ids[-1]] for seq in self.rows], device=self.device)
+        positions = self.mask.sum(1, keepdim=True)
+        self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
+        out = self.model(input_ids=last, attention_mask=self.mask, position_ids=positions,
+                         cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        logits = out.logits[:, -1].float()
+        for row, seq in enumerate(self.rows):
+            seq.pick(logits[row])
+
+
+def _left_pad(tensor, count: int, dim: int = 2):
+    import torch
+
+    if count <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = count
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
+
+
+class Seq2SeqRows:
+    """T5 and friends: every row its own encoder output and cache, stepped in turn."""
+
+    def __init__(self, model, device: str):
+        self.model, self.device = model, device
+        self.rows: list = []
+        self.state: list = []  # (encoder outputs, cache) per row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, seq) -> None:
+        import torch
+
+        start = self.model.generation_config.decoder_start_token_id
+        if start is None:
+            start = self.model.config.decoder_start_token_id
+        ids = torch.tensor([seq.prompt], device=self.device)
+        encoder = self.model.get_encoder()(input_ids=ids)
+        out = self.model(encoder_outputs=encoder, decoder_input_ids=torch.tensor([[start]], device=self.device),
+                         use_cache=True)
+        seq.pick(out.logits[0, -1].float())
+        self.rows.append(seq)
+        self.state.append((encoder, out.cache))
+
+    def drop(self, keep: list[int]) -> None:
+        self.rows = [self.rows[i] for i in keep]
+        self.state = [self.state[i] for i in keep]
+
+    def step(self) -> None:
+        import torch
+
+        for k, seq in enumerate(self.rows):
+            encoder, cache = self.state[k]
+            out = self.model(encoder_outputs=encoder, decoder_input_ids=torch.tensor([[seq.ids[-1]]], device=self.device),
+                             cache=cache, use_cache=True)
+            self.state[k] = (encoder, out.cache)
+            seq.pick(out.logits[0, -1].float())
+
+
+class CausalRows:
+    """Decoder-only models with a cache the batch cannot splice: every row its own cache."""
+
+    def __init__(self, model, device: str):
+        self.model, self.device = model, device
+        self.rows: list = []
+        self.caches: list = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, seq) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=torch.tensor([seq.prompt], device=self.device), cache=cache, use_cache=True,
+                         logits_to_keep=1)
+        seq.pick(out.logits[0, -1].float())
+        self.rows.append(seq)
+        self.caches.append(cache)
+
+    def drop(self, keep: list[int]) -> None:
+        self.rows = [self.rows[i] for i in keep]
+        self.caches = [self.caches[i] for i in keep]
+
+    def step(self) -> None:
+        import torch
+
+        for seq, cache in zip(self.rows, self.caches):
+            out = self.model(input_ids=torch.tensor([[seq.ids[-1]]], device=self.device), cache=cache, use_cache=True)
+            seq.pick(out.logits[0, -1].float())
