@@ -180,7 +180,7 @@ class EmbeddingTask(Task):
             cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
             refs = list(split.scores)
             return {"spearman": load("spearmanr").compute(predictions=cos.tolist(), references=refs)["spearmanr"],
-                    "pearson": load("pearsonr").compute(predictions=cos.tolist(), references=refs)["pearsonr"]}
+                    "pearson": load("pearsonr").compute(predictions=cos.tolist(), references=refs)["pearson"]}
         if split.kind == "queries":
             queries, documents = vectors[:split.queries, 0], vectors[split.queries:, 0]
             return retrieval_metrics(cosine_matrix(queries, documents), split.relevant)
