@@ -225,7 +225,7 @@ D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm or multiple-choice (see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice or embedding (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -252,6 +252,8 @@ class Recipe(Section, Generic[D]):
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:
                 raise ValueError("peft trains an adapter, but zero_shot scores without training; drop one of them")
+        if self.peft is not None and self.task == "embedding":
+            raise ValueError("peft is not available for task embedding yet; drop the peft section to train every weight")
         return self
 
 
