@@ -143,6 +143,13 @@ class ZeroShotConfig(Section):
     score: Literal["sum", "mean"] = Field(
         "sum", description="Label score: total log-likelihood of the verbalizer's tokens, or their mean."
     )
+    num_fewshot: int = Field(
+        0, ge=0, description="Labelled examples put before each prompt (each prompt, its verbalizer, the delimiter), "
+                             "sampled as lm-evaluation-harness samples them; 0 = zero-shot.")
+    fewshot_split: str | None = Field(
+        None, description="Split or file the examples come from; null = data.train. Never the split being scored.")
+    fewshot_seed: int = Field(1234, ge=0, description="Seed of the example sampler (lm-evaluation-harness's default 1234).")
+    fewshot_delimiter: str = Field("\n\n", description="Text after each example (the harness's fewshot_delimiter).")
 
     @field_validator("template")
     @classmethod
