@@ -106,7 +106,7 @@ def run_sentence_transformers(kind: str, train_rows: list[dict], args, out: Path
         loss = losses.CoSENTLoss(model, scale=20.0)
     arguments = SentenceTransformerTrainingArguments(
         output_dir=str(out), num_train_epochs=1, max_steps=args.steps or -1, per_device_train_batch_size=args.batch,
-        learning_rate=args.lr, warmup_ratio=0.0, weight_decay=0.01, seed=42, bf16=precision == "bf16",
+        learning_rate=args.lr, warmup_steps=0, weight_decay=0.01, seed=42, bf16=precision == "bf16",
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=1000, disable_tqdm=True,
         use_cpu=True, dataloader_num_workers=0)
     trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=dataset, loss=loss)
