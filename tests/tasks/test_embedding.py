@@ -106,6 +106,30 @@ def test_cosent_equals_hand_computation():
     assert float(cosent_loss(first, second, scores, 20.0)) == pytest.approx(math.log(total), rel=1e-9)
 
 
+def test_cosine_loss_is_the_squared_error_against_the_scaled_score():
+    import torch
+
+    from llmctl.tasks.embedding import cosine_loss
+
+    first = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    second = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    # cosines 0 and 1; targets 0.6 and 0.8 (scores 3 and 4 on 0..5)
+    expected = ((0 - 0.6) ** 2 + (1 - 0.8) ** 2) / 2
+    assert float(cosine_loss(first, second, torch.tensor([0.6, 0.8]))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_retrieval_metrics_by_hand():
+    from llmctl.metrics.retrieval import retrieval_metrics
+
+    scores = [[0.9, 0.1, 0.5], [0.2, 0.8, 0.7]]
+    got = retrieval_metrics(scores, [{2}, {0, 2}])
+    # query 0: its document ranks 2nd; query 1: its two documents rank 3rd and 2nd
+    ndcg0 = 1 / math.log2(3)
+    ndcg1 = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert got == pytest.approx({"mrr_at_10": 0.5, "recall_at_1": 0.0, "recall_at_10": 1.0,
+                                 "ndcg_at_10": (ndcg0 + ndcg1) / 2})
+
+
 # -- training and the saved model ------------------------------------------------------------------
 def test_pairs_training_finds_partners_far_above_chance(pair_run):
     run, result = pair_run
