@@ -15,6 +15,7 @@ from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_USAGE
 
 from llmctl.cli import cache as _cache
 from llmctl.cli import doctor as _doctor
+from llmctl.cli import embed as _embed
 from llmctl.cli import env as _env
 from llmctl.cli import eval as _eval
 from llmctl.cli import export as _export

@@ -143,6 +143,13 @@ class ZeroShotConfig(Section):
     score: Literal["sum", "mean"] = Field(
         "sum", description="Label score: total log-likelihood of the verbalizer's tokens, or their mean."
     )
+    num_fewshot: int = Field(
+        0, ge=0, description="Labelled examples put before each prompt (each prompt, its verbalizer, the delimiter), "
+                             "sampled as lm-evaluation-harness samples them; 0 = zero-shot.")
+    fewshot_split: str | None = Field(
+        None, description="Split or file the examples come from; null = data.train. Never the split being scored.")
+    fewshot_seed: int = Field(1234, ge=0, description="Seed of the example sampler (lm-evaluation-harness's default 1234).")
+    fewshot_delimiter: str = Field("\n\n", description="Text after each example (the harness's fewshot_delimiter).")
 
     @field_validator("template")
     @classmethod
@@ -225,7 +232,7 @@ D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm or multiple-choice (see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice or embedding (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -252,6 +259,8 @@ class Recipe(Section, Generic[D]):
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:
                 raise ValueError("peft trains an adapter, but zero_shot scores without training; drop one of them")
+        if self.peft is not None and self.task == "embedding":
+            raise ValueError("peft is not available for task embedding yet; drop the peft section to train every weight")
         return self
 
 

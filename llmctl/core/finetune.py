@@ -170,7 +170,9 @@ def run(setup: Setup) -> Iterator:
         """Called on every process: under FSDP gathering the weights takes all of them."""
         state = full_model_state(setup.model) if setup.sharded else None
         if accelerator.is_main_process:
-            run_dir.save_model(accelerator.unwrap_model(setup.model), setup.tokenizer, meta, info, state_dict=state)
+            unwrapped = accelerator.unwrap_model(setup.model)
+            run_dir.save_model(unwrapped, setup.tokenizer, meta, info, state_dict=state,
+                               extra_files=task.model_files(unwrapped.config))
 
     resume_from = setup.resume_from
     tracker = tracking.RunTracking.start(accelerator, recipe, run_dir.path,

@@ -9,6 +9,7 @@ to the `llmctl` logger, and the command (llmctl.cli.generate, llmctl.cli._rows) 
     stream.py    hand text to the caller as tokens come (one prompt), never past a stop string
     run.py       generate_text: prompts in, rows handed over per batch (on_rows) or text per token (stream)
     zeroshot.py  score each label's verbalizer by log-likelihood (`llmctl eval` with zero_shot)
+    fewshot.py   zero_shot.num_fewshot: examples before each prompt, drawn as lm-evaluation-harness draws them
     choices.py   zero-shot multiple choice with a generative model
     loglikelihood.py  log P(continuation | context), tokenized and scored as lm-evaluation-harness does
 """

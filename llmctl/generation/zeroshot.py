@@ -22,6 +22,25 @@ def fill_template(template: str, columns: list[str], texts: list[list[str]]) -> 
     return [template.format(**{c: texts[k][i] for k, c in enumerate(columns)}) for i in range(len(texts[0]))]
 
 
+def add_examples(prompts: list[str], task, zero_shot, data_cfg, spec: str) -> tuple[list[str], dict]:
+    """The prompts after num_fewshot labelled examples each (llmctl.generation.fewshot: drawn as
+    lm-evaluation-harness draws them), and what the result reports about them. Refusals (the scored
+    split as examples, too few examples) come before any model loads."""
+    from llmctl.generation.fewshot import fewshot_spec, sample_examples, with_examples
+
+    source = fewshot_spec(zero_shot, data_cfg, spec)
+    # every row of the few-shot split is a candidate, as in the harness: no max_eval_samples
+    examples_task = task.with_data(data_cfg.model_copy(update={"max_eval_samples": None}))
+    examples = examples_task._load_split("fewshot", source, "zero_shot.fewshot_split", True)
+    names = task.labels.names
+    answers = [zero_shot.verbalizers[names[i]] for i in examples_task._label_ids(examples)]
+    draws = sample_examples(len(examples), zero_shot.num_fewshot, len(prompts), zero_shot.fewshot_seed, examples.where)
+    filled = fill_template(zero_shot.template, data_cfg.text_columns, examples.texts)
+    prompts = with_examples(prompts, filled, answers, draws, zero_shot.fewshot_delimiter)
+    return prompts, {"fewshot_seed": zero_shot.fewshot_seed, "fewshot_split": examples.where,
+                     "fewshot_delimiter": zero_shot.fewshot_delimiter}
+
+
 def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, device: str | None = None,
                        precision: str = "auto", warn=None) -> dict:
     """Score the split `spec` of recipe.data with the recipe's zero_shot section."""
@@ -41,6 +60,9 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     task = ClassificationTask(data_cfg, Labels(tuple(labels)))
     split = log_notes(task.load_split("eval", spec), _log)  # data errors surface before any model loads
     prompts = fill_template(zero_shot.template, data_cfg.text_columns, split.texts)
+    fewshot = {}
+    if zero_shot.num_fewshot:
+        prompts, fewshot = add_examples(prompts, task, zero_shot, data_cfg, spec)
 
     quiet_transformers()
     source = resolve_source(model)
@@ -69,7 +91,8 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     metrics["acc_norm"] = task.compute_metrics({"logits": list(normed)}, None, split)["accuracy"]
     return {"metrics": metrics, "model": source, "data": split.where, "samples": len(split),
             "zero_shot": {"labels": labels, "verbalizers": zero_shot.verbalizers, "score": zero_shot.score,
-                          "model_kind": kind, "precision": gen.precision,
+                          "model_kind": kind, "precision": gen.precision, "num_fewshot": zero_shot.num_fewshot,
+                          **fewshot,
                           # The tokenizer's own convention decides, as in the harness; shown because it moves scores.
                           "bos_prepended": tokenizer.bos_token_id is not None
                           and requests[0].context[0] == tokenizer.bos_token_id}}

@@ -295,9 +295,11 @@ class RunDir:
                 keep.append(line)
         replace_file(log, "".join(line + "\n" for line in keep))
 
-    def save_model(self, model, tokenizer, task_meta: dict, info: dict, state_dict: dict | None = None) -> None:
+    def save_model(self, model, tokenizer, task_meta: dict, info: dict, state_dict: dict | None = None,
+                   extra_files: dict[str, str] | None = None) -> None:
         """save_pretrained into model.partial, then swap it in: the old best survives a failed save.
-        `state_dict`: the weights gathered from a sharded (FSDP) model, which holds only shards."""
+        `state_dict`: the weights gathered from a sharded (FSDP) model, which holds only shards.
+        `extra_files`: relative path -> text written beside the weights (Task.model_files)."""
         from safetensors import SafetensorError
 
         from llmctl.errors import TrainingError
@@ -316,6 +318,9 @@ class RunDir:
                 model.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(partial)
             (partial / TASK_FILE).write_text(json.dumps(task_meta | {"saved_at": info}, indent=2) + "\n")
+            for name, text in (extra_files or {}).items():
+                (partial / name).parent.mkdir(parents=True, exist_ok=True)
+                (partial / name).write_text(text)
             write_model_card(self.path, partial, saved_at=info)  # rewritten with final metrics at the end
         except (OSError, SafetensorError) as exc:
             shutil.rmtree(partial, ignore_errors=True)

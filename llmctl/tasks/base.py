@@ -147,6 +147,12 @@ class Task(ABC):
         the same inputs; the others batch as `collate` does."""
         return self.collate(rows, tokenizer)
 
+    def training_loss(self, model, inputs: dict):
+        """The loss the loop minimises on one training batch: the model's own (its head computes it
+        from `labels`); a task whose objective is outside the model (contrastive embedding losses)
+        computes it here from the model's outputs."""
+        return model(**inputs).loss
+
     # -- evaluation --------------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):
         """The outputs `outputs_to_keep` reads, for evaluation and prediction; tasks that
@@ -184,6 +190,11 @@ class Task(ABC):
             if data.get(key) and Path(data[key]).expanduser().is_file():
                 data[key] = str(Path(data[key]).expanduser().resolve())
         return {"task": self.name, "data": data}
+
+    def model_files(self, model_config) -> dict[str, str]:
+        """Extra files (relative path -> text) saved beside the weights, e.g. the sentence-transformers
+        modules of an embedding model; {} for most tasks."""
+        return {}
 
     # -- prediction -------------------------------------------------------------------
     def cut_inputs(self, split, tokenizer) -> tuple[object, int, int]:

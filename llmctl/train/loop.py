@@ -194,7 +194,7 @@ class Training:
             inputs = to_device(inputs, acc.device)
             last = micro == len(group) - 1
             with contextlib.nullcontext() if last or world == 1 else acc.no_sync(s.model):
-                loss = s.model(**inputs).loss
+                loss = s.task.training_loss(s.model, inputs)
                 if not torch.isfinite(loss.detach()):
                     raise TrainingError(
                         f"Loss became {float(loss)} at step {state['step'] + 1} (epoch {state['epoch'] + 1}).",
