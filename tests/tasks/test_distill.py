@@ -175,6 +175,11 @@ def test_a_teacher_with_another_vocabulary_or_label_set_is_refused(tiny_models, 
 
 
 def test_distill_is_refused_on_a_task_without_it(tiny_models, tmp_path):
+    from llmctl.config.schema import DISTILL_TASKS
+    from llmctl.tasks import TASKS
+
+    # the schema's list is the tasks that declare what a teacher's outputs are matched on
+    assert sorted(name for name, task in TASKS.items() if task.distill_targets) == sorted(DISTILL_TASKS)
     recipe = build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], tmp_path / "run", {"train": "x.txt"},
                           distill={"teacher": str(tiny_models["bert"])})
     refused = run_cli("finetune", str(recipe))
