@@ -306,6 +306,9 @@ class Recipe(Section, Generic[D]):
                                  f"or drop {', '.join(unused)}")
         if self.distill is not None:
             check_distill(self.task, self.data, self)
+        if self.model.init_from is not None and self.peft is not None and self.peft.quantized:
+            raise ValueError("model.init_from builds the model from full-precision weights; qlora's 4-bit base "
+                             "cannot start from it: use peft.method: lora, or drop model.init_from")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:

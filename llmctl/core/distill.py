@@ -68,6 +68,8 @@ def build_distiller(recipe, task, features, tokenizer, device, notes: list[str])
 
     cfg = recipe.distill
     use_cache = bool(recipe.data.cache and local_files(recipe.data.train))
-    targets = teacher_targets(cfg, task, features, tokenizer, Path(find_model_dir(cfg.teacher)), device, use_cache,
+    targets, source = teacher_targets(cfg, task, features, tokenizer, Path(find_model_dir(cfg.teacher)), device, use_cache,
                               notes)
-    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature)
+    info = {"teacher": str(cfg.teacher), "alpha": cfg.alpha, "temperature": cfg.temperature,
+            "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source}
+    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info)

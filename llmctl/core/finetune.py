@@ -250,6 +250,8 @@ def _finish(stopped: Stopped, setup: Setup) -> dict:
     result = _result(stopped, run, accelerator, setup.precision, setup.total_steps) | {"data": setup.data_info}
     if setup.lora:
         result["peft"] = setup.lora
+    if setup.distiller is not None:
+        result["distill"] = setup.distiller.info
     if checked.test_split is not None:
         result["test_metrics"] = _evaluate_saved(run, checked.task, setup.tokenizer, accelerator, setup.model,
                                                  checked.test_split, checked.recipe.train.eval_batch_size)

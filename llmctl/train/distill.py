@@ -78,6 +78,7 @@ class Distiller:
     targets: object  # llmctl.data.features.Features of the teacher's outputs, rows as the training features
     alpha: float
     temperature: float
+    info: dict | None = None  # for metrics.json: the teacher and where its outputs came from
 
     def loss(self, model, inputs: dict, index):
         outputs = model(**inputs)
@@ -121,8 +122,8 @@ def teacher_key(task, cfg, features, teacher_dir: Path):
 
 
 def teacher_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, use_cache: bool, notes: list[str]):
-    """The teacher's outputs for every training row: from the feature cache, or computed now
-    (and stored there when `use_cache`). `notes`: what the user should read."""
+    """(the teacher's outputs for every training row, "cache" | "computed"): from the feature
+    cache, or computed now (and stored there when `use_cache`). `notes`: what the user should read."""
     from llmctl.data import cache
 
     key = teacher_key(task, cfg, features, teacher_dir) if use_cache else None
@@ -131,15 +132,15 @@ def teacher_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, u
         if found is not None:
             notes.append(f"distill: the teacher's outputs for {len(found):,} rows from the cache "
                          f"({cache.entries_dir() / key.digest}); the teacher is not run")
-            return found
+            return found, "cache"
     targets = compute_targets(cfg, task, features, tokenizer, teacher_dir, device)
     notes.append(f"distill: ran the teacher {teacher_dir} once over {len(features):,} training rows"
                  + ("; its outputs are cached for later runs" if key is not None else ""))
     if key is not None and cache.write(key, targets, notes):
         from llmctl.data import store
 
-        return store.load(cache.entries_dir() / key.digest)
-    return targets
+        return store.load(cache.entries_dir() / key.digest), "computed"
+    return targets, "computed"
 
 
 def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device):

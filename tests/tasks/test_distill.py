@@ -71,6 +71,8 @@ def test_teacher_outputs_are_cached_and_equal_recomputed_ones(teacher, student):
     assert "distill: ran the teacher" in first.stderr or "the teacher is not run" in first.stderr
     assert "ran the teacher" not in second.stderr
     assert "distill: the teacher's outputs for 48 rows from the cache" in second.stderr
+    assert second.json()["distill"] == {"teacher": str(teacher_run), "alpha": 0.5, "temperature": 2.0, "top_k": None,
+                                        "teacher_outputs": "cache"}
     entries = [p for p in (Path(cache["LLMCTL_CACHE_DIR"]) / "features").iterdir()
                if json.loads((p / "manifest.json").read_text())["key"].get("role") == "teacher"]
     assert len(entries) == 1  # the alpha-0 run and both student runs share it
