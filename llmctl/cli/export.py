@@ -21,6 +21,14 @@ def export_command(
     fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT",
                             help="safetensors, or onnx (classification, NER, QA; `llmctl predict DIR` runs it "
                                  "through onnxruntime)."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", metavar="SCHEME",
+        help="int8: onnxruntime's dynamic quantisation of the ONNX graph (needs --format onnx); scores it "
+             "against the fp32 graph on the run's validation split."),
+    max_drop: list[str] = typer.Option(
+        [], "--max-drop", metavar="METRIC=AMOUNT",
+        help="With --quantize: refuse (exit 4, nothing written) when METRIC drops by more than AMOUNT "
+             "from fp32 to int8. Repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Write a run's model as a plain checkpoint that transformers loads without peft, or as ONNX."""
@@ -29,11 +37,20 @@ def export_command(
     from llmctl.console import print_json
     from llmctl.core.export import export_run
 
-    result = export_run(run, output, base=base, fmt=fmt)
+    result = export_run(run, output, base=base, fmt=fmt, quantize=quantize, max_drop=max_drop)
     check = result.get("check")
     if check is not None:  # said with --json too (on stderr): an export is only kept when it matched
         print(f"onnx check: onnxruntime matches PyTorch on a {'x'.join(map(str, check['batch_shape']))} test batch, "
               f"max |diff| {check['max_abs_diff']:.2g} (allowed {check['tolerance']:g})", file=sys.stderr)
+    quantized = result.get("quantization")
+    if quantized is not None:  # on stderr with --json too, like the check line
+        for name, change in quantized["change"].items():
+            if change is not None:
+                print(f"{quantized['scheme']}: {name} {quantized['quantized'][name]:.4f} (fp32 export "
+                      f"{quantized['fp32'][name]:.4f}, change {change:+.4f}) on {quantized['samples']} validation rows",
+                      file=sys.stderr)
+        print(f"{quantized['scheme']}: model.onnx {quantized['fp32_bytes'] / 1e6:.1f} MB -> "
+              f"{quantized['quantized_bytes'] / 1e6:.1f} MB", file=sys.stderr)
     if json_out:
         print_json(result)
     else:

@@ -35,6 +35,43 @@ class ModelConfig(Section):
     allow_pickle_weights: bool = Field(
         False, description="Allow .bin (pickle) weights, which can run code on load. Safetensors otherwise."
     )
+    init_from: str | None = Field(
+        None, description="Start from this model's (or run's) weights cut down to model.layers: a smaller student "
+                          "for distillation. name_or_path defaults to it (its tokenizer is used).")
+    layers: list[int] | None = Field(
+        None, description="With init_from: which of its transformer layers the new model keeps, in order, "
+                          "e.g. [0, 1, 2]; embeddings and head are copied too.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_init(cls, value):
+        """name_or_path defaults to init_from (a run directory: its model/ folder), whose tokenizer the new model uses."""
+        if isinstance(value, dict) and value.get("init_from") and not value.get("name_or_path"):
+            value = dict(value, name_or_path=init_source(str(value["init_from"])))
+        return value
+
+    @model_validator(mode="after")
+    def _layers_with_init(self):
+        if self.layers is not None and self.init_from is None:
+            raise ValueError("model.layers picks layers of model.init_from, which is not set; "
+                             "set model.init_from: TEACHER or drop model.layers")
+        if self.init_from is not None:
+            if self.name_or_path not in (self.init_from, init_source(self.init_from)):
+                raise ValueError(f"model.init_from {self.init_from!r} and model.name_or_path {self.name_or_path!r} "
+                                 "differ; the new model takes init_from's tokenizer, so drop name_or_path")
+            if not self.layers:
+                raise ValueError("model.init_from needs model.layers, the layers to keep, e.g. [0, 1, 2]")
+            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"model.layers {self.layers}: give distinct layer numbers from 0")
+        return self
+
+
+def init_source(path: str) -> str:
+    """model.init_from as a model folder: a run directory's model/ (where finetune saved it), else the path."""
+    from pathlib import Path
+
+    folder = Path(path).expanduser() / "model"
+    return str(folder) if (folder / "config.json").is_file() else path
 
 
 class DataConfig(Section):
@@ -228,6 +265,23 @@ def template_columns(template: str) -> list[str]:
     return names
 
 
+# The tasks whose head the distillation loss knows (their Task.distill_targets; see llmctl/train/distill.py).
+DISTILL_TASKS = ("classification", "causal-lm")
+
+
+class DistillConfig(Section):
+    """Knowledge distillation: loss = (1 - alpha) * task cross-entropy
+    + alpha * temperature**2 * KL(teacher_T || student_T), the teacher's logits computed once and cached."""
+
+    teacher: str = Field(description="The teacher: a run directory or saved model of the same task and tokenizer.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions (logits / temperature).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 0 = plain fine-tuning.")
+    top_k: int | None = Field(
+        64, gt=0, description="causal-lm: keep the teacher's k most likely tokens per position, the rest of its "
+                              "probability as one bucket; null = the full vocabulary. Classification keeps every label.")
+    batch_size: int = Field(32, gt=0, description="Rows per teacher forward pass when its logits are computed.")
+
+
 D = TypeVar("D", bound=DataConfig)
 
 
@@ -241,6 +295,8 @@ class Recipe(Section, Generic[D]):
         None, description="Score labels with a generative model's log-likelihood instead of training a head."
     )
     peft: PeftConfig | None = Field(None, description="Train a LoRA adapter instead of every weight (see README, LoRA).")
+    distill: DistillConfig | None = Field(
+        None, description="Learn from a teacher model's softened outputs too (classification, causal-lm).")
 
     # The file the recipe came from, for messages (set by llmctl.config.load.validate_recipe).
     _source: str = PrivateAttr("<recipe>")
@@ -255,6 +311,11 @@ class Recipe(Section, Generic[D]):
                 raise ValueError(f"{', '.join(unused)} {'needs' if len(unused) == 1 else 'need'} data.validation, "
                                  f"which is null; set data.validation to a split or file, "
                                  f"or drop {', '.join(unused)}")
+        if self.distill is not None:
+            check_distill(self.task, self.data, self)
+        if self.model.init_from is not None and self.peft is not None and self.peft.quantized:
+            raise ValueError("model.init_from builds the model from full-precision weights; qlora's 4-bit base "
+                             "cannot start from it: use peft.method: lora, or drop model.init_from")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:
@@ -262,6 +323,17 @@ class Recipe(Section, Generic[D]):
         if self.peft is not None and self.task == "embedding":
             raise ValueError("peft is not available for task embedding yet; drop the peft section to train every weight")
         return self
+
+
+def check_distill(task: str, data, recipe) -> None:
+    if task not in DISTILL_TASKS:
+        raise ValueError(f"distill works with task: {' or '.join(DISTILL_TASKS)}, not {task!r}")
+    if getattr(data, "regression", False):
+        raise ValueError("distill matches the teacher's label distribution; a regression target has none")
+    if getattr(data, "packing", False):
+        raise ValueError("distill caches the teacher's outputs per example; drop data.packing")
+    if recipe.peft is not None or recipe.zero_shot is not None:
+        raise ValueError(f"distill trains the whole student; drop {'peft' if recipe.peft is not None else 'zero_shot'}")
 
 
 def check_zero_shot(task: str, data, zero_shot: ZeroShotConfig) -> None:

@@ -13,8 +13,17 @@ from llmctl.errors import UsageError
 from llmctl.export.merged import FORMATS, check_output, partial_dir, write_export
 
 
-def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors") -> dict:
-    """Write the merged (or plain) model of `run` to `output`; returns what was written."""
+def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors",
+               quantize: str | None = None, max_drop: list[str] | None = None) -> dict:
+    """Write the merged (or plain) model of `run` to `output`; returns what was written.
+    `quantize="int8"` (ONNX only) quantises the graph and scores it against the fp32 one on the
+    run's validation split ("quantization" in the result); `max_drop` (["accuracy=0.01"]) refuses
+    with GateFailed (exit 4, no folder) when a metric drops by more."""
+    from llmctl.core.runs import parse_max_drop
+    from llmctl.export.quantize import check_options
+
+    drops = parse_max_drop(max_drop or [])
+    check_options(fmt, quantize, drops)  # a usage error before anything loads
     from llmctl.models.adapters import ADAPTER_CONFIG, check_same_base, is_adapter_dir, load_adapter_model
     from llmctl.models.load import auto_class, load_trained
     from llmctl.models.quiet import quiet_libraries
@@ -29,6 +38,12 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     check_run(run)
     partial_dir(target)  # refuse a foreign .DIR.partial before anything loads
     model_dir = find_model_dir(run)
+    if quantize is not None:
+        from llmctl.export.quantize import check_validation
+        from llmctl.models.saved import TASK_FILE
+        from llmctl.runs.files import read_json
+
+        check_validation(read_json(model_dir / TASK_FILE, root=model_dir), run)
     adapter = is_adapter_dir(model_dir)
     if base is not None and not adapter:
         raise UsageError(f"--base: {run} is a full fine-tune, not a LoRA run, so there is no adapter to merge.",
@@ -48,8 +63,17 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         model = load_adapter_model(auto, model_dir, base=base).merge_and_unload()
     else:
         model = load_trained(auto, model_dir)
-    check = write_export(model, task, model_dir, target, fmt, adapter)
+    finish = None
+    if quantize is not None:
+        from functools import partial as bind
+
+        from llmctl.core.evaluation import evaluate_model
+        from llmctl.export.quantize import quantize_and_score
+
+        finish = bind(quantize_and_score, scheme=quantize, max_drop=drops, score=evaluate_model)
+    check, quantization = write_export(model, task, model_dir, target, fmt, adapter, finish=finish)
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
     return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
             "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),
-            "format": fmt, **({"check": check} if check is not None else {})}
+            "format": fmt, **({"check": check} if check is not None else {}),
+            **({"quantization": quantization} if quantization is not None else {})}

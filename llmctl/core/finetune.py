@@ -63,6 +63,7 @@ class Setup:
     resume_from: Path | None  # the checkpoint --resume continues from
     speedups: list[str] = field(default_factory=list)  # the CPU speed-ups applied
     lora: dict | None = None  # the adapter's summary (trainable parameters, layers) for a LoRA run
+    distiller: object | None = None  # llmctl.train.distill.Distiller for a `distill:` run
 
 
 def build(checked: Checked) -> Setup:
@@ -97,6 +98,15 @@ def build(checked: Checked) -> Setup:
                                                    recipe.data.cache, RowsProgress, USER_TOKENIZERS_PARALLELISM)
     tell(train_features)
     eval_features = tell(task.featurize(checked.eval_split, tokenizer)) if checked.eval_split is not None else None
+    distiller = None
+    if recipe.distill is not None:  # before the seed: the teacher's run takes none of the run's random numbers
+        from llmctl.core.distill import build_distiller
+        from llmctl.console import note
+
+        told: list[str] = []
+        distiller = build_distiller(recipe, task, train_features, tokenizer, accelerator.device, told)
+        for line in told:
+            note(line)
     resume = checked.mode == "resume"
     resume_from = run.latest_checkpoint() if resume else None  # partial ones are removed by run.open
     if resume and resume_from is None and (run.path / "metrics.json").is_file():
@@ -109,8 +119,13 @@ def build(checked: Checked) -> Setup:
     from llmctl.models.adapters import quantization_config, wrap
 
     quantized = quantization_config(recipe.peft) if recipe.peft is not None else None  # QLoRA: a 4-bit base
-    model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
-                       **task.model_kwargs())
+    if recipe.model.init_from is not None:  # the source's weights, cut to model.layers
+        from llmctl.core.distill import init_student
+
+        model = init_student(auto_class(task.auto_model), recipe, tokenizer, **task.model_kwargs())
+    else:
+        model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
+                           **task.model_kwargs())
     lora = None
     if recipe.peft is not None:
         from llmctl.models.trust import base_digests
@@ -143,7 +158,7 @@ def build(checked: Checked) -> Setup:
     return Setup(checked=checked, precision=precision, accelerator=accelerator, sharded=sharded, tokenizer=tokenizer,
                  train_features=train_features, eval_features=eval_features, data_info=data_info, model=model,
                  optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                 fingerprint=run_print, resume_from=resume_from, speedups=speedups, lora=lora)
+                 fingerprint=run_print, resume_from=resume_from, speedups=speedups, lora=lora, distiller=distiller)
 
 
 def run(setup: Setup) -> Iterator:
@@ -184,6 +199,7 @@ def run(setup: Setup) -> Iterator:
         eval_split=checked.eval_split, cfg=recipe.train, total_steps=setup.total_steps,
         steps_per_epoch=setup.steps_per_epoch, checkpoint_dir=run_dir.checkpoints, save_best=save_best,
         precision=setup.precision, resume_from=resume_from, fingerprint=setup.fingerprint,
+        distiller=setup.distiller,
     )
     outcome = "failed"  # what the trackers are told when the run ends
     try:
@@ -236,6 +252,8 @@ def _finish(stopped: Stopped, setup: Setup) -> dict:
     result = _result(stopped, run, accelerator, setup.precision, setup.total_steps) | {"data": setup.data_info}
     if setup.lora:
         result["peft"] = setup.lora
+    if setup.distiller is not None:
+        result["distill"] = setup.distiller.info
     if checked.test_split is not None:
         result["test_metrics"] = _evaluate_saved(run, checked.task, setup.tokenizer, accelerator, setup.model,
                                                  checked.test_split, checked.recipe.train.eval_batch_size)

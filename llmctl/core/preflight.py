@@ -96,6 +96,10 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     check_metric_for_best(recipe, task)  # after for_model: a task's metrics may depend on the architecture
     check_max_length(recipe)
     check_head_size(recipe, task)  # transformers would refuse it only after the run started
+    if recipe.distill is not None or recipe.model.init_from is not None:
+        from llmctl.core import distill
+
+        distill.check(recipe, task, config)  # the teacher's vocabulary and labels, the layers to keep
     base = base_sha256 = None
     if recipe.peft is not None:
         from llmctl.models.adapters import check_before_load

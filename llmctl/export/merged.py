@@ -46,9 +46,13 @@ def partial_dir(target: Path) -> Path:
     return partial
 
 
-def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: bool) -> dict | None:
+def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: bool,
+                 finish=None) -> tuple[dict | None, dict | None]:
     """Write `model` (merged or plain), model_dir's tokenizer, llmctl.json and the model card to
-    `target`, through `.DIR.partial` renamed into place; returns the ONNX check (None for safetensors)."""
+    `target`, through `.DIR.partial` renamed into place; returns (the ONNX check or None, what
+    `finish` returned). `finish(folder)`, when given, runs on the complete folder before the card
+    and the rename (--quantize: llmctl.export.quantize); what it returns is recorded in llmctl.json,
+    export.json and the card; an error it raises leaves nothing behind."""
     from llmctl.models.gate import pretrained
     from llmctl.models.saved import TASK_FILE
     from llmctl.runs.files import read_json
@@ -59,7 +63,7 @@ def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: 
         from llmctl.export import onnx as onnx_export
 
     partial = partial_dir(target)
-    check, made = None, False
+    check, finished, made = None, None, False
     try:
         partial.mkdir(parents=True)  # not exist_ok: a folder that appeared since the check is not ours
         made = True
@@ -82,9 +86,13 @@ def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: 
             meta["exported_from"] = {"model_dir": str(model_dir.resolve()), "merged_adapter": adapter}
             meta.pop("peft", None)
             (partial / TASK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if finish is not None:
+            finished = finish(partial)
+            _record(partial, TASK_FILE, "quantization", finished)
+            _record(partial, onnx_export.CHECK_FILE, "quantization", finished)
         from llmctl.runs.model_card import write_export_card
 
-        write_export_card(model_dir, partial, merged=adapter, fmt=fmt)
+        write_export_card(model_dir, partial, merged=adapter, fmt=fmt, quantization=finished)
         (partial / PARTIAL_MARKER).unlink()
         if target.is_dir():
             target.rmdir()  # checked empty above
@@ -102,4 +110,11 @@ def write_export(model, task, model_dir: Path, target: Path, fmt: str, adapter: 
     finally:
         if made:
             shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing half-written
-    return check
+    return check, finished
+
+
+def _record(folder: Path, name: str, key: str, value: dict) -> None:
+    """Add `key: value` to the JSON file `name` in `folder`."""
+    data = json.loads((folder / name).read_text())
+    data[key] = value
+    (folder / name).write_text(json.dumps(data, indent=2) + "\n")

@@ -51,7 +51,7 @@ def write_model_card(run_dir: Path, model_dir: Path | None = None, saved_at: dic
     return path
 
 
-def write_export_card(model_dir: Path, dest: Path, merged: bool, fmt: str) -> None:
+def write_export_card(model_dir: Path, dest: Path, merged: bool, fmt: str, quantization: dict | None = None) -> None:
     """The card of an exported folder `dest`: the run's card for the weights written there (a
     merged LoRA adapter is a plain transformers model; an ONNX graph is library onnx). A model
     folder that is not inside a run keeps the card it has, if any."""
@@ -61,7 +61,7 @@ def write_export_card(model_dir: Path, dest: Path, merged: bool, fmt: str) -> No
             (Path(dest) / CARD).write_bytes((Path(model_dir) / CARD).read_bytes())
         return
     try:
-        card = build_model_card(run_dir, dest, export={"merged": merged, "format": fmt})
+        card = build_model_card(run_dir, dest, export={"merged": merged, "format": fmt, "quantization": quantization})
     except (ValueError, TypeError) as exc:
         _log.warning(f"no model card written to the export: {exc}")
         return
@@ -99,7 +99,8 @@ def build_model_card(run_dir: Path, model_dir: Path, saved_at: dict | None = Non
         license=_base_license(base),
         pipeline_tag=pipeline,
         tags=["llmctl", task] + (["lora"] if adapter or (export and export["merged"]) else [])
-        + (["onnx"] if export and export["format"] == "onnx" else []),
+        + (["onnx"] if export and export["format"] == "onnx" else [])
+        + (["int8"] if export and export.get("quantization") else []),
         datasets=[data["dataset"]] if data.get("dataset") else None,
         eval_results=results or None,
         metrics=sorted({r.metric_type for r in results}) or None,
@@ -110,9 +111,20 @@ def build_model_card(run_dir: Path, model_dir: Path, saved_at: dict | None = Non
                 if export["merged"] else "The run's model")
         said += (", exported to ONNX (`model.onnx`; `llmctl predict` runs it through onnxruntime)."
                  if export["format"] == "onnx" else ", written by `llmctl export`.")
+        if export.get("quantization"):
+            said += "\n\n" + _quantization_prose(export["quantization"])
         title, rest = prose.split("\n", 1)
         prose = f"{title}\n\n{said}\n{rest}"
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{prose}")
+
+
+def _quantization_prose(q: dict) -> str:
+    """What --quantize did and what it cost, measured on the validation split."""
+    rows = "\n".join(f"| {name} | {q['fp32'][name]:.4f} | {q['quantized'][name]:.4f} | {change:+.4f} |"
+                     for name, change in q["change"].items() if change is not None)
+    return (f"Quantised to {q['scheme']} with {q['method']}; the graph went from {q['fp32_bytes']:,} to "
+            f"{q['quantized_bytes']:,} bytes. Both graphs scored on {q['data']} ({q['samples']} rows):\n\n"
+            f"| metric | fp32 | {q['scheme']} | change |\n|---|---|---|---|\n{rows}")
 
 
 def _eval_results(EvalResult, pipeline: str, data: dict, role: str, metrics: dict) -> list:

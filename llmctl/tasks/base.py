@@ -62,6 +62,10 @@ class Task(ABC):
     # True when the training features depend only on the data file, data settings and tokenizer,
     # so they may come from the feature cache without featurize running (llmctl.data.prepare).
     cacheable_features: ClassVar[bool] = False
+    # What a `distill:` teacher's outputs are matched on (llmctl.train.distill): "sequence" (one
+    # logits row per example: a classification head) or "tokens" (a causal LM's positions whose
+    # next token is learned); None: distillation is not offered (config.schema.DISTILL_TASKS).
+    distill_targets: ClassVar[str | None] = None
 
     def __init__(self, data_cfg: DataConfig, labels: Labels | None = None):
         self.data_cfg = data_cfg

@@ -107,6 +107,7 @@ class CausalLMTask(Task):
     data_config: ClassVar[type[DataConfig]] = CausalLMData
     auto_model: ClassVar[str] = "AutoModelForCausalLM"
     cacheable_features: ClassVar[bool] = True
+    distill_targets: ClassVar[str | None] = "tokens"
 
     def check_model(self, model_cfg) -> None:
         gen.check_architecture(self.name, model_cfg)

@@ -30,6 +30,7 @@ class ClassificationTask(Task):
     data_config: ClassVar[type[DataConfig]] = ClassificationData
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"
     cacheable_features: ClassVar[bool] = True
+    distill_targets: ClassVar[str | None] = "sequence"
 
     def __init__(self, data_cfg: ClassificationData, labels: Labels | None = None):
         """`labels` None: what the recipe gives (data.label_names, data.regression: true), else

@@ -53,6 +53,7 @@ class LoopSetup:
     precision: str = "fp32"
     resume_from: Path | None = None
     fingerprint: dict = field(default_factory=dict)  # stored in checkpoints, checked on resume
+    distiller: Any | None = None  # llmctl.train.distill.Distiller: the loss mixes in a teacher's KL
 
 
 def plan_steps(num_examples: int, cfg) -> tuple[int, int]:
@@ -194,7 +195,8 @@ class Training:
             inputs = to_device(inputs, acc.device)
             last = micro == len(group) - 1
             with contextlib.nullcontext() if last or world == 1 else acc.no_sync(s.model):
-                loss = s.task.training_loss(s.model, inputs)
+                loss = (s.task.training_loss(s.model, inputs) if s.distiller is None
+                        else s.distiller.loss(s.model, inputs, indices[-1]))
                 if not torch.isfinite(loss.detach()):
                     raise TrainingError(
                         f"Loss became {float(loss)} at step {state['step'] + 1} (epoch {state['epoch'] + 1}).",
