@@ -84,7 +84,7 @@ class MaskedLMTask(Task):
         if has_mlm_head(config) or not getattr(config, "architectures", None):
             return ()
         saved = ", ".join(config.architectures)
-        return (Note(f"model {model_cfg.name_or_path} was saved without a masked-LM head ({saved}); "
+        return (Note(f"model {model_cfg.label} was saved without a masked-LM head ({saved}); "
                      "masked-lm starts one at random and trains it with the rest."),)
 
     # -- data -----------------------------------------------------------------------
@@ -104,6 +104,9 @@ class MaskedLMTask(Task):
 
     def model_kwargs(self) -> dict:
         return {}
+
+    def corpus(self, split: TextSplit):
+        return iter(split.texts)
 
     # -- features -------------------------------------------------------------------
     def featurize(self, split: TextSplit, tokenizer, progress=None):
