@@ -2,6 +2,7 @@
 
 from llmctl.tasks.causal_lm import CausalLMTask
 from llmctl.tasks.classification import ClassificationTask
+from llmctl.tasks.denoising import DenoisingTask
 from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.multiple_choice import MultipleChoiceTask
 from llmctl.tasks.ner import NerTask
@@ -16,4 +17,5 @@ TASKS = {
     "causal-lm": CausalLMTask,
     "masked-lm": MaskedLMTask,
     "multiple-choice": MultipleChoiceTask,
+    "denoising": DenoisingTask,
 }
