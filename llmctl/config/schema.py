@@ -308,7 +308,7 @@ D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm or multiple-choice (see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice or denoising (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)

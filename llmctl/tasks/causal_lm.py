@@ -305,7 +305,8 @@ class CausalLMTask(Task):
         size = self.data_cfg.max_length
         cut = [[row.tolist() for row in blocks(Ragged.from_lists(column), size)] for column in (ids, labels)]
         texts = split.prompts + (split.completions or [])
-        meta = {"characters": sum(len(t) for t in texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
+        meta = {"characters": sum(len(t) for t in texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
+                "tokens": sum(len(x) for x in ids)}
         return Features(columns={"input_ids": cut[0], "labels": cut[1]}, lengths=[len(x) for x in cut[0]],
                         tokenizer=tokenizer, meta=meta)
 
@@ -356,7 +357,9 @@ class CausalLMTask(Task):
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}  # exp overflows a float past ~709
         meta = getattr(features, "meta", None) or {}
         if meta.get("characters"):
-            nats = sum(float(x) for x in kept["nll"])  # over every predicted token of the text
+            # The mean loss of a predicted token times the text's tokens: the first token of each block
+            # has nothing before it to predict it, so the summed loss alone would leave 1/max_length out.
+            nats = loss * meta["tokens"]
             metrics |= {"nats_per_character": nats / meta["characters"],
                         "bits_per_character": nats / math.log(2) / meta["characters"],
                         "bits_per_byte": nats / math.log(2) / meta["bytes"]}
