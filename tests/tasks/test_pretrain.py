@@ -27,8 +27,8 @@ def sentences(n: int, seed: int) -> str:
 def write_pretrain_recipe(path, task, config, tokenizer, data, train, output_dir):
     recipe = {"task": task, "model": {"config": config, "tokenizer": tokenizer},
               "data": {"text_split": "paragraph"} | data,
-              "train": {"batch_size": 8, "eval_batch_size": 16, "learning_rate": 3e-3, "precision": "fp32",
-                        "logging_steps": 1, "warmup_steps": 2, "save_every": 15, "eval_every": 15,
+              "train": {"batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-2, "precision": "fp32",
+                        "logging_steps": 1, "warmup_steps": 2, "save_every": 20, "eval_every": 20,
                         "keep_checkpoints": 5} | train,
               "output_dir": str(output_dir)}
     path.write_text(f"# llmctl finetune {path}\n" + yaml.safe_dump(recipe, sort_keys=False))
@@ -61,13 +61,13 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(corpus):
-    """Each family trained once, 30 steps, a checkpoint at 15; and the char run once more (cache hit)."""
+    """Each family trained once, 40 steps, a checkpoint at 20; and the char run once more (cache hit)."""
     env = ONE_THREAD | {"LLMCTL_CACHE_DIR": str(corpus / "cache")}
     done = {}
     for name, (task, config, tokenizer, data, _) in FAMILIES.items():
         recipe = write_pretrain_recipe(corpus / f"{name}.yaml", task, config, tokenizer,
                                        {"train": str(corpus / "train.txt"), "validation": str(corpus / "val.txt")} | data,
-                                       {"max_steps": 30}, corpus / name)
+                                       {"max_steps": 40}, corpus / name)
         result = run_cli("finetune", str(recipe), "--json", env=env)
         assert result.exit_code == 0, result.stderr[-3000:]
         done[name] = (recipe, result)
@@ -134,12 +134,12 @@ def test_second_run_takes_the_tokenizer_from_the_cache(runs):
 @pytest.mark.parametrize("name", ["gpt2-char", "t5-unigram"])
 def test_resume_is_exact(runs, corpus, name):
     recipe, _ = runs[name]
-    resumed = rewind_to_checkpoint(corpus / name, corpus / name / "checkpoints" / "step-0000015",
+    resumed = rewind_to_checkpoint(corpus / name, corpus / name / "checkpoints" / "step-0000020",
                                    corpus / f"{name}-resumed")
     result = run_cli("finetune", str(recipe), "--output-dir", str(resumed), "--resume", "--json",
                      env=ONE_THREAD | {"LLMCTL_CACHE_DIR": str(corpus / "cache")})
     assert result.exit_code == 0, result.stderr[-3000:]
-    assert result.json()["train"]["steps"] == 30
+    assert result.json()["train"]["steps"] == 40
     assert_same_weights(corpus / name, resumed)
     assert eval_log(resumed)[-1] == eval_log(corpus / name)[-1]
 
