@@ -49,10 +49,10 @@ class Report:
         return EXIT_OK
 
     def to_json(self) -> dict:
-        return {"task": self.task, "splits": self.splits, "epoch": self.epoch, "cache": self.cache, "model": self.model,
+        return {"task": self.task, "splits": self.splits, "epoch": self.epoch, "cache": self.cache,
                 "errors": sum(f.severity == "error" for f in self.findings),
                 "warnings": sum(f.severity == "warning" for f in self.findings),
-                "findings": [asdict(f) for f in self.findings]}
+                "findings": [asdict(f) for f in self.findings]} | ({"model": self.model} if self.model else {})
 
 
 _LINE = re.compile(r":(\d+)$")
