@@ -1,7 +1,7 @@
 """Pre-training from scratch, side by side with nanoGPT's CPU recipe (issue 28).
 
-    .venv/bin/python bench/scratch.py                      # full: 2,000 iterations each, ~15-25 min on a laptop CPU
-    .venv/bin/python bench/scratch.py --smoke              # 20 iterations each, results in a temp folder
+    .venv/bin/python bench/scratch.py                      # full: 2,000 iterations each, roughly 20-30 min on 2 quiet cores
+    .venv/bin/python bench/scratch.py --smoke              # 20 iterations each, results in a temp folder (~5 min quiet; 25 min on a loaded 2-core box)
     .venv/bin/python bench/scratch.py --only nanogpt,char --max-iters 500
 
 Each configuration runs as a whole process, timed from start to exit:
