@@ -33,6 +33,8 @@ def render(report, title: str = "data") -> None:
     summary = (f"one epoch: {epoch['steps_per_epoch']:,} optimizer steps (batch {epoch['batch_size']} x gradient "
                f"accumulation {epoch['gradient_accumulation_steps']} = {epoch['effective_batch_size']} examples, "
                f"{epoch['processes']} process{'es' if epoch['processes'] > 1 else ''})" if epoch else "")
+    if report.model:
+        summary = "\n".join(filter(None, [summary, model_line(report.model)]))
     errors = sum(f.severity == "error" for f in report.findings)
     warnings = len(report.findings) - errors
     verdict = f"{errors} error(s), {warnings} warning(s)" if report.findings else "nothing wrong found"
@@ -67,6 +69,15 @@ def render(report, title: str = "data") -> None:
     if summary:
         print(summary)
     print(verdict)
+
+
+def model_line(model: dict) -> str:
+    """A new model's size: its parameters and what training it takes in memory (fp32 weights,
+    gradients and AdamW's two moments)."""
+    free = model.get("available_bytes")
+    return (f"model: a new {model['model_type']}, {model['parameters']:,} parameters, "
+            f"{model['bytes'] / 2**20:,.1f} MiB for weights, gradients and optimizer state"
+            + (f" ({free / 2**30:,.1f} GiB of memory available)" if free else ""))
 
 
 def render_plan(plan: dict) -> None:

@@ -23,8 +23,40 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+TOKENIZER_KINDS = ("char", "bpe", "unigram", "wordpiece")
+
+
+class TokenizerTrain(Section):
+    """A tokenizer trained on the training split before the model is built (`tokenizers` library)."""
+
+    train: Literal["char", "bpe", "unigram", "wordpiece"] = Field(
+        description="char: one token per character (nanoGPT's shakespeare_char); bpe: byte-level BPE (GPT-2's); "
+                    "unigram: SentencePiece's unigram; wordpiece: BERT's.")
+    vocab_size: int | None = Field(
+        None, gt=0, description="Tokens in the vocabulary, special tokens included; needed for bpe, unigram and "
+                                "wordpiece; char takes every character of the training text.")
+    min_frequency: int = Field(2, gt=0, description="bpe / wordpiece: a merge or piece must occur this often.")
+
+    @model_validator(mode="after")
+    def _size(self):
+        if self.train != "char" and self.vocab_size is None:
+            raise ValueError(f"a {self.train} tokenizer needs vocab_size (e.g. {{train: {self.train}, vocab_size: 8000}})")
+        if self.train == "char" and self.vocab_size is not None:
+            raise ValueError("a char tokenizer takes every character of the training text; drop vocab_size")
+        return self
+
+
 class ModelConfig(Section):
-    name_or_path: str = Field(description="Hub id (e.g. bert-base-uncased), a local directory, or a .gguf file.")
+    name_or_path: str | None = Field(
+        None, description="Hub id (e.g. bert-base-uncased), a local directory, or a .gguf file; or model.config instead.")
+    config: dict | str | None = Field(
+        None, description="Pre-train from scratch: a new model built from this config (a mapping with model_type "
+                          "and the config's own keys, or a path to a config.json), with the architecture's own "
+                          "initialisation. Instead of name_or_path; needs model.tokenizer.")
+    tokenizer: str | TokenizerTrain | None = Field(
+        None, description="With model.config: a tokenizer directory, or {train: char|bpe|unigram|wordpiece, "
+                          "vocab_size: N} to train one on the training split (kept in the feature cache, saved "
+                          "with the model).")
     gguf_file: str | None = Field(
         None, description="A GGUF checkpoint (NAME.gguf) inside name_or_path, loaded de-quantized; needs `pip install gguf`."
     )
@@ -73,6 +105,47 @@ def init_source(path: str) -> str:
     folder = Path(path).expanduser() / "model"
     return str(folder) if (folder / "config.json").is_file() else path
 
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.config is not None and self.name_or_path is not None:
+            raise ValueError("give model.name_or_path (a pretrained model) or model.config (a new model), not both")
+        if self.config is None and self.name_or_path is None:
+            raise ValueError("give model.name_or_path (a pretrained model) or model.config (a new model from scratch)")
+        if self.config is None and self.tokenizer is not None:
+            if isinstance(self.tokenizer, TokenizerTrain):
+                raise ValueError("model.tokenizer.train makes a new vocabulary, which the embeddings of the pretrained "
+                                 f"model {self.name_or_path!r} do not know; use model.config to pre-train from "
+                                 "scratch, or drop model.tokenizer")
+            raise ValueError("model.tokenizer goes with model.config; a pretrained model (model.name_or_path) "
+                             "brings its own tokenizer")
+        if self.config is not None:
+            if self.tokenizer is None:
+                raise ValueError("a model from model.config needs model.tokenizer: a tokenizer directory, or "
+                                 "{train: char|bpe|unigram|wordpiece, vocab_size: N} to train one on the data")
+            if self.gguf_file is not None:
+                raise ValueError("model.gguf_file names a checkpoint; a model from model.config has none")
+            if isinstance(self.config, dict) and not isinstance(self.config.get("model_type"), str):
+                raise ValueError("model.config needs model_type (e.g. gpt2, llama, qwen2, bert, t5)")
+            trained = self.tokenizer.vocab_size if isinstance(self.tokenizer, TokenizerTrain) else None
+            declared = self.config.get("vocab_size") if isinstance(self.config, dict) else None
+            if trained and declared and trained != declared:
+                raise ValueError(f"model.config.vocab_size {declared} and model.tokenizer.vocab_size {trained} "
+                                 "disagree; drop model.config.vocab_size (the tokenizer decides it)")
+        return self
+
+    @property
+    def scratch(self) -> bool:
+        """A new model built from model.config, not loaded."""
+        return self.config is not None
+
+    @property
+    def label(self) -> str:
+        """How messages name the model: its name_or_path, or 'a new <model_type>'."""
+        if self.name_or_path is not None:
+            return self.name_or_path
+        kind = self.config.get("model_type") if isinstance(self.config, dict) else self.config
+        return f"a new {kind} (model.config)"
+
 
 class DataConfig(Section):
     """Keys every task understands; tasks add their own in a subclass."""
@@ -91,8 +164,9 @@ class DataConfig(Section):
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
     cache: bool = Field(True, description="Keep the tokenized training features in $LLMCTL_CACHE_DIR for the next run.")
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag or commit) to load with data.dataset.")
-    text_split: Literal["line", "paragraph"] = Field(
-        "line", description=".txt files: one example per non-blank line, or per paragraph (blank-line separated)."
+    text_split: Literal["line", "paragraph", "document"] = Field(
+        "line", description=".txt files: one example per non-blank line, per paragraph (blank-line separated), "
+                            "or per file (document: the whole text, for pre-training corpora)."
     )
 
 
@@ -117,6 +191,8 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps spent warming up the learning rate.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; overrides warmup_ratio.")
     lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")
+    min_learning_rate: float = Field(
+        0.0, ge=0, description="Where linear / cosine decay ends (nanoGPT's min_lr); below learning_rate.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32."
@@ -163,6 +239,13 @@ class TrainConfig(Section):
         if not 0 <= value <= MAX_SEED:
             raise ValueError(f"must be between 0 and {MAX_SEED} (the seeds torch and numpy accept)")
         return value
+
+    @model_validator(mode="after")
+    def _floor_below_peak(self):
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError(f"min_learning_rate {self.min_learning_rate:g} is above learning_rate "
+                             f"{self.learning_rate:g}; the decay ends at min_learning_rate")
+        return self
 
 
 # Keys that only matter when something is evaluated during training.
@@ -286,7 +369,7 @@ D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice or embedding (see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice, embedding or denoising (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -22,7 +22,8 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     from llmctl.models.quiet import USER_TOKENIZERS_PARALLELISM
     from llmctl.models.quiet import quiet_libraries
     from llmctl.data.prepare import train_features
-    from llmctl.models.load import check_size, check_source, load_tokenizer
+    from llmctl.core.tokenizer import new_model_size, tokenizer_for
+    from llmctl.models.load import check_model_source, check_size
     from llmctl.tasks import TASKS
 
     report = Report(recipe.task)
@@ -30,16 +31,20 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     specs = {role: getattr(recipe.data, role) for role in ROLES if getattr(recipe.data, role, None)}
     # The model first, as finetune checks it: a missing path fails in seconds (one hub probe, not
     # the libraries' retries), and a config too big for this machine is refused here, not in training.
-    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
+    check_model_source(recipe.model)
     quiet_libraries()
     check_size(recipe.model, task.auto_model, full_finetune=recipe.peft is None)
-    tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
+    report.model = new_model_size(recipe.model, task.auto_model)
+    early = {}
+    if recipe.model.scratch and not isinstance(recipe.model.tokenizer, str):
+        early["train"] = tell(task.load_split("train", recipe.data.train))  # the tokenizer is trained on it
+    tokenizer = tokenizer_for(recipe, task, early.get("train"))
     ctx = Context(recipe, task, tokenizer, specs)
     for role, spec in specs.items():
         if role != "train" and "train" in ctx.refused:
             break  # the other splits are checked against train's labels
         try:
-            ctx.splits[role] = tell(ctx.task.load_split(role, spec))
+            ctx.splits[role] = early.get(role) or tell(ctx.task.load_split(role, spec))
             if role == "train":
                 ctx.task = ctx.task.with_labels(ctx.task.fit(ctx.splits[role]))
                 ctx.train_features, info = train_features(ctx.task, ctx.splits[role], tokenizer, recipe.data,

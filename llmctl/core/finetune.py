@@ -72,7 +72,8 @@ def build(checked: Checked) -> Setup:
     happen here, before the run directory exists."""
     from llmctl.console import RowsProgress, tell
     from llmctl.data.prepare import train_features as train_features_for
-    from llmctl.models.load import auto_class, load_model, load_tokenizer
+    from llmctl.core.tokenizer import tokenizer_for
+    from llmctl.models.load import auto_class, load_model
     from llmctl.models.quiet import USER_TOKENIZERS_PARALLELISM, quiet_libraries
     from llmctl.train.accelerator import make_accelerator
     from llmctl.train.fingerprint import fingerprint
@@ -93,7 +94,7 @@ def build(checked: Checked) -> Setup:
     check_batch_split(recipe.train.batch_size, accelerator.num_processes)
     # Tokenizing can still reject the data (a QA question longer than max_length): do it
     # before the run directory exists, so fixing the data and rerunning needs no --overwrite.
-    tokenizer = load_tokenizer(recipe.model, **task.tokenizer_kwargs())
+    tokenizer = tokenizer_for(recipe, task, checked.train_split)
     train_features, data_info = train_features_for(task, checked.train_split, tokenizer, recipe.data,
                                                    recipe.data.cache, RowsProgress, USER_TOKENIZERS_PARALLELISM)
     tell(train_features)

@@ -52,7 +52,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     from llmctl.console import note, tell
     from llmctl.doctor.run import processes
     from llmctl.models.devices import device_type
-    from llmctl.models.load import check_head_size, check_size, check_source, load_config
+    from llmctl.models.load import check_head_size, check_model_source, check_size, load_config
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other.", "Pass one of them.")
@@ -87,7 +87,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
         test_split = tell(task.load_split("test", recipe.data.test)) if recipe.data.test else None
 
     # The model from its config alone: source, head, size, and the settings it must take.
-    check_source(recipe.model.name_or_path, recipe.model.allow_pickle_weights, recipe.model.gguf_file)
+    check_model_source(recipe.model)
     for item in task.check_model(recipe.model) or ():  # e.g. a head the checkpoint lacks, started at random
         note(item.text)
     config = load_config(recipe.model)
@@ -137,7 +137,7 @@ def local_inputs(recipe: Recipe) -> dict[str, Path]:
         spec = getattr(recipe.data, key, None)
         if spec and Path(spec).expanduser().exists():
             found[f"data.{key} file"] = Path(spec)
-    if Path(recipe.model.name_or_path).expanduser().exists():
+    if recipe.model.name_or_path and Path(recipe.model.name_or_path).expanduser().exists():
         found["model (model.name_or_path)"] = Path(recipe.model.name_or_path)
     return found
 
@@ -171,6 +171,7 @@ def check_max_length(recipe: Recipe) -> None:
         value = getattr(recipe.data, key, None)
         if limit and value and value > limit:
             raise UsageError(
-                f"data.{key} {value} is more than model {recipe.model.name_or_path} can take ({limit} positions).",
-                f"Set data.{key} to at most {limit} (e.g. --set data.{key}={limit}).",
+                f"data.{key} {value} is more than model {recipe.model.label} can take ({limit} positions).",
+                f"Set data.{key} to at most {limit} (e.g. --set data.{key}={limit})"
+                + (", or raise the config's position table." if recipe.model.scratch else "."),
             )

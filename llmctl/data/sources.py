@@ -205,7 +205,11 @@ def csv_options(path: Path, fmt: str, key: str, column_names: list[str] | None) 
 
 def text_rows(path: Path, key: str, text_split: str, part: Part):
     """A .txt file's rows: each non-blank line, or (paragraph) each run of non-blank lines joined
-    by newlines. Blank lines separate; they are not rows (as run_clm's line_by_line drops them)."""
+    by newlines. Blank lines separate; they are not rows (as run_clm's line_by_line drops them).
+    `document`: the whole file, blank lines and line ends kept, is one row (a pre-training corpus)."""
+    if text_split == "document":
+        yield from _document(path, key, part)
+        return
     paragraph: list[str] = []
     row = 0
     with open_binary(path) as handle:
@@ -233,6 +237,22 @@ def text_rows(path: Path, key: str, text_split: str, part: Part):
                 paragraph = []
     if paragraph:
         yield "\n".join(paragraph)
+
+
+def _document(path: Path, key: str, part: Part):
+    """The whole file as one row (none when it holds only blank space), read line by line."""
+    lines, offset = [], 0
+    with open_binary(path) as handle:
+        for raw in handle:
+            try:
+                lines.append(raw.decode("utf-8").replace("\r\n", "\n"))
+            except UnicodeDecodeError as exc:
+                raise not_utf8(key, path, exc, offset) from exc
+            offset += len(raw)
+    text = "".join(lines).removeprefix("\ufeff")
+    if text.strip():
+        part.at(0, 1)
+        yield text
 
 
 def jsonl_rows(path: Path, key: str, part: Part):

@@ -92,7 +92,8 @@ def check(report, ctx) -> None:
             figures["tokens"] = checks.length_figures(lengths, cfg.max_length)
             if role == "train":
                 figures["packing"] = packing_figures(lengths, cfg.max_length, ctx.recipe.train) | {"on": cfg.packing}
-            if not (cfg.packing and role == "train"):
+            # packed training blocks and eval_blocks' consecutive validation blocks cut nothing
+            if not (cfg.packing and role == "train") and not (cfg.eval_blocks and role != "train"):
                 checks.check_truncation(report, role, figures["tokens"], lengths, line)
         report.splits[role] = figures
         checks.check_empty(report, role, empty, empty_lines)

@@ -35,6 +35,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     epoch: dict = field(default_factory=dict)  # steps one epoch takes, batch sizes, processes
     cache: str | None = None  # the training features' cache status (llmctl.data.prepare)
+    model: dict | None = None  # a new model (model.config): parameters and the memory training needs
 
     def add(self, severity: str, check: str, split: str, message: str, count: int = 0, lines=()) -> None:
         self.findings.append(Finding(severity, check, split, message, int(count), [int(x) for x in lines][:FIRST_LINES]))
@@ -51,7 +52,7 @@ class Report:
         return {"task": self.task, "splits": self.splits, "epoch": self.epoch, "cache": self.cache,
                 "errors": sum(f.severity == "error" for f in self.findings),
                 "warnings": sum(f.severity == "warning" for f in self.findings),
-                "findings": [asdict(f) for f in self.findings]}
+                "findings": [asdict(f) for f in self.findings]} | ({"model": self.model} if self.model else {})
 
 
 _LINE = re.compile(r":(\d+)$")

@@ -43,7 +43,8 @@ TEXT_METRICS: tuple[str, ...] = (
 _HERE = Path(__file__).resolve().parent
 
 # Metrics where smaller is better: the best model minimises them and gates use --fail-over.
-LOWER_IS_BETTER: tuple[str, ...] = ("loss", "mse", "mae", "rmse", "perplexity")
+LOWER_IS_BETTER: tuple[str, ...] = ("loss", "mse", "mae", "rmse", "perplexity", "nats_per_character",
+                                    "bits_per_character", "bits_per_byte")
 
 
 def lower_is_better(name: str) -> bool:

@@ -83,6 +83,21 @@ def load_weights(auto_class, name_or_path: str, gguf_file: str | None = None, al
     return model
 
 
+def new_model(auto_class, config):
+    """A model built from `config` with the architecture's own weight initialisation (pre-training from
+    scratch: model.config), the other way every command gets a model. Before: the weights, gradients
+    and AdamW's two moments must fit in memory (a RecipeError with the figure, exit 2)."""
+    from llmctl.errors import RecipeError
+    from llmctl.models.size import check_fits
+
+    check_fits(auto_class, config, f"model.config ({config.model_type})", copies=4, error=RecipeError)
+    try:
+        return auto_class.from_config(config)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"model.config: transformers cannot build this {config.model_type} model: {first}") from exc
+
+
 def body_key_mapping(auto_class, config) -> dict | None:
     """The checkpoint's body renamed to where the head keeps it, when the two differ. transformers 5's
     Llama and Qwen2 question-answering heads keep the body under `transformer` (for backward

@@ -47,6 +47,22 @@ def check_source(name_or_path: str, allow_pickle: bool = False, gguf_file: str |
     ensure_hub_reachable(f"model '{name_or_path}'", "a local model directory (a save_pretrained folder or a run directory)")
 
 
+def check_model_source(model_cfg) -> None:
+    """check_source for a pretrained model; for a new one (model.config), its config and a tokenizer
+    directory, before anything heavy loads."""
+    if not model_cfg.scratch:
+        check_source(model_cfg.name_or_path, model_cfg.allow_pickle_weights, model_cfg.gguf_file)
+        return
+    from llmctl.models.scratch import build_config
+
+    build_config(model_cfg)
+    if isinstance(model_cfg.tokenizer, str):
+        path = Path(model_cfg.tokenizer).expanduser()
+        if not (path / "tokenizer.json").is_file():
+            raise ModelError(f"model.tokenizer: {path} holds no tokenizer.json.",
+                             "Give a folder save_pretrained wrote (a run's model/), or {train: char|bpe|unigram|wordpiece}.")
+
+
 def pad_with_eos(tokenizer, name: str, why: str = "") -> bool:
     """Many decoder LMs (GPT-2, Llama / SmolLM2, Mistral) have no pad token. Padding positions
     are masked out, so eos is safe to reuse. True when the pad token was added."""
@@ -68,6 +84,14 @@ def source(model_cfg) -> tuple[str, dict]:
 def load_config(model_cfg, **overrides):
     from transformers import AutoConfig
 
+    if model_cfg.scratch:
+        from llmctl.models.scratch import build_config, estimated_vocab
+
+        config = build_config(model_cfg)
+        config.vocab_size = estimated_vocab(model_cfg, config)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
     name, common = source(model_cfg)
     return pretrained(AutoConfig, name, **common, **overrides)
 
@@ -78,15 +102,18 @@ def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, for_generati
     must say when it pads with eos."""
     from transformers import AutoTokenizer
 
-    name, kwargs = source(model_cfg)
+    if model_cfg.scratch:  # a tokenizer directory (a trained one: llmctl.data.tokenizer_cache)
+        name, kwargs = str(Path(str(model_cfg.tokenizer)).expanduser()), {}
+    else:
+        name, kwargs = source(model_cfg)
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
     tokenizer = pretrained(AutoTokenizer, name, **kwargs)
     if for_generation:
         return tokenizer
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
-    pad_with_eos(tokenizer, model_cfg.name_or_path)
+        raise ModelError(f"Model '{model_cfg.label}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
+    pad_with_eos(tokenizer, model_cfg.label)
     return tokenizer
 
 
@@ -134,7 +161,7 @@ def check_head(auto_class_name: str, model_cfg, config=None) -> None:
         return
     model_type = getattr(config, "model_type", "unknown")
     raise ModelError(
-        f"Model '{model_cfg.name_or_path}' is a '{model_type}' checkpoint, and transformers has no "
+        f"Model '{model_cfg.label}' is a '{model_type}' checkpoint, and transformers has no "
         f"{head_name(auto_class_name)} head for '{model_type}' ({auto_class_name} cannot load it).",
         "Choose a checkpoint whose model type has that head (Llama, Qwen2, Mistral, GPT-2, BERT and T5 "
         "families have them all), or a task this model supports.",
@@ -147,6 +174,13 @@ def load_model(auto_class, model_cfg, tokenizer, quantization_config=None, **con
     from llmctl.models.trust import new_head_only
 
     config = load_config(model_cfg, **config_overrides)
+    if model_cfg.scratch:
+        from llmctl.models.gate import new_model
+        from llmctl.models.scratch import fit_tokenizer
+
+        config, _ = fit_tokenizer(config, tokenizer)
+        check_head(auto_class.__name__, model_cfg, config)
+        return new_model(auto_class, config)
     # Decoder classifiers score each row at its last non-pad token, found through this id.
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
@@ -166,6 +200,12 @@ def check_size(model_cfg, auto_class_name: str, full_finetune: bool = False, con
     from llmctl.models.size import check_fits
 
     config = config if config is not None else load_config(model_cfg)
+    if model_cfg.scratch:
+        from llmctl.errors import RecipeError
+
+        check_fits(getattr(transformers, auto_class_name), config, f"model.config ({config.model_type})", copies=4,
+                   error=RecipeError)
+        return
     check_fits(getattr(transformers, auto_class_name), config, gguf.path(model_cfg.name_or_path, model_cfg.gguf_file),
                copies=4 if full_finetune else 1)
 
@@ -177,7 +217,7 @@ def check_head_size(recipe, task) -> None:
     from llmctl.errors import ModelError
 
     names = getattr(task.labels, "names", ())
-    if not names or getattr(task.labels, "regression", False):
+    if not names or getattr(task.labels, "regression", False) or recipe.model.scratch:
         return
     config = load_config(recipe.model)
     suffix = task.auto_model.replace("AutoModel", "")

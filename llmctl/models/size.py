@@ -54,6 +54,15 @@ def _count(auto_class, config, layers: dict) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def memory_needed(auto_class, config, copies: int = 4) -> dict | None:
+    """{parameters, layers, bytes, available_bytes} for the dry run and the doctor (None: not countable)."""
+    counted = parameter_count(auto_class, config)
+    if counted is None:
+        return None
+    return {"parameters": counted[0], "layers": counted[1], "bytes": 4 * counted[0] * copies,
+            "available_bytes": available_bytes()}
+
+
 def parameter_count(auto_class, config) -> tuple[int, int] | None:
     """(parameters, repeated layers) the config declares, or None when it cannot be built here."""
     layers = {k: getattr(config, k) for k in LAYER_KEYS
@@ -67,9 +76,10 @@ def parameter_count(auto_class, config) -> tuple[int, int] | None:
     return total, max(layers.values(), default=0)
 
 
-def check_fits(auto_class, config, where: str, dtype=None, copies: int = 1) -> None:
+def check_fits(auto_class, config, where: str, dtype=None, copies: int = 1, error=ModelError) -> None:
     """Refuse, before any allocation, weights larger than the memory available. `copies`: 4 for
-    full fine-tuning (weights, gradients and Adam's two moments, all fp32)."""
+    full fine-tuning (weights, gradients and Adam's two moments, all fp32). `error`: what to raise
+    (a RecipeError for a model the recipe's own config describes)."""
     counted = parameter_count(auto_class, config)
     free = available_bytes()
     if counted is None or free is None:
@@ -78,7 +88,7 @@ def check_fits(auto_class, config, where: str, dtype=None, copies: int = 1) -> N
     size = int(BYTES.get(str(dtype).replace("torch.", ""), 4) * params) * copies
     if size > free:
         what = "weights" if copies == 1 else "weights, gradients and optimizer state"
-        raise ModelError(
+        raise error(
             f"{where} declares about {params:,} parameters ({layers:,} layers), {size / 2**30:,.1f} GiB of {what}, "
             f"more than the {free / 2**30:,.1f} GiB of memory available.",
             "Check the config (num_hidden_layers, hidden_size, vocab_size), or use a machine with more memory.")

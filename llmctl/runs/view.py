@@ -149,7 +149,7 @@ def summary(run: Path) -> dict:
     data = data_section(recipe, meta)
     started, ended = _mtime(run / "environment.json"), _mtime(run / "metrics.json") if state == FINISHED else None
     row = {"name": run.name, "path": str(run), "task": recipe.get("task") or (meta or {}).get("task"),
-           "model": (recipe.get("model") or {}).get("name_or_path"), "data": data_source(data, "train"),
+           "model": model_label(recipe), "data": data_source(data, "train"),
            "best": best(run, recipe, meta, final_metrics(run, state)), "status": state,
            "started": started, "finished": ended}
     if state == RUNNING:
@@ -207,6 +207,15 @@ def _model(run: Path, meta: dict | None) -> dict | None:
         return None
     return {"path": str(folder), "kind": "adapter" if is_adapter_dir(folder) else "full",
             "bytes": _size(folder), "saved_at": (meta or {}).get("saved_at")}
+
+
+def model_label(recipe: dict) -> str | None:
+    """The model a run's recipe names: its name_or_path, or "new gpt2" for one pre-trained from model.config."""
+    model = recipe.get("model") or {}
+    if model.get("name_or_path") or not model.get("config"):
+        return model.get("name_or_path")
+    config = model["config"]
+    return f"new {config.get('model_type', '?')}" if isinstance(config, dict) else f"new, from {config}"
 
 
 def data_section(recipe: dict, meta: dict | None) -> dict:

@@ -2,6 +2,7 @@
 
 from llmctl.tasks.causal_lm import CausalLMTask
 from llmctl.tasks.classification import ClassificationTask
+from llmctl.tasks.denoising import DenoisingTask
 from llmctl.tasks.embedding import EmbeddingTask
 from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.multiple_choice import MultipleChoiceTask
@@ -18,4 +19,5 @@ TASKS = {
     "masked-lm": MaskedLMTask,
     "multiple-choice": MultipleChoiceTask,
     "embedding": EmbeddingTask,
+    "denoising": DenoisingTask,
 }

@@ -116,6 +116,15 @@ class Task(ABC):
     def tokenizer_kwargs(self) -> dict:
         return {}
 
+    def corpus(self, split):
+        """The split's text, a row at a time, to train a tokenizer on (model.tokenizer.train): an
+        iterator, so a streamed file is never whole in memory. Tasks that pre-train from plain text
+        (causal-lm, masked-lm, denoising) give it; the others cannot train a tokenizer."""
+        from llmctl.errors import RecipeError
+
+        raise RecipeError(f"model.tokenizer.train: task {self.name} cannot train a tokenizer on its data.",
+                          "Give model.tokenizer a tokenizer directory, or pre-train with causal-lm, masked-lm or denoising.")
+
     def for_model(self, model_config) -> "Task":
         """This task for the model whose config `finetune` has read (eval and predict build the task
         with `from_model`, which sees the config too). A task whose head depends on the architecture

@@ -31,7 +31,7 @@ from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
-from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, open_split
+from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, learned_column, open_split, read_chunks
 
 
 class CausalLMData(DataConfig):
@@ -43,6 +43,10 @@ class CausalLMData(DataConfig):
     skip_empty: bool = Field(
         False, description="Drop rows whose text (or completion) is empty, with a counted note, instead of "
                            "failing (wikitext has blank lines).")
+    eval_blocks: bool = Field(
+        False, description="Pre-training validation (nanoGPT's, run_clm's): the whole validation text, each row "
+                           "ending in EOS, in consecutive max_length blocks, scored with bits per character and "
+                           "per byte as well as loss and perplexity.")
     max_new_tokens: int = Field(64, gt=0, description="Tokens `llmctl predict` generates after each prompt (greedy).")
     messages_column: str = Field(
         "messages", description="Column of chat conversations (lists of {role, content}); used whenever the data "
@@ -100,6 +104,10 @@ class _Frame:
 
     def __getitem__(self, column: str) -> list:
         return self.frame[column].tolist()
+
+
+# What eval_blocks adds to loss and perplexity: comparable between tokenizers (a char and a BPE model).
+PER_TEXT = ("nats_per_character", "bits_per_character", "bits_per_byte")
 
 
 class CausalLMTask(Task):
@@ -181,6 +189,19 @@ class CausalLMTask(Task):
     def model_kwargs(self) -> dict:
         return {}
 
+    def corpus(self, split: LMSplit | LMFileSplit):
+        if getattr(split, "chat", False) or getattr(split, "conversations", None) is not None:
+            from llmctl.errors import RecipeError
+
+            raise RecipeError("model.tokenizer.train: chat data renders through a chat template, which a new "
+                              "tokenizer has none of.", "Pre-train on plain text (data.text_column).")
+        if isinstance(split, LMFileSplit):
+            for _, texts in read_chunks(split.path, "data.train", self.data_cfg, split.limit, split.chat):
+                yield from texts[learned_column(self.data_cfg)]
+            return
+        yield from split.prompts
+        yield from split.completions or ()
+
     # -- features -------------------------------------------------------------------
     def _examples(self, prompts: list[str], completions: list[str] | None,
                   tokenizer) -> tuple[list[list[int]], list[list[int]]]:
@@ -234,6 +255,8 @@ class CausalLMTask(Task):
         if cfg.packing and split.role == "train":
             ids, labels, starts = self._pack(ids, labels)
             columns = {"input_ids": ids, "labels": labels, "example_starts": starts}
+        elif cfg.eval_blocks and split.role != "train" and split.conversations is None:
+            return self._text_blocks(split, ids, labels, tokenizer)
         else:
             ids, labels = self._unpacked(ids, labels)
             columns = {"input_ids": ids, "labels": labels}
@@ -273,6 +296,21 @@ class CausalLMTask(Task):
         # Decoding generated ids needs the tokenizer: it travels with the features.
         return Features(columns={"input_ids": ids}, lengths=[len(x) for x in ids], tokenizer=tokenizer)
 
+    def _text_blocks(self, split: LMSplit, ids: list[list[int]], labels: list[list[int]], tokenizer):
+        """The whole text in consecutive max_length blocks (no attention fence between rows, as nanoGPT
+        and run_clm read it), with its characters and UTF-8 bytes for bits per character / byte."""
+        from llmctl.data.features import Features
+        from llmctl.data.packing import blocks
+        from llmctl.data.store import Ragged
+
+        size = self.data_cfg.max_length
+        cut = [[row.tolist() for row in blocks(Ragged.from_lists(column), size)] for column in (ids, labels)]
+        texts = split.prompts + (split.completions or [])
+        meta = {"characters": sum(len(t) for t in texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
+                "tokens": sum(len(x) for x in ids)}
+        return Features(columns={"input_ids": cut[0], "labels": cut[1]}, lengths=[len(x) for x in cut[0]],
+                        tokenizer=tokenizer, meta=meta)
+
     def _pack(self, ids: list[list[int]], labels: list[list[int]]) -> tuple[list, list, list]:
         """Blocks of input ids and labels (the last may be shorter; it is kept, not dropped), and
         where each block's examples start: the cuts llmctl.data.packing makes of a streamed file."""
@@ -311,13 +349,22 @@ class CausalLMTask(Task):
         return "perplexity"
 
     def metric_names(self) -> list[str]:
-        return ["loss", "perplexity"]
+        return ["loss", "perplexity"] + (list(PER_TEXT) if self.data_cfg.eval_blocks else [])
 
     def compute_metrics(self, kept: dict, features, split: LMSplit) -> dict[str, float]:
         import math
 
         loss = exact_mean(kept["nll"], kept["tokens"])
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}  # exp overflows a float past ~709
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}  # exp overflows a float past ~709
+        meta = getattr(features, "meta", None) or {}
+        if meta.get("characters"):
+            # The mean loss of a predicted token times the text's tokens: the first token of each block
+            # has nothing before it to predict it, so the summed loss alone would leave 1/max_length out.
+            nats = loss * meta["tokens"]
+            metrics |= {"nats_per_character": nats / meta["characters"],
+                        "bits_per_character": nats / math.log(2) / meta["characters"],
+                        "bits_per_byte": nats / math.log(2) / meta["bytes"]}
+        return metrics
 
     # -- prediction -----------------------------------------------------------------
     def predict_split(self, rows: list[dict], where: str) -> LMSplit:

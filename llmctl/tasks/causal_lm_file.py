@@ -51,7 +51,7 @@ def _columns(cfg, chat: bool = False) -> dict[str, str]:
     return {cfg.prompt_column: "data.prompt_column", cfg.completion_column: "data.completion_column"}
 
 
-def _learned(cfg) -> str:
+def learned_column(cfg) -> str:
     return cfg.completion_column or cfg.text_column
 
 
@@ -113,7 +113,7 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
         _check_columns(first[0], cfg, where)  # a table's header names every column: fail before reading on
     # An empty prompt is allowed (the completion is then plain text); empty learned text only with
     # skip_empty. The first empty row is reported after the pass: a jsonl's missing column comes first.
-    learned, first_empty = _learned(cfg), None
+    learned, first_empty = learned_column(cfg), None
     names, start, kept = [], 0, 0
     for names, texts in itertools.chain([first, second], chunks):
         nonempty = [bool(t.strip()) for t in texts[learned]]
@@ -158,7 +158,7 @@ def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):
 
     separate_labels = split.chat or cfg.completion_column is not None
     ids_out, labels_out = Writer(), Writer() if separate_labels else None
-    learned, done = _learned(cfg), 0
+    learned, done = learned_column(cfg), 0
     for _, texts in read_chunks(split.path, "data.train", cfg, split.limit, split.chat):
         keep = [i for i, t in enumerate(texts[learned]) if t.strip()] if cfg.skip_empty and not split.chat else None
         if keep is not None:

@@ -56,7 +56,7 @@ def check_architecture(task: str, model_cfg) -> None:
 
     from llmctl.models.load import load_config
 
-    name = model_cfg.name_or_path
+    name = model_cfg.label
     config = load_config(model_cfg)
     kind = config.model_type
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))

@@ -70,6 +70,21 @@ def mask_token_id(tokenizer) -> int:
     return tokenizer.mask_token_id
 
 
+def read_texts(cfg, role: str, spec: str, limit: int | None) -> TextSplit:
+    """A split's non-empty texts (data.text_column), for masked-lm and denoising."""
+    ds, where = read_split(spec, f"data.{role}", cfg.dataset, cfg.config, cfg.column_names, cfg.text_split, cfg.revision)
+    ds = gen.limit_rows(ds, limit, f"data.{role}", where)
+    header = cfg.column_names is None
+    texts = gen.text_column(ds, cfg.text_column, "data.text_column", where, header, allow_empty=True)
+    kept = [t for t in texts if t.strip()]
+    if not kept:
+        raise DataError(f"{where}: every row of column '{cfg.text_column}' is empty.",
+                        "Check data.text_column and the file.")
+    # Blank lines separate paragraphs in corpora like wikitext; run_mlm.py drops them too.
+    notes = (Note(f"{where}: skipped {len(texts) - len(kept)} empty row(s)."),) if len(kept) < len(texts) else ()
+    return TextSplit(where=where, role=role, texts=kept, notes=notes)
+
+
 class MaskedLMTask(Task):
     name: ClassVar[str] = "masked-lm"
     data_config: ClassVar[type[DataConfig]] = MaskedLMData
@@ -84,26 +99,18 @@ class MaskedLMTask(Task):
         if has_mlm_head(config) or not getattr(config, "architectures", None):
             return ()
         saved = ", ".join(config.architectures)
-        return (Note(f"model {model_cfg.name_or_path} was saved without a masked-LM head ({saved}); "
+        return (Note(f"model {model_cfg.label} was saved without a masked-LM head ({saved}); "
                      "masked-lm starts one at random and trains it with the rest."),)
 
     # -- data -----------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True) -> TextSplit:
-        cfg = self.data_cfg
-        ds, where = read_split(spec, f"data.{role}", cfg.dataset, cfg.config, cfg.column_names)
-        ds = gen.limit_rows(ds, self.row_limit(role), f"data.{role}", where)
-        header = cfg.column_names is None
-        texts = gen.text_column(ds, cfg.text_column, "data.text_column", where, header, allow_empty=True)
-        kept = [t for t in texts if t.strip()]
-        if not kept:
-            raise DataError(f"{where}: every row of column '{cfg.text_column}' is empty.",
-                            "Check data.text_column and the file.")
-        # Blank lines separate paragraphs in corpora like wikitext; run_mlm.py drops them too.
-        notes = (Note(f"{where}: skipped {len(texts) - len(kept)} empty row(s)."),) if len(kept) < len(texts) else ()
-        return TextSplit(where=where, role=role, texts=kept, notes=notes)
+        return read_texts(self.data_cfg, role, spec, self.row_limit(role))
 
     def model_kwargs(self) -> dict:
         return {}
+
+    def corpus(self, split: TextSplit):
+        return iter(split.texts)
 
     # -- features -------------------------------------------------------------------
     def featurize(self, split: TextSplit, tokenizer, progress=None):

@@ -26,16 +26,19 @@ def build_optimizer(model, cfg):
     )
 
 
-def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
-    """Learning-rate multiplier at optimizer step `step` (0-based), as transformers' schedules."""
+def lr_factor(step: int, total: int, warmup: int, kind: str, floor: float = 0.0) -> float:
+    """Learning-rate multiplier at optimizer step `step` (0-based), as transformers' schedules; the
+    decay ends at `floor` (min_learning_rate / learning_rate, nanoGPT's min_lr) instead of 0."""
     if step < warmup:
         return step / max(1, warmup)
     if kind == "constant":
         return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if kind == "cosine":
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-    return max(0.0, 1.0 - progress)
+        decay = max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    else:
+        decay = max(0.0, 1.0 - progress)
+    return floor + (1.0 - floor) * decay
 
 
 def build_scheduler(optimizer, cfg, total_steps: int):
@@ -44,7 +47,8 @@ def build_scheduler(optimizer, cfg, total_steps: int):
 
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(total_steps * cfg.warmup_ratio)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_scheduler)
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_scheduler,
+                                          cfg.min_learning_rate / cfg.learning_rate)
     )
 
 

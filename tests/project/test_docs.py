@@ -51,7 +51,7 @@ def documented_keys() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     section, task = None, ""
     for line in REFERENCE.read_text().splitlines():
-        heading = re.match(r"^#{2,3} (?:`(\w+)`(?: \(([\w -]+)\))?|Top level)\s*$", line)
+        heading = re.match(r"^#{2,3} (?:`([\w.]+)`(?: \(([\w -]+)\))?|Top level)\s*$", line)
         if heading:
             section, task = heading.group(1) or "", heading.group(2) or ""
             task = "" if task == "every task" else task

@@ -14,6 +14,7 @@ from pathlib import Path
 from llmctl.runs import files as run_files
 from llmctl.errors import LlmctlError, UsageError
 from llmctl.runs.report.page import esc, figure, missing, page, para, pre, table
+from llmctl.runs.view import model_label
 
 DEFAULT_NAME = "report.html"
 
@@ -44,7 +45,7 @@ def report_html(run_dir: Path, report: HtmlReport, recipe_text: str, recipe: dic
         ("recipe", "Recipe (resolved)", pre(recipe_text) if recipe_text else missing("No recipe.yaml in the run.")),
         ("environment", "Environment", _environment(env)),
     ]
-    model = (recipe.get("model") or {}).get("name_or_path", "?")
+    model = model_label(recipe) or "?"
     subtitle = f"task {recipe.get('task', '?')} · model {model} · {_status(run_dir, final)} · {run_dir.resolve()}"
     return page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
 
