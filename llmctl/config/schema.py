@@ -98,13 +98,6 @@ class ModelConfig(Section):
         return self
 
 
-def init_source(path: str) -> str:
-    """model.init_from as a model folder: a run directory's model/ (where finetune saved it), else the path."""
-    from pathlib import Path
-
-    folder = Path(path).expanduser() / "model"
-    return str(folder) if (folder / "config.json").is_file() else path
-
     @model_validator(mode="after")
     def _one_source(self):
         if self.config is not None and self.name_or_path is not None:
@@ -145,6 +138,14 @@ def init_source(path: str) -> str:
             return self.name_or_path
         kind = self.config.get("model_type") if isinstance(self.config, dict) else self.config
         return f"a new {kind} (model.config)"
+
+
+def init_source(path: str) -> str:
+    """model.init_from as a model folder: a run directory's model/ (where finetune saved it), else the path."""
+    from pathlib import Path
+
+    folder = Path(path).expanduser() / "model"
+    return str(folder) if (folder / "config.json").is_file() else path
 
 
 class DataConfig(Section):
