@@ -5,6 +5,7 @@ from llmctl.tasks.classification import ClassificationTask
 from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.multiple_choice import MultipleChoiceTask
 from llmctl.tasks.ner import NerTask
+from llmctl.tasks.preference import PreferenceTask
 from llmctl.tasks.qa import QATask
 from llmctl.tasks.seq2seq import Seq2SeqTask
 
@@ -16,4 +17,5 @@ TASKS = {
     "causal-lm": CausalLMTask,
     "masked-lm": MaskedLMTask,
     "multiple-choice": MultipleChoiceTask,
+    "preference": PreferenceTask,
 }
