@@ -55,10 +55,18 @@ class PreferenceTask(Task):
     cacheable_features: ClassVar[bool] = True
 
     def __init__(self, data_cfg: PreferenceData, labels=None, settings: PreferenceConfig | None = None,
-                 reference: dict | None = None):
+                 reference: dict | None = None, no_dropout: dict | None = None):
         super().__init__(data_cfg, labels)
         self.settings = settings or PreferenceConfig()
         self.reference = reference  # the starting model's section (model: of the recipe), for eval
+        self.no_dropout = no_dropout or {}  # config overrides that switch the model's dropout off
+
+    def for_model(self, model_config) -> "PreferenceTask":
+        """Dropout off in the model, as TRL does (disable_dropout): the policy then starts equal to its
+        reference (loss log 2), and the log-ratios are not noise. peft.dropout stays as set."""
+        names = {k: 0.0 for k, v in model_config.to_dict().items()
+                 if ("dropout" in k or "pdrop" in k) and isinstance(v, float) and v > 0}
+        return self._replaced(no_dropout=names)
 
     @classmethod
     def for_recipe(cls, recipe) -> "PreferenceTask":
@@ -78,7 +86,7 @@ class PreferenceTask(Task):
         gen.check_architecture("causal-lm", model_cfg)
 
     def model_kwargs(self) -> dict:
-        return {}
+        return dict(self.no_dropout)
 
     # -- data --------------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True):

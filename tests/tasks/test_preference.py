@@ -13,14 +13,15 @@ from helpers import NEGATIVE, POSITIVE
 from llmctl.errors import DataError, RecipeError
 
 
-def preference_rows(n: int) -> list[dict]:
-    """Separable pairs: the review's sentiment word is chosen, the other one rejected."""
+def preference_rows(n: int, rejected: str | None = None) -> list[dict]:
+    """The review's sentiment word is chosen, the other one rejected (or `rejected`: pairs a tiny
+    model separates in a few steps, whatever the prompt)."""
     rows = []
     for i in range(n):
         positive = i % 2 == 0
         review = (POSITIVE if positive else NEGATIVE)[(i // 2) % 10]
         rows.append({"prompt": f"Review: {review}\nSentiment:", "chosen": " positive" if positive else " negative",
-                     "rejected": " negative" if positive else " positive"})
+                     "rejected": rejected or (" negative" if positive else " positive")})
     return rows
 
 
