@@ -122,7 +122,8 @@ class Console:
                                       stats=f"loss {event.loss:.4f} lr {event.learning_rate:.2e} "
                                             f"{event.samples_per_second:.0f} samples/s")
             elif event.log:
-                self.log(f"step {event.step}/{event.total_steps} epoch {event.epoch:.2f} loss {event.loss:.4f} "
+                extra = "".join(f" {k} {v:.4f}" for k, v in event.metrics.items())
+                self.log(f"step {event.step}/{event.total_steps} epoch {event.epoch:.2f} loss {event.loss:.4f}{extra} "
                          f"lr {event.learning_rate:.2e} {event.samples_per_second:.1f} samples/s "
                          f"eta {fmt_duration(event.eta_s)}")
         elif isinstance(event, ev.Evaluated):

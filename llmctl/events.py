@@ -27,6 +27,8 @@ class Progress:
     samples_per_second: float
     eta_s: float
     log: bool = True  # False: only a progress-bar update, no log line
+    # the task's own training stats (Task.training_loss), averaged over the window: preference's rewards/...
+    metrics: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -366,11 +366,48 @@ class DistillConfig(Section):
     batch_size: int = Field(32, gt=0, description="Rows per teacher forward pass when its logits are computed.")
 
 
+class PreferenceConfig(Section):
+    """Preference tuning (task: preference) on prompt / chosen / rejected rows; names as TRL's."""
+
+    method: Literal["dpo", "simpo", "orpo"] = Field(
+        "dpo", description="dpo (sigmoid loss against a reference: the starting weights, or the base with the LoRA "
+                           "adapters off), or the reference-free simpo or orpo.")
+    beta: float = Field(0.1, description="dpo/simpo: scale of the log-ratio rewards; orpo: the weight of the "
+                                         "odds-ratio term (the paper's lambda, TRL's beta). Must be > 0.")
+    label_smoothing: float | None = Field(
+        None, ge=0, lt=0.5, description="dpo only: the assumed share of flipped preference labels (cDPO); "
+                                        "null = 0.")
+    simpo_gamma: float | None = Field(
+        None, description="simpo only: the target reward margin gamma (TRL's simpo_gamma); null = 0.5.")
+
+    @field_validator("beta")
+    @classmethod
+    def _positive_beta(cls, value):
+        if value <= 0:
+            raise ValueError("must be > 0 (e.g. 0.1): it scales the rewards, and 0 or less learns nothing or "
+                             "the reverse preference")
+        return value
+
+    @model_validator(mode="after")
+    def _method_settings(self):
+        if self.method != "dpo" and self.label_smoothing is not None:
+            raise ValueError(f"preference.label_smoothing smooths DPO's reference-based loss; method "
+                             f"{self.method} has no reference: drop preference.label_smoothing")
+        if self.method != "simpo" and self.simpo_gamma is not None:
+            raise ValueError(f"preference.simpo_gamma is SimPO's margin; method {self.method} does not use it: "
+                             "drop preference.simpo_gamma or set preference.method: simpo")
+        return self
+
+    @property
+    def reference_free(self) -> bool:
+        return self.method != "dpo"
+
+
 D = TypeVar("D", bound=DataConfig)
 
 
 class Recipe(Section, Generic[D]):
-    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice, embedding or denoising (see `llmctl recipes list`).")
+    task: str = Field(description="classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice, embedding, denoising or preference (see `llmctl recipes list`).")
     model: ModelConfig
     data: D
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -381,6 +418,8 @@ class Recipe(Section, Generic[D]):
     peft: PeftConfig | None = Field(None, description="Train a LoRA adapter instead of every weight (see README, LoRA).")
     distill: DistillConfig | None = Field(
         None, description="Learn from a teacher model's softened outputs too (classification, causal-lm).")
+    preference: PreferenceConfig | None = Field(
+        None, description="task: preference only: the method (dpo, simpo, orpo) and its settings; null = dpo, beta 0.1.")
 
     # The file the recipe came from, for messages (set by llmctl.config.load.validate_recipe).
     _source: str = PrivateAttr("<recipe>")
@@ -400,6 +439,9 @@ class Recipe(Section, Generic[D]):
         if self.model.init_from is not None and self.peft is not None and self.peft.quantized:
             raise ValueError("model.init_from builds the model from full-precision weights; qlora's 4-bit base "
                              "cannot start from it: use peft.method: lora, or drop model.init_from")
+        if self.preference is not None and self.task != "preference":
+            raise ValueError(f"the preference section trains task: preference, not {self.task!r}; "
+                             "drop it or set task: preference")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:

@@ -27,7 +27,7 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     from llmctl.tasks import TASKS
 
     report = Report(recipe.task)
-    task = TASKS[recipe.task](recipe.data)
+    task = TASKS[recipe.task].for_recipe(recipe)
     specs = {role: getattr(recipe.data, role) for role in ROLES if getattr(recipe.data, role, None)}
     # The model first, as finetune checks it: a missing path fails in seconds (one hub probe, not
     # the libraries' retries), and a config too big for this machine is refused here, not in training.

@@ -166,6 +166,8 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         model = OnnxModel(model_dir)  # logits only: a loss only from tasks that compute it from them
     else:
         model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir, trust))
+        # DPO's reference log-probs, from the starting weights (the base with the adapters off under LoRA)
+        features = tell(task.reference_columns(features, model, accelerator, trained=True))
     metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
             "output_dir": str(Path(model_path)), "precision": resolved}

@@ -156,6 +156,10 @@ def build(checked: Checked) -> Setup:
         return optimizer, build_scheduler(optimizer, recipe.train, total_steps)
 
     model, optimizer, scheduler = prepare_for_training(accelerator, model, make_optimizer)
+    # Columns the starting weights compute once (DPO's reference log-probs; cached with the features).
+    train_features = tell(task.reference_columns(train_features, model, accelerator, recipe.data.cache))
+    if eval_features is not None:
+        eval_features = tell(task.reference_columns(eval_features, model, accelerator, recipe.data.cache))
     return Setup(checked=checked, precision=precision, accelerator=accelerator, sharded=sharded, tokenizer=tokenizer,
                  train_features=train_features, eval_features=eval_features, data_info=data_info, model=model,
                  optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, total_steps=total_steps,

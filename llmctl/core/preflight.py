@@ -80,7 +80,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     else:
         from llmctl.tasks import TASKS
 
-        task = TASKS[recipe.task](recipe.data)
+        task = TASKS[recipe.task].for_recipe(recipe)
         train_split = tell(task.load_split("train", recipe.data.train))
         task = task.with_labels(task.fit(train_split))
         eval_split = tell(task.load_split("validation", recipe.data.validation)) if recipe.data.validation else None

@@ -7,6 +7,7 @@ from llmctl.tasks.embedding import EmbeddingTask
 from llmctl.tasks.masked_lm import MaskedLMTask
 from llmctl.tasks.multiple_choice import MultipleChoiceTask
 from llmctl.tasks.ner import NerTask
+from llmctl.tasks.preference import PreferenceTask
 from llmctl.tasks.qa import QATask
 from llmctl.tasks.seq2seq import Seq2SeqTask
 
@@ -20,4 +21,5 @@ TASKS = {
     "multiple-choice": MultipleChoiceTask,
     "embedding": EmbeddingTask,
     "denoising": DenoisingTask,
+    "preference": PreferenceTask,
 }

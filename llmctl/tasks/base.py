@@ -72,6 +72,12 @@ class Task(ABC):
         self.labels = labels if labels is not None else Labels()
 
     @classmethod
+    def for_recipe(cls, recipe) -> "Task":
+        """The task a recipe trains (finetune, doctor). Tasks that read a section besides `data:`
+        (preference: the `preference:` section and the starting model) override it."""
+        return cls(recipe.data)
+
+    @classmethod
     def from_model(cls, meta: dict, model_config) -> "Task":
         """Rebuild the task, labels included, from a saved model's llmctl.json (`meta`) and config.
         Here for tasks without labels: the data section saved with the model is all they need."""
@@ -161,10 +167,18 @@ class Task(ABC):
         return self.collate(rows, tokenizer)
 
     def training_loss(self, model, inputs: dict):
-        """The loss the loop minimises on one training batch: the model's own (its head computes it
-        from `labels`); a task whose objective is outside the model (contrastive embedding losses)
-        computes it here from the model's outputs."""
-        return model(**inputs).loss
+        """(loss, stats) of one training batch: the loss to back-propagate (the model's own, its head
+        computes it from `labels`; a task whose objective is outside the model, contrastive embedding
+        or preference losses, computes it here from the model's outputs) and, for the log line and
+        the trackers, named floats that the loop averages over the batches of each logging window
+        ({} for most tasks; preference: TRL's rewards/... and logps/...)."""
+        return model(**inputs).loss, {}
+
+    def reference_columns(self, features, model, accelerator, use_cache: bool = True, trained: bool = False):
+        """`features` plus columns the starting model computes once, before the first step (DPO's
+        reference log-probabilities), with notes saying how they were got; the same features for
+        tasks that need none. `trained`: `model` is the fine-tuned one (eval), not the start."""
+        return features
 
     # -- evaluation --------------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):

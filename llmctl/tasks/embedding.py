@@ -147,6 +147,9 @@ class EmbeddingTask(Task):
                     bool(self.data_cfg.normalize))
 
     def training_loss(self, model, inputs: dict):
+        return self.contrastive_loss(model, inputs), {}
+
+    def contrastive_loss(self, model, inputs: dict):
         cfg = self.data_cfg
         vectors = self.embed(model, inputs)
         rows = len(vectors) // int(inputs["group_size"])  # anchor, positive[, negative] or sentence1, sentence2

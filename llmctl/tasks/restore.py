@@ -32,6 +32,10 @@ def task_for_model(model_dir: Path, recipe=None):
             check_recipe_task(recipe, saved.get("task"), str(model_dir))
         meta = {"task": recipe.task, "data": recipe.data.model_dump(mode="json")} | (
             {"precision": saved["precision"]} if saved and "precision" in saved else {})
+        if getattr(recipe, "preference", None) is not None:
+            meta["preference"] = recipe.preference.model_dump(mode="json")
+        if saved and "reference" in saved:  # the model a preference run started from
+            meta["reference"] = saved["reference"]
     elif saved is not None:
         meta = saved
     else:

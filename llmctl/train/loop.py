@@ -195,8 +195,8 @@ class Training:
             inputs = to_device(inputs, acc.device)
             last = micro == len(group) - 1
             with contextlib.nullcontext() if last or world == 1 else acc.no_sync(s.model):
-                loss = (s.task.training_loss(s.model, inputs) if s.distiller is None
-                        else s.distiller.loss(s.model, inputs, indices[-1]))
+                loss, stats = (s.task.training_loss(s.model, inputs) if s.distiller is None
+                               else (s.distiller.loss(s.model, inputs, indices[-1]), {}))
                 if not torch.isfinite(loss.detach()):
                     raise TrainingError(
                         f"Loss became {float(loss)} at step {state['step'] + 1} (epoch {state['epoch'] + 1}).",
@@ -207,6 +207,8 @@ class Training:
                 acc.backward(loss * (len(batch_ids) / total_examples))
             self.window.loss += float(loss.detach())
             self.window.batches += 1
+            for name, value in stats.items():
+                self.window.stats[name] = self.window.stats.get(name, 0.0) + value
         return indices
 
     def _progress(self) -> Progress:
@@ -216,7 +218,8 @@ class Training:
         log = step % self.cfg.logging_steps == 0 or step == s.total_steps
         event = Progress(step, s.total_steps, self.at.epoch, w.loss / max(1, w.batches),
                          s.scheduler.get_last_lr()[0], w.samples / w.time if w.time else 0.0,
-                         self.state["runtime_s"] / step * (s.total_steps - step), log)
+                         self.state["runtime_s"] / step * (s.total_steps - step), log,
+                         {k: v / max(1, w.batches) for k, v in w.stats.items()})
         if log:
             self.window = _Window()
         return event
@@ -309,6 +312,7 @@ class _Window:
     batches: int = 0
     time: float = 0.0
     samples: int = 0
+    stats: dict = field(default_factory=dict)  # sums of the task's training stats
 
 
 class StopFlag:

@@ -126,7 +126,7 @@ class RunTracking:
     def record(self, event) -> None:
         if isinstance(event, Progress) and event.log:
             values = {"loss": event.loss, "learning_rate": event.learning_rate,
-                      "samples_per_second": event.samples_per_second, "epoch": event.epoch}
+                      "samples_per_second": event.samples_per_second, "epoch": event.epoch} | event.metrics
             if self.main:
                 append_line(self.run_dir / TRAIN_LOG, json.dumps({"step": event.step} | values))
             self._log({f"train/{k}": v for k, v in values.items()}, event.step)

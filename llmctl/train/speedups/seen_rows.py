@@ -66,19 +66,21 @@ def _split_rows(module, state_dict, prefix, local_metadata, strict, missing_keys
 
 
 def seen_token_ids(columns: dict, extra=()) -> torch.Tensor:
-    """Every token id in the features' `input_ids`, plus `extra` (pad ids the collator adds)."""
+    """Every token id in the features' `input_ids` (and `*_input_ids`: a preference pair's prompt,
+    chosen and rejected), plus `extra` (pad ids the collator adds)."""
     import numpy as np
 
     from llmctl.data.store import Ragged, blocks
 
-    ids = columns.get("input_ids")
-    if isinstance(ids, Ragged):  # block by block: np.unique of all 100M ids would sort a copy of them
-        flat = np.zeros(0, np.int64)
-        for block in blocks(ids.values):
-            flat = np.union1d(flat, np.unique(block))
-    else:
-        ids = ids or []
-        flat = np.fromiter((t for row in ids for t in row), dtype=np.int64) if ids else np.zeros(0, np.int64)
+    flat = np.zeros(0, np.int64)
+    for name, ids in columns.items():
+        if not (name == "input_ids" or name.endswith("_input_ids")):
+            continue
+        if isinstance(ids, Ragged):  # block by block: np.unique of all 100M ids would sort a copy of them
+            for block in blocks(ids.values):
+                flat = np.union1d(flat, np.unique(block))
+        elif len(ids):
+            flat = np.union1d(flat, np.fromiter((t for row in ids for t in row), dtype=np.int64))
     extra = np.asarray([e for e in extra if e is not None and e >= 0], dtype=np.int64)
     return torch.from_numpy(np.unique(np.concatenate([flat, extra])))
 
