@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 
 from llmctl.generation.generate import Settings, encode_prompts, eos_ids, generate
-from llmctl.generation.model import (check_size, context_limit, generation_kind, load_checked, load_config,
-                                     load_tokenizer, quiet_transformers, resolve_source)
+from llmctl.generation.model import context_limit, load_checked, prepare
 from llmctl.generation.prompts import Prompt
 
 # Rendered by llmctl.console (route_logs): generation never prints.
@@ -38,12 +37,7 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     from llmctl.generation.decoding import describe_dropped, token_ids_only
 
     device = check_options(settings, precision, device)  # --device tpu: one line, exit 2, before anything loads
-    quiet_transformers()
-    source = resolve_source(model)
-    config = load_config(source)
-    kind = generation_kind(config, source)
-    check_size(source, config, kind)
-    tokenizer, pad_added = load_tokenizer(source, kind)
+    source, config, kind, tokenizer, pad_added = prepare(model)
     encoded, truncated = encode_prompts([p.text for p in prompts], [p.where for p in prompts], tokenizer, kind,
                                         context_limit(config, tokenizer, kind), settings, prompts)
     if truncated:

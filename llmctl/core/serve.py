@@ -103,15 +103,9 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
 def load_generator(model: str, precision: str, device: str, warn):
     """The model and tokenizer, loaded and checked as `llmctl generate` loads them."""
     from llmctl.generation.decoding import describe_dropped, token_ids_only
-    from llmctl.generation.model import (check_size, generation_kind, load_checked, load_config, load_tokenizer,
-                                         quiet_transformers, resolve_source)
+    from llmctl.generation.model import load_checked, prepare
 
-    quiet_transformers()
-    source = resolve_source(model)
-    config = load_config(source)
-    kind = generation_kind(config, source)
-    check_size(source, config, kind)
-    tokenizer, pad_added = load_tokenizer(source, kind)
+    source, config, kind, tokenizer, pad_added = prepare(model)
     gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True)
     gen.config = config
     dropped = token_ids_only(gen.model)

@@ -90,6 +90,18 @@ def check_size(source: str, config, kind: str) -> None:
                      config=config)
 
 
+def prepare(model: str) -> tuple[str, object, str, object, bool]:
+    """What generating from `model` needs before its weights load: (source, config, kind, tokenizer,
+    pad_added), with the model's family and size checked from its config alone."""
+    quiet_transformers()
+    source = resolve_source(model)
+    config = load_config(source)
+    kind = generation_kind(config, source)
+    check_size(source, config, kind)
+    tokenizer, pad_added = load_tokenizer(source, kind)
+    return source, config, kind, tokenizer, pad_added
+
+
 def load_checked(source: str, kind: str, precision: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, tokenizer=None, pad_added: bool = False,
                  size_checked: bool = False) -> Generator:
