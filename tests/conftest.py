@@ -1,8 +1,6 @@
 """Shared pytest setup: offline mode and tiny local checkpoints."""
 
 import os
-import sys
-from pathlib import Path
 
 # Set before transformers/datasets/huggingface_hub are imported anywhere: tests must
 # never reach the network (the Hub is unreachable and would only add timeouts).
@@ -17,12 +15,6 @@ import tempfile  # noqa: E402
 os.environ["LLMCTL_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmctl-test-cache-")
 
 import pytest  # noqa: E402
-
-_TESTS = Path(__file__).resolve().parent
-# The package is not necessarily installed into the venv; import it from the checkout.
-for _p in (str(_TESTS.parent), str(_TESTS)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 
 @pytest.fixture(scope="session")

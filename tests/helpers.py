@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
+import subprocess as sp
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from support.inprocess import needs_process, run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,16 +28,28 @@ class Result:
     stdout: str
     stderr: str
 
+    @property
+    def returncode(self) -> int:
+        return self.exit_code
+
     def json(self):
         return json.loads(self.stdout)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
-            timeout: int = 600) -> Result:
-    """Run `python -m llmctl ARGS` in a subprocess, exactly as a user's shell would."""
-    proc = subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, env=cli_env(env), input=input,
-                          capture_output=True, text=True, timeout=timeout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+            timeout: int = 600, subprocess: bool = False) -> Result:
+    """`llmctl ARGS` as a user's shell runs it: exit code, stdout, stderr.
+
+    In this process by default (tests/support/inprocess.py: the same main(), output, exit code and
+    a fresh process's global state, without paying the torch import per call). In a real
+    `python -m llmctl` subprocess when `subprocess=True` (what is checked is the process: signals,
+    start-up imports, a terminal, several processes), when `env` changes a variable libraries read
+    at import, or for every call when LLMCTL_TEST_SUBPROCESS=1 (to compare the two ways)."""
+    if subprocess or os.environ.get("LLMCTL_TEST_SUBPROCESS") == "1" or needs_process(env):
+        proc = sp.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, env=cli_env(env), input=input,
+                      capture_output=True, text=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+    return Result(*run_in_process(args, cli_env(env), cwd, input))
 
 
 def cli_env(env: dict | None = None) -> dict:
@@ -53,6 +67,19 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 def error_lines(stderr: str) -> list[str]:
     """The `error: ...` lines of a command's stderr."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def finetune_json(recipe: Path, *args: str, env: dict | None = None) -> dict:
+    """`llmctl finetune RECIPE --json ARGS` on one thread, which must succeed: its JSON."""
+    result = run_cli("finetune", str(recipe), "--json", *args, env=ONE_THREAD | (env or {}))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    return result.json()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def write_csv(path: Path, rows: list[dict], delimiter: str = ",", header: bool = True) -> Path:

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from helpers import write_jsonl  # noqa: F401  (QA tests import it from here too)
 from tiny_models import JOBS, ORGS, PEOPLE, PLACES, SURNAMES
 
 
@@ -59,11 +60,6 @@ def flat_rows(articles: list[dict]) -> list[dict]:
                              "answers": {"text": [a["text"] for a in qa["answers"]],
                                          "answer_start": [a["answer_start"] for a in qa["answers"]]}})
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def qa_recipe(path: Path, model: Path, train_file: Path, valid_file: Path | None, output_dir: Path, **extra) -> Path:

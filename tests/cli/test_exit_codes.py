@@ -101,8 +101,9 @@ def test_each_error_exits_with_its_documented_code(tmp_path, exception, code):
 
 
 def test_usage_errors_and_success_codes():
-    assert run_cli("finetune", "--no-such-flag").exit_code == 2
-    assert run_cli("--version").exit_code == 0
+    """The exit status of a real process (every other test may run the CLI in-process)."""
+    assert run_cli("finetune", "--no-such-flag", subprocess=True).exit_code == 2
+    assert run_cli("--version", subprocess=True).exit_code == 0
 
 
 def test_unexpected_exception_is_one_line_and_exit_1(tmp_path):

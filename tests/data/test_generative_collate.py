@@ -3,10 +3,9 @@ are, tensor for tensor, the batches each task's own collate made before: those c
 below as the reference, and both are fed the same real feature rows, as lists (just tokenized) and
 as columnar arrays (what the feature cache gives back), for every model family each task takes."""
 
-import json
-
 import pytest
 
+from helpers import write_jsonl
 from qa_helpers import make_articles, write_squad
 
 
@@ -105,11 +104,6 @@ def tokenizer_of(model, padding_side=None, **kwargs):
     if padding_side:
         tokenizer.padding_side = padding_side
     return tokenizer
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def batches(features, size=3):

@@ -2,7 +2,6 @@
 arrays, packed across chunk boundaries, giving exactly the features of the whole-file read; and a
 CLI finetune on such a file that trains, then trains again from the feature cache."""
 
-import json
 import re
 import tracemalloc
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import finetune_twice, run_cli
+from helpers import finetune_twice, run_cli, write_jsonl
 from llmctl.console import tell
 from llmctl.errors import EXIT_DATA
 
@@ -27,11 +26,6 @@ def corpus(n: int, seed: int = 0, empty_every: int | None = None) -> list[dict]:
             text = "  "
         rows.append({"text": text, "prompt": f"Q{i}:", "completion": " " + text})
     return rows
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def write_csv(path, rows):

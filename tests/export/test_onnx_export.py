@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from helpers import (ONE_THREAD, REPO, build_recipe, error_lines, keyword_sentiment_rows, ner_sentence, run_cli,
-                     write_conll, write_csv, write_recipe)
+from helpers import (ONE_THREAD, REPO, build_recipe, error_lines, finetune_json, keyword_sentiment_rows, ner_sentence,
+                     run_cli, write_conll, write_csv, write_recipe)
 from llmctl.errors import EXIT_GATE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
@@ -20,11 +20,6 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip i
 
 REVIEWS = ["the film was truly wonderful", "the plot was really awful", "the acting was very dull",
            "the music was quite brilliant", "a great and moving film", "the ending was lifeless"]
-
-
-def finetune(recipe) -> None:
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
-    assert result.exit_code == EXIT_OK, result.stderr[-3000:]
 
 
 def export_onnx(run, out, *args):
@@ -86,7 +81,7 @@ def reviews(tmp_path_factory):
 def test_bert_classification_exports_and_predicts_the_same(tiny_models, reviews):
     tmp, train, inputs = reviews
     run, out = tmp / "bert-run", tmp / "bert-onnx"
-    finetune(write_recipe(tmp / "bert.yaml", tiny_models["bert"], train, None, run, train={"save_every": 1000}))
+    finetune_json(write_recipe(tmp / "bert.yaml", tiny_models["bert"], train, None, run, train={"save_every": 1000}))
     result = export_onnx(run, out, "--json").json()
     assert result["format"] == "onnx" and result["merged_adapter"] is False and result["check"]["passed"]
     assert result["check"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
@@ -104,7 +99,7 @@ def gpt2_onnx(tiny_models, reviews):
     """A LoRA GPT-2 classification run and its ONNX export: (run, folder, what export printed)."""
     tmp, train, _ = reviews
     run, out = tmp / "gpt2-run", tmp / "gpt2-onnx"
-    finetune(write_recipe(tmp / "gpt2.yaml", tiny_models["gpt2"], train, None, run, peft={"r": 8},
+    finetune_json(write_recipe(tmp / "gpt2.yaml", tiny_models["gpt2"], train, None, run, peft={"r": 8},
                           train={"learning_rate": 5e-3, "save_every": 1000}))
     return run, out, export_onnx(run, out)
 
@@ -149,7 +144,7 @@ def test_eval_of_the_export_scores_like_the_run(gpt2_onnx, reviews):
 def test_t5_classification_exports_and_predicts_the_same(tiny_models, reviews):
     tmp, train, inputs = reviews
     run, out = tmp / "t5-run", tmp / "t5-onnx"
-    finetune(write_recipe(tmp / "t5.yaml", tiny_models["t5"], train, None, run, train={"save_every": 1000}))
+    finetune_json(write_recipe(tmp / "t5.yaml", tiny_models["t5"], train, None, run, train={"save_every": 1000}))
     export_onnx(run, out)
     exported_equals_run(run, out, inputs)
 
@@ -160,7 +155,7 @@ def test_qa_run_exports_and_predicts_the_same_answers(tiny_models, tmp_path):
     # trains and predicts without them while its merged model (either format) uses them.
     train = write_squad(tmp_path / "train.json", make_articles(n_articles=2, paragraphs=2, people=2, seed=0))
     run, out = tmp_path / "run", tmp_path / "onnx"
-    finetune(qa_recipe(tmp_path / "qa.yaml", tiny_models["bert"], train, None, run,
+    finetune_json(qa_recipe(tmp_path / "qa.yaml", tiny_models["bert"], train, None, run,
                        train={"epochs": 1, "learning_rate": 5e-3, "save_every": 1000}))
     result = export_onnx(run, out, "--json").json()
     assert result["check"]["outputs"] == ["start_logits", "end_logits"]
@@ -178,7 +173,7 @@ def test_ner_run_exports_and_predicts_the_same_entities(tiny_models, tmp_path):
     rng = random.Random(0)
     train = write_conll(tmp_path / "train.txt", [ner_sentence(rng) for _ in range(48)])
     run, out = tmp_path / "run", tmp_path / "onnx"
-    finetune(build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], run,
+    finetune_json(build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], run,
                           {"train": str(train), "validation": None, "max_length": 24},
                           train={"epochs": 4, "learning_rate": 5e-3, "save_every": 1000}))
     export_onnx(run, out)
@@ -192,7 +187,7 @@ def test_ner_run_exports_and_predicts_the_same_entities(tiny_models, tmp_path):
 def test_causal_lm_run_is_refused_before_the_model_loads(tiny_models, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": f"{r} ."} for r in REVIEWS * 4])
     run = tmp_path / "run"
-    finetune(build_recipe(tmp_path / "lm.yaml", "causal-lm", tiny_models["gpt2"], run,
+    finetune_json(build_recipe(tmp_path / "lm.yaml", "causal-lm", tiny_models["gpt2"], run,
                           {"train": str(train), "validation": None, "max_length": 16},
                           train={"save_every": 1000}))
     refused = run_cli("export", str(run), "--output", str(tmp_path / "out"), "--format", "onnx")
@@ -255,7 +250,7 @@ def test_multiple_choice_run_exports_with_a_choices_axis_and_predicts_the_same(t
     train = write_rows(tmp_path / "swag.jsonl", swag_rows(24))
     inputs = write_rows(tmp_path / "in.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in swag_rows(3)])
     run, out = tmp_path / "run", tmp_path / "onnx"
-    finetune(build_recipe(tmp_path / "mc.yaml", "multiple-choice", tiny_models["bert"], run,
+    finetune_json(build_recipe(tmp_path / "mc.yaml", "multiple-choice", tiny_models["bert"], run,
                           {"train": str(train), "validation": None, **SWAG_KEYS}, train={"max_steps": 2}))
     assert export_onnx(run, out, "--json").json()["check"]["passed"]
     session = open_session(out / "model.onnx")

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, sentiment_rows, write_csv, write_recipe
+from helpers import error_lines, run_cli, sentiment_rows, write_csv, write_recipe
 from llmctl.errors import EXIT_DATA, EXIT_GATE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def snapshot(root):

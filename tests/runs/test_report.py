@@ -5,27 +5,20 @@ listing the model folder and every refusal one line with its exit code."""
 
 import base64
 import csv
-import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
 
 import pytest
 
-from helpers import (ONE_THREAD, build_recipe, error_lines, keyword_sentiment_rows, ner_sentence, run_cli, write_conll,
-                     write_csv, write_recipe)
+from helpers import (ONE_THREAD, build_recipe, error_lines, finetune_json, keyword_sentiment_rows, ner_sentence,
+                     run_cli, write_conll, write_csv, write_recipe)
 from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A validation sentence that must come out as text, not markup.
 TRICKY = {"sentence": "the <b>plot</b> was great & \"fun\"", "label": "positive"}
 SECTIONS = {"reproduce", "metrics", "per-class", "pictures", "history", "worst", "recipe", "environment"}
-
-
-def finetune(recipe) -> dict:
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
-    assert result.exit_code == EXIT_OK, result.stderr[-3000:]
-    return result.json()
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +28,7 @@ def cls_run(tiny_models, tmp_path_factory):
     valid = write_csv(tmp / "valid.csv", keyword_sentiment_rows(23, seed=1) + [TRICKY])
     recipe = write_recipe(tmp / "r.yaml", tiny_models["bert"], train, valid, tmp / "run",
                           train={"epochs": 3, "eval_every": 12, "save_every": 1000, "logging_steps": 50})
-    result = finetune(recipe)
+    result = finetune_json(recipe)
     # A picture like the ones runs draw at each evaluation; the report embeds every *.png it finds.
     (tmp / "run" / "test_picture.png").write_bytes(gradient_png(64, 32))
     return tmp, result
@@ -170,7 +163,7 @@ def test_ner_report_ranks_sentences_by_entity_f1_and_scores_each_entity_type_as_
     recipe = build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], tmp_path / "run",
                           {"train": str(train), "validation": str(valid), "max_length": 24},
                           train={"epochs": 2, "learning_rate": 5e-3})
-    metrics = finetune(recipe)["metrics"]
+    metrics = finetune_json(recipe)["metrics"]
     result = run_cli("report", str(tmp_path / "run"), "--worst", "12", env=ONE_THREAD)
     assert result.exit_code == EXIT_OK, result.stderr[-3000:]
     page = parse(tmp_path / "run" / "report.html")
@@ -304,7 +297,7 @@ def test_model_card_of_a_lora_run_names_peft_and_its_base(tiny_models, tmp_path)
     valid = write_csv(tmp_path / "valid.csv", keyword_sentiment_rows(16, seed=1))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_models["bert"], train, valid, tmp_path / "run", peft={"r": 4},
                           train={"max_steps": 4, "eval_every": 2, "save_every": 1000})
-    finished = finetune(recipe)
+    finished = finetune_json(recipe)
     card, data, _, results = read_card(tmp_path / "run" / "model")
     assert data["library_name"] == "peft" and {"llmctl", "lora"} <= set(data["tags"])
     assert {r.metric_type: r.metric_value for r in results} == pytest.approx(

@@ -6,16 +6,9 @@ import random
 
 import pytest
 
-from helpers import ONE_THREAD, build_recipe, ner_sentence, run_cli, write_conll
-from llmctl.errors import EXIT_OK
+from helpers import build_recipe, finetune_json, ner_sentence, write_conll
 from qa_helpers import make_articles, qa_recipe, write_squad
 from test_trackers import picture
-
-
-def finetune(recipe) -> dict:
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
-    assert result.exit_code == EXIT_OK, result.stderr
-    return result.json()
 
 
 def test_ner_run_draws_per_entity_scores(tiny_models, tmp_path):
@@ -26,7 +19,7 @@ def test_ner_run_draws_per_entity_scores(tiny_models, tmp_path):
     recipe = build_recipe(tmp_path / "ner.yaml", "ner", tiny_models["bert"], run_dir,
                           {"train": str(train), "validation": str(valid), "max_length": 24},
                           train={"epochs": 2, "learning_rate": 5e-3, "logging_steps": 2})
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     picture(run_dir / "curves.png")
     picture(run_dir / "entity_f1.png")
     diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
@@ -47,7 +40,7 @@ def test_squad_v2_run_draws_answerable_against_unanswerable(tiny_models, tmp_pat
     run_dir = tmp_path / "run"
     recipe = qa_recipe(tmp_path / "qa.yaml", tiny_models["bert"], data, data, run_dir,
                        data={"version_2_with_negative": True})
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     picture(run_dir / "curves.png")
     picture(run_dir / "qa_answerable.png")
     diagnostics = json.loads((run_dir / "diagnostics.json").read_text())

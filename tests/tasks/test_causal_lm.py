@@ -8,14 +8,9 @@ import shutil
 import pytest
 import yaml
 
-from helpers import NEGATIVE, POSITIVE, run_cli
+from helpers import NEGATIVE, POSITIVE, run_cli, write_jsonl
 from llmctl.console import tell
 from llmctl.errors import EXIT_DATA, EXIT_USAGE, RecipeError
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def pair_rows(n):

@@ -11,16 +11,11 @@ import pytest
 import torch
 import yaml
 
-from helpers import error_lines, run_cli, smollm2_gguf
+from helpers import error_lines, run_cli, smollm2_gguf, write_jsonl
 from llmctl.errors import EXIT_DATA, EXIT_USAGE
 
 CHAT_MODELS = ["llama", "qwen2"]
 END = "<|im_end|>"
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def turn(role, content):

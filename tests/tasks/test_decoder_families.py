@@ -10,8 +10,8 @@ import random
 import pytest
 import yaml
 
-from helpers import (ONE_THREAD, build_recipe, error_lines, keyword_sentiment_rows, ner_sentence, run_cli,
-                     write_conll, write_csv)
+from helpers import (ONE_THREAD, build_recipe, error_lines, finetune_json, keyword_sentiment_rows, ner_sentence,
+                     run_cli, write_conll, write_csv)
 from llmctl.errors import EXIT_MODEL, EXIT_OK
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
@@ -25,12 +25,6 @@ FEW_STEPS = {"max_steps": 6, "learning_rate": 3e-3, "eval_every": 6, "save_every
 def finite_metrics(metrics: dict, names: set) -> None:
     assert names <= set(metrics), metrics
     assert all(math.isfinite(metrics[name]) for name in names), metrics
-
-
-def finetune(recipe) -> dict:
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
-    assert result.exit_code == EXIT_OK, result.stderr
-    return result.json()
 
 
 def saved_config(run_dir):
@@ -47,7 +41,7 @@ def test_classification(family, tiny_models, tmp_path):
     recipe = build_recipe(tmp_path / "r.yaml", "classification", tiny_models[family], run_dir,
                           {"train": str(train), "validation": str(valid), "text_columns": ["sentence"],
                            "label_column": "label", "max_length": 32}, train=FEW_STEPS)
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     finite_metrics(out["metrics"], {"loss", "accuracy", "f1"})
     config = saved_config(run_dir)
     # Padded rows are scored at their last real token, which the model finds through pad_token_id.
@@ -78,7 +72,7 @@ def test_ner(family, tiny_models, tmp_path):
     run_dir = tmp_path / "run"
     recipe = build_recipe(tmp_path / "r.yaml", "ner", tiny_models[family], run_dir,
                           {"train": str(train), "validation": str(valid), "max_length": 32}, train=FEW_STEPS)
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     finite_metrics(out["metrics"], {"loss", "precision", "recall", "f1"})
     assert saved_config(run_dir).id2label[0] == "O"
 
@@ -99,7 +93,7 @@ def test_qa(family, tiny_models, tmp_path):
     valid_rows = flat_rows(make_articles(n_articles=1, paragraphs=1, people=3, seed=1))
     valid = write_jsonl(tmp_path / "valid.jsonl", valid_rows)
     run_dir = tmp_path / "run"
-    out = finetune(qa_recipe(tmp_path / "r.yaml", tiny_models[family], train, valid, run_dir, train=FEW_STEPS))
+    out = finetune_json(qa_recipe(tmp_path / "r.yaml", tiny_models[family], train, valid, run_dir, train=FEW_STEPS))
     finite_metrics(out["metrics"], {"loss", "exact_match", "f1"})
     assert saved_config(run_dir).pad_token_id is not None
 
@@ -125,7 +119,7 @@ def test_causal_lm_then_generate(family, tiny_models, tmp_path):
                           {"train": str(train), "validation": str(valid), "prompt_column": "prompt",
                            "completion_column": "completion", "max_length": 32, "max_new_tokens": 3},
                           train=FEW_STEPS)
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     finite_metrics(out["metrics"], {"loss", "perplexity"})
 
     from transformers import AutoModelForCausalLM
@@ -226,7 +220,7 @@ def test_other_families_classify_and_generate(kind, tiny_models, tmp_path):
                           {"train": str(train), "validation": str(train), "text_columns": ["sentence"],
                            "label_column": "label", "max_length": 32},
                           train={"max_steps": 3, "eval_every": 3, "save_every": 3})
-    out = finetune(recipe)
+    out = finetune_json(recipe)
     finite_metrics(out["metrics"], {"loss", "accuracy"})
     assert saved_config(run_dir).model_type == kind and saved_config(run_dir).pad_token_id is not None
     generated = run_cli("generate", str(model), "The movie was", "Alice Smith works as a", "--max-new-tokens", "3",

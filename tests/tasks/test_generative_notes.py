@@ -3,18 +3,12 @@ questions or empty rows skipped, integer targets without words) comes back as no
 and the command shows them, with the same words as before. Their rows are cut by the one
 `Task.row_limit` rule: only the first max_*_samples rows are read and checked; predict input never."""
 
-import json
 
 import pytest
 
-from helpers import build_recipe, run_cli
+from helpers import build_recipe, run_cli, write_jsonl
 from llmctl.errors import EXIT_OK, DataError
 from qa_helpers import make_articles, write_squad
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def qa_realigned(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import (ONE_THREAD, assert_same_weights, build_recipe, error_lines, eval_log, rewind_to_checkpoint,
-                     run_cli, tensors, weights, write_csv)
+                     run_cli, tensors, weights, write_csv, write_jsonl)
 from llmctl.errors import EXIT_MODEL
 from llmctl.tasks import masking
 from llmctl.tasks.masked_lm import MaskedLMData, MaskedLMTask
@@ -22,11 +22,6 @@ LINE = "the movie was great ."
 
 def corpus(copies: int) -> list[dict]:
     return [{"text": LINE}] * copies
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 # -- the masking function -----------------------------------------------------------

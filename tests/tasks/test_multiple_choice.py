@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from helpers import ONE_THREAD, build_recipe, error_lines, run_cli, smollm2_gguf
+from helpers import ONE_THREAD, build_recipe, error_lines, run_cli, smollm2_gguf, write_jsonl
 from llmctl.errors import EXIT_DATA
 
 PEOPLE = ["Alice", "Bob", "Carla", "David", "Emma", "Farid"]
@@ -32,11 +32,6 @@ def arc_rows(n: int) -> list[dict]:
     """ARC's shape as a local file: a question, a list of choices, a letter answerKey."""
     return [{"question": f"What does {r['sent2']} do next, wanting to {r['sent1'].split(' to ')[1]}",
              "choices": [r[f"ending{k}"] for k in range(4)], "answerKey": "ABCD"[r["label"]]} for r in swag_rows(n)]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

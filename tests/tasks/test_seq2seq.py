@@ -6,15 +6,10 @@ import shutil
 import pytest
 import yaml
 
-from helpers import NEGATIVE, POSITIVE, run_cli
+from helpers import NEGATIVE, POSITIVE, run_cli, write_jsonl
 from llmctl.errors import EXIT_DATA, EXIT_USAGE
 
 SUMMARY_METRICS = {"loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "accuracy", "gen_len"}
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def label_word_rows(n):

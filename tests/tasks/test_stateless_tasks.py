@@ -4,18 +4,12 @@ from their own mask). So their training features are cached like every task's: t
 a second run reports "hit", tokenizes nothing and trains the very same model."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
 
-from helpers import build_recipe, finetune_twice
+from helpers import build_recipe, finetune_twice, write_jsonl
 from qa_helpers import make_articles, write_squad
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def pair_rows(n):

@@ -16,18 +16,12 @@ import random
 import numpy as np
 import pytest
 
-from helpers import (ONE_THREAD, build_recipe, eval_log, keyword_sentiment_rows, ner_sentence, run_cli, write_conll,
-                     write_csv, write_recipe)
+from helpers import (ONE_THREAD, build_recipe, eval_log, finetune_json, keyword_sentiment_rows, ner_sentence, run_cli,
+                     write_conll, write_csv, write_recipe)
 from llmctl.errors import EXIT_OK
 from qa_helpers import flat_rows, make_articles, qa_recipe, write_jsonl, write_squad
 
 SEED = int(os.environ.get("LLMCTL_TEST_SEED", 42))
-
-
-def finetune(recipe) -> dict:
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD)
-    assert result.exit_code == EXIT_OK, result.stderr[-3000:]
-    return result.json()
 
 
 def assert_loss_falls(log: list[dict], factor: float, below: float) -> None:
@@ -47,7 +41,7 @@ def classification_run(request, tiny_models, tmp_path_factory):
     recipe = write_recipe(tmp / "r.yaml", tiny_models[request.param], train, valid, tmp / "run",
                           train={"epochs": 6, "batch_size": 16, "learning_rate": 5e-3, "eval_every": CLS_EVAL_EVERY,
                                  "save_every": 1000, "logging_steps": 20, "seed": SEED})
-    return request.param, tmp / "run", finetune(recipe)
+    return request.param, tmp / "run", finetune_json(recipe)
 
 
 def test_classification_learns(classification_run):
@@ -122,7 +116,7 @@ def ner_run(tiny_models, tmp_path_factory):
                           {"train": str(train), "validation": str(valid), "max_length": 32},
                           train={"epochs": 4, "learning_rate": 5e-3, "eval_every": NER_EVAL_EVERY,
                                  "save_every": 1000, "logging_steps": 20, "seed": SEED})
-    return tmp / "run", finetune(recipe)
+    return tmp / "run", finetune_json(recipe)
 
 
 def test_ner_learns(ner_run):
@@ -171,7 +165,7 @@ def qa_run(tiny_models, tmp_path_factory):
                        data={"max_length": 96, "doc_stride": 32, "max_answer_length": QA_MAX_ANSWER},
                        train={"epochs": 6, "learning_rate": 5e-3, "eval_every": QA_EVAL_EVERY, "save_every": 1000,
                               "logging_steps": 20, "seed": SEED})
-    return tmp / "run", finetune(recipe), valid_rows
+    return tmp / "run", finetune_json(recipe), valid_rows
 
 
 def test_qa_learns(qa_run):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
+from helpers import REPO, error_lines, run_cli, sentiment_rows, write_csv, write_recipe
 from llmctl.errors import EXIT_RUNTIME, EXIT_USAGE
 
 TRAIN = {"epochs": 2, "batch_size": 4, "save_every": 5, "eval_every": 5, "keep_checkpoints": 10}
@@ -51,10 +51,6 @@ def recipe_for(tmp_path, files, tiny_models, name="run", **train):
     _, train_file, valid_file = files
     return write_recipe(tmp_path / f"{name}.yaml", tiny_models["bert"], train_file, valid_file, tmp_path / name,
                         train=TRAIN | train)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def tensors(path):
