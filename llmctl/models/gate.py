@@ -18,7 +18,16 @@ def is_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
 
 
-def explain(exc: Exception, name: str) -> ModelError:
+def explain(exc: Exception, name: str) -> BaseException:
+    """The one ModelError a failed load becomes. A Ctrl-C that landed inside the library's own
+    context managers surfaces as their clean-up error ("pop from empty mode stack"): that is the
+    interrupt, and it stays one (exit 130), not a broken model (exit 5)."""
+    seen, visited = exc, set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        visited.add(id(seen))
+        seen = seen.__context__
     text = str(exc)
     if "trust_remote_code" in text:
         return ModelError(
