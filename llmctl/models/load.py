@@ -71,13 +71,17 @@ def load_config(model_cfg, **overrides):
     return pretrained(AutoConfig, name, **common, **overrides)
 
 
-def load_tokenizer(model_cfg, add_prefix_space: bool | None = None):
+def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, chat_template: str | None = None):
+    """The model's fast tokenizer; `chat_template` (data.chat_template's text) replaces its chat
+    template, and save_pretrained keeps it with the trained model."""
     from transformers import AutoTokenizer
 
     name, kwargs = source(model_cfg)
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
     tokenizer = pretrained(AutoTokenizer, name, **kwargs)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_cfg.name_or_path}' has no fast tokenizer (tokenizer.json), which llmctl needs for offsets.")
     pad_with_eos(tokenizer, model_cfg.name_or_path)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmctl.config.schema import DataConfig
 from llmctl.data.sources import load_split, looks_like_file, read_table, row_location, streamable
@@ -32,6 +32,7 @@ from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
 from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, open_split
+from llmctl.tasks.chat_formats import MESSAGES, chat_format, to_messages, wanted_columns
 
 
 class CausalLMData(DataConfig):
@@ -47,19 +48,48 @@ class CausalLMData(DataConfig):
     messages_column: str = Field(
         "messages", description="Column of chat conversations (lists of {role, content}); used whenever the data "
                                 "has it, rendered with the tokenizer's chat template, assistant turns learned.")
-    chat_template: bool = Field(
-        False, description="Render prompt/completion pairs with the tokenizer's chat template, as a user turn "
-                           "and an assistant turn.")
+    chat_template: bool | str = Field(
+        False, description="true: render prompt/completion pairs with the tokenizer's chat template, as a user "
+                           "turn and an assistant turn. A Jinja template, or the path of a file holding one: "
+                           "the chat template to use (and save with the model) for a base model that has none; "
+                           "prompt/completion pairs are then rendered with it too.")
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, value):
+        # A file is read now: the run's recipe.yaml keeps the template itself, so eval, predict and
+        # --resume need not find the file again.
+        return template_text(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _pairs(self):
         if (self.prompt_column is None) != (self.completion_column is None):
             raise ValueError("data.prompt_column and data.completion_column go together: set both for "
                              "prompt/completion pairs, or neither for plain text")
-        if self.chat_template and self.completion_column is None:
+        if self.chat_template is True and self.completion_column is None:
             raise ValueError("data.chat_template renders prompt/completion pairs: set data.prompt_column and "
                              "data.completion_column (data with a messages column needs no data.chat_template)")
         return self
+
+
+def template_text(value: str) -> str:
+    """data.chat_template given as text: the Jinja template itself, or read from the file it names."""
+    if "{{" in value or "{%" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{value!r} is neither a Jinja chat template (no {{{{ or {{%) nor a file; give the template "
+                         "text or the path of a .jinja file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the chat template file {path}: {exc}") from None
+
+
+def _frame(columns: dict):
+    import pandas
+
+    return pandas.DataFrame(columns)
 
 
 def _turns(prompts: list[str], completions: list[str]) -> list[list[dict]]:
@@ -127,6 +157,10 @@ class CausalLMTask(Task):
                 return split
         ds, where = self._read(spec, key, local)
         header = cfg.column_names is None
+        fmt = chat_format(ds.column_names, cfg)
+        if fmt not in (None, MESSAGES):  # ShareGPT / Alpaca: converted to the messages column
+            cells = {c: ds[c] if c in ds.column_names else None for c in wanted_columns(fmt, cfg)}
+            ds = _Frame(_frame({cfg.messages_column: to_messages(fmt, cells, cfg)}))
         if cfg.messages_column in ds.column_names:
             ds = gen.limit_rows(ds, self.row_limit(role), key, where)
             values = ds[cfg.messages_column]
@@ -145,7 +179,7 @@ class CausalLMTask(Task):
                                           cfg.skip_empty)
             split = LMSplit(where=where, role=role, prompts=prompts, completions=completions)
         split = self._drop_empty(split) if cfg.skip_empty else split
-        if cfg.chat_template:
+        if cfg.chat_template and self.pairs:
             split = replace(split, prompts=[], completions=None, conversations=_turns(split.prompts, split.completions),
                             header=header)
         return split
@@ -162,7 +196,7 @@ class CausalLMTask(Task):
         frame = read_table(path, key, cfg.column_names, cfg.text_split, nested=True)
         if len(frame) == 0:
             raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
-        if cfg.messages_column in frame.columns:
+        if chat_format(frame.columns, cfg) is not None:
             return _Frame(frame), str(path)
         return datasets.Dataset.from_pandas(frame, preserve_index=False), str(path)
 
@@ -179,6 +213,10 @@ class CausalLMTask(Task):
 
     def model_kwargs(self) -> dict:
         return {}
+
+    def tokenizer_kwargs(self) -> dict:
+        template = self.data_cfg.chat_template
+        return {"chat_template": template} if isinstance(template, str) else {}
 
     # -- features -------------------------------------------------------------------
     def _examples(self, prompts: list[str], completions: list[str] | None,
