@@ -357,8 +357,24 @@ class CausalLMTask(Task):
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}  # exp overflows a float past ~709
 
     # -- prediction -----------------------------------------------------------------
+    def chat_rows(self, rows: list[dict]) -> tuple[list[dict], int]:
+        """(rows, how many were wrapped): each row without a messages column whose prompt is a
+        string becomes a conversation of that one user turn (`predict --chat`)."""
+        names, out, wrapped = self._prompt_names(), [], 0
+        for row in rows:
+            value = next((row[c] for c in names if isinstance(row.get(c), str)), None)
+            if self.data_cfg.messages_column in row or value is None or not value.strip():
+                out.append(row)  # predict_split checks these
+                continue
+            out.append({self.data_cfg.messages_column: [{"role": "user", "content": value}]})
+            wrapped += 1
+        return out, wrapped
+
+    def _prompt_names(self) -> list[str]:
+        return [c for c in (self.data_cfg.prompt_column, "prompt", self.data_cfg.text_column, "text") if c]
+
     def predict_split(self, rows: list[dict], where: str) -> LMSplit:
-        names = [c for c in (self.data_cfg.prompt_column, "prompt", self.data_cfg.text_column, "text") if c]
+        names = self._prompt_names()
         prompts, conversations = [], []
         for i, row in enumerate(rows):
             if self.data_cfg.messages_column in row:

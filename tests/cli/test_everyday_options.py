@@ -66,3 +66,26 @@ def test_finetune_and_eval_failures_print_a_json_error(run, tmp_path):
     missing = run_cli("eval", str(tmp_path / "no-such-run"), "--json")
     assert missing.exit_code == EXIT_MODEL
     assert missing.json()["exit_code"] == EXIT_MODEL and "no-such-run" in missing.json()["error"]
+
+
+def test_eval_save_predictions_has_each_prediction_and_reference(run, tmp_path):
+    target = tmp_path / "preds.jsonl"
+    result = run_cli("eval", str(run / "run"), "--save-predictions", str(target), "--json", env=ONE_THREAD)
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    assert out["predictions_file"] == str(target)
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(rows) == out["samples"] == 6
+    expected = sentiment_rows(6)
+    assert [r["sentence"] for r in rows] == [e["sentence"] for e in expected]
+    assert [r["reference"] for r in rows] == [str(e["label"]) for e in expected]
+    accuracy = sum(r["label"] == r["reference"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(out["metrics"]["accuracy"])
+
+
+def test_predict_options_refused_on_a_classification_run(run, tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"sentence": "a great film"}\n')
+    result = run_cli("predict", str(run / "run"), "--input", str(inputs), "--max-new-tokens", "3")
+    assert result.exit_code == EXIT_USAGE
+    assert "--max-new-tokens is for generative runs (causal-lm, seq2seq); this is a classification run." in result.stderr

@@ -105,6 +105,18 @@ def test_chat_template_file_for_a_base_model(tiny_models, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
     assert tokenizer.chat_template == TEMPLATE
 
+    # predict on the run: plain prompts go through its template (said so), --max-new-tokens caps them
+    ask = tmp_path / "ask.jsonl"
+    ask.write_text('{"prompt": "what colour is the sky ?"}\n')
+    predicted = run_cli("predict", str(tmp_path / "run"), "--input", str(ask), "--max-new-tokens", "2", "--json",
+                        env=ONE_THREAD)
+    assert predicted.exit_code == 0, predicted.stderr
+    assert "1 plain prompt(s) sent as user turns of the chat template (the run trained with data.chat_template)" \
+        in predicted.stderr
+    row = predicted.json()["predictions"][0]
+    assert row["prompt"] == "what colour is the sky ?"
+    assert len(tokenizer(row["completion"], add_special_tokens=False)["input_ids"]) <= 2
+
     without = recipe(tmp_path / "plain.yaml", tiny_models["gpt2"], train)
     refused = run_cli("finetune", str(without), "--dry-run")
     assert refused.exit_code != 0 and "has no chat template" in refused.stderr
