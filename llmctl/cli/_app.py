@@ -46,7 +46,7 @@ def report_errors(command):
             if debug_enabled():
                 traceback.print_exc()
             _print_error(str(exc))
-            _json_error(kwargs, str(exc), exc.exit_code)
+            _json_error(kwargs, exc.message, exc.exit_code, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _print_error(f"interrupted by {_TERMINATED[0]}." if _TERMINATED else "interrupted.")
@@ -60,7 +60,7 @@ def report_errors(command):
             message = (f"{type(exc).__name__}: {exc}".splitlines()[0]
                        + " (unexpected; rerun with --debug for the traceback)")
             _print_error(message)
-            _json_error(kwargs, message, EXIT_RUNTIME)
+            _json_error(kwargs, message, EXIT_RUNTIME, None)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
@@ -90,17 +90,16 @@ def _stdout_gone() -> None:
     os.close(devnull)
 
 
-def _json_error(kwargs: dict, message: str, code: int) -> None:
+def _json_error(kwargs: dict, message: str, code: int, hint: str | None) -> None:
     """With --json, a failure is one JSON object on stdout too, so `llmctl ... --json | jq` always
-    reads one: {"error": first line, "hint": the rest, "exit_code": N} (the line stays on stderr)."""
+    reads one: {"error": the message, "hint": what to do or null, "exit_code": N} (the line stays on stderr)."""
     from llmctl.console import json_printed, print_json
 
     if not kwargs.get("json_out") or json_printed():
         return
 
-    first, _, rest = message.partition("\n")
     try:
-        print_json({"error": first, "hint": rest.strip() or None, "exit_code": code})
+        print_json({"error": message, "hint": hint.strip() if hint else None, "exit_code": code})
     except BrokenPipeError:
         _stdout_gone()
 
