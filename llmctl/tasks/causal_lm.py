@@ -33,6 +33,7 @@ from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
 from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, open_split
 from llmctl.tasks.chat_formats import MESSAGES, chat_format, to_messages, wanted_columns
+from llmctl.tasks.labelled_nll import NLLOutputs, labelled_nll
 
 
 class CausalLMData(DataConfig):
@@ -334,7 +335,8 @@ class CausalLMTask(Task):
     # -- evaluation -----------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):
         if "labels" in inputs:
-            return model(**inputs)
+            # the loss at labelled positions only: no [batch, length, vocab] logits (labelled_nll.py)
+            return labelled_nll(model, inputs) or model(**inputs)
         out = gen.GenerationOutputs()
         out.generated = gen.greedy_generate(model, inputs, self.data_cfg.max_new_tokens)[:, inputs["input_ids"].shape[1]:]
         return out
@@ -342,6 +344,8 @@ class CausalLMTask(Task):
     def outputs_to_keep(self, outputs, batch) -> dict:
         if getattr(outputs, "generated", None) is not None:
             return {"generated": outputs.generated}
+        if isinstance(outputs, NLLOutputs):
+            return {"nll": outputs.nll, "tokens": outputs.tokens}
         return token_nll(outputs.logits, batch["labels"], shift=True)
 
     def default_metric(self) -> str:
