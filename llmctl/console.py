@@ -20,10 +20,21 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+_JSON_PRINTED: list[bool] = []  # one entry once a command printed its JSON object on stdout
+
+
 def print_json(data, out=None) -> None:
     """A command's whole --json output: one JSON object on stdout (or `out`), from the main process."""
     if is_main_rank():
         print(json.dumps(data), file=out or sys.stdout, flush=True)
+        if out is None:
+            _JSON_PRINTED[:] = [True]
+
+
+def json_printed() -> bool:
+    """Whether this command has printed its JSON object (a failure after it, such as a quality
+    gate, must not print a second one)."""
+    return bool(_JSON_PRINTED)
 
 
 def note(message: str) -> None:

@@ -21,6 +21,7 @@ from llmctl.cli import eval as _eval
 from llmctl.cli import export as _export
 from llmctl.cli import finetune as _finetune
 from llmctl.cli import generate as _generate
+from llmctl.cli import models as _models
 from llmctl.cli import predict as _predict
 from llmctl.cli import push as _push
 from llmctl.cli import recipes as _recipes
@@ -31,6 +32,7 @@ from llmctl.cli import serve as _serve
 app.add_typer(_recipes.recipes_app, name="recipes")
 app.add_typer(_cache.cache_app, name="cache")
 app.add_typer(_runs.runs_app, name="runs")
+app.add_typer(_models.models_app, name="models")
 
 
 def main() -> None:

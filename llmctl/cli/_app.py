@@ -46,6 +46,7 @@ def report_errors(command):
             if debug_enabled():
                 traceback.print_exc()
             _print_error(str(exc))
+            _json_error(kwargs, exc.message, exc.exit_code, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _print_error(f"interrupted by {_TERMINATED[0]}." if _TERMINATED else "interrupted.")
@@ -56,8 +57,10 @@ def report_errors(command):
         except Exception as exc:  # a bug or an unexpected library failure
             if debug_enabled():
                 traceback.print_exc()
-            _print_error(f"{type(exc).__name__}: {exc}".splitlines()[0]
-                         + " (unexpected; rerun with --debug for the traceback)")
+            message = (f"{type(exc).__name__}: {exc}".splitlines()[0]
+                       + " (unexpected; rerun with --debug for the traceback)")
+            _print_error(message)
+            _json_error(kwargs, message, EXIT_RUNTIME, None)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
@@ -85,6 +88,20 @@ def _stdout_gone() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def _json_error(kwargs: dict, message: str, code: int, hint: str | None) -> None:
+    """With --json, a failure is one JSON object on stdout too, so `llmctl ... --json | jq` always
+    reads one: {"error": the message, "hint": what to do or null, "exit_code": N} (the line stays on stderr)."""
+    from llmctl.console import json_printed, print_json
+
+    if not kwargs.get("json_out") or json_printed():
+        return
+
+    try:
+        print_json({"error": message, "hint": hint.strip() if hint else None, "exit_code": code})
+    except BrokenPipeError:
+        _stdout_gone()
 
 
 def _print_error(message: str) -> None:

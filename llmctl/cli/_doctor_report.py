@@ -30,7 +30,8 @@ def split_rows(report) -> list[tuple[str, str, str]]:
 
 def render(report, title: str = "data") -> None:
     epoch = report.epoch
-    summary = (f"one epoch: {epoch['steps_per_epoch']:,} optimizer steps (batch {epoch['batch_size']} x gradient "
+    steps = f"{epoch['steps_per_epoch']:,} optimizer step{'' if epoch['steps_per_epoch'] == 1 else 's'}" if epoch else ""
+    summary = (f"one epoch: {steps} (batch {epoch['batch_size']} x gradient "
                f"accumulation {epoch['gradient_accumulation_steps']} = {epoch['effective_batch_size']} examples, "
                f"{epoch['processes']} process{'es' if epoch['processes'] > 1 else ''})" if epoch else "")
     if report.model:

@@ -24,6 +24,21 @@ def ranges(positions: list[int]) -> str:
     return ", ".join(f"{r[0] + 1}" if len(r) == 1 else f"{r[0] + 1}-{r[-1] + 1}" for r in out)
 
 
+def open_output(path: str | None):
+    """The file `--output` names, open for the rows (None: stdout). Rows are written as they finish,
+    so an interrupted run keeps the finished ones there too."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from llmctl.errors import UsageError
+
+    try:
+        return open(Path(path).expanduser(), "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot write it: {exc.strerror}.", "Choose another path.") from None
+
+
 class RowPrinter:
     """jsonl rows on stdout: a row is printed (and flushed) once it and every row before it are
     done, so the output is in input order while later batches still run. With `json_mode` the

@@ -31,6 +31,10 @@ def eval_command(
     batch_size: int = batch_size_option(64, "Examples per evaluation batch."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N",
                                               help="Evaluate only the first N examples."),
+    save_predictions: Optional[str] = typer.Option(
+        None, "--save-predictions", metavar="FILE",
+        help="Write one jsonl row per evaluated example: the prediction (as `llmctl predict` writes it) and its "
+             "\"reference\" (classification runs)."),
     precision: TrainedPrecision = None,
     device: Device = None,
     json_out: bool = json_flag(),
@@ -41,7 +45,7 @@ def eval_command(
 
     result = run_eval(model, data=data, split=split, recipe=recipe, task=task, fail_under=fail_under,
                       fail_over=fail_over, batch_size=batch_size, max_samples=max_samples, precision=precision,
-                      device=device)
+                      device=device, save_predictions=save_predictions)
     kind = "zero-shot " if "zero_shot" in result else ""
     title = f"{kind}{result['data']} ({result['samples']} examples)"
     if json_out:
@@ -50,4 +54,6 @@ def eval_command(
         # eval writes nothing, so the summary names the model it measured, not an output_dir.
         Console().result({k: v for k, v in result.items() if k != "output_dir"}, title)
         print(f"model: {result['model']}")
+        if "predictions_file" in result:
+            print(f"predictions: {result['predictions_file']}")
     enforce_gates(result)

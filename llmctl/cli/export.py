@@ -19,8 +19,11 @@ def export_command(
     base: Optional[str] = typer.Option(
         None, "--base", metavar="MODEL", help="LoRA runs: the base model to merge into, when it moved (must be the same weights)."),
     fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT",
-                            help="safetensors, or onnx (classification, NER, QA; `llmctl predict DIR` runs it "
-                                 "through onnxruntime)."),
+                            help="safetensors (every task), or onnx (classification, NER, QA, multiple-choice, "
+                                 "masked-LM; `llmctl predict DIR` runs it through onnxruntime)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE",
+                                        help="bf16, fp16 or fp32: the weights' type in the export (default: as the "
+                                             "run saved them; bf16 and fp16 halve the size of an fp32 model)."),
     quantize: Optional[str] = typer.Option(
         None, "--quantize", metavar="SCHEME",
         help="int8: onnxruntime's dynamic quantisation of the ONNX graph (needs --format onnx); scores it "
@@ -37,7 +40,7 @@ def export_command(
     from llmctl.console import print_json
     from llmctl.core.export import export_run
 
-    result = export_run(run, output, base=base, fmt=fmt, quantize=quantize, max_drop=max_drop)
+    result = export_run(run, output, base=base, fmt=fmt, dtype=dtype, quantize=quantize, max_drop=max_drop)
     check = result.get("check")
     if check is not None:  # said with --json too (on stderr): an export is only kept when it matched
         print(f"onnx check: onnxruntime matches PyTorch on a {'x'.join(map(str, check['batch_shape']))} test batch, "
@@ -55,5 +58,6 @@ def export_command(
         print_json(result)
     else:
         how = "adapter merged into its base" if result["merged_adapter"] else "full fine-tune"
-        print(f"wrote {result['output']} ({result['format']}, {how}, {result['parameters']:,} parameters)",
+        print(f"wrote {result['output']} ({result['format']}, {result['dtype']}, {how}, "
+              f"{result['parameters']:,} parameters)",
               file=sys.stderr)

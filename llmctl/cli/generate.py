@@ -21,6 +21,10 @@ def generate(
     file: Optional[str] = typer.Option(None, "--file", "-f", metavar="FILE",
                                        help="txt (one prompt per line), jsonl ({\"prompt\": ...} "
                                        "or {\"messages\": [...]} with --chat), or csv / tsv with a 'prompt' column."),
+    prompt_column: str = typer.Option("prompt", "--prompt-column", metavar="NAME",
+                                      help="Field of jsonl rows / column of csv, tsv, parquet files holding the prompt."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                         help="Write the jsonl rows to FILE instead of stdout (nothing is streamed)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", metavar="N", help="Most tokens to generate per prompt."),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (implied by the next three); "
                                 "from the whole distribution unless they restrict it."),
@@ -52,14 +56,20 @@ def generate(
     """Continue prompts with a decoder LM (GPT-2, Llama, Qwen2, ...) or a T5-family model."""
     from llmctl.core.generate import check_options, generate_text
     from llmctl.generation.generate import Settings
-    from llmctl.cli._rows import RowPrinter
+    from contextlib import nullcontext
+
+    from llmctl.cli._rows import RowPrinter, open_output
     from llmctl.generation.prompts import read_prompts
 
     settings = Settings(max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k,
                         top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty, stop=list(stop),
                         seed=seed, batch_size=batch_size, chat=chat, system=system, truncate_left=truncate_left)
     device = check_options(settings, precision, device)  # before prompts are read or the model is looked at
-    items = read_prompts(prompts or [], file)
+    if output is not None:
+        from llmctl.core.checks import writable_file
+
+        writable_file(output, "--output")
+    items = read_prompts(prompts or [], file, column=prompt_column)
 
     streamed = []
 
@@ -68,9 +78,10 @@ def generate(
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    printer = RowPrinter(len(items), json_mode=json_out)
-    streaming = sys.stdout.isatty() and not json_out
-    with printer.sigint_between_rows():
+    sink = open_output(output)
+    printer = RowPrinter(len(items), json_mode=json_out and sink is None, out=sink)
+    streaming = sys.stdout.isatty() and not json_out and sink is None
+    with printer.sigint_between_rows(), sink or nullcontext():
         try:
             out = generate_text(model, items, settings, precision=precision, device=device,
                                 stream=write if streaming else None, on_rows=printer.add)
@@ -87,6 +98,12 @@ def generate(
         print(f"[{out['results'][0]['finish_reason']}]", file=sys.stderr)
     else:
         printer.finish(stats)
+    if sink is not None:
+        print(f"wrote {len(items)} rows to {output}", file=sys.stderr)
+        if json_out:
+            from llmctl.console import print_json
+
+            print_json({"output": output, "count": len(items), "stats": stats})
     if json_out:
         return
     print(f"generated {stats['new_tokens']} tokens for {stats['prompts']} prompt(s) in {stats['runtime_s']:.2f}s "

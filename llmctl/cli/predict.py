@@ -33,6 +33,12 @@ def predict(
              "masked-LM checkpoint (a masked-lm run fills them without it)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
                                          help="Write jsonl here instead of stdout."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", metavar="N",
+        help="Generative runs (causal-lm, seq2seq): most tokens to generate per input (default: the recipe's "
+             "data.max_new_tokens)."),
+    chat: bool = typer.Option(False, "--chat", help="Causal-lm runs: send plain prompts as user turns of the "
+                              "run's chat template (automatic for a run trained with data.chat_template)."),
     batch_size: int = batch_size_option(64, "Inputs per batch."),
     precision: TrainedPrecision = None,
     device: Device = None,
@@ -44,7 +50,7 @@ def predict(
 
     predictions, target = run_predict(model, input_=input_, question=question, context=context, fill_mask=fill_mask,
                                       top_k=top_k, output=output, batch_size=batch_size, precision=precision,
-                                      device=device)
+                                      device=device, max_new_tokens=max_new_tokens, chat=chat)
     if target is not None:
         print(f"wrote {len(predictions)} predictions to {target}", file=sys.stderr)
         if json_out:

@@ -23,6 +23,8 @@ def push_command(
     result = push(run, repo_id, private=private, dry_run=dry_run)
     for entry in result["skipped"]:  # on stderr, also with --json: a left-out file is never silent
         warn(f"not uploaded: {entry['path']} ({entry['why']})")
+    for message in result["warnings"]:  # on stderr, also with --json
+        warn(message)
     if json_out:
         print_json(result)
         return

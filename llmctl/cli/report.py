@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from llmctl.cli._app import app, report_errors
+from llmctl.cli._options import json_flag
 
 
 @app.command("report")
@@ -19,6 +20,7 @@ def report_command(
                                      help="Validation rows the saved model is run on (CPU) for the worst "
                                           "predictions; 0 skips them."),
     worst: int = typer.Option(10, "--worst", metavar="N", min=1, help="How many worst predictions to show."),
+    json_out: bool = json_flag('Print {"path": the page, "missing": parts left out}.'),
 ):
     """Write one self-contained HTML page: recipe, environment, curves, metrics, worst predictions."""
     from llmctl.console import note
@@ -27,4 +29,9 @@ def report_command(
     report = build_report(run, output, max_examples=max_examples, worst=worst)
     for part in report.missing:
         note(f"left out {part}")
+    if json_out:
+        from llmctl.console import print_json
+
+        print_json({"path": str(report.path), "missing": list(report.missing)})
+        return
     print(report.path)

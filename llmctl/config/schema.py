@@ -181,14 +181,28 @@ class TrainConfig(Section):
     )
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch, over all processes.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of AdamW.")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of the optimizer.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps spent warming up the learning rate.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; overrides warmup_ratio.")
-    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "cosine_with_restarts", "polynomial",
+                          "warmup_stable_decay"] = Field(
+        "linear", description="Decay after warm-up (transformers' schedules): linear, cosine, constant, "
+                              "cosine_with_restarts (train.lr_cycles), polynomial (train.lr_power, to 0), "
+                              "warmup_stable_decay (constant, then a cosine decay over train.lr_decay_ratio of the steps).")
+    lr_cycles: int = Field(1, gt=0, description="cosine_with_restarts: hard restarts of the cosine.")
+    lr_power: float = Field(1.0, gt=0, description="polynomial: power of the decay (1.0 = linear).")
+    lr_decay_ratio: float = Field(0.1, ge=0, le=1, description="warmup_stable_decay: fraction of the steps that decay.")
+    optimizer: Literal["adamw", "adamw_foreach", "adafactor", "sgd"] = Field(
+        "adamw", description="adamw: torch AdamW's fused kernel; adamw_foreach: its multi-tensor kernel; "
+                             "adafactor: transformers' Adafactor at train.learning_rate; sgd: torch SGD "
+                             "(train.sgd_momentum).")
+    sgd_momentum: float = Field(0.0, ge=0, lt=1, description="sgd: momentum.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
     min_learning_rate: float = Field(
         0.0, ge=0, description="Where linear / cosine decay ends (nanoGPT's min_lr); below learning_rate.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
@@ -243,6 +257,9 @@ class TrainConfig(Section):
         if self.min_learning_rate > self.learning_rate:
             raise ValueError(f"min_learning_rate {self.min_learning_rate:g} is above learning_rate "
                              f"{self.learning_rate:g}; the decay ends at min_learning_rate")
+        if self.min_learning_rate and self.lr_scheduler not in ("linear", "cosine"):
+            raise ValueError(f"min_learning_rate is where a linear or cosine decay ends; lr_scheduler "
+                             f"{self.lr_scheduler} has no such floor: set lr_scheduler: cosine or drop min_learning_rate")
         return self
 
 

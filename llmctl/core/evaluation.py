@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def check_gates(metrics: dict, gates: Gates) -> list[str]:
 def run_eval(model: str, data: str | None = None, split: str | None = None, recipe: str | None = None,
              task: str | None = None, fail_under: list[str] | None = None, fail_over: list[str] | None = None,
              batch_size: int = 64, max_samples: int | None = None, precision: str | None = None,
-             device: str | None = None) -> dict:
+             device: str | None = None, save_predictions: str | None = None) -> dict:
     """`llmctl eval` without Typer: everything the command line alone can get wrong fails first,
     before anything loads; then evaluate_model. With gates the result carries "gates" (passed,
     thresholds, ceilings, failed); `enforce_gates(result)` raises when one failed."""
@@ -78,11 +79,16 @@ def run_eval(model: str, data: str | None = None, split: str | None = None, reci
     at_least_one(batch_size=batch_size, max_samples=max_samples)
     check_precision(precision)
     check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
+    if save_predictions is not None:
+        from llmctl.core.checks import writable_file
+
+        writable_file(save_predictions, "--save-predictions")
     parsed = load_recipe(recipe) if recipe else None
     if task is not None:
         parsed = task_recipe(task, model, parsed)
     result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
-                            max_samples=max_samples, device=device, precision=precision, gates=gates)
+                            max_samples=max_samples, device=device, precision=precision, gates=gates,
+                            save_predictions=save_predictions)
     if gates:
         result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
     return result
@@ -102,7 +108,8 @@ def task_recipe(task: str, model: str, recipe=None):
 
 def evaluate_model(model_path: str, data: str | None = None, split: str | None = None, recipe=None,
                    batch_size: int = 64, max_samples: int | None = None, device: str | None = None,
-                   precision: str | None = None, gates: Gates | None = None) -> dict:
+                   precision: str | None = None, gates: Gates | None = None,
+                   save_predictions: str | None = None) -> dict:
     """Evaluate a run directory or saved model; returns {"metrics", "model", "data", "samples", "precision"}.
     A recipe with a zero_shot section scores a generative model's label likelihoods instead.
     Gate names, the device and the data are checked before any weight loads."""
@@ -110,6 +117,7 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     from llmctl.models.load import auto_class
     from llmctl.train.accelerator import make_accelerator
     from llmctl.models.quiet import quiet_libraries
+    from llmctl.tasks.base import Task
     from llmctl.tasks.restore import task_for_model
     from llmctl.models.devices import device_type
     from llmctl.models.precision import inference_precision
@@ -118,6 +126,10 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
     gates = gates or Gates()
     dev = device_type(device)
+    if save_predictions is not None and recipe is not None and (
+            getattr(recipe, "zero_shot", None) is not None or recipe.task == "multiple-choice"):
+        raise UsageError("--save-predictions saves a fine-tuned run's predictions; zero-shot scoring has none.",
+                         "Drop --save-predictions.")
     if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
         from llmctl.generation.zeroshot import ZERO_SHOT_METRICS, evaluate_zero_shot
         from llmctl.tasks.base import Labels
@@ -148,6 +160,9 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
     task, config = task_for_model(model_dir, recipe)
     data_cfg, spec = eval_spec(task.data_cfg, data, split, max_samples)
     task = task.with_data(data_cfg)
+    if save_predictions is not None and type(task).references is Task.references:
+        raise UsageError(f"--save-predictions is not available for {task.name} runs (their evaluation outputs "
+                         "are scores, not predictions).", "Use `llmctl predict` on the inputs, or drop the option.")
     eval_split = tell(task.load_split("eval", spec))
     check_gate_names(gates, task.metric_names())
 
@@ -168,9 +183,18 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir, trust))
         # DPO's reference log-probs, from the starting weights (the base with the adapters off under LoRA)
         features = tell(task.reference_columns(features, model, accelerator, trained=True))
-    metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
-    return {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
-            "output_dir": str(Path(model_path)), "precision": resolved}
+    if save_predictions is None:
+        metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
+    else:
+        from llmctl.files import write_text_atomic
+        from llmctl.train.evaluate import evaluate_with_predictions
+
+        metrics, rows = evaluate_with_predictions(task, model, tokenizer, accelerator, features, eval_split, batch_size)
+        target = Path(save_predictions).expanduser()
+        write_text_atomic(target, "".join(json.dumps(r) + "\n" for r in rows), "the predictions")
+    result = {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
+              "output_dir": str(Path(model_path)), "precision": resolved}
+    return result | ({"predictions_file": str(Path(save_predictions).expanduser())} if save_predictions else {})
 
 
 def _trained_by_llmctl(model_path: str) -> bool:

@@ -13,12 +13,16 @@ from llmctl.errors import UsageError
 from llmctl.export.merged import FORMATS, check_output, partial_dir, write_export
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 def export_run(run: str, output: str, base: str | None = None, fmt: str = "safetensors",
-               quantize: str | None = None, max_drop: list[str] | None = None) -> dict:
-    """Write the merged (or plain) model of `run` to `output`; returns what was written.
-    `quantize="int8"` (ONNX only) quantises the graph and scores it against the fp32 one on the
-    run's validation split ("quantization" in the result); `max_drop` (["accuracy=0.01"]) refuses
-    with GateFailed (exit 4, no folder) when a metric drops by more."""
+               dtype: str | None = None, quantize: str | None = None, max_drop: list[str] | None = None) -> dict:
+    """Write the merged (or plain) model of `run` to `output`, in `dtype` (bf16, fp16, fp32; None:
+    as the run saved it); returns what was written. `quantize="int8"` (ONNX only) quantises the
+    graph and scores it against the fp32 one on the run's validation split ("quantization" in the
+    result); `max_drop` (["accuracy=0.01"]) refuses with GateFailed (exit 4, no folder) when a
+    metric drops by more."""
     from llmctl.core.runs import parse_max_drop
     from llmctl.export.quantize import check_options
 
@@ -33,6 +37,10 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: export writes {' or '.join(FORMATS)}.", "Use --format safetensors.")
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}.", "Use --dtype bf16 to halve the size.")
+    if dtype not in (None, "fp32") and fmt == "onnx":
+        raise UsageError(f"--dtype {dtype}: an ONNX export computes in fp32.", "Drop --dtype, or use --format safetensors.")
     target = Path(output).expanduser()
     check_output(target)
     check_run(run)
@@ -63,6 +71,10 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
         model = load_adapter_model(auto, model_dir, base=base).merge_and_unload()
     else:
         model = load_trained(auto, model_dir)
+    if dtype is not None:
+        import torch
+
+        model = model.to(getattr(torch, DTYPES[dtype]))
     finish = None
     if quantize is not None:
         from functools import partial as bind
@@ -75,5 +87,6 @@ def export_run(run: str, output: str, base: str | None = None, fmt: str = "safet
     source_base = json.loads((model_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] if adapter else None
     return {"output": str(target), "model_dir": str(model_dir), "merged_adapter": adapter,
             "base": base or source_base, "parameters": sum(p.numel() for p in model.parameters()),
-            "format": fmt, **({"check": check} if check is not None else {}),
+            "format": fmt, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            **({"check": check} if check is not None else {}),
             **({"quantization": quantization} if quantization is not None else {})}

@@ -85,7 +85,7 @@ def build(checked: Checked) -> Setup:
 
     from llmctl.models.precision import resolve_precision
     from llmctl.train.loop import plan_steps
-    from llmctl.train.optim import build_optimizer, build_scheduler
+    from llmctl.train.optim import build_optimizer, build_scheduler, gradient_checkpointing
     from llmctl.train.sharding import fsdp_settings, prepare_for_training
 
     precision = resolve_precision(recipe.train.precision, dev)
@@ -127,6 +127,9 @@ def build(checked: Checked) -> Setup:
     else:
         model = load_model(auto_class(task.auto_model), recipe.model, tokenizer, quantization_config=quantized,
                            **task.model_kwargs())
+    if recipe.train.gradient_checkpointing and not gradient_checkpointing(model):
+        raise UsageError(f"{type(model).__name__} does not support gradient checkpointing.",
+                         "Set train.gradient_checkpointing=false.")
     lora = None
     if recipe.peft is not None:
         from llmctl.models.trust import base_digests
@@ -143,7 +146,8 @@ def build(checked: Checked) -> Setup:
         # On the transformers model inside the adapter: each speed-up checks the module types it
         # rewrites, and the seen-rows embedding declines a frozen embedding (LoRA freezes it).
         speedups, attach_to_optimizer = speed_up_cpu_training(model.get_base_model() if lora else model,
-                                                              train_features, tokenizer, precision)
+                                                              train_features, tokenizer, precision,
+                                                              adamw=recipe.train.optimizer.startswith("adamw"))
     steps_per_epoch, total_steps = plan_steps(len(train_features), recipe.train)
     run_print = fingerprint(recipe, train_features, eval_features, _test_file(recipe))
     if resume_from is not None:

@@ -63,7 +63,8 @@ def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], 
 
 def run_predict(model: str, input_: str | None = None, question: str | None = None, context: str | None = None,
                 fill_mask: list[str] | None = None, top_k: int | None = None, output: str | None = None,
-                batch_size: int = 64, precision: str | None = None, device: str | None = None) -> tuple:
+                batch_size: int = 64, precision: str | None = None, device: str | None = None,
+                max_new_tokens: int | None = None, chat: bool = False) -> tuple:
     """`llmctl predict` without Typer: (predictions, the file written or None). The options are
     checked before anything loads; --fill-mask or --top-k fill masks, otherwise the model's own task
     predicts; with `output` the rows are written there as jsonl (atomically)."""
@@ -78,7 +79,7 @@ def run_predict(model: str, input_: str | None = None, question: str | None = No
     if input_ is None and question is None and context is None and not fill_mask:
         raise UsageError("Nothing to predict.", "Pass --input FILE|- (or --question and --context for a QA model, "
                                                 "--fill-mask TEXT for a masked-LM model).")
-    at_least_one(batch_size=batch_size, top_k=top_k)
+    at_least_one(batch_size=batch_size, top_k=top_k, max_new_tokens=max_new_tokens)
     check_precision(precision)
     check_run(model)  # a malformed file in the run: exit 2 naming it, before anything loads
     if output:
@@ -95,7 +96,7 @@ def run_predict(model: str, input_: str | None = None, question: str | None = No
 
         task = fill_mask_task(find_model_dir(model), top_k or 5)
     predictions = predict(model, rows, where, batch_size=batch_size, device=device, precision=precision,
-                          lines=lines, task=task)
+                          lines=lines, task=task, max_new_tokens=max_new_tokens, chat=chat)
     if not output:
         return predictions, None
     from llmctl.files import write_text_atomic
@@ -105,12 +106,35 @@ def run_predict(model: str, input_: str | None = None, question: str | None = No
     return predictions, target
 
 
+def generative_options(task, rows: list[dict], max_new_tokens: int | None, chat: bool) -> tuple:
+    """(task, rows) with predict's generation options applied: --max-new-tokens for a generative
+    run (causal-lm, seq2seq); for a causal-lm run, plain prompts as user turns of the chat template
+    with --chat, or always when the run trained with data.chat_template (said on stderr)."""
+    from llmctl.console import note
+
+    if max_new_tokens is not None:
+        if "max_new_tokens" not in type(task.data_cfg).model_fields:
+            raise UsageError(f"--max-new-tokens is for generative runs (causal-lm, seq2seq); this is a {task.name} run.",
+                             "Drop --max-new-tokens.")
+        task = task.with_data(task.data_cfg.model_copy(update={"max_new_tokens": max_new_tokens}))
+    as_chat = getattr(task, "chat_rows", None)
+    if chat and as_chat is None:
+        raise UsageError(f"--chat is for causal-lm runs; this is a {task.name} run.", "Drop --chat.")
+    if as_chat is not None and (chat or task.data_cfg.chat_template):
+        rows, wrapped = as_chat(rows)
+        if wrapped:
+            why = "--chat" if chat else "the run trained with data.chat_template"
+            note(f"predict: {wrapped} plain prompt(s) sent as user turns of the chat template ({why}).")
+    return task, rows
+
+
 def predict(model_path: str, rows: list[dict], where: str, batch_size: int = 64, device: str | None = None,
-            precision: str | None = None, lines: list[int | None] | None = None, task=None) -> list[dict]:
+            precision: str | None = None, lines: list[int | None] | None = None, task=None,
+            max_new_tokens: int | None = None, chat: bool = False) -> list[dict]:
     """Run a saved model over rows; outputs keep input order (batches are length-sorted inside) and
     carry their input line as "line" when `lines` gives it. `task`: run this task rather than the
     one the model was trained for (fill-mask on any checkpoint with a masked-LM head)."""
-    return Predictor(model_path, batch_size, device, precision, task)(rows, where, lines)
+    return Predictor(model_path, batch_size, device, precision, task, max_new_tokens, chat)(rows, where, lines)
 
 
 class Predictor:
@@ -119,7 +143,7 @@ class Predictor:
     checked and featurized, so data errors surface before any weight loads."""
 
     def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None,
-                 precision: str | None = None, task=None):
+                 precision: str | None = None, task=None, max_new_tokens: int | None = None, chat: bool = False):
         from llmctl.export.onnx_model import check_run_options, is_onnx_export
         from llmctl.models.devices import device_type
         from llmctl.models.quiet import quiet_libraries
@@ -134,6 +158,7 @@ class Predictor:
         self.precision, self.batch_size = precision, batch_size
         quiet_libraries()
         self.task = task if task is not None else task_for_model(self.model_dir)[0]
+        self.max_new_tokens, self.chat = max_new_tokens, chat
         self.tokenizer = self.model = None
 
     def _tokenizer(self):
@@ -172,7 +197,7 @@ class Predictor:
         from llmctl.train.batching import eval_batches
         from llmctl.train.evaluate import to_device
 
-        task = self.task
+        task, rows = generative_options(self.task, rows, self.max_new_tokens, self.chat)
         split = tell(task.predict_split(rows, where))
         tokenizer = self._tokenizer()
         split, cut, budget = task.cut_inputs(split, tokenizer)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from llmctl.errors import ModelError, UsageError
-from llmctl.export.push import check_repo_id, model_files, upload
+from llmctl.export.push import check_repo_id, local_base_warnings, model_files, upload
 
 
 def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -> dict:
@@ -27,7 +27,7 @@ def push(run: str, repo_id: str, private: bool = False, dry_run: bool = False) -
     result = {"repo_id": repo_id, "url": f"{endpoint}/{repo_id}", "private": private, "folder": str(folder),
               "files": [{"path": name, "bytes": size} for name, size in files],
               "total_bytes": sum(size for _, size in files), "skipped": skipped, "dry_run": dry_run,
-              "token_found": get_token() is not None}
+              "token_found": get_token() is not None, "warnings": local_base_warnings(folder)}
     if dry_run:
         return result
     if hub_offline():

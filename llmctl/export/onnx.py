@@ -29,6 +29,7 @@ OUTPUTS = {
     "AutoModelForTokenClassification": ("logits",),
     "AutoModelForQuestionAnswering": ("start_logits", "end_logits"),
     "AutoModelForMultipleChoice": ("logits",),
+    "AutoModelForMaskedLM": ("logits",),
 }
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the order of traceable()'s arguments
 INSTEAD = {
@@ -42,7 +43,7 @@ _WORDS = "the film was a great and moving story about people who moved to paris 
 def check_task(task) -> None:
     if task.auto_model not in OUTPUTS:
         why = INSTEAD.get(task.name, "use --format safetensors")
-        raise UsageError(f"--format onnx covers classification, NER, QA and multiple-choice models; this run's task "
+        raise UsageError(f"--format onnx covers classification, NER, QA, multiple-choice and masked-LM models; this run's task "
                          f"'{task.name}' is not one of them.", f"Instead: {why}.")
 
 

@@ -64,6 +64,26 @@ def model_files(run: str) -> tuple[Path, list[tuple[str, int]], list[dict]]:
     return folder, sorted(files), sorted(skipped, key=lambda s: s["path"])
 
 
+def local_base_warnings(folder: Path) -> list[str]:
+    """What a pushed adapter would get wrong: adapter_config.json naming its base by a local path
+    (a .gguf file in /tmp, a folder), which nobody who downloads the adapter can load."""
+    import json
+
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        return []
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(base, str) or not (Path(base).is_absolute() or Path(base).expanduser().exists()):
+        return []
+    return [f"{config} names the base model by a local path ({base}), which nobody who downloads the adapter "
+            "can load. Set base_model_name_or_path there to the base's Hub id (e.g. "
+            "HuggingFaceTB/SmolLM2-135M-Instruct) before pushing; `llmctl eval` and `export` of this run then "
+            "need `--base PATH` (export) or the Hub copy of the base."]
+
+
 def _secret(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in SECRET_NAMES)
 

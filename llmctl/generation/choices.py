@@ -52,5 +52,5 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
             for row, i in zip(outputs.scores.float().cpu().numpy(), index):
                 kept["scores"][i] = row
     return {"metrics": task.compute_metrics(kept, features, split), "model": source, "data": split.where,
-            "samples": len(split), "output_dir": model, "precision": gen.precision,
+            "samples": len(split), "precision": gen.precision,
             "zero_shot": {"model_kind": kind, "precision": gen.precision}}

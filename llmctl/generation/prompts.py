@@ -33,8 +33,9 @@ class Prompt:
         return {"messages": self.messages} if self.messages is not None else {"prompt": self.text}
 
 
-def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> list[Prompt]:
-    """Prompts from exactly one source; stdin is read only when neither arguments nor --file are given."""
+def read_prompts(arguments: list[str], file: str | None = None, stdin=None, column: str = "prompt") -> list[Prompt]:
+    """Prompts from exactly one source; stdin is read only when neither arguments nor --file are given.
+    `column` (--prompt-column) names the field of jsonl rows and the column of tables holding them."""
     if arguments and file:
         raise UsageError("Give prompts as arguments or with --file, not both.")
     if arguments:
@@ -47,41 +48,41 @@ def read_prompts(arguments: list[str], file: str | None = None, stdin=None) -> l
         stdin = stdin or sys.stdin
         if stdin.isatty():
             raise UsageError("No prompts.", "Pass PROMPT arguments, --file FILE, or pipe prompts into stdin.")
-        return parse_prompts(read_stdin("prompts", stdin), "<stdin>", jsonl=None)
+        return parse_prompts(read_stdin("prompts", stdin), "<stdin>", jsonl=None, column=column)
     path = Path(file).expanduser()
     suffix = path.suffix.lower()
     if suffix in TABLES:
-        return table_prompts(path)
+        return table_prompts(path, column)
     if suffix not in LINES + JSONL:
         raise DataError(f"--file: cannot read {path}: unknown extension '{path.suffix}'.", FILE_TIP)
     text = read_text(path, "--file", missing_tip=FILE_TIP)
-    return parse_prompts(text, str(path), jsonl=suffix in JSONL)
+    return parse_prompts(text, str(path), jsonl=suffix in JSONL, column=column)
 
 
-def table_prompts(path: Path) -> list[Prompt]:
-    """The `prompt` column of a csv / tsv / parquet file, each cell named by its file line."""
+def table_prompts(path: Path, column: str = "prompt") -> list[Prompt]:
+    """The `column` column of a csv / tsv / parquet file, each cell named by its file line."""
     import pandas as pd
 
     from llmctl.data.sources import read_table, row_location
 
     frame = read_table(path, "--file")
     columns = list(frame.columns)
-    if "prompt" not in columns:
-        raise DataError(f"--file: {path} has no 'prompt' column; its columns are: {', '.join(columns) or '(none)'}.",
-                        "Name the column of prompts 'prompt' in the header row.")
+    if column not in columns:
+        raise DataError(f"--file: {path} has no '{column}' column; its columns are: {', '.join(columns) or '(none)'}.",
+                        "Name the column of prompts with --prompt-column NAME (default 'prompt').")
     prompts = []
-    for i, value in enumerate(frame["prompt"].tolist()):
+    for i, value in enumerate(frame[column].tolist()):
         where = row_location(str(path), i)
         text = value if isinstance(value, str) else "" if pd.isna(value) else str(value)
         if not text.strip():  # a missing (NA) cell and a blank one alike
-            raise DataError(f"{where}: 'prompt' is empty.", "Give some text to continue, or drop the row.")
+            raise DataError(f"{where}: '{column}' is empty.", "Give some text to continue, or drop the row.")
         prompts.append(Prompt(text, where))
     if not prompts:
         raise DataError(f"{path} has no prompts (only a header).", "Add one row per prompt.")
     return prompts
 
 
-def parse_prompts(text: str, where: str, jsonl: bool | None) -> list[Prompt]:
+def parse_prompts(text: str, where: str, jsonl: bool | None, column: str = "prompt") -> list[Prompt]:
     """One prompt per non-blank line; jsonl rows need `prompt` or `messages`. jsonl=None: guess from the text."""
     if jsonl is None:
         jsonl = text.lstrip().startswith("{")
@@ -90,28 +91,29 @@ def parse_prompts(text: str, where: str, jsonl: bool | None) -> list[Prompt]:
         if not line.strip():
             continue  # blank lines separate nothing; skipping them keeps line numbers honest
         at = f"{where}:{number}"
-        prompts.append(_jsonl_prompt(line, at) if jsonl else Prompt(line, at))
+        prompts.append(_jsonl_prompt(line, at, column) if jsonl else Prompt(line, at))
     if not prompts:
         raise DataError(f"{where} has no prompts (it is empty or blank).",
                         "Put one prompt per line (txt) or one {\"prompt\": ...} object per line (jsonl).")
     return prompts
 
 
-def _jsonl_prompt(line: str, at: str) -> Prompt:
+def _jsonl_prompt(line: str, at: str, column: str = "prompt") -> Prompt:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(f"{at}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-    if not isinstance(row, dict) or ("prompt" in row) == ("messages" in row):
+    if not isinstance(row, dict) or (column in row) == ("messages" in row):
         fields = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-        raise DataError(f"{at}: give exactly one of 'prompt' or 'messages' (found: {fields or 'nothing'}).",
-                        'Each jsonl line needs {"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]}.')
+        raise DataError(f"{at}: give exactly one of '{column}' or 'messages' (found: {fields or 'nothing'}).",
+                        f'Each jsonl line needs {{"{column}": "..."}} or {{"messages": [{{"role": "user", '
+                        '"content": "..."}]}, or name the field with --prompt-column.')
     if "messages" in row:
         messages = check_messages(row["messages"], at)
         return Prompt(messages[-1]["content"], at, messages)
-    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-        raise DataError(f"{at}: 'prompt' is empty or not a string.", "Give some text to continue.")
-    return Prompt(row["prompt"], at)
+    if not isinstance(row[column], str) or not row[column].strip():
+        raise DataError(f"{at}: '{column}' is empty or not a string.", "Give some text to continue.")
+    return Prompt(row[column], at)
 
 
 def check_messages(messages, at: str) -> list[dict]:

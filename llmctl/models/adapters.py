@@ -191,13 +191,12 @@ def wrap(model, peft_cfg, auto_model: str, source: str):
     config = LoraConfig(task_type=TASK_TYPES[auto_model], r=peft_cfg.r, lora_alpha=peft_cfg.lora_alpha,
                         lora_dropout=peft_cfg.dropout, target_modules=targets, exclude_modules=excluded or None,
                         modules_to_save=list(heads) or None)  # a copy: peft extends the list in place
-    # The saved adapter names its base; a local base is recorded by absolute path so the run
-    # loads from any working directory.
-    config.base_model_name_or_path = _absolute(source)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = get_peft_model(model, config)
-    # get_peft_model re-reads the base's name from the model (the folder, for a GGUF file)
+    # The saved adapter names its base; a local base is recorded by absolute path so the run loads
+    # from any working directory. Set after get_peft_model, which takes the name from the model (the
+    # folder, for a GGUF file) and warns when it replaces one set before.
     peft_model.peft_config["default"].base_model_name_or_path = _absolute(source)
     trainable, total = peft_model.get_nb_trainable_parameters()
     summary = {"method": peft_cfg.method, "r": peft_cfg.r, "alpha": peft_cfg.lora_alpha,

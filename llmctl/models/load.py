@@ -96,10 +96,12 @@ def load_config(model_cfg, **overrides):
     return pretrained(AutoConfig, name, **common, **overrides)
 
 
-def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, for_generation: bool = False):
+def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, for_generation: bool = False,
+                   chat_template: str | None = None):
     """The one tokenizer loader. Training and scoring need a fast tokenizer (offsets) that pads;
     generation (`for_generation`) takes any tokenizer and decides about padding itself, since it
-    must say when it pads with eos."""
+    must say when it pads with eos. `chat_template` (data.chat_template's text) replaces its chat
+    template, and save_pretrained keeps it with the trained model."""
     from transformers import AutoTokenizer
 
     if model_cfg.scratch:  # a tokenizer directory (a trained one: llmctl.data.tokenizer_cache)
@@ -109,6 +111,8 @@ def load_tokenizer(model_cfg, add_prefix_space: bool | None = None, for_generati
     if add_prefix_space is not None:
         kwargs["add_prefix_space"] = add_prefix_space
     tokenizer = pretrained(AutoTokenizer, name, **kwargs)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if for_generation:
         return tokenizer
     if not getattr(tokenizer, "is_fast", False):

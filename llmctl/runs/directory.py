@@ -421,12 +421,18 @@ def git_sha() -> str | None:
         return None
 
 
+# Versions environment.json and `llmctl env` report (None: not installed): the core libraries, then
+# those of the extras (LoRA, GGUF, ONNX export and runtime, the run's pictures).
+PACKAGES = ("llmctl", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "safetensors",
+            "peft", "gguf", "onnx", "onnxruntime", "matplotlib")
+
+
 def environment(device: str | None = None, num_processes: int | None = None) -> dict:
     """Versions and hardware, for reproducing a run (also `llmctl env`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     packages = {}
-    for name in ("llmctl", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "safetensors"):
+    for name in PACKAGES:
         try:
             packages[name] = version(name)
         except PackageNotFoundError:

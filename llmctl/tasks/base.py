@@ -237,3 +237,9 @@ class Task(ABC):
     @abstractmethod
     def format_predictions(self, kept: dict, features, split) -> list[dict]:
         """One output dict per input row, in input order."""
+
+    def references(self, split) -> list | None:
+        """Each evaluated example's reference, in split order, for `eval --save-predictions` (rows
+        of format_predictions on the evaluation outputs plus "reference"); None: this task's
+        evaluation outputs are not predictions (the option is refused before the model loads)."""
+        return None

@@ -22,8 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, model_validator
-
 from llmctl.config.schema import DataConfig
 from llmctl.data.sources import load_split, looks_like_file, read_table, row_location, streamable
 from llmctl.errors import DataError
@@ -31,39 +29,16 @@ from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
+from llmctl.tasks.causal_lm_data import CausalLMData, template_text  # noqa: F401  (the task's data keys)
 from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, learned_column, open_split, read_chunks
+from llmctl.tasks.chat_formats import MESSAGES, chat_format, to_messages, wanted_columns
+from llmctl.tasks.labelled_nll import NLLOutputs, labelled_nll
 
 
-class CausalLMData(DataConfig):
-    text_column: str = Field("text", description="Column holding plain training text (when no completion_column).")
-    prompt_column: str | None = Field(None, description="Column holding the prompt of prompt/completion pairs.")
-    completion_column: str | None = Field(
-        None, description="Column holding the completion; set it (with prompt_column) to train on completions only.")
-    packing: bool = Field(False, description="Concatenate training examples with EOS into max_length blocks.")
-    skip_empty: bool = Field(
-        False, description="Drop rows whose text (or completion) is empty, with a counted note, instead of "
-                           "failing (wikitext has blank lines).")
-    eval_blocks: bool = Field(
-        False, description="Pre-training validation (nanoGPT's, run_clm's): the whole validation text, each row "
-                           "ending in EOS, in consecutive max_length blocks, scored with bits per character and "
-                           "per byte as well as loss and perplexity.")
-    max_new_tokens: int = Field(64, gt=0, description="Tokens `llmctl predict` generates after each prompt (greedy).")
-    messages_column: str = Field(
-        "messages", description="Column of chat conversations (lists of {role, content}); used whenever the data "
-                                "has it, rendered with the tokenizer's chat template, assistant turns learned.")
-    chat_template: bool = Field(
-        False, description="Render prompt/completion pairs with the tokenizer's chat template, as a user turn "
-                           "and an assistant turn.")
+def _frame(columns: dict):
+    import pandas
 
-    @model_validator(mode="after")
-    def _pairs(self):
-        if (self.prompt_column is None) != (self.completion_column is None):
-            raise ValueError("data.prompt_column and data.completion_column go together: set both for "
-                             "prompt/completion pairs, or neither for plain text")
-        if self.chat_template and self.completion_column is None:
-            raise ValueError("data.chat_template renders prompt/completion pairs: set data.prompt_column and "
-                             "data.completion_column (data with a messages column needs no data.chat_template)")
-        return self
+    return pandas.DataFrame(columns)
 
 
 def _turns(prompts: list[str], completions: list[str]) -> list[list[dict]]:
@@ -136,6 +111,10 @@ class CausalLMTask(Task):
                 return split
         ds, where = self._read(spec, key, local)
         header = cfg.column_names is None
+        fmt = chat_format(ds.column_names, cfg)
+        if fmt not in (None, MESSAGES):  # ShareGPT / Alpaca: converted to the messages column
+            cells = {c: ds[c] if c in ds.column_names else None for c in wanted_columns(fmt, cfg)}
+            ds = _Frame(_frame({cfg.messages_column: to_messages(fmt, cells, cfg)}))
         if cfg.messages_column in ds.column_names:
             ds = gen.limit_rows(ds, self.row_limit(role), key, where)
             values = ds[cfg.messages_column]
@@ -154,7 +133,7 @@ class CausalLMTask(Task):
                                           cfg.skip_empty)
             split = LMSplit(where=where, role=role, prompts=prompts, completions=completions)
         split = self._drop_empty(split) if cfg.skip_empty else split
-        if cfg.chat_template:
+        if cfg.chat_template and self.pairs:
             split = replace(split, prompts=[], completions=None, conversations=_turns(split.prompts, split.completions),
                             header=header)
         return split
@@ -171,7 +150,7 @@ class CausalLMTask(Task):
         frame = read_table(path, key, cfg.column_names, cfg.text_split, nested=True)
         if len(frame) == 0:
             raise DataError(f"{key}: {path} has no rows.", "Give a file with at least one example.")
-        if cfg.messages_column in frame.columns:
+        if chat_format(frame.columns, cfg) is not None:
             return _Frame(frame), str(path)
         return datasets.Dataset.from_pandas(frame, preserve_index=False), str(path)
 
@@ -201,6 +180,10 @@ class CausalLMTask(Task):
             return
         yield from split.prompts
         yield from split.completions or ()
+
+    def tokenizer_kwargs(self) -> dict:
+        template = self.data_cfg.chat_template
+        return {"chat_template": template} if isinstance(template, str) else {}
 
     # -- features -------------------------------------------------------------------
     def _examples(self, prompts: list[str], completions: list[str] | None,
@@ -335,7 +318,8 @@ class CausalLMTask(Task):
     # -- evaluation -----------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):
         if "labels" in inputs:
-            return model(**inputs)
+            # the loss at labelled positions only: no [batch, length, vocab] logits (labelled_nll.py)
+            return labelled_nll(model, inputs) or model(**inputs)
         out = gen.GenerationOutputs()
         out.generated = gen.greedy_generate(model, inputs, self.data_cfg.max_new_tokens)[:, inputs["input_ids"].shape[1]:]
         return out
@@ -343,6 +327,8 @@ class CausalLMTask(Task):
     def outputs_to_keep(self, outputs, batch) -> dict:
         if getattr(outputs, "generated", None) is not None:
             return {"generated": outputs.generated}
+        if isinstance(outputs, NLLOutputs):
+            return {"nll": outputs.nll, "tokens": outputs.tokens}
         return token_nll(outputs.logits, batch["labels"], shift=True)
 
     def default_metric(self) -> str:
@@ -367,8 +353,24 @@ class CausalLMTask(Task):
         return metrics
 
     # -- prediction -----------------------------------------------------------------
+    def chat_rows(self, rows: list[dict]) -> tuple[list[dict], int]:
+        """(rows, how many were wrapped): each row without a messages column whose prompt is a
+        string becomes a conversation of that one user turn (`predict --chat`)."""
+        names, out, wrapped = self._prompt_names(), [], 0
+        for row in rows:
+            value = next((row[c] for c in names if isinstance(row.get(c), str)), None)
+            if self.data_cfg.messages_column in row or value is None or not value.strip():
+                out.append(row)  # predict_split checks these
+                continue
+            out.append({self.data_cfg.messages_column: [{"role": "user", "content": value}]})
+            wrapped += 1
+        return out, wrapped
+
+    def _prompt_names(self) -> list[str]:
+        return [c for c in (self.data_cfg.prompt_column, "prompt", self.data_cfg.text_column, "text") if c]
+
     def predict_split(self, rows: list[dict], where: str) -> LMSplit:
-        names = [c for c in (self.data_cfg.prompt_column, "prompt", self.data_cfg.text_column, "text") if c]
+        names = self._prompt_names()
         prompts, conversations = [], []
         for i, row in enumerate(rows):
             if self.data_cfg.messages_column in row:

@@ -3,8 +3,9 @@ a time (columns, empty cells, data.skip_empty), then read again and tokenized a 
 into columnar features, packed into blocks (llmctl.data.packing) or one row per example.
 
 A file that fits in one chunk is read whole by CausalLMTask.load_split, as before; both give the
-same features. A file is chat when its first chunk has the messages column (data.messages_column);
-its conversations are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
+same features. A file is chat when its first chunk has the messages column (data.messages_column),
+or ShareGPT or Alpaca columns (converted on read, llmctl.tasks.chat_formats); its conversations
+are checked a chunk at a time too (llmctl.tasks.chat). csv / tsv / parquet
 and .txt chunks come from llmctl.data.streams.iter_table, json-lines chunks (.jsonl, or a .json holding JSON
 Lines; any of them compressed, or a glob / folder of them) from iter_jsonl; a .json list is read whole.
 """
@@ -21,6 +22,7 @@ from llmctl.data.sources import data_format, row_location
 from llmctl.data.streams import iter_jsonl, iter_table
 from llmctl.errors import DataError
 from llmctl.tasks.base import Note
+from llmctl.tasks.chat_formats import MESSAGES, chat_format, source_columns, to_messages, wanted_columns
 
 CHUNK_ROWS = 10_000  # rows read and tokenized at once: their token lists are the transient heap
 
@@ -36,16 +38,20 @@ class LMFileSplit:
     role: str = "train"
     limit: int | None = None  # rows of the file read (Task.row_limit); featurize reads the same ones
     notes: tuple[Note, ...] = ()
-    chat: bool = False  # rows are conversations in cfg.messages_column
+    chat: bool | str = False  # rows are conversations: their format (chat_formats), True for messages
 
     def __len__(self) -> int:
         return self.rows
 
 
-def _columns(cfg, chat: bool = False) -> dict[str, str]:
+def _format(chat: bool | str) -> str:
+    return chat if isinstance(chat, str) else MESSAGES
+
+
+def _columns(cfg, chat: bool | str = False) -> dict[str, str]:
     """Column -> recipe key, in the order the whole-file read checks them."""
     if chat:
-        return {cfg.messages_column: "data.messages_column"}
+        return source_columns(_format(chat), cfg)
     if cfg.completion_column is None:
         return {cfg.text_column: "data.text_column"}
     return {cfg.prompt_column: "data.prompt_column", cfg.completion_column: "data.completion_column"}
@@ -65,31 +71,35 @@ def _as_text(value) -> str:
 def read_chunks(path: Path, key: str, cfg, limit: int | None, chat: bool = False):
     """(column names of the file so far, {column: texts}) per chunk of at most CHUNK_ROWS rows,
     from the first `limit` rows (all when None). Chat cells are left as they are (lists of dicts)."""
-    wanted = list(_columns(cfg, chat))
+    wanted = wanted_columns(_format(chat), cfg) if chat else list(_columns(cfg))
     cell = (lambda v: v) if chat else _as_text
+
+    def out(cells: dict) -> dict:  # ShareGPT / Alpaca cells as the messages column
+        return {cfg.messages_column: to_messages(_format(chat), cells, cfg)} if chat else cells
+
     if data_format(path, key) == "jsonl":
         names: dict[str, None] = {}  # first appearance order, as pandas orders the columns of a jsonl
         for rows in iter_jsonl(path, key, CHUNK_ROWS, limit):
             for row in rows:
                 names.update(dict.fromkeys(row))
                 names.update(dict.fromkeys(nested_names(row)))
-            yield list(names), {c: [cell(nested_value(row, c)) for row in rows] for c in wanted}
+            yield list(names), out({c: [cell(nested_value(row, c)) for row in rows] for c in wanted})
         return
     names, frames = iter_table(path, key, wanted, cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)
     for frame in frames:
-        yield names, {c: [cell(v) for v in frame[c].tolist()] if c in frame.columns else [cell(None)] * len(frame)
-                      for c in wanted}
+        yield names, out({c: [cell(v) for v in frame[c].tolist()] if c in frame.columns else [cell(None)] * len(frame)
+                          for c in wanted})
 
 
-def is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
-    """Whether the first chunk has the messages column (a table's header names all its columns)."""
+def is_chat(path: Path, key: str, cfg, limit: int | None) -> str | None:
+    """The chat format of the first chunk's columns (a table's header names all its columns), or None."""
     if data_format(path, key) != "jsonl":
-        return cfg.messages_column in iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)[0]
+        return chat_format(iter_table(path, key, [], cfg.column_names, CHUNK_ROWS, limit, cfg.text_split)[0], cfg)
     first = next(iter_jsonl(path, key, CHUNK_ROWS, limit), [])
-    return any(cfg.messages_column in row for row in first)
+    return chat_format({name for row in first for name in row}, cfg)
 
 
-def _check_columns(names: list[str], cfg, where: str, chat: bool = False) -> None:
+def _check_columns(names: list[str], cfg, where: str, chat: bool | str = False) -> None:
     from llmctl.tasks.classification_data import missing_column
 
     for column, key in _columns(cfg, chat).items():
@@ -108,7 +118,7 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
         return None
     where, header = str(path), cfg.column_names is None
     if chat:
-        return _open_chat(path, where, header, limit, cfg, itertools.chain([first, second], chunks))
+        return _open_chat(path, where, header, limit, cfg, itertools.chain([first, second], chunks), chat)
     if data_format(path, key) != "jsonl":
         _check_columns(first[0], cfg, where)  # a table's header names every column: fail before reading on
     # An empty prompt is allowed (the completion is then plain text); empty learned text only with
@@ -131,7 +141,7 @@ def open_split(path: Path, key: str, cfg, limit: int | None) -> LMFileSplit | No
     return LMFileSplit(where=where, path=path, rows=kept, has_header=header, limit=limit, notes=notes)
 
 
-def _open_chat(path: Path, where: str, header: bool, limit: int | None, cfg, chunks) -> LMFileSplit:
+def _open_chat(path: Path, where: str, header: bool, limit: int | None, cfg, chunks, chat: str) -> LMFileSplit:
     """The checked chat split: every conversation well formed and ending with an assistant turn."""
     from llmctl.tasks.chat import conversation
 
@@ -141,8 +151,8 @@ def _open_chat(path: Path, where: str, header: bool, limit: int | None, cfg, chu
         for i, value in enumerate(values, start):
             conversation(value, row_location(where, i, header), "assistant")
         start += len(values)
-    _check_columns(names, cfg, where, chat=True)
-    return LMFileSplit(where=where, path=path, rows=start, has_header=header, limit=limit, chat=True)
+    _check_columns(names, cfg, where, chat=chat)
+    return LMFileSplit(where=where, path=path, rows=start, has_header=header, limit=limit, chat=chat)
 
 
 def featurize_file(split: LMFileSplit, cfg, examples, tokenizer, progress=None):

@@ -279,6 +279,12 @@ class ClassificationTask(Task):
         cuts = [cut(texts, budget) for texts in split.texts]
         return replace(split, texts=[texts for texts, _ in cuts]), sum(n for _, n in cuts), budget
 
+    def references(self, split: Split) -> list:
+        """The label each row holds, as a label name (a number for regression)."""
+        if self.labels.regression:
+            return [float(v) for v in split.labels]
+        return [self.labels.names[i] for i in self._label_ids(split)]
+
     def format_predictions(self, kept: dict, features, split: Split) -> list[dict]:
         import numpy as np
 

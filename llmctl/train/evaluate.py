@@ -30,8 +30,19 @@ def evaluate_in_detail(task, model, tokenizer, accelerator, features, split, bat
     return _score(task, model, tokenizer, accelerator, features, split, batch_size, should_stop, True)
 
 
+def evaluate_with_predictions(task, model, tokenizer, accelerator, features, split, batch_size: int) -> tuple:
+    """(metrics, one row per example: task.format_predictions of the same outputs plus its
+    "reference"), for `eval --save-predictions`; rows on the main process, [] elsewhere."""
+    kept: dict = {}
+    metrics = _score(task, model, tokenizer, accelerator, features, split, batch_size, None, False, kept)[0]
+    if not accelerator.is_main_process:
+        return metrics, []
+    rows = task.format_predictions(kept, features, split)
+    return metrics, [row | {"reference": ref} for row, ref in zip(rows, task.references(split))]
+
+
 def _score(task, model, tokenizer, accelerator, features, split, batch_size: int,
-           should_stop: Callable[[], bool] | None, diagnose: bool) -> tuple[dict, dict]:
+           should_stop: Callable[[], bool] | None, diagnose: bool, kept: dict | None = None) -> tuple[dict, dict]:
     """Score `features` with `model` on every process.
 
     Each global batch is split across processes and the kept outputs are gathered with
@@ -45,7 +56,7 @@ def _score(task, model, tokenizer, accelerator, features, split, batch_size: int
 
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
-    kept: dict[str, list] = {}
+    kept: dict[str, list] = {} if kept is None else kept
     seen = np.zeros(len(features), dtype=bool)
     loss_sum, loss_count = 0.0, 0
     with torch.inference_mode():

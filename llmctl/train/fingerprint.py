@@ -37,6 +37,8 @@ def fingerprint(recipe, train_features, eval_features=None, test_file=None) -> d
     recipe_flat = {k: v for k, v in flatten(recipe.model_dump(mode="json")).items() if k not in HARMLESS}
     found = {"recipe": recipe_flat, "data_sha256": features_sha256(train_features),
              "versions": {name: version(name) for name in LIBRARIES}}
+    if getattr(recipe, "peft", None) is not None:  # the adapter's layers and its saved state are peft's
+        found["versions"]["peft"] = version("peft")
     if eval_features is not None:
         found["validation_sha256"] = features_sha256(eval_features)
     if test_file is not None:

@@ -58,6 +58,8 @@ def test_clean_data_passes_with_the_documented_json(tiny_models, tmp_path):
     plain = run_cli("doctor", str(recipe))
     assert plain.exit_code == 0 and "nothing wrong found" in plain.stdout and "steps_per_epoch" not in plain.stdout
     assert "one epoch: 5 optimizer steps" in plain.stdout
+    one_step = run_cli("doctor", str(recipe), "--set", "train.batch_size=64")  # issue 27 item 23: not "1 ... steps"
+    assert "one epoch: 1 optimizer step (batch 64" in one_step.stdout, one_step.stdout
 
 
 @pytest.fixture(scope="module")

@@ -170,8 +170,16 @@ def test_lora_on_a_gguf_base_reloads_from_the_file(tiny_gguf, tmp_path):
     recipe = lm_recipe(tmp_path, tiny_gguf.parent, run_dir, gguf_file=tiny_gguf.name)
     result = run_cli("finetune", str(recipe), "--set", "peft={r: 4}", "--json", env=ONE_THREAD)
     assert result.exit_code == EXIT_OK, result.stderr
+    # No raw library warning in the output (issue 27 item 14: peft's "base_model_name_or_path was renamed").
+    assert "Warning" not in result.stderr and "warnings.warn(" not in result.stderr, result.stderr
     adapter = json.loads((run_dir / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_gguf.resolve())
+    # push --dry-run says the adapter names a local base nobody else can load, and how to set its Hub id (item 22)
+    pushed = run_cli("push", str(run_dir), "--repo-id", "me/tiny-lora", "--dry-run", "--json")
+    assert pushed.exit_code == EXIT_OK, pushed.stderr
+    (warning,) = pushed.json()["warnings"]
+    assert f"names the base model by a local path ({tiny_gguf.resolve()})" in warning
+    assert "Set base_model_name_or_path there to the base's Hub id" in warning and warning in pushed.stderr
     evaluated = run_cli("eval", str(run_dir), "--json", env=ONE_THREAD)
     assert evaluated.exit_code == EXIT_OK, evaluated.stderr
     assert evaluated.json()["metrics"]["loss"] == pytest.approx(result.json()["metrics"]["loss"], rel=1e-4)

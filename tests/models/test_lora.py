@@ -308,6 +308,18 @@ def test_resume_with_an_adapter_is_bitwise(tiny_models, tmp_path):
     for key in a:
         assert (a[key] == b[key]).all(), key
 
+    # The resume check compares peft's version too (issue 27 item 21): a checkpoint of another peft is refused.
+    from importlib.metadata import version
+
+    other = rewind_to_checkpoint(tmp_path / "full", checkpoint, tmp_path / "other-peft")
+    loop = json.loads((other / "checkpoints" / checkpoint.name / "loop.json").read_text())
+    assert loop["fingerprint"]["versions"]["peft"] == version("peft")
+    loop["fingerprint"]["versions"]["peft"] = "0.0.1"
+    (other / "checkpoints" / checkpoint.name / "loop.json").write_text(json.dumps(loop))
+    refused = run_cli("finetune", str(recipe), "--output-dir", str(other), "--resume", env=ONE_THREAD)
+    assert refused.exit_code == EXIT_USAGE
+    assert f"peft 0.0.1 in the checkpoint, {version('peft')} now" in refused.stderr
+
 
 # -- bad input -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")

@@ -42,6 +42,8 @@ def installed(tmp_path_factory) -> Path:
                             "--wheel-dir", str(root / "wheels"), str(source)], capture_output=True, text=True,
                            timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
+    # No deprecation banner from the build (issue 27 item 14: `license = { text = ... }` printed one).
+    assert "deprecated" not in build.stdout + build.stderr, build.stdout + build.stderr
     (wheel,) = (root / "wheels").glob("llmctl-*.whl")
 
     env_dir = root / "venv"

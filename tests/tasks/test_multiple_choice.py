@@ -133,9 +133,12 @@ def test_zero_shot_decoder_reports_acc_and_acc_norm_as_the_harness(tiny_models, 
 
 def test_eval_task_flag_uses_swag_columns(tiny_models, data):
     result = run_cli("eval", str(tiny_models["qwen2"]), "--task", "multiple-choice", "--data", str(data["swag"]),
-                     "--max-samples", "6", "--fail-under", "acc_norm=1.01", env=ONE_THREAD)
+                     "--max-samples", "6", "--fail-under", "acc_norm=1.01", "--json", env=ONE_THREAD)
     assert result.exit_code == 4  # the gate ran on a real acc_norm
-    assert "acc_norm" in result.stdout and "6 examples" in result.stdout
+    out = result.json()  # one object: the failed gate after it prints no second one
+    assert "acc_norm" in out["metrics"] and out["samples"] == 6
+    # eval writes nothing: no output_dir (it held the model given, a .gguf path for a GGUF file)
+    assert "output_dir" not in out and out["model"] == str(tiny_models["qwen2"])
 
 
 def bad_run(tmp_path, tiny_models, rows, **keys):

@@ -58,3 +58,12 @@ def test_env_command():
     assert result.exit_code == 0, result.stderr
     info = result.json()
     assert info["packages"]["torch"] and "cpu_bf16" in info["devices"]
+    # the extras' libraries too (issue 27 item 21), null when not installed
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("peft", "gguf", "onnx", "onnxruntime", "matplotlib"):
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        assert info["packages"][name] == installed, name

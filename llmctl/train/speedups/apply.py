@@ -11,10 +11,12 @@ import os
 from typing import Callable
 
 
-def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp32") -> tuple[list[str], Callable]:
+def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp32",
+                          adamw: bool = True) -> tuple[list[str], Callable]:
     """Apply every speed-up that fits `model`, trained in `precision`. Returns the names of those
     applied (the run's environment.json records them) and `attach(optimizer)`, to call once the
-    optimizer exists: the seen-rows embedding needs a step hook on it."""
+    optimizer exists: the seen-rows embedding needs a step hook on it, and only AdamW's update of
+    an unseen row is the plain weight decay it applies (`adamw` False: not used)."""
     if os.environ.get("LLMCTL_CPU_SPEEDUPS", "1") == "0":
         return [], lambda optimizer: None
     from llmctl.train.speedups.attention import use_fast_attention
@@ -27,7 +29,9 @@ def speed_up_cpu_training(model, train_features, tokenizer, precision: str = "fp
     from llmctl.train.speedups.memory import keep_freed_memory
     from llmctl.train.speedups.seen_rows import decay_unseen_rows, seen_token_ids, train_seen_rows_only
 
-    seen = train_seen_rows_only(model, seen_token_ids(train_features.columns, [tokenizer.pad_token_id]))
+    seen = None
+    if adamw:
+        seen = train_seen_rows_only(model, seen_token_ids(train_features.columns, [tokenizer.pad_token_id]))
     applied = {
         "keep_freed_memory": keep_freed_memory(),
         "fast_dropout": use_fast_dropout(model) > 0,
