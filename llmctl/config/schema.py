@@ -245,14 +245,20 @@ class Recipe(Section, Generic[D]):
             unused = [f"train.{k}" for k in NEEDS_VALIDATION
                       if getattr(self.train, k) != TrainConfig.model_fields[k].default]
             if unused:
+                resets = " ".join(f"--set {k}={_yaml_value(TrainConfig.model_fields[k.split('.', 1)[1]].default)}"
+                                  for k in unused)
                 raise ValueError(f"{', '.join(unused)} {'needs' if len(unused) == 1 else 'need'} data.validation, "
                                  f"which is null; set data.validation to a split or file, "
-                                 f"or drop {', '.join(unused)}")
+                                 f"or drop {', '.join(unused)} ({resets})")
         if self.zero_shot is not None:
             check_zero_shot(self.task, self.data, self.zero_shot)
             if self.peft is not None:
                 raise ValueError("peft trains an adapter, but zero_shot scores without training; drop one of them")
         return self
+
+
+def _yaml_value(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_zero_shot(task: str, data, zero_shot: ZeroShotConfig) -> None:
