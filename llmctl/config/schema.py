@@ -51,7 +51,7 @@ class DataConfig(Section):
     )
     max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
-    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation rows during training (the test split and eval score every row).")
     cache: bool = Field(True, description="Keep the tokenized training features in $LLMCTL_CACHE_DIR for the next run.")
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag or commit) to load with data.dataset.")
     text_split: Literal["line", "paragraph"] = Field(

@@ -35,7 +35,7 @@ def test_a_json_list_of_objects_gives_one_prediction_per_object(run, tmp_path):
         assert result.exit_code == EXIT_OK, result.stderr[-2000:]
         predictions = result.json()["predictions"]
         assert [p["sentence"] for p in predictions] == ["a great film", "a dull film"]
-        assert all(p["label"] in ("0", "1") for p in predictions) and "line" not in predictions[0]
+        assert all("label" in p for p in predictions) and "line" not in predictions[0]
 
 
 @pytest.mark.parametrize("name, text, message", [
