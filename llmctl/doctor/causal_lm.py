@@ -29,6 +29,8 @@ def _rows(ctx, role: str, spec: str):
         path = Path(spec).expanduser()
         limit = ctx.task.row_limit(role)
         chat = lm_file.is_chat(path, key, cfg, limit)
+        if not chat:  # chat data under another column: the split's own error says so, no text findings
+            lm_file.check_chat_format(next(lm_file.read_chunks(path, key, cfg, limit), ([], {}))[0], cfg, str(path))
         return str(path), cfg.column_names is None, (cells for _, cells in lm_file.read_chunks(path, key, cfg, limit, chat))
     split = ctx.splits.get(role)
     if split is None:

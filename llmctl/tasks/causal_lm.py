@@ -31,7 +31,7 @@ from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import chat
 from llmctl.tasks import generative as gen
 from llmctl.tasks.base import Note, Padding, Task
-from llmctl.tasks.causal_lm_file import LMFileSplit, featurize_file, open_split
+from llmctl.tasks.causal_lm_file import LMFileSplit, check_chat_format, featurize_file, open_split
 
 
 class CausalLMData(DataConfig):
@@ -134,6 +134,7 @@ class CausalLMTask(Task):
                              for i, v in enumerate(values)]
             return LMSplit(where=where, role=role, prompts=[], completions=None, conversations=conversations,
                            header=header)
+        check_chat_format(ds.column_names, cfg, where)
         ds = gen.limit_rows(ds, self.row_limit(role), key, where)
         if not self.pairs:
             texts = gen.text_column(ds, cfg.text_column, "data.text_column", where, header, cfg.skip_empty)

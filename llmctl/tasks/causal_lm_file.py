@@ -89,9 +89,29 @@ def is_chat(path: Path, key: str, cfg, limit: int | None) -> bool:
     return any(cfg.messages_column in row for row in first)
 
 
+# Columns other tools' chat data uses for its conversations (ShareGPT: turns of {"from", "value"}).
+CHAT_COLUMNS = ("conversations",)
+
+
+def check_chat_format(names: list[str], cfg, where: str) -> None:
+    """Chat data under another column than data.messages_column would be read as plain text and
+    fail on data.text_column: name the column and the setting instead."""
+    from llmctl.errors import DataError
+
+    found = [c for c in CHAT_COLUMNS if c in names and c != cfg.messages_column]
+    if found and cfg.messages_column not in names and _learned(cfg) not in names:
+        raise DataError(f"{where}: column '{found[0]}' looks like ShareGPT-style chat data ({found[0]} of "
+                        f"from/value turns), but data.messages_column is '{cfg.messages_column}', which the file "
+                        "lacks, so its rows would be read as plain text.",
+                        f"Set data.messages_column: {found[0]} (--set data.messages_column={found[0]}), or convert "
+                        'the turns to {"role", "content"} messages in a messages column.')
+
+
 def _check_columns(names: list[str], cfg, where: str, chat: bool = False) -> None:
     from llmctl.tasks.classification_data import missing_column
 
+    if not chat:
+        check_chat_format(names, cfg, where)
     for column, key in _columns(cfg, chat).items():
         if column not in names:
             raise missing_column(key, column, where, names)
