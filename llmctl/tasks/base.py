@@ -115,6 +115,11 @@ class Task(ABC):
     def tokenizer_kwargs(self) -> dict:
         return {}
 
+    def feature_settings(self) -> dict:
+        """What, besides the data section and the tokenizer, the training features depend on (the
+        feature cache's key): multiple-choice's model family. {} for most tasks."""
+        return {}
+
     def for_model(self, model_config) -> "Task":
         """This task for the model whose config `finetune` has read (eval and predict build the task
         with `from_model`, which sees the config too). A task whose head depends on the architecture
