@@ -89,7 +89,8 @@ def run_eval(model: str, data: str | None = None, split: str | None = None, reci
         parsed = task_recipe(task, model, parsed)
     result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
                             max_samples=max_samples, device=device, precision=precision, gates=gates)
-    result["rows"] = rows_covered(result["data"], result["samples"], max_samples, "--max-samples")
+    role = None if data else split or "validation"  # the run's own split, when no --data names another
+    result["rows"] = rows_covered(result["data"], result["samples"], max_samples, "--max-samples", role)
     if gates:
         result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
     return result

@@ -295,6 +295,10 @@ def predict_rows(rows: list[dict], where: str, cfg) -> QASplit:
             raise DataError(f"{where} row {i + 1}: needs 'question' and 'context' fields; fields are: "
                             f"{', '.join(row) or '(none)'}.", "Give one {\"question\", \"context\"} object per line, "
                                                               "or use --question and --context.")
+        for name, value in (("question", question), ("context", context)):
+            if isinstance(value, (list, dict, bool)):
+                raise DataError(f"{where} row {i + 1}: '{name}' is a JSON {type(value).__name__}, not text.",
+                                f"Give '{name}' as a string.")
         qid = row.get(cfg.id_column, row.get("id"))
         named.append({"id": str(i) if qid is None else qid, "question": question, "context": context, "answers": None})
     return validate(named, where, "--input", cfg, "predict", labelled=False)

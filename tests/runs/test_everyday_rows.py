@@ -39,6 +39,7 @@ def test_eval_data_scores_the_whole_file_unless_max_samples(run):
     # The run's own validation split, scored again, is scored whole too.
     again = run_cli("eval", str(tmp / "run"), "--json", env=ONE_THREAD)
     assert again.exit_code == EXIT_OK and again.json()["samples"] == 20
+    assert again.json()["rows"] == {"split": "validation", "data": str(tmp / "valid.csv"), "rows": 20, "cut_by": None}
 
 
 def test_metrics_json_and_card_name_the_rows_of_every_metric(run):
@@ -64,6 +65,7 @@ def test_eval_split_names_the_runs_own_splits(run):
     test = run_cli("eval", str(tmp / "run"), "--split", "test", "--json", env=ONE_THREAD)
     assert test.exit_code == EXIT_OK, test.stderr[-2000:]
     assert test.json()["data"] == str(tmp / "test.csv") and test.json()["samples"] == 12
+    assert test.json()["rows"]["split"] == "test"
     # The same rows as the run's own test metrics give the same numbers.
     assert test.json()["metrics"]["accuracy"] == pytest.approx(result["test_metrics"]["accuracy"])
     wrong = run_cli("eval", str(tmp / "run"), "--split", "dev")
