@@ -89,6 +89,10 @@ def render_plan(plan: dict) -> None:
              f"plan: batch {plan['batch_size']} ({plan['per_process_batch_size']} per process) x gradient accumulation "
              f"{plan['gradient_accumulation_steps']} = effective batch {plan['effective_batch_size']}",
              f"plan: device {plan['device']}, precision {plan['precision']}, {plan['processes']} process(es)",
+             *([f"plan: LoRA on {', '.join(plan['lora_target_modules'])}: {plan['trainable_parameters']:,} of "
+                f"{plan['total_parameters']:,} parameters train "
+                f"({plan['trainable_parameters'] / max(1, plan['total_parameters']):.2%})"]
+               if "trainable_parameters" in plan else []),
              f"plan: output {plan['output_dir']} ({plan['mode']}): "
              + (f"refused: {plan['refused']}" if plan["refused"] else "ok"),
              "dry run: nothing trained, no weights loaded, no run directory created."]

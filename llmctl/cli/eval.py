@@ -18,7 +18,8 @@ def eval_command(
     data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID",
                                        help="A data file, or a hub dataset id (with --split)."),
     split: Optional[str] = typer.Option(None, "--split", metavar="NAME",
-                                        help="Split name for hub data (default: the run's validation)."),
+                                        help="One of the run's splits (train, validation, test; default validation), "
+                                             "or with --data a hub dataset's split."),
     recipe: Optional[str] = typer.Option(None, "--recipe", metavar="RECIPE",
                                          help="Recipe whose data section describes the data."),
     task: Optional[str] = typer.Option(None, "--task", metavar="TASK",
@@ -30,7 +31,7 @@ def eval_command(
                                         help="Exit 4 when METRIC is above VALUE (repeatable; loss, mse, perplexity)."),
     batch_size: int = batch_size_option(64, "Examples per evaluation batch."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", metavar="N",
-                                              help="Evaluate only the first N examples."),
+                                              help="Evaluate only the first N examples (default: all of them)."),
     save_predictions: Optional[str] = typer.Option(
         None, "--save-predictions", metavar="FILE",
         help="Write one jsonl row per evaluated example: the prediction (as `llmctl predict` writes it) and its "

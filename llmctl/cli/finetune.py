@@ -46,6 +46,9 @@ def finetune(
     from llmctl.tasks.recipe import load_recipe
     from llmctl.console import Console
 
+    from llmctl.core.checks import not_empty
+
+    not_empty(model=model, output_dir=output_dir)
     recipe = _recipe_argument(recipe, resume_word, resume)
     overrides = list(set_)
     if deterministic:

@@ -18,7 +18,7 @@ def predict(
     model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR",
                                 help="Run directory from `llmctl finetune`, or a saved model folder."),
     input_: Optional[str] = typer.Option(None, "--input", "-i", metavar="FILE",
-                                         help="jsonl, csv, tsv or txt file; - reads stdin."),
+                                         help="jsonl, json (a list of objects), csv, tsv or txt file; - reads stdin."),
     question: Optional[str] = typer.Option(None, "--question", metavar="TEXT",
                                            help="Question answering: one question (with --context)."),
     context: Optional[str] = typer.Option(None, "--context", metavar="TEXT",

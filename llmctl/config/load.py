@@ -273,10 +273,12 @@ def validate_recipe(raw: dict, sections: dict, source: str = "<recipe>", lines: 
             if not loc:  # a cross-check names its key first (e.g. "train.eval_every needs ..."): point at it
                 loc = tuple(text.split(" ", 1)[0].rstrip(",").split("."))
             if loc in overridden:
-                problems.append(f"--set {text}")
+                problems.append((0, f"--set {text}"))
             else:
                 line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-                problems.append(f"{source}:{line}: {text}" if line else f"{source}: {text}")
+                problems.append((line or 0, f"{source}:{line}: {text}" if line else f"{source}: {text}"))
+        # In the file's order (stable: problems without a line, --set ones first, keep pydantic's order).
+        problems = [text for _, text in sorted(problems, key=lambda p: p[0])]
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise RecipeError(
             f"Recipe {source} has {count}:\n  " + "\n  ".join(problems),

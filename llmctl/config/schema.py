@@ -159,7 +159,7 @@ class DataConfig(Section):
     )
     max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
-    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N evaluation rows.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation rows during training (the test split and eval score every row).")
     cache: bool = Field(True, description="Keep the tokenized training features in $LLMCTL_CACHE_DIR for the next run.")
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag or commit) to load with data.dataset.")
     text_split: Literal["line", "paragraph", "document"] = Field(
@@ -391,9 +391,11 @@ class Recipe(Section, Generic[D]):
             unused = [f"train.{k}" for k in NEEDS_VALIDATION
                       if getattr(self.train, k) != TrainConfig.model_fields[k].default]
             if unused:
+                resets = " ".join(f"--set {k}={_yaml_value(TrainConfig.model_fields[k.split('.', 1)[1]].default)}"
+                                  for k in unused)
                 raise ValueError(f"{', '.join(unused)} {'needs' if len(unused) == 1 else 'need'} data.validation, "
                                  f"which is null; set data.validation to a split or file, "
-                                 f"or drop {', '.join(unused)}")
+                                 f"or drop {', '.join(unused)} ({resets})")
         if self.distill is not None:
             check_distill(self.task, self.data, self)
         if self.model.init_from is not None and self.peft is not None and self.peft.quantized:
@@ -409,6 +411,10 @@ class Recipe(Section, Generic[D]):
         if self.peft is not None and self.task == "embedding":
             raise ValueError("peft is not available for task embedding yet; drop the peft section to train every weight")
         return self
+
+
+def _yaml_value(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_zero_shot(task: str, data, zero_shot: ZeroShotConfig) -> None:

@@ -16,6 +16,15 @@ def at_least_one(**values: int | None) -> None:
             raise UsageError(f"{flag} must be at least 1 (got {value}).", f"Pass a positive {flag}.")
 
 
+def not_empty(**values: str | None) -> None:
+    """`model=""` -> "--model is empty ..."; None means not given (an unset shell variable gives "")."""
+    for name, value in values.items():
+        if value is not None and not value.strip():
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} is empty.", f"Give {flag} a value, or leave it out (an unset shell "
+                                                  "variable expands to nothing).")
+
+
 def writable_file(target: str, flag: str) -> None:
     """A file the command will write at the end: its folder must exist and be writable now,
     not after minutes of work."""

@@ -51,6 +51,12 @@ def check_gate_names(gates: Gates, names: list[str] | None) -> None:
                 close = difflib.get_close_matches(name, names, n=1)
                 raise UsageError(f"{flag} {name}: no such metric; this evaluation reports {', '.join(names)}.",
                                  f"Did you mean '{close[0]}'?" if close else "Use one of those names.")
+    from llmctl.metrics import lower_is_better
+
+    for name, value in gates.over.items():  # after the names: a misspelled one is told as such
+        if not lower_is_better(name):
+            raise UsageError(f"--fail-over {name}={value:g}: {name} is better when higher, so this gate would pass "
+                             "a worse model and fail a better one.", f"Use --fail-under {name}={value:g}.")
 
 
 def check_gates(metrics: dict, gates: Gates) -> list[str]:
@@ -89,9 +95,19 @@ def run_eval(model: str, data: str | None = None, split: str | None = None, reci
     result = evaluate_model(model, data=data, split=split, recipe=parsed, batch_size=batch_size,
                             max_samples=max_samples, device=device, precision=precision, gates=gates,
                             save_predictions=save_predictions)
+    role = None if data else split or "validation"  # the run's own split, when no --data names another
+    result["rows"] = rows_covered(result["data"], result["samples"], max_samples, "--max-samples", role)
     if gates:
         result["gates"] = gates.as_json(check_gates(result["metrics"], gates))
     return result
+
+
+def rows_covered(where: str, rows: int, limit: int | None, limit_name: str, split: str | None = None) -> dict:
+    """Which rows a metric was computed on, for metrics.json, eval's JSON, the model card and the
+    report: {"split", "data", "rows", "cut_by"}; cut_by names the setting that kept only the first
+    `rows` rows (None: every row of the data)."""
+    cut = limit is not None and rows >= limit
+    return {"split": split, "data": where, "rows": rows, "cut_by": f"{limit_name} {limit}" if cut else None}
 
 
 def task_recipe(task: str, model: str, recipe=None):
@@ -204,20 +220,42 @@ def _trained_by_llmctl(model_path: str) -> bool:
     return (find_model_dir(model_path) / TASK_FILE).is_file()
 
 
+ROLES = ("train", "validation", "test")
+
+
 def eval_spec(data_cfg, data: str | None, split: str | None, max_samples: int | None) -> tuple:
     """(data config, split or file to evaluate): a copy of data_cfg with --data / --split /
-    --max-samples applied; the one given is not changed."""
-    changes = {} if max_samples is None else {"max_eval_samples": max_samples}
-    spec = data or split or data_cfg.validation
+    --max-samples applied; the one given is not changed. The whole split is scored unless
+    --max-samples is given (the recipe's data.max_eval_samples is for validation during training).
+    Without --data, --split names one of the run's own splits (train / validation / test)."""
+    changes = {"max_eval_samples": max_samples}
     if data and split:
         # --data names a hub dataset, --split its split.
         changes["dataset"], spec = data, split
+    elif data:
+        # A file given with --data replaces the recorded hub dataset.
+        changes["dataset"], spec = None, data
+    elif split:
+        spec = own_split(data_cfg, split)
+    else:
+        spec = data_cfg.validation
     if spec is None:
         raise UsageError("Nothing to evaluate on.", "Pass --data FILE_OR_HUB_ID (and --split NAME for hub data).")
-    # A file given with --data replaces the recorded hub dataset.
-    if data and not split:
-        changes["dataset"] = None
     return data_cfg.model_copy(update=changes), spec
+
+
+def own_split(data_cfg, split: str) -> str:
+    """What `--split NAME` evaluates without --data: the run's data.NAME (a file or a hub split), or,
+    for a run on a hub dataset, that dataset's split NAME."""
+    given = {role: getattr(data_cfg, role, None) for role in ROLES}
+    given = {role: spec for role, spec in given.items() if spec}
+    if split in given:
+        return given[split]
+    if getattr(data_cfg, "dataset", None):
+        return split  # another split of the run's hub dataset
+    listed = ", ".join(f"{role} ({Path(str(spec)).name})" for role, spec in given.items()) or "none"
+    raise UsageError(f"--split {split}: the run has no {split} split; its splits are {listed}.",
+                     f"Use --split {' / '.join(given) or 'NAME'}, or --data FILE to score another file.")
 
 
 def enforce_gates(result: dict) -> None:

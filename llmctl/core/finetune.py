@@ -266,11 +266,26 @@ def _finish(stopped: Stopped, setup: Setup) -> dict:
     if checked.test_split is not None:
         result["test_metrics"] = _evaluate_saved(run, checked.task, setup.tokenizer, accelerator, setup.model,
                                                  checked.test_split, checked.recipe.train.eval_batch_size)
+    result["metric_rows"] = _metric_rows(checked)
     if accelerator.is_main_process:
         run.write_json("metrics.json", result)
         rewrite_model_card(run.path, {"train": checked.train_split, "validation": checked.eval_split,
                                       "test": checked.test_split})
     return result
+
+
+def _metric_rows(checked: Checked) -> dict:
+    """Which rows "metrics" (the validation split, cut by data.max_eval_samples) and "test_metrics"
+    (the whole test split) were computed on."""
+    from llmctl.core.evaluation import rows_covered
+
+    rows = {}
+    if checked.eval_split is not None:
+        rows["metrics"] = rows_covered(checked.eval_split.where, len(checked.eval_split),
+                                       checked.recipe.data.max_eval_samples, "data.max_eval_samples", "validation")
+    if checked.test_split is not None:
+        rows["test_metrics"] = rows_covered(checked.test_split.where, len(checked.test_split), None, "", "test")
+    return rows
 
 
 LORA_SPEEDUPS_NOTE = ("LoRA: the CPU speed-ups run on the adapted model (fast dropout covers the LoRA dropout too; "

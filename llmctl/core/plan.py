@@ -33,6 +33,10 @@ def dry_run(recipe, resume: bool = False, overwrite: bool = False, device: str |
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
             "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation_steps, "epochs": cfg.epochs,
             "max_steps": cfg.max_steps}
+    if checked.lora:
+        lora = checked.lora
+        plan |= {"trainable_parameters": lora["trainable_parameters"], "total_parameters": lora["total_parameters"],
+                 "lora_target_modules": lora["target_modules"]}
     if report.epoch:
         total = report.epoch["total_steps"]
         plan |= {"train_rows": report.epoch["train_rows"], "steps_per_epoch": report.epoch["steps_per_epoch"],

@@ -8,27 +8,35 @@ from pathlib import Path
 from llmctl.errors import DataError, UsageError
 
 
-def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
+def read_inputs(source: str) -> tuple[list[dict], str, list[int | None]]:
     """(rows, where, lines) from a jsonl / json / csv / tsv / txt file (gzip / bz2 / xz / zstd
-    compressed too), or '-' for stdin (jsonl or plain lines). `lines` is each row's input line: blank lines are skipped (and counted in a
-    note), so predictions carry it to be matched with their inputs."""
-    if source == "-":
-        from llmctl.data.sources import read_stdin
+    compressed too), or '-' for stdin (jsonl or plain lines). JSON is read by the training reader's
+    rules (llmctl.data.sources): one object per line, or one document holding a list of objects;
+    any other shape is refused (exit 3). `lines` is each row's input line (None in a JSON document):
+    blank lines are skipped (and counted in a note), so predictions carry it to be matched with
+    their inputs."""
+    from llmctl.data.inputs import suffixes
+    from llmctl.data.sources import json_lines, read_stdin, read_table, read_text
 
+    if source == "-":
         text, where = read_stdin("--input"), "<stdin>"
+        if text.lstrip().startswith("["):  # a JSON list of objects
+            return _document(text, where)
         suffix = ".jsonl" if text.lstrip().startswith("{") else ".txt"
     else:
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise DataError(f"--input: {path} is a folder, not a file.",
+                            "Give one jsonl, json, csv, tsv or txt file, or - for stdin.")
         if not path.is_file():
             raise DataError(f"--input: file {path} does not exist.", "Give a jsonl, csv, tsv or txt file, or - for stdin.")
-        from llmctl.data.inputs import suffixes
-        from llmctl.data.sources import read_table, read_text
-
         suffix, where = suffixes(path)[0], str(path)  # rows.jsonl.gz reads as jsonl, decompressed
         if suffix in (".csv", ".tsv", ".parquet"):
             frame = read_table(path, "--input")
             first = 2 if suffix != ".parquet" else 1  # csv/tsv: line 1 is the header
             return frame.to_dict(orient="records"), where, list(range(first, first + len(frame)))
+        if suffix == ".json" and not json_lines(path, "--input"):
+            return _document(read_text(path, "--input", encoding="utf-8-sig"), where)
         text = read_text(path, "--input", encoding="utf-8-sig")
     rows, lines, blank = [], [], 0
     for number, line in enumerate(text.splitlines(), start=1):
@@ -40,18 +48,33 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-            row = row if isinstance(row, dict) else {"text": row}
+            if not isinstance(row, dict):
+                raise DataError(f"{where}:{number}: expected a JSON object per line, got {type(row).__name__}.",
+                                'Write one object per line, e.g. {"sentence": "..."}.')
         else:
             row = {"text": line}
         rows.append(row)
         lines.append(number)
     if not rows:
         raise DataError(f"{where} has no inputs.", "Give at least one line of text or one jsonl row.")
+    _note_blank(where, blank)
+    return rows, where, lines
+
+
+def _document(text: str, where: str) -> tuple[list[dict], str, list[None]]:
+    from llmctl.data.sources import json_document_rows
+
+    rows = json_document_rows(text, where)
+    if not rows:
+        raise DataError(f"{where} has no inputs.", "Give at least one object in the list.")
+    return rows, where, [None] * len(rows)
+
+
+def _note_blank(where: str, blank: int) -> None:
     if blank:
         from llmctl.console import note
 
         note(f"skipped {blank} blank line(s) of {where}; each prediction carries its input line number as \"line\".")
-    return rows, where, lines
 
 
 def flag_inputs(question: str | None, context: str | None) -> tuple[list[dict], str, list[None]]:

@@ -39,6 +39,7 @@ class Checked:
     force_resume: bool = False
     base: str | None = None  # a LoRA run's base model: the path or hub id (a GGUF base by its file)
     base_sha256: dict | None = None  # its weight files' digests, when already hashed for --resume
+    lora: dict | None = None  # the adapter a LoRA run will train (layers, trainable parameters), from the config
     refused: str | None = None  # dry run only: why finetune would refuse the output directory
     report: Report | None = None  # dry run only: the doctor's report on the data
 
@@ -100,7 +101,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
         from llmctl.core import distill
 
         distill.check(recipe, task, config)  # the teacher's vocabulary and labels, the layers to keep
-    base = base_sha256 = None
+    base = base_sha256 = lora = None
     if recipe.peft is not None:
         from llmctl.models.adapters import check_before_load
         from llmctl.models.gguf import path as gguf_path
@@ -109,6 +110,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
         check_before_load(recipe.peft, dev)
         # `base`: a GGUF base is named by its file, so an adapter run can load it back (llmctl.models.adapters).
         base = gguf_path(recipe.model.name_or_path, recipe.model.gguf_file)
+        lora = adapter_plan(recipe, task, base)  # target_modules matching nothing: refused here, dry run too
         if resume:
             # A LoRA run continues only on the base it started on: a base replaced at the same path
             # would pair the saved adapter with other weights.
@@ -118,7 +120,17 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     check_batch_split(recipe.train.batch_size, processes())
     return Checked(recipe=recipe, mode=mode, run=run, device=dev, task=task, train_split=train_split,
                    eval_split=eval_split, test_split=test_split, force_resume=force_resume, base=base,
-                   base_sha256=base_sha256, refused=refused, report=report)
+                   base_sha256=base_sha256, lora=lora, refused=refused, report=report)
+
+
+def adapter_plan(recipe: Recipe, task: Task, base: str) -> dict:
+    """The LoRA adapter the run will wrap, built on an empty model from the config (llmctl.models.adapters)."""
+    from llmctl.models.adapters import plan_adapter
+    from llmctl.models.load import auto_class, load_config
+
+    config = load_config(recipe.model, **task.model_kwargs())
+    return plan_adapter(auto_class(task.auto_model), config, recipe.peft, task.auto_model, base,
+                        recipe.model.trust_remote_code)
 
 
 def check_batch_split(batch_size: int, processes: int) -> None:

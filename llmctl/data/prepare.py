@@ -38,11 +38,14 @@ def train_features(task, split, tokenizer, data_cfg, use_cache: bool, progress=N
     key, notes = None, []
     if use_cache and task.cacheable_features and local_files(data_cfg.train):
         settings = {k: v for k, v in data_cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY}
+        settings |= task.feature_settings()
         key = cache.make_key(task.name, "train", source, settings, tokenizer, task.tokenizer_kwargs())
         features = cache.lookup(key, notes)
         if features is not None:
             notes.append(f"features: {len(features):,} training rows from the cache ({cache.entries_dir() / key.digest})")
             # Tasks that decode generated ids read the tokenizer from their features; it is never stored.
+            # What featurize had to say rides in meta["notes"] (notes themselves are never cached).
+            features = replace(features, notes=tuple(Note(text, warning=True) for text in features.meta.get("notes", ())))
             return _told(features.with_tokenizer(tokenizer), notes), _info(features, "hit", started)
     with (progress or _no_progress)(len(split), "tokenizing the training data") as shown, \
             parallel_tokenizing(user_parallelism):

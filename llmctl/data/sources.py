@@ -306,12 +306,19 @@ def _first_row(path: Path, sep: str, quoting: int) -> list[str]:
 
 def _read_json(path: Path):
     """A .json file holding one document: a list of rows, or {"data": [...]} around one."""
-    import json
-
     import pandas as pd
 
     with open_binary(path) as handle:
         text = handle.read().decode("utf-8")
+    return pd.DataFrame(json_document_rows(text, path))
+
+
+def json_document_rows(text: str, path) -> list[dict]:
+    """The rows of one JSON document read from `path`: a list of objects, or {"data": [...]} around
+    one (as the datasets json loader accepts); any other shape is a DataError naming the item."""
+    import json
+
+    text = text.removeprefix("\ufeff")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -319,8 +326,13 @@ def _read_json(path: Path):
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]  # {"data": [...]} wrapper, as the datasets json loader accepts
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of objects (or json lines).")
-    return pd.DataFrame(data)
+        raise DataError(f"{path}: expected a list of objects (or json lines), got a JSON {type(data).__name__}.",
+                        'Write [{"sentence": "...", "label": 1}, ...], or one object per line.')
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: item {i + 1} of the list is a JSON {type(item).__name__}, not an object.",
+                            'Write [{"sentence": "...", "label": 1}, ...], or one object per line.')
+    return data
 
 
 def load_split(spec: str, key: str, dataset: str | None, config: str | None, column_names=None,

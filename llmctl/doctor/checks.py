@@ -46,7 +46,7 @@ def check_truncation(report: Report, role: str, figures: dict, lengths, line_num
                    f"{KEEP}% whole{at_lines(lines)}.", figures["truncated"], lines)
 
 
-def check_duplicates(report: Report, role: str, row_hashes: np.ndarray, line_numbers) -> None:
+def check_duplicates(report: Report, role: str, row_hashes: np.ndarray, line_numbers, unit: str = "line") -> None:
     """Rows equal to an earlier row of the same split (each repeat counted once)."""
     if row_hashes.size == 0:
         return
@@ -57,7 +57,7 @@ def check_duplicates(report: Report, role: str, row_hashes: np.ndarray, line_num
     if rows.size:
         lines = [line_numbers(int(i)) for i in rows[:5]]
         report.add("warning", "duplicates", role,
-                   f"{plural(int(rows.size), 'row')} {verb(rows.size, 'repeats', 'repeat')} an earlier row exactly{at_lines(lines)}.", rows.size, lines)
+                   f"{plural(int(rows.size), 'row')} {verb(rows.size, 'repeats', 'repeat')} an earlier row exactly{at_lines(lines, unit)}.", rows.size, lines)
 
 
 def check_conflicts(report: Report, role: str, text_hashes: np.ndarray, row_hashes: np.ndarray, line_numbers) -> None:
@@ -74,7 +74,8 @@ def check_conflicts(report: Report, role: str, text_hashes: np.ndarray, row_hash
                    f"another label{at_lines(lines)}.", rows.size, lines)
 
 
-def check_leakage(report: Report, role: str, own: np.ndarray, train: np.ndarray, line_numbers, what: str = "texts") -> None:
+def check_leakage(report: Report, role: str, own: np.ndarray, train: np.ndarray, line_numbers, what: str = "texts",
+                  unit: str = "line") -> None:
     """Rows of an evaluation split whose input also appears in training: their scores flatter the model."""
     if own.size == 0 or train.size == 0:
         return
@@ -83,13 +84,14 @@ def check_leakage(report: Report, role: str, own: np.ndarray, train: np.ndarray,
         lines = [line_numbers(int(i)) for i in rows[:5]]
         report.add("warning", "leakage", role,
                    f"{plural(int(rows.size), 'row')} of {role} ({rows.size / own.size:.1%}) {verb(rows.size, 'has', 'have')} {what} that also appear "
-                   f"in train{at_lines(lines)}.", rows.size, lines)
+                   f"in train{at_lines(lines, unit)}.", rows.size, lines)
 
 
-def check_empty(report: Report, role: str, count: int, lines: list[int], what: str = "text") -> None:
+def check_empty(report: Report, role: str, count: int, lines: list[int], what: str = "text", unit: str = "line") -> None:
     if count:
         report.add("warning", "empty_text", role,
-                   f"{plural(count, 'row')} {verb(count, 'has', 'have')} an empty or whitespace-only {what}{at_lines(lines)}.", count, lines)
+                   f"{plural(count, 'row')} {verb(count, 'has', 'have')} an empty or whitespace-only {what}"
+                   f"{at_lines(lines, unit)}.", count, lines)
 
 
 def label_figures(counts: dict) -> dict:

@@ -83,6 +83,8 @@ def verb(n: int, one: str, many: str) -> str:
     return one if n == 1 else many
 
 
-def at_lines(lines) -> str:
+def at_lines(lines, unit: str = "line") -> str:
+    """' (first at lines 3, 7)'; `unit` names what the numbers count where a source has no lines
+    (a JSON document's questions)."""
     shown = list(lines)[:FIRST_LINES]
-    return f" (first at line{'s' if len(shown) > 1 else ''} {', '.join(map(str, shown))})" if shown else ""
+    return f" (first at {unit}{'s' if len(shown) > 1 else ''} {', '.join(map(str, shown))})" if shown else ""

@@ -45,10 +45,10 @@ class Context:
 
 
 def family_of(task_name: str):
-    from llmctl.doctor import causal_lm, classification, generic, ner, qa, seq2seq
+    from llmctl.doctor import causal_lm, classification, generic, multiple_choice, ner, qa, seq2seq
 
     return {"classification": classification, "ner": ner, "qa": qa, "causal-lm": causal_lm,
-            "seq2seq": seq2seq}.get(task_name, generic)
+            "seq2seq": seq2seq, "multiple-choice": multiple_choice}.get(task_name, generic)
 
 
 def processes() -> int:

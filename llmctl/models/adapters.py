@@ -205,6 +205,19 @@ def wrap(model, peft_cfg, auto_model: str, source: str):
     return peft_model, summary
 
 
+def plan_adapter(auto_class, config, peft_cfg, auto_model: str, source: str, trust_remote_code: bool = False) -> dict:
+    """The summary `wrap` gives, from the config alone: the model is built on the meta device (no
+    weights, no memory), so the checks `wrap` makes (target_modules and modules_to_save matching
+    layers) refuse a recipe before anything loads, and the trainable-parameter count is known."""
+    import torch
+
+    with torch.device("meta"):
+        model = auto_class.from_config(config, trust_remote_code=trust_remote_code)
+    plain = peft_cfg.model_copy(update={"method": "lora", "load_in_4bit": False})  # no 4-bit weights to prepare
+    _, summary = wrap(model, plain, auto_model, source)
+    return summary | {"method": peft_cfg.method}
+
+
 def adapted_layer_names(peft_model) -> list[str]:
     """Last name parts of the layers that really got a LoRA adapter (after every exclusion)."""
     from peft.tuners.lora import LoraLayer

@@ -33,6 +33,10 @@ def check_source(name_or_path: str, allow_pickle: bool = False, gguf_file: str |
         if not path.is_dir():
             raise ModelError(f"Model directory {path} does not exist.", "Give a directory made by save_pretrained or a hub id.")
         if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            if ggufs:
+                raise ModelError(f"{path} holds {', '.join(ggufs)} but no config.json: a GGUF model is named by its file.",
+                                 f"Pass the file itself, e.g. {path / ggufs[0]}.")
             raise ModelError(f"{path} has no config.json, so it is not a saved model.", "Point at the folder save_pretrained wrote.")
         has_safe = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
         has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))

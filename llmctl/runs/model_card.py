@@ -16,16 +16,16 @@ import shlex
 from pathlib import Path
 
 CARD = "README.md"
-# The Hub's pipeline tags for our tasks; a task not listed keeps its own name.
+# The Hub's pipeline tags (huggingface.js PIPELINE_DATA keys) for every task of llmctl.tasks.TASKS,
+# keyed by the recipe's `task:` name; tests/runs check each is a Hub tag.
 PIPELINE_TAGS = {
     "classification": "text-classification",
     "ner": "token-classification",
     "qa": "question-answering",
-    "multiple_choice": "multiple-choice",
-    "causal_lm": "text-generation",
-    "chat": "text-generation",
+    "multiple-choice": "multiple-choice",
+    "causal-lm": "text-generation",
     "seq2seq": "text2text-generation",
-    "masked_lm": "fill-mask",
+    "masked-lm": "fill-mask",
 }
 # Rendered by llmctl.console (route_logs): writing a run never prints.
 _log = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ def reproduce_command(env: dict, recipe: dict) -> str:
 
 def _data_lines(data: dict, splits: dict | None, final: dict) -> list[str]:
     sizes = {role: len(split) for role, split in (splits or {}).items() if split is not None}
+    covered = {(r or {}).get("split"): r for r in (final.get("metric_rows") or {}).values()}
     lines = []
     for role in ("train", "validation", "test"):
         source = data.get(role)
@@ -177,6 +178,8 @@ def _data_lines(data: dict, splits: dict | None, final: dict) -> list[str]:
             continue
         where = f"`{data['dataset']}` split `{source}`" if data.get("dataset") else f"`{Path(source).name}`"
         size = f": {sizes[role]:,} rows" if role in sizes else ""
+        if (covered.get(role) or {}).get("cut_by"):
+            size += f" (the first {sizes.get(role, covered[role]['rows']):,}: {covered[role]['cut_by']})"
         lines.append(f"- {role}: {where}{size}")
     samples = (final.get("train") or {}).get("samples")
     if samples:
@@ -189,24 +192,37 @@ def _data_lines(data: dict, splits: dict | None, final: dict) -> list[str]:
 def _evaluation_lines(data: dict, final: dict, saved_at: dict | None) -> list[str]:
     lines = []
     metrics = final.get("metrics") or {k: v for k, v in (saved_at or {}).items() if k not in ("step", "epoch")}
+    covered = final.get("metric_rows") or {}
     if data.get("validation") and metrics:
         step = final.get("best_step") or (saved_at or {}).get("step")
+        on = f" on {rows_text(covered['metrics'])}" if covered.get("metrics") else ""
         lines.append(f"Validation (`{Path(str(data['validation'])).name}`), best evaluation"
-                     + (f" at step {step}" if step else "") + ": " + _metric_text(metrics) + ".")
+                     + (f" at step {step}" if step else "") + on + ": " + _metric_text(metrics) + ".")
         lines.append("This split also chose the checkpoint, so its scores are optimistic.")
     if final.get("test_metrics"):
-        lines.append(f"Test (`{Path(str(data['test'])).name}`), scored once after training: "
+        on = f" on {rows_text(covered['test_metrics'])}" if covered.get("test_metrics") else ""
+        lines.append(f"Test (`{Path(str(data['test'])).name}`), scored once after training{on}: "
                      + _metric_text(final["test_metrics"]) + ".")
     lines += ["", "Not evaluated on:"]
     if not data.get("validation"):
         lines.append("- any validation data (none was given; the last model was saved)")
     if not data.get("test"):
         lines.append("- a held-out test split (none was given)")
-    if data.get("max_eval_samples"):
+    if (covered.get("metrics") or {}).get("cut_by") or (data.get("max_eval_samples") and not covered):
         lines.append(f"- validation rows past the first {data['max_eval_samples']:,} (data.max_eval_samples)")
     lines.append("- data from other sources, domains or languages than the files above, and fairness or "
                  "safety benchmarks")
     return lines
+
+
+def rows_text(rows: dict | None) -> str:
+    """'all 200 rows of test.csv' / 'the first 50 rows of dev.csv (data.max_eval_samples 50)'."""
+    if not rows:
+        return ""
+    name = Path(str(rows["data"])).name
+    if rows.get("cut_by"):
+        return f"the first {rows['rows']:,} rows of {name} ({rows['cut_by']})"
+    return f"all {rows['rows']:,} rows of {name}"
 
 
 def _metric_text(metrics: dict) -> str:

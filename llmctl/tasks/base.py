@@ -20,8 +20,9 @@ Rules a new task follows:
   whatever later steps need from `featurize` (pad side, windows, label maps) in `Features.meta`
   (JSON-safe: it is cached with the features).
 - Never print: a split or Features carries `notes` (a tuple of `Note`); the caller shows them.
-- Rows: readers keep the first `row_limit(role)` rows (data.max_train_samples /
-  max_eval_samples) and never read or check the rest.
+- Rows: readers keep the first `row_limit(role)` rows (data.max_train_samples for training,
+  max_eval_samples for the validation split evaluated during training and for `eval`, where
+  core sets it from --max-samples) and never read or check the rest; a test split is read whole.
 - Batches: declare `padding(tokenizer)`; the shared collator (llmctl.data.collate) pads the
   columns, builds the attention mask and adds each row's `index`.
 - Register the class in TASKS (llmctl/tasks/__init__.py); the recipe's `task:` names it.
@@ -109,10 +110,12 @@ class Task(ABC):
         return self.labels
 
     def row_limit(self, role: str) -> int | None:
-        """The one rule for data.max_train_samples / max_eval_samples: how many rows to keep."""
+        """The one rule for data.max_train_samples / max_eval_samples: how many rows to keep.
+        max_eval_samples cuts the validation split evaluated during training (and `eval`, whose
+        --max-samples sets it); the test split, scored once, and prediction inputs are read whole."""
         if role == "train":
             return self.data_cfg.max_train_samples
-        return None if role == "predict" else self.data_cfg.max_eval_samples
+        return self.data_cfg.max_eval_samples if role in ("validation", "eval") else None
 
     # -- the model -------------------------------------------------------------------
     @abstractmethod
@@ -130,6 +133,11 @@ class Task(ABC):
 
         raise RecipeError(f"model.tokenizer.train: task {self.name} cannot train a tokenizer on its data.",
                           "Give model.tokenizer a tokenizer directory, or pre-train with causal-lm, masked-lm or denoising.")
+
+    def feature_settings(self) -> dict:
+        """What, besides the data section and the tokenizer, the training features depend on (the
+        feature cache's key): multiple-choice's model family. {} for most tasks."""
+        return {}
 
     def for_model(self, model_config) -> "Task":
         """This task for the model whose config `finetune` has read (eval and predict build the task

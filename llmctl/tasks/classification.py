@@ -259,14 +259,17 @@ class ClassificationTask(Task):
         texts = [[] for _ in columns]
         for i, row in enumerate(rows):
             for c, column in enumerate(columns):
-                value = row.get(column)
-                if value is None and len(columns) == 1 and "text" in row:
-                    value = row["text"]  # a plain `text` field is fine for single-sentence models
-                if value is None:
+                name = column if column in row or len(columns) > 1 or "text" not in row else "text"
+                value = row.get(name)  # a plain `text` field is fine for single-sentence models
+                if name not in row:
                     raise DataError(
                         f"{where} row {i + 1}: no '{column}' field; fields are: {', '.join(row) or '(none)'}.",
                         f"The model reads {', '.join(columns)}.",
                     )
+                if value is None or isinstance(value, (list, dict, bool)):
+                    shape = "null" if value is None else f"a JSON {type(value).__name__}"
+                    raise DataError(f"{where} row {i + 1}: '{name}' is {shape}, not text.",
+                                    f"Give '{name}' as a string, e.g. {{\"{name}\": \"a fine film\"}}.")
                 texts[c].append(str(value))
         return Split(where=where, texts=texts, labels=None)
 

@@ -40,6 +40,7 @@ def family(config) -> str:
 class MultipleChoiceTask(Task):
     name: ClassVar[str] = "multiple-choice"
     data_config: ClassVar[type[DataConfig]] = MultipleChoiceData
+    cacheable_features: ClassVar[bool] = True  # keyed by the model family too (feature_settings)
 
     def __init__(self, data_cfg: MultipleChoiceData, labels: Labels | None = None, kind: str | None = None):
         """`kind`: the model family (None until the model's config is known: `for_model`)."""
@@ -56,6 +57,10 @@ class MultipleChoiceTask(Task):
 
     def for_model(self, model_config) -> "MultipleChoiceTask":
         return self._replaced(kind=family(model_config))
+
+    def feature_settings(self) -> dict:
+        # An encoder reads every ending, a decoder or T5 trains on the right one alone.
+        return {"kind": self.kind or "encoder"}
 
     def check_model(self, model_cfg) -> None:
         from llmctl.models.load import check_head, load_config

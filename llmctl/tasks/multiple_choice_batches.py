@@ -41,6 +41,8 @@ def featurize_encoder(split, tokenizer, max_length: int):
     n = len(split.endings[0])
     firsts = [split.contexts[i] for i in range(len(split)) for _ in range(n)]
     seconds = [c for i in range(len(split)) for c in split.choices(i)]
+    whole = [len(ids) for ids in tokenizer(firsts, seconds)["input_ids"]]  # before truncation, for the note
+    longest = [max(row) for row in _grouped(whole, n)]
     enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
     names = ["input_ids"] + (["token_type_ids"] if "token_type_ids" in enc
                              and "token_type_ids" in tokenizer.model_input_names else [])
@@ -48,7 +50,8 @@ def featurize_encoder(split, tokenizer, max_length: int):
     columns["choice_widths"] = _grouped([len(ids) for ids in enc["input_ids"]], n)
     if split.labels is not None:
         columns["labels"] = list(split.labels)
-    return Features(columns=columns, lengths=[len(row) for row in columns["input_ids"]])
+    features = Features(columns=columns, lengths=[len(row) for row in columns["input_ids"]])
+    return _with_cut_note(features, sum(x > max_length for x in longest), split.where, max_length, longest)
 
 
 def featurize_causal(split, tokenizer, max_length: int, train: bool):
@@ -85,7 +88,9 @@ def featurize_causal(split, tokenizer, max_length: int, train: bool):
             choice_lens.append([min(len(w) - len(ctx), len(w[-limit:]) - 1) for w in row])
         features = Features({"choice_ids": choice_ids, "choice_lens": choice_lens},
                             [sum(map(len, row)) for row in choice_ids])
-    return _with_cut_note(features, cut, split.where, max_length)
+    per_row = 1 if train else n
+    longest = [max(len(w) - 1 for w in wholes[i * per_row:(i + 1) * per_row]) for i in rows]  # tokens the model reads
+    return _with_cut_note(features, cut, split.where, max_length, longest)
 
 
 def featurize_seq2seq(split, tokenizer, max_length: int, train: bool):
@@ -107,14 +112,19 @@ def featurize_seq2seq(split, tokenizer, max_length: int, train: bool):
         choice_labels = _grouped(flat, n)
         features = Features({"input_ids": enc, "choice_labels": choice_labels},
                             [len(a) + sum(map(len, b)) for a, b in zip(enc, choice_labels)])
-    return _with_cut_note(features, cut, split.where, max_length)
+    return _with_cut_note(features, cut, split.where, max_length, [len(x) for x in whole])
 
 
-def _with_cut_note(features, cut: int, where: str, max_length: int):
+def _with_cut_note(features, cut: int, where: str, max_length: int, longest: list[int]):
+    """The note on examples cut at max_length; meta["longest"]: each example's longest choice in tokens
+    before truncation (the doctor's figures), meta["notes"]: the note again, for a feature-cache hit."""
+    features.meta["longest"] = [int(x) for x in longest]
     if cut:
-        features.notes = (Note(f"{where}: {cut} example(s) longer than data.max_length {max_length} tokens were cut "
-                               "(a decoder's context from the left, T5's input at the end); raise data.max_length "
-                               "to score them whole.", warning=True),)
+        text = (f"{where}: {cut} example(s) longer than data.max_length {max_length} tokens were cut "
+                "(an encoder's pair at the end, a decoder's context from the left, T5's input at the end); raise "
+                "data.max_length to score them whole.")
+        features.meta["notes"] = [text]
+        features.notes = (Note(text, warning=True),)
     return features
 
 

@@ -257,9 +257,31 @@ def validate(rows: list[dict], where: str, key: str, cfg, role: str, labelled: b
     return QASplit(where, ids, questions, contexts, answers if labelled else None, role, tuple(notes))
 
 
+def skips_unanswerable(cfg, labelled: bool = True) -> bool:
+    """Whether unanswerable questions are dropped from the split (data.skip_unanswerable on SQuAD v1 data)."""
+    return labelled and cfg.skip_unanswerable and not cfg.version_2_with_negative
+
+
+def used_rows(spec: str, key: str, cfg, limit: int | None, labelled: bool = True) -> tuple[list[dict], str]:
+    """The raw rows a split uses: the first `limit` (Task.row_limit) questions, counting only the
+    answerable ones when unanswerable questions are skipped, so max_train_samples: 200 trains on
+    200 questions; the skipped ones met on the way are kept for validate to count. The doctor
+    reads the same rows."""
+    if limit is None or not skips_unanswerable(cfg, labelled):
+        return read_rows(spec, key, cfg, limit)
+    rows, where = read_rows(spec, key, cfg, None)
+    kept, answerable = [], 0
+    for row in rows:
+        if answerable == limit:
+            break
+        kept.append(row)
+        answerable += row["answers"] is None or bool(row["answers"])
+    return kept, where
+
+
 def load_qa_split(spec: str, key: str, cfg, role: str, limit: int | None, labelled: bool = True) -> QASplit:
     """The first `limit` questions of a split (Task.row_limit), read and checked; the rest are never checked."""
-    rows, where = read_rows(spec, key, cfg, limit)
+    rows, where = used_rows(spec, key, cfg, limit, labelled)
     return validate(rows, where, key, cfg, role, labelled)
 
 
@@ -273,6 +295,10 @@ def predict_rows(rows: list[dict], where: str, cfg) -> QASplit:
             raise DataError(f"{where} row {i + 1}: needs 'question' and 'context' fields; fields are: "
                             f"{', '.join(row) or '(none)'}.", "Give one {\"question\", \"context\"} object per line, "
                                                               "or use --question and --context.")
+        for name, value in (("question", question), ("context", context)):
+            if isinstance(value, (list, dict, bool)):
+                raise DataError(f"{where} row {i + 1}: '{name}' is a JSON {type(value).__name__}, not text.",
+                                f"Give '{name}' as a string.")
         qid = row.get(cfg.id_column, row.get("id"))
         named.append({"id": str(i) if qid is None else qid, "question": question, "context": context, "answers": None})
     return validate(named, where, "--input", cfg, "predict", labelled=False)

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import (ONE_THREAD, REPO, build_recipe, error_lines, keyword_sentiment_rows, run_cli, smollm2_gguf,
                      write_csv)
-from llmctl.errors import EXIT_MODEL, EXIT_OK
+from llmctl.errors import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 gguf = pytest.importorskip("gguf", reason="the gguf package (pip install 'llmctl[gguf]') writes the test file")
 
@@ -186,6 +186,16 @@ def test_lora_on_a_gguf_base_reloads_from_the_file(tiny_gguf, tmp_path):
     exported = run_cli("export", str(run_dir), "--output", str(tmp_path / "merged"), env=ONE_THREAD)
     assert exported.exit_code == EXIT_OK, exported.stderr
     assert (tmp_path / "merged" / "model.safetensors").is_file()
+    # Issue 27 item 7: the GGUF base's digest is recorded, so `export --base` refuses other weights
+    # (here the merged export: the adapter would be merged a second time).
+    import hashlib
+
+    recorded = json.loads((run_dir / "model" / "llmctl.json").read_text())["peft"]["base_sha256"]
+    assert recorded == {tiny_gguf.name: hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()}
+    again = run_cli("export", str(run_dir), "--base", str(tmp_path / "merged"), "--output", str(tmp_path / "twice"),
+                    env=ONE_THREAD)
+    assert again.exit_code == EXIT_USAGE, again.stderr
+    assert "is not the base this adapter was trained on" in again.stderr and not (tmp_path / "twice").exists()
 
 
 def test_finetune_model_flag_takes_a_gguf_path(tiny_gguf, tiny_models, tmp_path):

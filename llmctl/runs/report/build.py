@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llmctl.runs import files as run_files
 from llmctl.errors import LlmctlError, UsageError
+from llmctl.runs.model_card import rows_text
 from llmctl.runs.report.page import esc, figure, missing, page, para, pre, table
 from llmctl.runs.view import model_label
 
@@ -30,11 +31,14 @@ class HtmlReport:
 def report_html(run_dir: Path, report: HtmlReport, recipe_text: str, recipe: dict, env: dict, final: dict,
                 history: list[dict], max_examples: int = 500, worst: int = 10) -> str:
     """The page for a run whose files are read: every section, the parts left out named in `report`."""
-    predictions, per_class_html = _predictions(run_dir, max_examples, worst, report)
+    covered = (final.get("metric_rows") or {}).get("metrics")
+    predictions, per_class_html = _predictions(run_dir, max_examples, worst, report, covered)
     diagnostics = run_files.read_json(run_dir / "diagnostics.json", root=run_dir)
     if diagnostics is not None and "<table" not in per_class_html:
         # No predictions here (no model, no validation data): the run's own record of its evaluation.
-        per_class_html = para("From diagnostics.json (written at the final evaluation).") + json_tables(diagnostics)
+        on = f" on {rows_text(covered)}" if covered else ""
+        per_class_html = (para(f"From diagnostics.json (written at the final evaluation{on}).")
+                          + json_tables(diagnostics))
     sections = [
         ("reproduce", "Reproduce", _reproduce(run_dir, env, recipe)),
         ("metrics", "Final metrics", _metrics(final, history)),
@@ -50,7 +54,8 @@ def report_html(run_dir: Path, report: HtmlReport, recipe_text: str, recipe: dic
     return page(f"llmctl run {run_dir.resolve().name}", subtitle, sections)
 
 
-def _predictions(run_dir: Path, max_examples: int, worst: int, report: HtmlReport) -> tuple[str, str]:
+def _predictions(run_dir: Path, max_examples: int, worst: int, report: HtmlReport,
+                 covered: dict | None = None) -> tuple[str, str]:
     """(worst-predictions HTML, per-class HTML) from running the saved model, or why not."""
     from llmctl.models.saved import find_model_dir
 
@@ -77,7 +82,15 @@ def _predictions(run_dir: Path, max_examples: int, worst: int, report: HtmlRepor
     columns = list(next(iter(found.per_class.values())))
     per_class = table(["name", *columns], [[name, *scores.values()] for name, scores in found.per_class.items()],
                       numeric=set(range(1, len(columns) + 1)))
-    return worst_html, para(f"Computed from the same predictions ({found.examples:,} validation rows).") + per_class
+    said = f"Computed from the same predictions, on the first {found.examples:,} rows of {Path(found.where).name}"
+    if covered and covered.get("rows") == found.examples:
+        said += ": the rows the final validation metrics cover."
+    elif covered:
+        said += (f"; the final validation metrics cover {rows_text(covered)} (raise --max-examples to "
+                 f"{covered['rows']} for the same rows).")
+    else:
+        said += "."
+    return worst_html, para(said) + per_class
 
 
 def json_tables(data, depth: int = 0) -> str:
@@ -120,10 +133,15 @@ def _metrics(final: dict, history: list[dict]) -> str:
     out = ""
     from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
 
-    for title, values in (("Validation (best evaluation)", final.get("metrics")), ("Test", final.get("test_metrics"))):
+    covered = final.get("metric_rows") or {}
+    for key, title in (("metrics", "Validation (best evaluation)"), ("test_metrics", "Test")):
+        values = final.get(key)
         if values:
             overall, per_type = split_per_type(values)
-            out += f"<h3>{esc(title)}</h3>" + table(["metric", "value"], list(overall.items()), numeric={1})
+            out += f"<h3>{esc(title)}</h3>"
+            if covered.get(key):
+                out += para(f"On {rows_text(covered[key])}.")
+            out += table(["metric", "value"], list(overall.items()), numeric={1})
             if per_type:
                 out += table(["type", *PER_TYPE_FIELDS], [[kind, *v.values()] for kind, v in per_type.items()],
                              numeric={1, 2, 3, 4})

@@ -46,7 +46,11 @@ def worst_predictions(run_dir: Path, max_examples: int, limit: int = 10) -> Wors
     spec = task.data_cfg.validation
     if not spec:
         raise UsageError("the run has no validation split (data.validation), so there is nothing to compare with.")
-    task = task.with_data(task.data_cfg.model_copy(update={"max_eval_samples": max_examples}))
+    # The rows the run's metrics were computed on (data.max_eval_samples), at most max_examples of them,
+    # so the per-class table and the metrics agree on the same rows.
+    run_limit = task.data_cfg.max_eval_samples
+    limit = min(max_examples, run_limit) if run_limit else max_examples
+    task = task.with_data(task.data_cfg.model_copy(update={"max_eval_samples": limit}))
     split = task.load_split("validation", spec)
     rows = _rows_for(task, split)
     predicted = predict(str(run_dir), rows, split.where, device="cpu")
