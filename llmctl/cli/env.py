@@ -13,7 +13,7 @@ def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON obje
     """Print package versions and the devices llmctl would use."""
     import torch
 
-    from llmctl.runs.directory import environment
+    from llmctl.runs.environment import environment
     from llmctl.models.precision import cpu_supports_bf16, resolve_precision
 
     info = environment()

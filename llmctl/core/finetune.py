@@ -20,7 +20,8 @@ from llmctl import faults
 from llmctl.core.preflight import Checked, check_batch_split, preflight
 from llmctl.errors import Interrupted, UsageError
 from llmctl.events import Checkpointed, Evaluated, Finished, Stopped
-from llmctl.runs.directory import RunDir, checkpoint_step, environment
+from llmctl.runs.directory import RunDir, checkpoint_step
+from llmctl.runs.environment import environment
 from llmctl.runs.model_card import rewrite_model_card
 from llmctl.train import tracking
 

@@ -16,7 +16,7 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int | None]]:
     blank lines are skipped (and counted in a note), so predictions carry it to be matched with
     their inputs."""
     from llmctl.data.inputs import suffixes
-    from llmctl.data.sources import json_lines, read_stdin, read_table, read_text
+    from llmctl.data.sources import json_lines, json_object_line, read_stdin, read_table, read_text
 
     if source == "-":
         text, where = read_stdin("--input"), "<stdin>"
@@ -44,13 +44,7 @@ def read_inputs(source: str) -> tuple[list[dict], str, list[int | None]]:
             blank += 1
             continue
         if suffix in (".jsonl", ".json"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{where}:{number}: expected a JSON object per line, got {type(row).__name__}.",
-                                'Write one object per line, e.g. {"sentence": "..."}.')
+            row = json_object_line(line, where, number, '{"sentence": "..."}')
         else:
             row = {"text": line}
         rows.append(row)

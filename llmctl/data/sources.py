@@ -272,13 +272,7 @@ def jsonl_rows(path: Path, key: str, part: Part):
                 line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
-            if not isinstance(value, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(value).__name__}.",
-                                'Write one object per line, e.g. {"sentence": "...", "label": 1}.')
+            value = json_object_line(line, path, number, '{"sentence": "...", "label": 1}')
             part.at(row, number)
             row += 1
             yield value
@@ -383,3 +377,15 @@ def row_location(where: str, index: int, has_header: bool = True) -> str:
     if fmt in ("jsonl", "txt"):
         return f"{where}:{index + 1}"
     return f"{where} row {index}"
+
+
+def json_object_line(line: str, where, number: int, example: str) -> dict:
+    """One jsonl line as the object every reader expects, or one DataError naming file:line:column."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}:{number}:{exc.colno}: invalid JSON: {exc.msg}.") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{where}:{number}: expected a JSON object per line, got {type(value).__name__}.",
+                        f"Write one object per line, e.g. {example}.")
+    return value

@@ -20,10 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from llmctl import faults
@@ -410,42 +407,3 @@ def _remove(path: Path, missing_ok: bool = False) -> None:
 def _our_temp_file(name: str) -> bool:
     """Temporary files of atomic writes (`.metrics.json.tmp`, `.curves.png.tmp`)."""
     return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in RUN_ENTRIES
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# Versions environment.json and `llmctl env` report (None: not installed): the core libraries, then
-# those of the extras (LoRA, GGUF, ONNX export and runtime, the run's pictures).
-PACKAGES = ("llmctl", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "safetensors",
-            "peft", "gguf", "onnx", "onnxruntime", "matplotlib")
-
-
-def environment(device: str | None = None, num_processes: int | None = None) -> dict:
-    """Versions and hardware, for reproducing a run (also `llmctl env`)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": packages,
-        "git_sha": git_sha(),
-        "argv": sys.argv,
-    }
-    if device is not None:
-        info["device"] = device
-    if num_processes is not None:
-        info["num_processes"] = num_processes
-    return info
