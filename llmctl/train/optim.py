@@ -62,8 +62,10 @@ def warmup_steps(cfg, total_steps: int) -> int:
 
 
 def build_scheduler(optimizer, cfg, total_steps: int):
-    """transformers' schedule (a LambdaLR stepped once per optimizer step: its state is just the
+    """The warm-up + decay schedule: linear, cosine and constant llmctl's own (they may end at
+    min_learning_rate), the others transformers' (each a LambdaLR stepped once per optimizer step: its state is just the
     step count, so a resumed run continues it exactly)."""
+    import torch
     from transformers.optimization import get_scheduler
 
     warmup = warmup_steps(cfg, total_steps)
