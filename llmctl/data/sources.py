@@ -381,6 +381,8 @@ def row_location(where: str, index: int, has_header: bool = True) -> str:
 
 def json_object_line(line: str, where, number: int, example: str) -> dict:
     """One jsonl line as the object every reader expects, or one DataError naming file:line:column."""
+    import json
+
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:

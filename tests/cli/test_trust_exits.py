@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmctl.tasks import TASKS
+
 from helpers import (ONE_THREAD, REPO, Result, cli_env, error_lines, run_cli, sentiment_rows, write_csv,
                      write_recipe)
 
@@ -134,7 +136,7 @@ def test_recipe_shape_errors_are_usage_errors(case, tiny_models, tmp_path):
     if case == "task list":
         recipe.write_text(f"task: [classification, ner]\nmodel: {{name_or_path: {tiny_models['bert']}}}\n")
         line = (f"error: {recipe}:1: task: ['classification', 'ner'] is a list; a recipe trains one task, one of: "
-                "classification, ner, qa, seq2seq, causal-lm, masked-lm, multiple-choice.")
+                f"{', '.join(TASKS)}.")
     else:
         recipe.write_text("task: classification\ndata: &a {train: x.csv, again: *a}\n")
         line = (f"error: {recipe}: refusing this YAML: the anchored value at line 2 holds an alias of itself, a value "
@@ -239,8 +241,8 @@ def test_feature_cache_write_on_a_full_disk_is_exit_1(tiny_models, tmp_path):
     before = snapshot(tmp_path)
     result = run_cli("finetune", str(recipe), env=ONE_THREAD | {"LLMCTL_CACHE_DIR": str(cache),
                                                                 "LLMCTL_FAULT": "full@0:cache/"})
-    assert_refused(result, 1, f"error: Could not write the feature cache entry in {cache / 'features'}: disk full (the "
-                              "file was written short); the partial entry was removed. Free disk space, point "
+    assert_refused(result, 1, f"error: Could not write the feature cache entry in {cache / 'features'}: disk full (File "
+                              "too large); the partial entry was removed. Free disk space, point "
                               "LLMCTL_CACHE_DIR at another disk, or set data.cache: false.", before)
     assert list((cache / "features").iterdir()) == []  # no partial entry
     assert not (tmp_path / "run").exists()

@@ -194,6 +194,12 @@ def _reset_llmctl_caches() -> None:
         sys.modules["llmctl.cli._app"]._TERMINATED.clear()
     if "llmctl.models.hub" in sys.modules:
         sys.modules["llmctl.models.hub"].hub_reachable.cache_clear()
+    if "llmctl.console" in sys.modules:  # whether this command already printed its JSON object
+        sys.modules["llmctl.console"]._JSON_PRINTED.clear()
+    if "llmctl.data.sources" in sys.modules:  # files whose header row was skipped
+        sys.modules["llmctl.data.sources"]._HEADER_SKIPPED.clear()
+    if "llmctl.data.inputs" in sys.modules:  # the parts of the splits read so far
+        sys.modules["llmctl.data.inputs"]._SPLITS.clear()
 
 
 @contextlib.contextmanager
