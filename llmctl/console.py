@@ -27,7 +27,7 @@ def print_json(data, out=None) -> None:
     """A command's whole --json output: one JSON object on stdout (or `out`), from the main process."""
     if is_main_rank():
         print(json.dumps(data), file=out or sys.stdout, flush=True)
-        if out is None:
+        if out is None or out is sys.stdout:
             _JSON_PRINTED[:] = [True]
 
 

@@ -26,6 +26,9 @@ PIPELINE_TAGS = {
     "causal-lm": "text-generation",
     "seq2seq": "text2text-generation",
     "masked-lm": "fill-mask",
+    "embedding": "sentence-similarity",  # as sentence-transformers models are tagged
+    "denoising": "text2text-generation",
+    "preference": "text-generation",
 }
 # Rendered by llmctl.console (route_logs): writing a run never prints.
 _log = logging.getLogger(__name__)

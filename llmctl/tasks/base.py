@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -184,9 +184,10 @@ class Task(ABC):
 
     def reference_columns(self, features, model, accelerator, use_cache: bool = True, trained: bool = False):
         """`features` plus columns the starting model computes once, before the first step (DPO's
-        reference log-probabilities), with notes saying how they were got; the same features for
-        tasks that need none. `trained`: `model` is the fine-tuned one (eval), not the start."""
-        return features
+        reference log-probabilities), with only the notes of this step (the features' own were
+        shown when they were made); the same features, no notes, for tasks that need none.
+        `trained`: `model` is the fine-tuned one (eval), not the start."""
+        return replace(features, notes=())
 
     # -- evaluation --------------------------------------------------------------------
     def eval_outputs(self, model, inputs: dict):

@@ -11,7 +11,7 @@ the prompt is never learned. The loss and TRL's metrics are llmctl.tasks.prefere
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -145,7 +145,7 @@ class PreferenceTask(Task):
     # -- the reference -----------------------------------------------------------------
     def reference_columns(self, features, model, accelerator, use_cache: bool = True, trained: bool = False):
         if self.settings.reference_free or len(features) == 0 or REF_COLUMNS[0] in features.columns:
-            return features
+            return replace(features, notes=())  # nothing new to say
         from llmctl.tasks.preference_reference import starting_model, with_reference
 
         if trained and not hasattr(accelerator.unwrap_model(model), "peft_config"):

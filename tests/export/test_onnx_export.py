@@ -107,7 +107,7 @@ def gpt2_onnx(tiny_models, reviews):
 @pytest.mark.xdist_group("onnx-gpt2")  # shares gpt2_onnx with the refusals below
 def test_lora_gpt2_classification_exports_merged_and_predicts_the_same(gpt2_onnx, reviews):
     run, out, exported = gpt2_onnx
-    assert f"wrote {out} (onnx, adapter merged into its base," in exported.stderr
+    assert f"wrote {out} (onnx, float32, adapter merged into its base," in exported.stderr
     meta = json.loads((out / "llmctl.json").read_text())
     assert meta["task"] == "classification" and meta["exported_from"]["merged_adapter"] is True and "peft" not in meta
     # GPT-2 takes token_type_ids but adds an embedding for zeros it skips for None: not in the graph

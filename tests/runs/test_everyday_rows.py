@@ -98,7 +98,8 @@ def test_every_task_has_a_hub_pipeline_tag(tiny_models, tmp_path):
     from llmctl.tasks import TASKS
 
     hub_tags = {"text-classification", "token-classification", "question-answering", "multiple-choice",
-                "text-generation", "text2text-generation", "fill-mask", "summarization", "translation"}
+                "text-generation", "text2text-generation", "fill-mask", "summarization", "translation",
+                "sentence-similarity"}
     assert {task: PIPELINE_TAGS.get(task) in hub_tags for task in TASKS} == {task: True for task in TASKS}
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"text": f"alice met bob in paris on day {i}"}) + "\n" for i in range(8)))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import time
+
 import pytest
 from helpers import run_cli
 from serve_helpers import KEY, Server
@@ -198,9 +200,16 @@ def test_a_mixed_load_of_good_and_bad_requests_from_many_clients(server, model_n
 
 
 def test_one_access_log_line_per_request(server):
+    # The line is written once the response has gone, so the client can be back first: wait for it.
+    sent = len(server.lines)
+    server.http().post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})
+    for _ in range(600):
+        if len(server.lines) > sent:
+            break
+        time.sleep(0.05)
     lines = [line for line in server.lines[1:] if " /v1/" in line or " /health " in line or " /metrics " in line]
     assert len(lines) == len(server.lines) - 1
-    assert any(line.split()[2:5] == ["POST", "/v1/chat/completions", "404"] for line in lines)
+    assert server.lines[sent].split()[2:5] == ["POST", "/v1/chat/completions", "404"]
 
 
 def test_a_taken_port_or_a_bad_option_is_one_line_and_exit_2_before_the_model_loads(server, model_name):

@@ -127,4 +127,4 @@ def test_chat_template_neither_text_nor_file(tiny_models, tmp_path):
     path = recipe(tmp_path / "r.yaml", tiny_models["gpt2"], train, {"chat_template": "missing.jinja"})
     result = run_cli("finetune", str(path), "--dry-run")
     assert result.exit_code == EXIT_USAGE
-    assert "r.yaml:4: data.chat_template: 'missing.jinja' is neither a Jinja chat template" in result.stderr
+    assert "r.yaml:9: data.chat_template: 'missing.jinja' is neither a Jinja chat template" in result.stderr

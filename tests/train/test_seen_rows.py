@@ -12,6 +12,7 @@ from llmctl.train.speedups.seen_rows import SeenRowsEmbedding, decay_unseen_rows
 class _Cfg:
     learning_rate = 1e-2
     adam_beta1, adam_beta2, adam_epsilon = 0.9, 0.999, 1e-8
+    optimizer = "adamw"
 
     def __init__(self, weight_decay):
         self.weight_decay = weight_decay
