@@ -63,8 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.small_mb, args.large_mb = 1, 5
-    results_dir = args.results_dir or (Path(tempfile.mkdtemp(prefix="llmctl-bench-")) if args.smoke
-                                       else harness.REPO / "bench" / "results")
+    results_dir = harness.results_dir(args, argparse.Namespace(name="corpus"))
     if not (PLAYS / "train.txt").is_file():
         harness.log(f"skipped: {PLAYS} is missing (../shared/data/shakespeare supplies the text).")
         return 0

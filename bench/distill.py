@@ -97,8 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE)
-    results_dir = args.results_dir or (Path(tempfile.mkdtemp(prefix="distill-smoke-")) if args.smoke
-                                       else harness.RESULTS_DIR)
+    results_dir = harness.results_dir(args, argparse.Namespace(name="distill"))
     if not (DATA / "train.tsv").is_file():
         print(f"skipping: SST-2 data not found at {DATA} (need train.tsv and validation.tsv)")
         return 0

@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     lines, checks = render(runs, settings)
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
-    folder = args.results_dir or (Path(tempfile.mkdtemp(prefix="dpo-smoke-")) if args.smoke else harness.RESULTS_DIR)
     bench = argparse.Namespace(name="dpo", title="DPO: llmctl task: preference vs TRL DPOTrainer (SmolLM2, LoRA)")
+    folder = harness.results_dir(args, bench)
     harness.write_results(folder, bench, text, {"settings": settings, "machine": machine, "results": runs,
                                                 "checks": checks})
     return 0

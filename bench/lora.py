@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     lines, checks = render(runs, settings)
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
-    folder = args.results_dir or (Path(tempfile.mkdtemp(prefix="lora-smoke-")) if args.smoke else harness.RESULTS_DIR)
     bench = argparse.Namespace(name="lora", title="LoRA: llmctl vs Hugging Face Trainer + peft, and vs full fine-tuning")
+    folder = harness.results_dir(args, bench)
     harness.write_results(folder, bench, text, {"settings": settings, "machine": machine, "results": runs,
                                                 "checks": checks})
     return 0
