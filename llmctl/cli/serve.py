@@ -20,7 +20,8 @@ from llmctl.cli._options import json_flag
 def serve(
     model: str = typer.Argument(..., metavar="MODEL_OR_RUN",
                                 help="What `llmctl generate` takes (hub id, folder, run directory, .gguf file, LoRA "
-                                "run), or a classification / NER / QA / multiple-choice / masked-LM run for /v1/predict."),
+                                "run), a classification / NER / QA / multiple-choice / masked-LM run for "
+                                "/v1/predict, or an embedding run or sentence-transformers folder for /v1/embeddings."),
     host: str = typer.Option("127.0.0.1", "--host", metavar="HOST",
                              help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", metavar="PORT", help="Port to listen on (0: any free one)."),
@@ -48,7 +49,8 @@ def serve(
         print(json.dumps(data) if json_out else text, flush=True)
 
     def ready(url: str, service) -> None:
-        what = "text generation" if service.engine is not None else "predictions"
+        what = ("text generation" if service.engine is not None else
+                "embeddings" if service.embedder is not None else "predictions")
         line({"event": "ready", "url": url, "model": service.name, "kind": service.kind, "pid": os.getpid()},
              f"llmctl serve: {service.name} ({what}) ready on {url} (pid {os.getpid()}; Ctrl-C stops)")
 
