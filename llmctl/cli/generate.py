@@ -106,5 +106,8 @@ def generate(
             print_json({"output": output, "count": len(items), "stats": stats})
     if json_out:
         return
+    from llmctl.generation.tuning import describe
+
+    how = describe(stats["precision_plan"]) if "precision_plan" in stats else stats["precision"]
     print(f"generated {stats['new_tokens']} tokens for {stats['prompts']} prompt(s) in {stats['runtime_s']:.2f}s "
-          f"({stats['tokens_per_second']} tokens/s, {stats['precision']}, {stats['device']})", file=sys.stderr)
+          f"({stats['tokens_per_second']} tokens/s, {how}, {stats['device']})", file=sys.stderr)

@@ -122,7 +122,9 @@ def load_generator(model: str, precision: str, device: str, warn):
     from llmctl.generation.model import load_checked, prepare
 
     source, config, kind, tokenizer, pad_added = prepare(model)
-    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True)
+    # Timed for one client: the latency a lone request sees (the batch grows only under load).
+    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True,
+                       decode_batch=1, config=config)
     gen.config = config
     dropped = token_ids_only(gen.model)
     if dropped:

@@ -219,7 +219,13 @@ def test_a_mixed_load_of_good_and_bad_requests_from_many_clients(server, model_n
 
 
 def test_one_access_log_line_per_request(server):
-    # The line is written once the response has gone, so the client can be back first: wait for it.
+    # A line is written once its response has gone, so the client can be back first (and the previous
+    # test's last line can come after this one starts): wait for every request's line.
+    server.http().get("/v1/models")
+    for _ in range(600):
+        if any(line.split()[2:4] == ["GET", "/v1/models"] for line in server.lines[1:]):
+            break
+        time.sleep(0.05)
     sent = len(server.lines)
     server.http().post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})
     for _ in range(600):
