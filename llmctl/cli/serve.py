@@ -35,8 +35,9 @@ def serve(
                                    help="Largest max_tokens a request may ask for (and the default)."),
     max_body: int = typer.Option(1 << 20, "--max-body", metavar="BYTES", help="Largest request body (413 above)."),
     precision: str = typer.Option("auto", "--precision", metavar="PRECISION",
-                                  help="auto (bf16 where supported), fp32, bf16 or fp16; fp32 for answers equal "
-                                  "to `llmctl generate --precision fp32` under any load."),
+                                  help="auto (the faster of fp32 and bf16 for one client on this device, timed), fp32, "
+                                  "bf16 or fp16; fp32 for answers equal to `llmctl generate --precision fp32` under "
+                                  "any load."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
                                          help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = json_flag("Print the ready line and one access-log line per request as JSON objects."),

@@ -36,6 +36,8 @@ class Engine:
         else:
             batch_class = Seq2SeqRows
         self.batch = batch_class(gen.model, gen.device)
+        # One forward pass per step for the whole batch, or (T5, sliding-window caches) one per sequence.
+        self.shared_forward = batch_class is CausalBatch
         self.waiting: collections.deque = collections.deque()
         self.lock = threading.Condition()
         self.closing = False

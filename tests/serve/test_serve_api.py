@@ -187,6 +187,7 @@ def test_metrics_count_the_requests_sent(server, model_name):
     assert delta("llmctl_generated_tokens_total") == 3 * N
     assert delta('llmctl_request_duration_seconds_count{path="/v1/completions"}') == 4
     assert after["llmctl_queue_length"] == 0 and after["llmctl_running_sequences"] == 0
+    assert after["llmctl_batched_forward"] == 1  # Llama: one forward pass per step for the whole batch
 
 
 def test_a_mixed_load_of_good_and_bad_requests_from_many_clients(server, model_name, generated):

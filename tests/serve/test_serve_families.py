@@ -46,6 +46,8 @@ def test_concurrent_greedy_equals_generate(family, tiny_models, tmp_path):
 
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(ask, PROMPTS * 2)) == want * 2
+        # T5 and sliding-window caches are stepped one sequence at a time; /metrics says so.
+        assert server.metrics(key=None)["llmctl_batched_forward"] == (1 if family == "gpt2" else 0)
         if family == "gpt2":  # chat on a model without a chat template
             chat = server.http(key=None).post("/v1/chat/completions",
                                               json={"messages": [{"role": "user", "content": "x"}]})
