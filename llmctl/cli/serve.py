@@ -52,8 +52,14 @@ def serve(
     def ready(url: str, service) -> None:
         what = ("text generation" if service.engine is not None else
                 "embeddings" if service.embedder is not None else "predictions")
-        line({"event": "ready", "url": url, "model": service.name, "kind": service.kind, "pid": os.getpid()},
-             f"llmctl serve: {service.name} ({what}) ready on {url} (pid {os.getpid()}; Ctrl-C stops)")
+        data = {"event": "ready", "url": url, "model": service.name, "kind": service.kind, "pid": os.getpid()}
+        plan = getattr(service.gen, "plan", None)
+        if plan is not None:  # how the dtype and weights' layout were chosen (llmctl.generation.tuning)
+            from llmctl.generation.tuning import describe
+
+            what += f", {describe(plan)}"
+            data |= {"precision": plan["precision"], "precision_plan": plan}
+        line(data, f"llmctl serve: {service.name} ({what}) ready on {url} (pid {os.getpid()}; Ctrl-C stops)")
 
     def access(record: dict) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

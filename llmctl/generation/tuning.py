@@ -152,10 +152,10 @@ def cpu_name() -> str:
 
 
 def describe(plan_: dict) -> str:
-    """A few words for the stats line: 'bf16, measured fastest' ..."""
+    """A few words for the stats and ready lines: "bf16, measured fastest here, column-major weights"."""
     words = plan_["precision"]
     if plan_.get("chosen_by") == "measured":
-        words += " (measured fastest here)"
+        words += ", measured fastest here"
     if plan_.get("layout") == "columns":
         words += ", column-major weights"
     return words
