@@ -140,7 +140,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     if plan is not None:
         from llmctl.generation.tuning import lay_out
 
-        lay_out(model, plan["layout"])
+        plan["layout"] = lay_out(model, plan["layout"])
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return Generator(model, tokenizer, kind, source, precision, dev, pad_added, plan)

@@ -124,11 +124,13 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, fl
     return {k: round((h * vocab / head_rows + layers * per_layer * m) * 1000, 3) for k, (h, m) in best.items()}
 
 
-def lay_out(model, layout: str) -> None:
+def lay_out(model, layout: str) -> str:
     """Store every Linear weight column-major (the same values, [in, out] in memory) for "columns";
-    a weight shared with an embedding (tied heads) is moved once, and still embeds by row."""
-    if layout != "columns":
-        return
+    a weight shared with an embedding (tied heads) is moved once, and still embeds by row. Returns
+    the layout the model now has: a model class from a checkpoint's own code (trust_remote_code)
+    keeps its rows, since such code may view a weight as contiguous."""
+    if layout != "columns" or not type(model).__module__.startswith("transformers."):
+        return "rows"
     import torch
 
     seen = set()
@@ -138,6 +140,7 @@ def lay_out(model, layout: str) -> None:
                 and weight.dim() == 2 and weight.is_floating_point():
             seen.add(id(weight))
             weight.data = weight.data.t().contiguous().t()
+    return "columns"
 
 
 def cpu_name() -> str:
