@@ -47,7 +47,7 @@ def generate(
                                          help="System message for every prompt (with --chat)."),
     truncate_left: bool = typer.Option(False, "--truncate-left", help="Cut prompts too long for the context from the left."),
     precision: str = typer.Option("auto", "--precision", metavar="PRECISION",
-                                  help="auto (bf16 where supported), fp32, bf16 or fp16."),
+                                  help="auto (the faster of fp32 and bf16 on this device, timed), fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
                                          help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = json_flag('Print one JSON object {"results": [...], "stats": {...}}.'),
@@ -105,5 +105,8 @@ def generate(
             print_json({"output": output, "count": len(items), "stats": stats})
     if json_out:
         return
+    from llmctl.generation.tuning import describe
+
+    how = describe(stats["precision_plan"]) if "precision_plan" in stats else stats["precision"]
     print(f"generated {stats['new_tokens']} tokens for {stats['prompts']} prompt(s) in {stats['runtime_s']:.2f}s "
-          f"({stats['tokens_per_second']} tokens/s, {stats['precision']}, {stats['device']})", file=sys.stderr)
+          f"({stats['tokens_per_second']} tokens/s, {how}, {stats['device']})", file=sys.stderr)

@@ -19,7 +19,8 @@ from llmctl.cli._options import json_flag
 def serve(
     model: str = typer.Argument(..., metavar="MODEL_OR_RUN",
                                 help="What `llmctl generate` takes (hub id, folder, run directory, .gguf file, LoRA "
-                                "run), or a classification / NER / QA / multiple-choice / masked-LM run for /v1/predict."),
+                                "run), a classification / NER / QA / multiple-choice / masked-LM run for "
+                                "/v1/predict, or an embedding run or sentence-transformers folder for /v1/embeddings."),
     host: str = typer.Option("127.0.0.1", "--host", metavar="HOST",
                              help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", metavar="PORT", help="Port to listen on (0: any free one)."),
@@ -33,8 +34,9 @@ def serve(
                                    help="Largest max_tokens a request may ask for (and the default)."),
     max_body: int = typer.Option(1 << 20, "--max-body", metavar="BYTES", help="Largest request body (413 above)."),
     precision: str = typer.Option("auto", "--precision", metavar="PRECISION",
-                                  help="auto (bf16 where supported), fp32, bf16 or fp16; fp32 for answers equal "
-                                  "to `llmctl generate --precision fp32` under any load."),
+                                  help="auto (the faster of fp32 and bf16 for one client on this device, timed), fp32, "
+                                  "bf16 or fp16; fp32 for answers equal to `llmctl generate --precision fp32` under "
+                                  "any load."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE",
                                          help="cpu, cuda or mps (default: cuda when available)."),
     json_out: bool = json_flag("Print the ready line and one access-log line per request as JSON objects."),
@@ -47,9 +49,16 @@ def serve(
         print(json.dumps(data) if json_out else text, flush=True)
 
     def ready(url: str, service) -> None:
-        what = "text generation" if service.engine is not None else "predictions"
-        line({"event": "ready", "url": url, "model": service.name, "kind": service.kind, "pid": os.getpid()},
-             f"llmctl serve: {service.name} ({what}) ready on {url} (pid {os.getpid()}; Ctrl-C stops)")
+        what = ("text generation" if service.engine is not None else
+                "embeddings" if service.embedder is not None else "predictions")
+        data = {"event": "ready", "url": url, "model": service.name, "kind": service.kind, "pid": os.getpid()}
+        plan = getattr(service.gen, "plan", None)
+        if plan is not None:  # how the dtype and weights' layout were chosen (llmctl.generation.tuning)
+            from llmctl.generation.tuning import describe
+
+            what += f", {describe(plan)}"
+            data |= {"precision": plan["precision"], "precision_plan": plan}
+        line(data, f"llmctl serve: {service.name} ({what}) ready on {url} (pid {os.getpid()}; Ctrl-C stops)")
 
     def access(record: dict) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

@@ -76,13 +76,21 @@ def embed_texts(model_path: str, texts: list[str], batch_size: int = 32, device:
 
 
 def encode(model, tokenizer, texts: list[str], settings: dict, batch_size: int = 32):
+    return encode_ids(model, tokenizer, token_ids(tokenizer, texts, settings), settings, batch_size)
+
+
+def token_ids(tokenizer, texts: list[str], settings: dict) -> list[list[int]]:
+    """What the model sees of each text: its tokens, cut at the model's max_length."""
+    return tokenizer(list(texts), truncation=True, max_length=settings["max_length"])["input_ids"]
+
+
+def encode_ids(model, tokenizer, ids: list[list[int]], settings: dict, batch_size: int = 32):
     import numpy as np
     import torch
 
     from llmctl.data.collate import pad_sequences
     from llmctl.models.sentence import pool
 
-    ids = tokenizer(list(texts), truncation=True, max_length=settings["max_length"])["input_ids"]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     out = None
     device = next(model.parameters()).device
@@ -151,3 +159,15 @@ def jsonl_rows(vectors, lines):
 
     for vector, line in zip(vectors, lines):
         yield json.dumps({"embedding": [float(x) for x in vector], "line": line}) + "\n"
+
+
+def embedder(model_path: str, device: str | None = None, batch_size: int = 32):
+    """For `llmctl serve`: the model loaded once, and a function texts -> (vectors, token count per text)
+    that embeds as `llmctl embed` does."""
+    model, tokenizer, settings = load_encoder(model_path, device)
+
+    def run(texts: list[str]):
+        ids = token_ids(tokenizer, texts, settings)
+        return encode_ids(model, tokenizer, ids, settings, batch_size), [len(i) for i in ids]
+
+    return run

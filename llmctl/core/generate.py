@@ -45,7 +45,9 @@ def generate_text(model: str, prompts: list[Prompt], settings: Settings, precisi
     if pad_added:
         warn(f"the tokenizer of '{source}' has no pad token; padding with its eos token "
              f"{tokenizer.eos_token!r} (padded positions are masked out, so completions do not change).")
-    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True)
+    rows = min(len(encoded), settings.batch_size) * settings.num_beams  # decoded together: what to time
+    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True,
+                       decode_batch=rows, config=config)
     dropped = token_ids_only(gen.model)
     if dropped:
         warn(describe_dropped(dropped))

@@ -37,14 +37,17 @@ def check_options(port: int, max_batch: int, max_queue: int, max_tokens: int, ma
 
 
 def task_of(model: str) -> str | None:
-    """The task a run (or saved folder) was trained for, when it is one /v1/predict answers."""
+    """The task a run (or saved folder) was trained for, when it is one /v1/predict or /v1/embeddings
+    answers: "embedding" too for a sentence-transformers folder (its modules.json) that no run wrote."""
     from llmctl.models.saved import TASK_FILE, find_model_dir
     from llmctl.runs.files import read_json
 
     folder = find_model_dir(model)
     saved = read_json(folder / TASK_FILE, root=folder) if (folder / TASK_FILE).is_file() else None
     task = (saved or {}).get("task")
-    return task if task in PREDICT_TASKS else None
+    if task is None and (folder / "modules.json").is_file():
+        return "embedding"
+    return task if task in PREDICT_TASKS or task == "embedding" else None
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch: int = 16,
@@ -73,9 +76,21 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
                          "Pick another --port (0 takes any free one) or stop what holds it.") from None
     try:
         task = task_of(model)
-        service = Service(name=model, kind="predict" if task else "", api_key=api_key, max_tokens=max_tokens,
+        kind = "embedding" if task == "embedding" else "predict" if task else ""
+        service = Service(name=model, kind=kind, api_key=api_key, max_tokens=max_tokens,
                           max_body=max_body, on_access=on_access)
-        if task:
+        if task == "embedding":
+            from llmctl.core.embed import embedder
+            from llmctl.serve.predict import BatchedPredictor
+
+            embed = embedder(model, device=device)
+
+            def embed_rows(rows, where):
+                vectors, tokens = embed([row["text"] for row in rows])
+                return [{"embedding": v, "tokens": n} for v, n in zip(vectors, tokens)]
+
+            service.embedder = BatchedPredictor(embed_rows)
+        elif task:
             from llmctl.core.prediction import Predictor
             from llmctl.serve.predict import BatchedPredictor
 
@@ -88,15 +103,19 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
             service.engine = Engine(gen, max_batch=max_batch, max_queue=max_queue, metrics=service.metrics).start()
             service.metrics.gauges = {
                 "llmctl_queue_length": ("Sequences waiting to join the batch.", lambda: service.engine.queued),
-                "llmctl_running_sequences": ("Sequences in the running batch.", lambda: service.engine.running)}
+                "llmctl_running_sequences": ("Sequences in the running batch.", lambda: service.engine.running),
+                "llmctl_batched_forward": ("1: each decoding step is one forward pass over the whole batch; 0: each "
+                                           "sequence runs its own (T5 family, sliding-window caches).",
+                                           lambda: int(service.engine.shared_forward))}
         app = build_app(service)
         run(app, sock, service, lambda url: on_ready(url, service) if on_ready else None, on_drain)
     finally:
         sock.close()
     if service.engine is not None:
         service.engine.close()
-    if service.predictor is not None:
-        service.predictor.close()
+    for worker in (service.predictor, service.embedder):
+        if worker is not None:
+            worker.close()
     return {"model": model, "kind": service.kind}
 
 
@@ -106,7 +125,9 @@ def load_generator(model: str, precision: str, device: str, warn):
     from llmctl.generation.model import load_checked, prepare
 
     source, config, kind, tokenizer, pad_added = prepare(model)
-    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True)
+    # Timed for one client: the latency a lone request sees (the batch grows only under load).
+    gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True,
+                       decode_batch=1, config=config)
     gen.config = config
     dropped = token_ids_only(gen.model)
     if dropped:

@@ -221,4 +221,6 @@ def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None,
     stats = {"prompts": len(rows), "new_tokens": new_tokens, "runtime_s": round(runtime, 4),
              "tokens_per_second": round(new_tokens / runtime, 2) if runtime > 0 else None,
              "precision": gen.precision, "device": gen.device, "decoding": decoding(settings)}
+    if gen.plan is not None:
+        stats["precision_plan"] = gen.plan
     return rows, stats

@@ -26,6 +26,7 @@ class Generator:
     precision: str
     device: str
     pad_added: bool  # the tokenizer had no pad token and now pads with eos
+    plan: dict | None = None  # tuning.plan(): how the dtype and weight layout were chosen (decoding only)
 
 
 def resolve_source(model: str) -> str:
@@ -104,7 +105,9 @@ def prepare(model: str) -> tuple[str, object, str, object, bool]:
 
 def load_checked(source: str, kind: str, precision: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, tokenizer=None, pad_added: bool = False,
-                 size_checked: bool = False) -> Generator:
+                 size_checked: bool = False, decode_batch: int | None = None, config=None) -> Generator:
+    """`decode_batch`: the rows decoded together; given, the dtype (for auto) and the weights' layout are
+    chosen by timing this device for that batch (generation/tuning.py). Scoring leaves it out."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -113,6 +116,12 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     from llmctl.models.precision import generation_precision
 
     dev = device_type(device)  # an unknown or absent device is a UsageError, before any weights load
+    plan = None
+    if decode_batch is not None:
+        from llmctl.generation.tuning import plan as decoding_plan
+
+        plan = decoding_plan(precision, dev, kind, config or load_config(source, trust_remote_code), decode_batch)
+        precision = plan["precision"]
     precision = generation_precision(precision, dev, kind)
     if tokenizer is None:
         tokenizer, pad_added = load_tokenizer(source, kind, trust_remote_code)
@@ -128,9 +137,13 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
         auto, folder, gguf_file, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
         size_checked=size_checked)
     model.to(dev).eval()
+    if plan is not None:
+        from llmctl.generation.tuning import lay_out
+
+        plan["layout"] = lay_out(model, plan["layout"])
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return Generator(model, tokenizer, kind, source, precision, dev, pad_added)
+    return Generator(model, tokenizer, kind, source, precision, dev, pad_added, plan)
 
 
 def context_limit(config, tokenizer, kind: str) -> int | None:

@@ -3,7 +3,8 @@
     finetune           resolve_precision(train.precision, device)
     eval, predict      inference_precision(--precision, model_dir, device): by default the
                        precision the model trained in
-    generate, zero-shot  generation_precision(--precision, device, kind)
+    generate, zero-shot  generation_precision(--precision, device, kind); generate and serve first
+                       let generation/tuning.plan time fp32 against bf16 on a CPU for `auto`
 
 bf16 autocast roughly doubles CPU training speed where the CPU has native bf16
 (AVX512-BF16 or AMX); elsewhere it is slower than fp32, so `auto` falls back.

@@ -36,6 +36,10 @@ class Front:
         service.in_flight += 1
         try:
             refusal = self._refusal(scope)
+            if refusal is None and _unsized(scope):
+                # No Content-Length (Transfer-Encoding: chunked): read the body here, up to the limit,
+                # and hand the app what was read; one byte over is the same 413 as a declared size.
+                receive, refusal = await self._read_capped(receive)
             if refusal is not None:
                 await send_error(timed_send, refusal)
             else:
@@ -49,6 +53,30 @@ class Front:
                 client = scope.get("client") or ("-", 0)
                 service.on_access({"client": f"{client[0]}:{client[1]}", "method": scope["method"], "path": path,
                                    "status": status["code"], "duration_ms": round(seconds * 1000, 1)})
+
+    async def _read_capped(self, receive):
+        """(a receive that replays the body, None), or (None, the 413) once the body passes max_body."""
+        limit, parts, size = self.service.max_body, [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                parts.append(message)
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                return None, ApiError(413, f"The request body has more than {limit} bytes; this server takes at "
+                                      f"most {limit}.", code="request_too_large")
+            parts.append(message)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in parts if m["type"] == "http.request")
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
+        replay += [m for m in parts if m["type"] != "http.request"]
+
+        async def replayed():
+            return replay.pop(0) if replay else await receive()
+
+        return replayed, None
 
     def _refusal(self, scope) -> ApiError | None:
         service, path = self.service, scope["path"]
@@ -68,7 +96,14 @@ class Front:
         return None
 
 
-KNOWN_PATHS = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/predict"}
+def _unsized(scope) -> bool:
+    """A request that may carry a body but does not say its size."""
+    names = {k.lower() for k, _ in scope.get("headers", [])}
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS") and b"content-length" not in names
+
+
+KNOWN_PATHS = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/predict",
+               "/v1/embeddings"}
 
 
 async def send_error(send, error: ApiError) -> None:

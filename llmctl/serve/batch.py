@@ -7,8 +7,9 @@ dropped. Padded positions are masked and each row gets its own position ids, so 
 not depend on its neighbours (in fp32 up to rounding far below any greedy choice on the tiny
 and real models tested; in bf16 near-ties can flip, as with `generate --batch-size`).
 
-Encoder-decoder models (T5), and decoder-only ones whose cache is not plain key/value tensors
-(sliding-window layers: Mistral, Gemma 2/3, ...), step each sequence with its own cache in the
+Encoder-decoder models (T5) batch the same way (Seq2SeqBatch: encoder outputs right-padded, the
+decoder's cache left-padded). Decoder-only models whose cache is not plain key/value tensors
+(sliding-window layers: Mistral, Gemma 2/3, ...) step each sequence with its own cache in the
 same loop: they join and leave at every step too, but are not yet batched into one forward pass.
 """
 
@@ -87,54 +88,99 @@ class CausalBatch:
             seq.pick(logits[row])
 
 
-def _left_pad(tensor, count: int, dim: int = 2):
+def _left_pad(tensor, count: int, dim: int = 2, right: bool = False):
     import torch
 
     if count <= 0:
         return tensor
     shape = list(tensor.shape)
     shape[dim] = count
-    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
+    pad = torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
+    return torch.cat([tensor, pad] if right else [pad, tensor], dim=dim)
 
 
-class Seq2SeqRows:
-    """T5 and friends: every row its own encoder output and cache, stepped in turn."""
+class Seq2SeqBatch:
+    """T5 and friends, one decoder pass per step for every row: each row's encoder output (and the
+    cross-attention keys/values computed from it once) right-padded to the longest prompt and masked;
+    the decoder's own cache left-padded as in CausalBatch. T5's attention bias depends only on the
+    distance between positions, which left padding does not change."""
 
     def __init__(self, model, device: str):
         self.model, self.device = model, device
         self.rows: list = []
-        self.state: list = []  # (encoder outputs, cache) per row
+        self.encoded = None  # (rows, longest prompt, d_model), right-padded
+        self.source_mask = None  # (rows, longest prompt) 1 = real token
+        self.cache = None  # EncoderDecoderCache over all rows
+        self.mask = None  # (rows, decoder length) 1 = real token, left-padded
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, seq) -> None:
+        """Encode and take the first decoder step alone (what `generate` computes), then splice it in."""
         import torch
+        from transformers import DynamicCache, EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
 
         start = self.model.generation_config.decoder_start_token_id
         if start is None:
             start = self.model.config.decoder_start_token_id
         ids = torch.tensor([seq.prompt], device=self.device)
-        encoder = self.model.get_encoder()(input_ids=ids)
-        out = self.model(encoder_outputs=encoder, decoder_input_ids=torch.tensor([[start]], device=self.device),
-                         use_cache=True)
+        encoded = self.model.get_encoder()(input_ids=ids).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
+        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                         decoder_input_ids=torch.tensor([[start]], device=self.device), cache=cache, use_cache=True)
         seq.pick(out.logits[0, -1].float())
+        source_mask = torch.ones(1, len(seq.prompt), dtype=torch.long, device=self.device)
+        mask = torch.ones(1, 1, dtype=torch.long, device=self.device)
+        if self.cache is None:
+            self.rows, self.encoded, self.source_mask, self.cache, self.mask = [seq], encoded, source_mask, out.cache, mask
+            return
+        have, new = self.source_mask.shape[1], source_mask.shape[1]
+        self.encoded = torch.cat([_left_pad(self.encoded, new - have, 1, True), _left_pad(encoded, have - new, 1, True)])
+        self.source_mask = torch.cat([_left_pad(self.source_mask, new - have, 1, True),
+                                      _left_pad(source_mask, have - new, 1, True)])
+        for mine, theirs in zip(self.cache.cross_attention_cache.layers, out.cache.cross_attention_cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, new - have, 2, True), _left_pad(theirs.keys, have - new, 2, True)])
+            mine.values = torch.cat([_left_pad(mine.values, new - have, 2, True),
+                                     _left_pad(theirs.values, have - new, 2, True)])
+        have, new = self.mask.shape[1], 1
+        for mine, theirs in zip(self.cache.self_attention_cache.layers, out.cache.self_attention_cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, new - have), _left_pad(theirs.keys, have - new)])
+            mine.values = torch.cat([_left_pad(mine.values, new - have), _left_pad(theirs.values, have - new)])
+        self.mask = torch.cat([self.mask, _left_pad(mask, have - new, dim=1)])
         self.rows.append(seq)
-        self.state.append((encoder, out.cache))
 
     def drop(self, keep: list[int]) -> None:
+        import torch
+
+        if not keep:
+            self.rows, self.encoded, self.source_mask, self.cache, self.mask = [], None, None, None, None
+            return
+        index = torch.tensor(keep, device=self.device)
         self.rows = [self.rows[i] for i in keep]
-        self.state = [self.state[i] for i in keep]
+        self.mask, self.source_mask = self.mask[index], self.source_mask[index]
+        lead = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # decoder columns padding in every row
+        width = int(self.source_mask.sum(1).max())  # encoder columns past every row's prompt
+        self.mask, self.source_mask, self.encoded = self.mask[:, lead:], self.source_mask[:, :width], \
+            self.encoded[index, :width]
+        for layer in self.cache.self_attention_cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, lead:], layer.values[index, :, lead:]
+        for layer in self.cache.cross_attention_cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, :width], layer.values[index, :, :width]
 
     def step(self) -> None:
         import torch
+        from transformers.modeling_outputs import BaseModelOutput
 
-        for k, seq in enumerate(self.rows):
-            encoder, cache = self.state[k]
-            out = self.model(encoder_outputs=encoder, decoder_input_ids=torch.tensor([[seq.ids[-1]]], device=self.device),
-                             cache=cache, use_cache=True)
-            self.state[k] = (encoder, out.cache)
-            seq.pick(out.logits[0, -1].float())
+        last = torch.tensor([[seq.ids[-1]] for seq in self.rows], device=self.device)
+        self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
+        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=self.encoded), attention_mask=self.source_mask,
+                         decoder_input_ids=last, decoder_attention_mask=self.mask, cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        logits = out.logits[:, -1].float()
+        for row, seq in enumerate(self.rows):
+            seq.pick(logits[row])
 
 
 class CausalRows:

@@ -15,7 +15,7 @@ import threading
 import time
 
 from llmctl import faults
-from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqRows, plain_cache
+from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqBatch, plain_cache
 from llmctl.serve.sampling import Sampling, Sequence
 
 _log = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ class Engine:
         if gen.kind == "causal":
             batch_class = CausalBatch if plain_cache(gen.model) else CausalRows
         else:
-            batch_class = Seq2SeqRows
+            batch_class = Seq2SeqBatch
         self.batch = batch_class(gen.model, gen.device)
+        # One forward pass per step for the whole batch, or (sliding-window caches) one per sequence.
+        self.shared_forward = batch_class is not CausalRows
         self.waiting: collections.deque = collections.deque()
         self.lock = threading.Condition()
         self.closing = False

@@ -20,7 +20,8 @@ def check_model(service: Service, name: str | None) -> None:
 
 def sampling(service: Service, body, max_tokens: int | None, logprobs: int | None) -> Sampling:
     if service.engine is None:
-        raise ApiError(400, f"'{service.name}' is a task model; it answers POST /v1/predict, not text generation.",
+        route = "/v1/embeddings" if service.embedder is not None else "/v1/predict"
+        raise ApiError(400, f"'{service.name}' is a task model; it answers POST {route}, not text generation.",
                        code="wrong_endpoint")
     if max_tokens is not None and max_tokens < 1:
         raise ApiError(400, f"max_tokens must be at least 1 (got {max_tokens}).", param="max_tokens")

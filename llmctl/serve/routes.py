@@ -61,13 +61,18 @@ def add_routes(app, service: Service) -> None:
     async def predict(body: PredictRequest):
         check_model(service, body.model)
         if service.predictor is None:
-            raise ApiError(400, f"'{service.name}' generates text; use /v1/chat/completions or /v1/completions.",
-                           code="wrong_endpoint")
+            use = ("/v1/embeddings" if service.embedder is not None else "/v1/chat/completions or /v1/completions")
+            does = "embeds text" if service.embedder is not None else "generates text"
+            raise ApiError(400, f"'{service.name}' {does}; use {use}.", code="wrong_endpoint")
         if not body.inputs:
             raise ApiError(400, "inputs must hold at least one row.", param="inputs")
         rows = [row if isinstance(row, dict) else {"text": row} for row in body.inputs]
         results = await service.predictor.predict(rows, body.top_k)
         return {"object": "list", "model": service.name, "data": results}
+
+    from llmctl.serve.embeddings import add_embedding_route
+
+    add_embedding_route(app, service)
 
 
 async def answer(service: Service, request, body, jobs: list[tuple], chat: bool, streaming):

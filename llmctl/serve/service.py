@@ -33,7 +33,8 @@ class Service:
     kind: str  # "causal" | "seq2seq" | "predict"
     gen: object = None  # llmctl.generation.model.Generator
     engine: object = None  # llmctl.serve.engine.Engine
-    predictor: object = None  # llmctl.serve.predict.Predictor
+    predictor: object = None  # llmctl.serve.predict.BatchedPredictor over a task model's predict
+    embedder: object = None  # llmctl.serve.predict.BatchedPredictor over an embedding model
     context: int | None = None
     max_tokens: int = 512  # the server's cap on max_tokens
     api_key: str | None = None

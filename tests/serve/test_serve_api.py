@@ -139,6 +139,7 @@ def test_every_refusal_is_an_openai_error_with_its_status(server, model_name):
         (http.get("/v1/nothing"), 404),
         (server.http(key=None).get("/v1/models"), 401),
         (server.http(key="wrong").get("/v1/models"), 401),
+        (http.post("/v1/embeddings", json={"model": model_name, "input": "hello"}), 404),
     ]
     found = [error(response) for response, _ in cases]
     assert [status for status, _ in found] == [status for _, status in cases]
@@ -147,8 +148,26 @@ def test_every_refusal_is_an_openai_error_with_its_status(server, model_name):
     assert messages[2] == "max_tokens 25 is above this server's limit of 24 (llmctl serve --max-tokens)."
     assert found[5][1]["param"] == "messages[0].role" and found[7][1]["code"] == "context_length_exceeded"
     assert found[11][1]["message"] == "Incorrect API key provided." and found[11][1]["type"] == "authentication_error"
+    assert found[12][1]["message"].startswith(f"The model '{model_name}' generates text and has no embeddings")
     assert server.http(key=None).get("/health").json()["status"] == "ready"  # probes need no key
     assert server.client().chat.completions.create(model=model_name, messages=CHATS[0], max_tokens=2).choices
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_one_under_it_is_answered(server, model_name):
+    """No Content-Length (httpx streams a generator body with Transfer-Encoding: chunked)."""
+    http = server.http()
+
+    def body(text):
+        data = json.dumps({"model": model_name, "prompt": text, "max_tokens": 2}).encode()
+        for start in range(0, len(data), 1000):
+            yield data[start:start + 1000]
+
+    big = http.post("/v1/completions", content=body("x" * 5000), headers={"content-type": "application/json"})
+    status, err = error(big)
+    assert (status, err["code"]) == (413, "request_too_large"), big.text
+    assert err["message"] == "The request body has more than 4096 bytes; this server takes at most 4096."
+    small = http.post("/v1/completions", content=body(PROMPTS[0]), headers={"content-type": "application/json"})
+    assert small.status_code == 200 and small.json()["usage"]["completion_tokens"] == 2, small.text
 
 
 def test_metrics_count_the_requests_sent(server, model_name):
@@ -168,6 +187,7 @@ def test_metrics_count_the_requests_sent(server, model_name):
     assert delta("llmctl_generated_tokens_total") == 3 * N
     assert delta('llmctl_request_duration_seconds_count{path="/v1/completions"}') == 4
     assert after["llmctl_queue_length"] == 0 and after["llmctl_running_sequences"] == 0
+    assert after["llmctl_batched_forward"] == 1  # Llama: one forward pass per step for the whole batch
 
 
 def test_a_mixed_load_of_good_and_bad_requests_from_many_clients(server, model_name, generated):
@@ -200,7 +220,13 @@ def test_a_mixed_load_of_good_and_bad_requests_from_many_clients(server, model_n
 
 
 def test_one_access_log_line_per_request(server):
-    # The line is written once the response has gone, so the client can be back first: wait for it.
+    # A line is written once its response has gone, so the client can be back first (and the previous
+    # test's last line can come after this one starts): wait for every request's line.
+    server.http().get("/v1/models")
+    for _ in range(600):
+        if any(line.split()[2:4] == ["GET", "/v1/models"] for line in server.lines[1:]):
+            break
+        time.sleep(0.05)
     sent = len(server.lines)
     server.http().post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})
     for _ in range(600):

@@ -4,6 +4,7 @@ answers equal `llmctl generate --precision fp32`."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -37,8 +38,11 @@ def test_concurrent_greedy_equals_generate(family, tiny_models, tmp_path):
                        "--max-new-tokens", "10", "--json")
     assert expected.exit_code == 0, expected.stderr
     want = [row["completion"] for row in expected.json()["results"]]
-    server = Server(model, "--precision", "fp32", "--max-batch", "3", tmp=tmp_path)
+    server = Server(model, "--precision", "fp32", "--max-batch", "3", "--json", tmp=tmp_path)
     try:
+        ready = json.loads(server.lines[0])  # the weights' layout is timed for one client; fp32 as asked
+        assert ready["precision"] == "fp32" and ready["precision_plan"]["chosen_by"] == "requested"
+        assert ready["precision_plan"]["batch"] == 1 and ready["precision_plan"]["layout"] in ("rows", "columns")
         client = server.client(key=None)
 
         def ask(prompt):
@@ -46,6 +50,10 @@ def test_concurrent_greedy_equals_generate(family, tiny_models, tmp_path):
 
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(ask, PROMPTS * 2)) == want * 2
+        # Sliding-window caches are stepped one sequence at a time; /metrics says so.
+        metrics = server.metrics(key=None)
+        assert metrics["llmctl_batched_forward"] == (0 if family == "mistral" else 1)
+        assert metrics["llmctl_batch_size_count"] > metrics['llmctl_batch_size_bucket{le="1"}']  # rows shared steps
         if family == "gpt2":  # chat on a model without a chat template
             chat = server.http(key=None).post("/v1/chat/completions",
                                               json={"messages": [{"role": "user", "content": "x"}]})
