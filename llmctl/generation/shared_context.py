@@ -24,10 +24,24 @@ import copy
 def score_shared(model, requests: list, which: list[int], batch_size: int, device: str, sums) -> None:
     """Score requests `which` (each fits the model whole, every choice at least one token) into
     `sums` [requests, choices]."""
+    import os
+
+    import torch
+
+    if not which:
+        return
     order = sorted(which, key=lambda i: len(requests[i].context), reverse=True)
+    # The tokens every context starts with (an instruction, "Review:", a bos), less one so that each
+    # context keeps a token of its own, run once; each batch continues from their cache.
+    shared = os.path.commonprefix([requests[i].context for i in order])[:len(requests[order[-1]].context) - 1]
+    prefix = None
+    if shared:
+        prefix = model(input_ids=torch.tensor([shared], device=device), use_cache=True, logits_to_keep=1).cache
     for b in range(0, len(order), batch_size):
-        _score_batch(model, [requests[i] for i in order[b:b + batch_size]], order[b:b + batch_size], batch_size,
-                     device, sums)
+        chunk = order[b:b + batch_size]
+        _score_batch(model, [requests[i].continuations for i in chunk],
+                     [requests[i].context[len(shared):] for i in chunk], chunk, (len(shared), prefix),
+                     batch_size, device, sums)
 
 
 def _left_padded(rows: list[list[int]], device: str):
@@ -39,20 +53,30 @@ def _left_padded(rows: list[list[int]], device: str):
     return ids, mask
 
 
-def _score_batch(model, batch: list, index: list[int], batch_size: int, device: str, sums) -> None:
+def _score_batch(model, choices: list, contexts: list, index: list[int], prefix: tuple, batch_size: int,
+                 device: str, sums) -> None:
+    """One batch: `contexts` (after the shared prefix, whose length and cache `prefix` holds) and
+    each context's `choices` (token lists)."""
     import torch
 
-    ids, mask = _left_padded([r.context for r in batch], device)
-    lengths = mask.sum(-1)
-    longer = [(row, j, c) for row, r in enumerate(batch) for j, c in enumerate(r.continuations) if len(c) > 1]
-    padded = bool((lengths < ids.shape[1]).any())
+    ids, mask = _left_padded(contexts, device)
+    shared, cache = prefix
+    longer = [(row, j, c) for row, cs in enumerate(choices) for j, c in enumerate(cs) if len(c) > 1]
+    padded = bool((mask == 0).any())
+    positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+    if cache is not None:
+        cache = copy.deepcopy(cache)
+        cache.batch_repeat_interleave(len(contexts))
+        # the padding sits between the shared tokens and each context's own: masked out
+        mask = torch.cat([torch.ones(len(contexts), shared, dtype=mask.dtype, device=device), mask], dim=1)
     # A batch of equal lengths needs no mask: the plain causal attention, the fastest kernel.
-    out = model(input_ids=ids, attention_mask=mask if padded else None,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1, use_cache=bool(longer))
+    out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions, cache=cache,
+                logits_to_keep=1, use_cache=bool(longer))
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
-    for row, (r, i) in enumerate(zip(batch, index)):
-        for j, c in enumerate(r.continuations):
+    for row, (cs, i) in enumerate(zip(choices, index)):
+        for j, c in enumerate(cs):
             sums[i, j] = first[row, c[0]].item()
+    lengths = positions[:, -1] + 1  # the position of each choice's first token
     if not longer:
         return
     # The rest of each longer choice, after its context's cache, at most a batch of choices at a

@@ -1,5 +1,6 @@
 """Zero-shot scoring runs each prompt once for all its choices (llmctl.generation.shared_context):
-one-token choices from the prompt's last position, longer ones after its key/value cache. Both
+one-token choices from the prompt's last position, longer ones after its key/value cache, and
+tokens every prompt starts with once for all. All
 must give the log-likelihoods of scoring each (prompt, choice) alone in a plain unpadded forward
 pass, within float32 rounding (atol 1e-4 on a sum of log-probabilities), and the same argmax."""
 
@@ -28,7 +29,7 @@ def alone(model, request, j):
     return logprobs[-n:].gather(-1, ids[0, -n:, None]).sum().item()
 
 
-def scored(path, choices, batch_size):
+def scored(path, choices, batch_size, prompts=PROMPTS):
     """(shared-context scores, each choice alone, forward passes the scorer made)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,7 +38,7 @@ def scored(path, choices, batch_size):
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    requests = encode_requests(PROMPTS, choices, tokenizer, "causal")
+    requests = encode_requests(prompts, choices, tokenizer, "causal")
     calls = []
     hook = model.register_forward_hook(lambda module, args, kwargs_out: calls.append(1))
     with torch.inference_mode():
@@ -63,6 +64,15 @@ def test_longer_choices_continue_from_the_context_cache_and_equal_scoring_alone(
     assert {len(c) for c in requests[0].continuations} >= {1, 2, 4}
     # Per batch of 4 prompts: the contexts once, then the 12 longer choices 4 at a time after the cache.
     assert passes == (1 + 3) + (1 + 2)
+    assert torch_close(shared, reference)
+    assert shared.argmax(1).tolist() == reference.argmax(1).tolist()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_an_instruction_every_prompt_starts_with_runs_once(tiny_models, family):
+    prompts = ["Say whether the review is good or bad. Review: " + p for p in PROMPTS]
+    requests, shared, reference, passes = scored(tiny_models[family], LONGER, 4, prompts)
+    assert passes == 1 + (1 + 3) + (1 + 2)  # the instruction once, then the batches as above
     assert torch_close(shared, reference)
     assert shared.argmax(1).tolist() == reference.argmax(1).tolist()
 
