@@ -70,7 +70,8 @@ def _score_batch(model, choices: list, contexts: list, index: list[int], prefix:
         # the padding sits between the shared tokens and each context's own: masked out
         mask = torch.cat([torch.ones(len(contexts), shared, dtype=mask.dtype, device=device), mask], dim=1)
     # A batch of equal lengths needs no mask: the plain causal attention, the fastest kernel.
-    out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions, cache=cache,
+    past = {"cache": cache} if cache is not None else {}
+    out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions, **past,
                 logits_to_keep=1, use_cache=bool(longer))
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
     for row, (cs, i) in enumerate(zip(choices, index)):
