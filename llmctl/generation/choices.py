@@ -41,8 +41,14 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
     task = MultipleChoiceTask(recipe.data, kind=kind)
     split = log_notes(task.load_split("eval", spec), _log)  # data errors surface before any weight loads
     tokenizer, pad_added = load_tokenizer(source, kind, trust)
-    features = log_notes(task.featurize(split, tokenizer), _log)
+    # A decoder's features (its cut note) come from the requests below; T5's from the task.
+    features = log_notes(task.featurize(split, tokenizer), _log) if kind != "causal" else None
     gen = load_checked(source, kind, precision, device, trust, tokenizer, pad_added)
+    if kind == "causal":  # every ending after its context's one pass (llmctl.generation.shared_context)
+        kept = {"scores": list(_causal_scores(gen, split, tokenizer, recipe.data.max_length, batch_size))}
+        return {"metrics": task.compute_metrics(kept, None, split), "model": source, "data": split.where,
+                "samples": len(split), "precision": gen.precision,
+                "zero_shot": {"model_kind": kind, "precision": gen.precision}}
     kept: dict[str, list] = {"scores": [None] * len(features)}
     with torch.inference_mode():
         for batch_ids in eval_batches(features.lengths, batch_size):
@@ -54,3 +60,21 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
     return {"metrics": task.compute_metrics(kept, features, split), "model": source, "data": split.where,
             "samples": len(split), "precision": gen.precision,
             "zero_shot": {"model_kind": kind, "precision": gen.precision}}
+
+
+def _causal_scores(gen, split, tokenizer, max_length: int, batch_size: int):
+    """[rows, endings] log P(" " + ending | prompt), tokenized as the task's features and the harness
+    tokenize it (the prompt's own tokens, each ending the tail of prompt + ending), a context longer
+    than data.max_length cut from the left."""
+    import torch
+
+    from llmctl.generation.loglikelihood import cut_count, encode_requests, score_causal
+
+    requests = encode_requests([split.prompt(i) for i in range(len(split))],
+                               [[" " + e for e in split.endings[i]] for i in range(len(split))], tokenizer, "causal")
+    cut = cut_count(requests, max_length, "causal")
+    if cut:
+        _log.warning(f"{split.where}: {cut} example(s) longer than data.max_length {max_length} tokens were cut "
+                     "(a decoder's context from the left); raise data.max_length to score them whole.")
+    with torch.inference_mode():
+        return score_causal(gen.model, requests, batch_size, gen.device, max_length).numpy()

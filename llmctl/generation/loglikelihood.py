@@ -60,11 +60,13 @@ def encoder(tokenizer):
     return encode
 
 
-def encode_requests(contexts: list[str], choices: list[str], tokenizer, kind: str) -> list[Request]:
-    """One Request per context, with every choice as a continuation of it."""
+def encode_requests(contexts: list[str], choices: list[str] | list[list[str]], tokenizer, kind: str) -> list[Request]:
+    """One Request per context, with every choice as a continuation of it: the same choices for
+    every context (a list of texts), or each context's own (a list of lists, multiple choice)."""
     encode = encoder(tokenizer)
     prefix = prefix_token(tokenizer)
-    split = [[move_space(c, choice) for choice in choices] for c in contexts]
+    per_row = choices if choices and isinstance(choices[0], list) else [choices] * len(contexts)
+    split = [[move_space(c, choice) for choice in row] for c, row in zip(contexts, per_row)]
     stripped = [pairs[0][0] for pairs in split]  # the space move depends on the context only
     # An empty context is scored after the prefix token alone, with the continuation bare.
     empty = [not c for c in stripped]
@@ -73,7 +75,7 @@ def encode_requests(contexts: list[str], choices: list[str], tokenizer, kind: st
     requests = []
     if kind == "causal":
         wholes = iter(encode([c + cont for pairs, e in zip(split, empty) if not e for c, cont in pairs]))
-    bare = {choice: ids for choice, ids in zip(choices, encode(list(choices), special=False))}
+    bare: dict[str, list[int]] = {}  # filled as continuations are needed alone
     for pairs, is_empty in zip(split, empty):
         if is_empty:
             conts = [bare_or_spaced(encode, cont, bare) for _, cont in pairs]
@@ -119,23 +121,50 @@ def tail(ids: list[int], n: int | None) -> list[int]:
     return ids[-n:] if n else ids
 
 
+def fits(request: Request, limit: int | None) -> bool:
+    """Whether every choice of the request reads its whole context (no left cut) and has tokens to score."""
+    return all(c for c in request.continuations) and (
+        limit is None or len(request.context) + max(map(len, request.continuations)) <= limit + 1)
+
+
 def score_causal(model, requests: list[Request], batch_size: int, device: str, limit: int | None = None):
-    """log P(continuation | context) summed over its tokens, as a [contexts, choices] float64 tensor."""
+    """log P(continuation | context) summed over its tokens, as a [contexts, choices] float64 tensor.
+
+    Every choice of a request reads the same context, so the context runs once (llmctl.generation.
+    shared_context): its last position scores each choice's first token, which is all a one-token
+    choice needs (SST-2's " negative" / " positive"), and longer choices continue from its key/value
+    cache. A request whose text the model's limit cuts reads a different window per choice and is
+    scored choice by choice, as the harness does."""
     import torch
 
-    # The model reads (context + continuation)[:-1]: choices that differ only in their last
-    # token (every one-token verbalizer) read the same tokens, so one forward pass serves them
-    # all (the harness's one-token-continuation cache does the same).
-    readers: dict[tuple, list[tuple[int, int]]] = {}
-    for i, r in enumerate(requests):
-        for j, c in enumerate(r.continuations):
-            readers.setdefault(tuple(tail(r.context + c, limit and limit + 1)[:-1]), []).append((i, j))
-    inputs = sorted(readers, key=len, reverse=True)
+    from llmctl.generation.shared_context import score_shared
+
     sums = torch.zeros(len(requests), max(len(r.continuations) for r in requests), dtype=torch.float64)
+    whole = [i for i, r in enumerate(requests) if fits(r, limit)]
+    score_shared(model, requests, whole, batch_size, device, sums)
+    chosen = set(whole)
+    score_readers(model, requests, [i for i in range(len(requests)) if i not in chosen], batch_size, device,
+                  limit, sums)
+    return sums
+
+
+def score_readers(model, requests: list[Request], which: list[int], batch_size: int, device: str,
+                  limit: int | None, sums) -> None:
+    """Score requests `which` into `sums`, one input per distinct window the model reads."""
+    import torch
+
+    # The model reads (context + continuation)[:-1], cut to the limit: choices that differ only in
+    # their last token read the same tokens, so one forward pass serves them all.
+    readers: dict[tuple, list[tuple[int, int]]] = {}
+    for i in which:
+        for j, c in enumerate(requests[i].continuations):
+            readers.setdefault(tuple(tail(requests[i].context + c, limit and limit + 1)[:-1]), []).append((i, j))
+    inputs = sorted(readers, key=len, reverse=True)
     for b in range(0, len(inputs), batch_size):
         chunk = inputs[b:b + batch_size]
         width = len(chunk[0])
-        keep = max(len(requests[i].continuations[j]) for s in chunk for i, j in readers[s])
+        # A continuation longer than its window (cut into) is scored on the tokens the window predicts.
+        keep = min(width, max(1, max(len(requests[i].continuations[j]) for s in chunk for i, j in readers[s])))
         # Left padding puts every continuation at the end, so only the last `keep` logits are
         # needed; explicit positions make a padded row score exactly like an unpadded one.
         ids = torch.tensor([[0] * (width - len(s)) + list(s) for s in chunk], device=device)
@@ -145,10 +174,10 @@ def score_causal(model, requests: list[Request], batch_size: int, device: str, l
         logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
         for row, s in enumerate(chunk):
             for i, j in readers[s]:
-                cont = requests[i].continuations[j]
-                tokens = torch.tensor(cont, device=device)
-                sums[i, j] = logprobs[row, keep - len(cont):].gather(-1, tokens[:, None]).sum().item()
-    return sums
+                n = min(len(requests[i].continuations[j]), len(s))
+                if n:
+                    tokens = torch.tensor(requests[i].continuations[j][-n:], device=device)
+                    sums[i, j] = logprobs[row, keep - n:].gather(-1, tokens[:, None]).sum().item()
 
 
 def score_seq2seq(model, requests: list[Request], batch_size: int, device: str, pad_id: int,
