@@ -95,6 +95,12 @@ def test_console_and_report_show_counts_as_integers_and_booleans_as_words(squad_
     history = page[page.index('id="history"'):page.index('id="worst"')]
     assert "<td class=num>2</td><td class=num>1.0000</td>" in history  # step, epoch
     assert "<td class=num>6</td>" in history and "6.0000" not in history
+    # `runs show` alike, and the recipe's booleans as the recipe spells them.
+    shown = run_cli("runs", "show", str(run_dir))
+    assert shown.exit_code == EXIT_OK, shown.stderr
+    assert re.search(r"^  total +6$", shown.stdout, re.M) and re.search(r"^  NoAns_total +2$", shown.stdout, re.M)
+    assert re.search(r"^  model\.trust_remote_code +false$", shown.stdout, re.M)
+    assert "False" not in shown.stdout and "True" not in shown.stdout
 
 
 def test_no_validation_metrics_header_without_validation(tiny_models, tmp_path):
