@@ -32,6 +32,16 @@ def print_json(data, out=None) -> None:
             _JSON_PRINTED[:] = [True]
 
 
+def print_result(data, json_out: bool, lines) -> None:
+    """A command's result on stdout: `data` as one JSON object with --json, else `lines` (an
+    iterable of strings, consumed only without --json, so a generator's work is skipped)."""
+    if json_out:
+        print_json(data)
+        return
+    for line in lines:
+        print(line, end="" if line.endswith("\n") else "\n")
+
+
 def json_printed() -> bool:
     """Whether this command has printed its JSON object (a failure after it, such as a quality
     gate, must not print a second one)."""

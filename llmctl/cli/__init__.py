@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from llmctl.cli._app import _sigterm, _stdout_gone, app, report_errors  # noqa: F401  (the entry point's)
+from llmctl.cli._app import _sigterm, _stdout_gone, app  # noqa: F401  (the entry point's)
 from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_USAGE
 
 from llmctl.cli import cache as _cache

@@ -16,16 +16,6 @@ from llmctl import faults
 from llmctl.cli.help import Typer
 from llmctl.errors import EXIT_PIPE_CLOSED, EXIT_RUNTIME, LlmctlError
 
-app = Typer(
-    name="llmctl",
-    help="Fine-tune, evaluate and run transformer models from recipes. Exit codes: 0 ok, 1 runtime failure, "
-    "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted, "
-    "141 stdout reader closed the pipe.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
 
 def debug_enabled() -> bool:
@@ -64,6 +54,27 @@ def report_errors(command):
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper
+
+
+class CommandApp(Typer):
+    """A Typer whose every command is wrapped in report_errors, so no command can forget the
+    one-line error and its exit code."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda function: register(report_errors(function))
+
+
+app = CommandApp(
+    name="llmctl",
+    help="Fine-tune, evaluate and run transformer models from recipes. Exit codes: 0 ok, 1 runtime failure, "
+    "2 usage/recipe error, 3 data error, 4 quality gate failed, 5 model not found/loadable, 130 interrupted, "
+    "141 stdout reader closed the pipe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
 
 _TERMINATED: list[str] = []  # "SIGTERM" once one arrived, for the message

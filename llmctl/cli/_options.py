@@ -13,6 +13,12 @@ import typer
 # The device a saved model runs on (eval, predict, finetune).
 Device = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE",
                                                help="cpu or cuda (default: cuda when available).")]
+# The model eval and predict run: what finetune saved, or any saved-model folder.
+SavedModel = Annotated[str, typer.Argument(metavar="MODEL_OR_RUN_DIR",
+                                           help="Run directory from `llmctl finetune`, or a saved model folder.")]
+# The recipe finetune and doctor read.
+RecipeArgument = Annotated[str, typer.Argument(metavar="RECIPE",
+                                               help="Recipe file, or a short name from `llmctl recipes list`.")]
 # Inference precision of a trained model (eval, predict): None keeps the one it trained in.
 TrainedPrecision = Annotated[Optional[str], typer.Option(
     "--precision", metavar="PRECISION", help="auto, fp32, bf16 or fp16 (default: the precision the model trained in).")]

@@ -7,15 +7,13 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import report_errors
-from llmctl.cli.help import Typer
+from llmctl.cli._app import CommandApp
 from llmctl.console import fmt_size, print_json
 
-cache_app = Typer(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
+cache_app = CommandApp(help="List or clear the cache of tokenized training features.", no_args_is_help=True)
 
 
 @cache_app.command("list")
-@report_errors
 def list_(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Entries, most recently used first: task, rows, size, training file."""
     from llmctl.data.cache import cache_root, list_entries
@@ -35,7 +33,6 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 
 @cache_app.command("clear")
-@report_errors
 def clear(older_than: Optional[float] = typer.Option(None, "--older-than", metavar="DAYS",
                                                help="Only entries unused for DAYS days."),
           json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
+from llmctl.cli._options import RecipeArgument
 
 
 @app.command()
-@report_errors
 def doctor(
-    recipe: str = typer.Argument(..., help="Recipe file, or a short name from `llmctl recipes list`."),
+    recipe: RecipeArgument,
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. data.max_length=256."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (README: 'Checking data before training')."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 on warnings too, not only on errors."),

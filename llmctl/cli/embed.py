@@ -7,12 +7,11 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 from llmctl.cli._options import Device, batch_size_option, json_flag
 
 
 @app.command()
-@report_errors
 def embed(
     model: str = typer.Argument(..., metavar="MODEL_OR_RUN",
                                 help="An embedding run directory, a sentence-transformers folder, or any "

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 
 
 @app.command()
-@report_errors
 def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Print package versions and the devices llmctl would use."""
     import torch
@@ -23,15 +22,16 @@ def env(json_out: bool = typer.Option(False, "--json", help="Print one JSON obje
         "cpu_bf16": cpu_supports_bf16(),
         "auto_precision": resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"),
     }
-    if json_out:
-        from llmctl.console import print_json
+    from llmctl.console import print_result
 
-        print_json(info)
-        return
+    print_result(info, json_out, _lines(info))
+
+
+def _lines(info: dict):
+    """`key: value`, a mapping's entries indented under its key."""
     for key, value in info.items():
         if isinstance(value, dict):
-            print(f"{key}:")
-            for k, v in value.items():
-                print(f"  {k}: {v}")
+            yield f"{key}:"
+            yield from (f"  {k}: {v}" for k, v in value.items())
         else:
-            print(f"{key}: {value}")
+            yield f"{key}: {value}"

@@ -6,15 +6,13 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
-from llmctl.cli._options import Device, TrainedPrecision, batch_size_option, json_flag
+from llmctl.cli._app import app
+from llmctl.cli._options import Device, SavedModel, TrainedPrecision, batch_size_option, json_flag
 
 
 @app.command("eval")
-@report_errors
 def eval_command(
-    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR",
-                                help="Run directory from `llmctl finetune`, or a saved model folder."),
+    model: SavedModel,
     data: Optional[str] = typer.Option(None, "--data", metavar="FILE_OR_HUB_ID",
                                        help="A data file, or a hub dataset id (with --split)."),
     split: Optional[str] = typer.Option(None, "--split", metavar="NAME",

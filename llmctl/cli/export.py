@@ -6,11 +6,10 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 
 
 @app.command("export")
-@report_errors
 def export_command(
     run: str = typer.Argument(..., metavar="RUN",
                               help="Run directory from `llmctl finetune` (LoRA or full fine-tune)."),

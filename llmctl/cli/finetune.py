@@ -6,15 +6,13 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
-from llmctl.cli._options import Device, json_flag
+from llmctl.cli._app import app
+from llmctl.cli._options import Device, RecipeArgument, json_flag
 
 
 @app.command()
-@report_errors
 def finetune(
-    recipe: str = typer.Argument(..., metavar="RECIPE",
-                                 help="Recipe file, or a short name from `llmctl recipes list`."),
+    recipe: RecipeArgument,
     # Typer options cannot take an optional value, so the `auto` of `--resume auto` arrives
     # as a second positional argument (before or after the recipe).
     resume_word: Optional[str] = typer.Argument(None, hidden=True, metavar="auto"),

@@ -7,12 +7,11 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 from llmctl.cli._options import batch_size_option, json_flag
 
 
 @app.command()
-@report_errors
 def generate(
     model: str = typer.Argument(..., metavar="MODEL",
                                 help="Decoder LM (GPT-2, Llama, Qwen2, ...) or T5-family model: hub id, saved-model folder, run directory or .gguf file."),

@@ -8,15 +8,13 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
-from llmctl.cli._options import Device, TrainedPrecision, batch_size_option, json_flag
+from llmctl.cli._app import app
+from llmctl.cli._options import Device, SavedModel, TrainedPrecision, batch_size_option, json_flag
 
 
 @app.command()
-@report_errors
 def predict(
-    model: str = typer.Argument(..., metavar="MODEL_OR_RUN_DIR",
-                                help="Run directory from `llmctl finetune`, or a saved model folder."),
+    model: SavedModel,
     input_: Optional[str] = typer.Option(None, "--input", "-i", metavar="FILE",
                                          help="jsonl, json (a list of objects), csv, tsv or txt file; - reads stdin."),
     question: Optional[str] = typer.Option(None, "--question", metavar="TEXT",

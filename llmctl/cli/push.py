@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 
 
 @app.command("push")
-@report_errors
 def push_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune` (or its model/ folder)."),
     repo_id: str = typer.Option(..., "--repo-id", metavar="ORG/NAME", help="Hub model repository (created if new)."),

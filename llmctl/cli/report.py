@@ -6,12 +6,11 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 from llmctl.cli._options import json_flag
 
 
 @app.command("report")
-@report_errors
 def report_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune`."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE.html",

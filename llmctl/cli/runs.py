@@ -9,19 +9,17 @@ import sys
 
 import typer
 
-from llmctl.cli._app import report_errors
-from llmctl.cli.help import Typer
+from llmctl.cli._app import CommandApp
 from llmctl.console import fmt_size
 from llmctl.metrics.display import show as show_value
 
-runs_app = Typer(help="List, inspect and compare run directories; gate a candidate run against a baseline.",
+runs_app = CommandApp(help="List, inspect and compare run directories; gate a candidate run against a baseline.",
                  no_args_is_help=True)
 
 JSON_HELP = "Print JSON instead of text."
 
 
 @runs_app.command("list")
-@report_errors
 def list_(directory: str = typer.Argument("runs", metavar="DIR", help="Folder holding run directories."),
           json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per run.")):
     """One line per run: task, model, training data, best metric, status (finished / interrupted / running)."""
@@ -42,7 +40,6 @@ def list_(directory: str = typer.Argument("runs", metavar="DIR", help="Folder ho
 
 
 @runs_app.command("show")
-@report_errors
 def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from `llmctl finetune`."),
          json_out: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """One run in detail: recipe, environment, metrics, every evaluation, model folder, checkpoints."""
@@ -76,7 +73,6 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
 
 
 @runs_app.command("compare")
-@report_errors
 def compare(base: str = typer.Argument(..., metavar="BASE", help="The reference run directory."),
             candidate: str = typer.Argument(..., metavar="CANDIDATE", help="The run directory to judge against it."),
             max_drop: list[str] = typer.Option(

@@ -11,12 +11,11 @@ from typing import Optional
 
 import typer
 
-from llmctl.cli._app import app, report_errors
+from llmctl.cli._app import app
 from llmctl.cli._options import json_flag
 
 
 @app.command()
-@report_errors
 def serve(
     model: str = typer.Argument(..., metavar="MODEL_OR_RUN",
                                 help="What `llmctl generate` takes (hub id, folder, run directory, .gguf file, LoRA "

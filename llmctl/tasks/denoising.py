@@ -23,7 +23,7 @@ from llmctl.errors import ModelError, UsageError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
 from llmctl.tasks import masking
-from llmctl.tasks.base import Padding, Task
+from llmctl.tasks.base import Padding
 from llmctl.tasks.masked_lm import CHUNK_ROWS, TextSplit, read_texts
 from llmctl.tasks.span_corruption import corrupt, noise_mask, span_count
 
@@ -44,14 +44,9 @@ def sentinel_ids(tokenizer, needed: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-class DenoisingTask(Task):
+class DenoisingTask(gen.EncoderDecoderTask):
     name: ClassVar[str] = "denoising"
     data_config: ClassVar[type[DataConfig]] = DenoisingData
-    auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
-    cacheable_features: ClassVar[bool] = True
-
-    def check_model(self, model_cfg) -> None:
-        gen.check_architecture("seq2seq", model_cfg)
 
     def load_split(self, role: str, spec: str, labelled: bool = True) -> TextSplit:
         return read_texts(self.data_cfg, role, spec, self.row_limit(role))  # plain text rows, as masked-lm's

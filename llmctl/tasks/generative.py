@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from llmctl.data.sources import row_location
 from llmctl.errors import DataError, RecipeError
+from llmctl.tasks.base import Task
 
 
 def text_column(ds, column: str, key: str, where: str, header: bool, allow_empty: bool = False,
@@ -72,6 +73,16 @@ def check_architecture(task: str, model_cfg) -> None:
         what = "encoder-decoder" if encoder_decoder else "encoder-only" if encoder_only else "no causal-LM head"
         raise RecipeError(f"model.name_or_path: '{name}' is a {kind} model ({what}); task causal-lm needs a "
                           "decoder-only checkpoint (GPT-2, Llama, Qwen2, Mistral, Phi, ...).", f"For {kind} use task: {fits}.")
+
+
+class EncoderDecoderTask(Task):
+    """The tasks of T5-family models (seq2seq, denoising): one head, features that depend only on
+    data and tokenizer, and a decoder-only or encoder-only checkpoint refused before it loads."""
+    auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
+    cacheable_features: ClassVar[bool] = True
+
+    def check_model(self, model_cfg) -> None:
+        check_architecture("seq2seq", model_cfg)
 
 
 @dataclass

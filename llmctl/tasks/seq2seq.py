@@ -19,7 +19,7 @@ from llmctl.data.sources import load_split, looks_like_file, refuse_plain_text
 from llmctl.errors import DataError
 from llmctl.metrics.loss import exact_mean, token_nll
 from llmctl.tasks import generative as gen
-from llmctl.tasks.base import Note, Padding, Task
+from llmctl.tasks.base import Note, Padding
 
 
 class Seq2SeqData(DataConfig):
@@ -67,14 +67,9 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-class Seq2SeqTask(Task):
+class Seq2SeqTask(gen.EncoderDecoderTask):
     name: ClassVar[str] = "seq2seq"
     data_config: ClassVar[type[DataConfig]] = Seq2SeqData
-    auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
-    cacheable_features: ClassVar[bool] = True
-
-    def check_model(self, model_cfg) -> None:
-        gen.check_architecture(self.name, model_cfg)
 
     # -- data -----------------------------------------------------------------------
     def load_split(self, role: str, spec: str, labelled: bool = True) -> Seq2SeqSplit:
