@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from llmctl.metrics.display import show
+from llmctl.metrics.display import show as show_value
 from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
 
 
@@ -228,12 +228,12 @@ class Console:
             table.add_column("metric")
             table.add_column("value", justify="right")
             for k, v in metrics.items():
-                table.add_row(k, show(v, k))
+                table.add_row(k, show_value(v, k))
             RichConsole().print(table)
         else:
             print(title)
             for k, v in metrics.items():
-                print(f"  {k:<24} {show(v, k)}")
+                print(f"  {k:<24} {show_value(v, k)}")
 
 
 class RowsProgress:
