@@ -5,7 +5,10 @@ the Hugging Face Trainer + peft on the chat jsonl that llmctl reads.
 
 Loss on the assistant's answer only (its content and the end-of-turn token), the way TRL's
 assistant_only_loss and llmctl's chat data do it; writes OUT_DIR/result.json (the Trainer's
-own train_samples_per_second) and the merged model to OUT_DIR/merged for scoring.
+own train_samples_per_second) and the merged model to OUT_DIR/merged for scoring. With
+SETTINGS' eval_jsonl, the Trainer then evaluates the loss on those chat rows (`evaluate()` at its
+default eval batch 8, answer tokens only, encoded like the training rows at the same max_length),
+as llmctl evaluates its validation rows at the end of the epoch: the peak RSS covers both.
 """
 
 from __future__ import annotations
@@ -57,17 +60,22 @@ def main(model_dir: str, train_jsonl: str, out_dir: str, settings_json: str) -> 
         output_dir=str(out / "trainer"), num_train_epochs=s["epochs"], per_device_train_batch_size=s["batch"],
         learning_rate=s["lr"], weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear", seed=s["seed"],
         data_seed=s["seed"], use_cpu=True, bf16=s["bf16"], train_sampling_strategy="group_by_length",
-        eval_strategy="no", save_strategy="no", report_to="none", logging_steps=1_000_000, disable_tqdm=True)
+        eval_strategy="no", save_strategy="no", prediction_loss_only=True, report_to="none", logging_steps=1_000_000, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100))
     trainer.remove_callback(PrinterCallback)
     metrics = trainer.train().metrics
+    eval_loss = None
+    if s.get("eval_jsonl"):
+        rows = [json.loads(line) for line in Path(s["eval_jsonl"]).read_text().splitlines() if line.strip()]
+        evaluated = datasets.Dataset.from_list([encode(tokenizer, r["messages"], s["max_length"]) for r in rows])
+        eval_loss = float(trainer.evaluate(evaluated)["eval_loss"])
     model.merge_and_unload().save_pretrained(out / "merged")
     tokenizer.save_pretrained(out / "merged")
     (out / "result.json").write_text(json.dumps({
         "samples_per_second": float(metrics["train_samples_per_second"]),
         "runtime_s": float(metrics["train_runtime"]), "trainable_parameters": trainable,
-        "precision": "bf16" if s["bf16"] else "fp32"}))
+        "precision": "bf16" if s["bf16"] else "fp32", **({"eval_loss": eval_loss} if eval_loss is not None else {})}))
 
 
 if __name__ == "__main__":

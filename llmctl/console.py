@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from llmctl.metrics.display import show as show_value
 from llmctl.metrics.per_type import PER_TYPE_FIELDS, split_per_type
 
 
@@ -184,7 +185,8 @@ class Console:
             return
         if not is_main_rank():
             return
-        self.table(title, data.get("metrics", {}))
+        if data.get("metrics"):  # a run without validation has none: no empty header
+            self.table(title, data["metrics"])
         if data.get("test_metrics"):
             self.table("test metrics (best model)", data["test_metrics"])
         for key in ("output_dir", "model_dir"):
@@ -226,12 +228,12 @@ class Console:
             table.add_column("metric")
             table.add_column("value", justify="right")
             for k, v in metrics.items():
-                table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+                table.add_row(k, show_value(v, k))
             RichConsole().print(table)
         else:
             print(title)
             for k, v in metrics.items():
-                print(f"  {k:<24} {v:.4f}" if isinstance(v, float) else f"  {k:<24} {v}")
+                print(f"  {k:<24} {show_value(v, k)}")
 
 
 class RowsProgress:

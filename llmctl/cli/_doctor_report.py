@@ -8,6 +8,8 @@ import sys
 
 
 def _fmt(value, name: str = "") -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2%}" if name.endswith("share") else f"{value:g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
@@ -22,7 +24,10 @@ def split_rows(report) -> list[tuple[str, str, str]]:
                 shown = ", ".join(f"{k} {v:,}" for k, v in list(value["counts"].items())[:12])
                 rows.append((role, name, f"{shown}  (most/least {value['imbalance']:g})"))
             elif isinstance(value, dict):
-                rows.append((role, name, ", ".join(f"{k} {_fmt(v, k)}" for k, v in value.items())))
+                # A switch ({"on": true}, packing's) says so in words first: "on, examples 10, ...".
+                switch = ["on" if value["on"] else "off"] if isinstance(value.get("on"), bool) else []
+                shown = switch + [f"{k} {_fmt(v, k)}" for k, v in value.items() if not (k == "on" and switch)]
+                rows.append((role, name, ", ".join(shown)))
             else:
                 rows.append((role, name, _fmt(value, name)))
     return rows

@@ -33,7 +33,7 @@ def eval_command(
     save_predictions: Optional[str] = typer.Option(
         None, "--save-predictions", metavar="FILE",
         help="Write one jsonl row per evaluated example: the prediction (as `llmctl predict` writes it) and its "
-             "\"reference\" (classification runs)."),
+             "\"reference\" (classification, NER, QA and seq2seq runs)."),
     precision: TrainedPrecision = None,
     device: Device = None,
     json_out: bool = json_flag(),

@@ -11,6 +11,7 @@ import typer
 
 from llmctl.cli._app import CommandApp
 from llmctl.console import fmt_size
+from llmctl.metrics.display import show as show_value
 
 runs_app = CommandApp(help="List, inspect and compare run directories; gate a candidate run against a baseline.",
                  no_args_is_help=True)
@@ -56,13 +57,13 @@ def show(run: str = typer.Argument(..., metavar="RUN", help="Run directory from 
     print(f"best: {_best(info['best'])}\nstarted: {_when(info['started'])} UTC  finished: {_when(info['finished'])}")
     _show_environment(info["environment"])
     _section("recipe (resolved; empty keys left out)",
-             [[k, v] for k, v in flatten(info["recipe"]).items() if v is not None and k != "output_dir"])
+             [[k, _yaml_word(v)] for k, v in flatten(info["recipe"]).items() if v is not None and k != "output_dir"])
     final = info["final"]
     if final:
         _table(f"final metrics (model saved at step {final.get('best_step')})",
-               ["metric", "value"], [[k, _num(v)] for k, v in (final.get("metrics") or {}).items()])
+               ["metric", "value"], [[k, show_value(v, k)] for k, v in (final.get("metrics") or {}).items()])
         if final.get("test_metrics"):
-            _table("test metrics", ["metric", "value"], [[k, _num(v)] for k, v in final["test_metrics"].items()])
+            _table("test metrics", ["metric", "value"], [[k, show_value(v, k)] for k, v in final["test_metrics"].items()])
     _show_evaluations(info["evaluations"])
     model = info["model_dir"]
     print(f"model: {model['path']} ({'LoRA adapter' if model['kind'] == 'adapter' else 'full model'}, "
@@ -131,7 +132,7 @@ def _show_environment(env: dict | None) -> None:
 def _show_evaluations(evals: list[dict]) -> None:
     names = [k for k in evals[0] if k not in ("step", "epoch")] if evals else []
     _table("evaluations", ["step", "epoch", *names],
-           [[e.get("step"), _num(e.get("epoch"), digits=2), *(_num(e.get(n)) for n in names)] for e in evals]
+           [[e.get("step"), _num(e.get("epoch"), digits=2), *(show_value(e.get(n), n) or "-" for n in names)] for e in evals]
            or [["none yet", "", *([""] * len(names))]])
 
 
@@ -169,6 +170,11 @@ def _table(title: str | None, columns: list[str], rows: list[list], header: bool
     widths = [max(len(r[i]) for r in shown if i < len(r)) for i in range(len(columns))]
     for row in shown:
         print(("  " if title else "") + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _yaml_word(value):
+    """A recipe value as the recipe spells it: true / false, not Python's True / False."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 def _num(value, digits: int = 4, sign: bool = False) -> str:

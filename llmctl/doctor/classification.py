@@ -31,6 +31,18 @@ def _norm(value) -> str:
     return str(value).strip()
 
 
+def _named(counts: dict, names) -> dict:
+    """Label counts keyed by data.label_names' names where the file holds their integer ids (0 -> names[0])."""
+    if not names:
+        return counts
+    named = {}
+    for label, n in counts.items():
+        at = int(label) if label.isdigit() and label not in names and int(label) < len(names) else None
+        key = names[at] if at is not None else label
+        named[key] = named.get(key, 0) + n
+    return named
+
+
 def _frames(ctx, role: str, spec: str):
     """(where, header, frames of the text and label columns) for one split, as finetune reads it."""
     cfg, key = ctx.task.data_cfg, f"data.{role}"
@@ -130,7 +142,7 @@ def check(report, ctx) -> None:
         lengths = np.concatenate(scan.lengths)
         figures = {"rows": scan.rows, "tokens": checks.length_figures(lengths, cfg.max_length)}
         if scan.labels:
-            figures["labels"] = checks.label_figures(dict(scan.labels))
+            figures["labels"] = checks.label_figures(_named(dict(scan.labels), cfg.label_names))
             checks.check_imbalance(report, role, figures["labels"])
         report.splits[role] = figures
         checks.check_empty(report, role, scan.empty, scan.empty_lines)

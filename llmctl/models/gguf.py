@@ -100,15 +100,15 @@ def load_model(auto_class, folder: str, gguf_file: str, **kwargs):
 @contextmanager
 def _quiet_dequantize():
     """transformers' de-quantize loop draws its own tqdm bar, out of reach of its progress-bar
-    switch: keep it on a terminal, keep it out of logs and --json runs."""
+    switch. Off everywhere: once quiet_libraries has turned the libraries' bars off, that bar draws
+    nothing on a terminal but its closing newline, which was a blank line before the text
+    `generate` streams (and noise in logs and --json runs)."""
     import functools
-    import sys
 
     from transformers import modeling_gguf_pytorch_utils as legacy
 
     original = legacy.tqdm
-    if not sys.stderr.isatty():
-        legacy.tqdm = functools.partial(original, disable=True)
+    legacy.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:

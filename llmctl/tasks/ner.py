@@ -273,6 +273,10 @@ class NerTask(Task):
             raise DataError(f"{where} row {empty[0]}: a token is empty or only whitespace.")
         return NerSplit(where=where, tokens=tokens, tags=None, texts=texts, offsets=offsets)
 
+    def references(self, split: NerSplit) -> list:
+        """Each sentence's gold tags (IOB2, one per word: the row's "tags" are the predicted ones)."""
+        return [list(tags) for tags in split.tags]
+
     def format_predictions(self, kept: dict, features, split: NerSplit) -> list[dict]:
         word_probs = self._word_probs(kept, features, split)
         lookup = {name: i for i, name in enumerate(self.labels.names)}

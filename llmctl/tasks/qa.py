@@ -241,6 +241,10 @@ class QATask(Task):
     def predict_split(self, rows: list[dict], where: str) -> QASplit:
         return predict_rows(rows, where, self.data_cfg)
 
+    def references(self, split: QASplit) -> list:
+        """Each question's reference answer texts (none for an unanswerable SQuAD v2 question)."""
+        return [[text for text, _ in gold] for gold in split.answers]
+
     def format_predictions(self, kept: dict, features, split: QASplit) -> list[dict]:
         out = []
         for qid, question, p in zip(split.ids, split.questions, self.predictions(kept, features, split)):

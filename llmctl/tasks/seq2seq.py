@@ -163,6 +163,10 @@ class Seq2SeqTask(gen.EncoderDecoderTask):
             sources.append(value)
         return Seq2SeqSplit(where=where, sources=sources, targets=None)
 
+    def references(self, split: Seq2SeqSplit) -> list:
+        """Each row's target text."""
+        return list(split.targets)
+
     def format_predictions(self, kept: dict, features, split: Seq2SeqSplit) -> list[dict]:
         predictions, _ = self._texts(kept, features)
         return [{self.data_cfg.source_column: s, "prediction": p} for s, p in zip(split.sources, predictions)]

@@ -8,6 +8,12 @@ import math
 # thresholds): constant or not a score, so not worth a panel.
 _NOT_CURVES = ("_number", "_total", "_thresh")
 _COUNTS = ("total",)
+# SQuAD v2's scores at the best no-answer threshold (best_exact, best_f1): tuned on the very rows they
+# score, so not a curve to follow, and not a group beside HasAns / NoAns either.
+_NOT_CURVE_PREFIXES = ("best_",)
+# Another name for a metric drawn already: SQuAD v2's `exact` is `exact_match` (the v1 name, kept for
+# gates and metric_for_best), so it gets no second panel.
+_ALIASES = {"exact": "exact_match"}
 _MAX_PANELS = 12
 _BEST = dict(color="0.45", linestyle="--", linewidth=1)
 
@@ -15,6 +21,7 @@ _BEST = dict(color="0.45", linestyle="--", linewidth=1)
 def draw_curves(train_log: list[dict], evals: list[dict], best_step: int | None, metric_for_best: str | None):
     """A Figure, or None when nothing has been logged yet."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if not train_log and not evals:
         return None
@@ -61,6 +68,7 @@ def draw_curves(train_log: list[dict], evals: list[dict], best_step: int | None,
     steps = _steps(train_log + evals)
     span = max(1, max(steps) - min(steps))
     for ax in axes[:count]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole numbers
         ax.set_xlim(min(steps) - 0.03 * span, max(steps) + 0.03 * span)  # one step axis for every panel
         if best_step is not None:
             ax.axvline(best_step, label=f"saved model (step {best_step})" if ax is loss else None, **_BEST)
@@ -83,7 +91,8 @@ def _metric_panels(evals: list[dict], metric_for_best: str | None) -> list[tuple
     for record in evals:
         for name, value in record.items():
             if (name not in ("step", "epoch", "loss", *_COUNTS) and name not in names
-                    and isinstance(value, (int, float)) and not name.endswith(_NOT_CURVES)):
+                    and isinstance(value, (int, float)) and not name.endswith(_NOT_CURVES)
+                    and not name.startswith(_NOT_CURVE_PREFIXES) and not _alias(name, evals)):
                 names.append(name)
     suffixes = {}
     for name in names:
@@ -103,6 +112,12 @@ def _metric_panels(evals: list[dict], metric_for_best: str | None) -> list[tuple
             grouped.add(name)
     panels.sort(key=lambda panel: panel[1] != [metric_for_best])
     return panels[: _MAX_PANELS - 2]
+
+
+def _alias(name: str, evals: list[dict]) -> bool:
+    """Whether `name` only repeats the metric it is another name for, at every evaluation."""
+    other = _ALIASES.get(name)
+    return other is not None and all(record.get(name) == record.get(other) for record in evals)
 
 
 def _headline(train_log: list[dict], evals: list[dict]) -> str:

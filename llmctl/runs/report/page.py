@@ -11,6 +11,8 @@ from html import escape
 from pathlib import Path
 from string import Template
 
+from llmctl.metrics.display import show
+
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -54,10 +56,20 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
 
 
 def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    """Every number shown by its kind (llmctl.metrics.display): a column's kind is its header, or,
+    in a key / value table, the row's key."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{esc(_fmt(v))}</td>'
+    body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>'
+                                    f"{esc(show(v, _name(headers, row, i)))}</td>"
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
     return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _name(headers: list[str], row: list, i: int) -> str | None:
+    header = headers[i] if i < len(headers) else ""
+    if header in ("", "value") and i > 0 and isinstance(row[0], str):
+        return row[0]
+    return header
 
 
 def pre(text: str) -> str:
@@ -77,13 +89,3 @@ def figure(name: str, content: bytes) -> str:
     data = base64.b64encode(content).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(Path(name).stem)}">'
             f"<figcaption>{esc(name)}</figcaption></figure>")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) > 1:  # counts logged as floats (NER's LOC_number: 12.0)
-            return f"{value:.0f}"
-        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
-    if value is None:
-        return ""
-    return str(value)
