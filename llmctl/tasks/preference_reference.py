@@ -67,7 +67,7 @@ def compute(task, features, model, accelerator):
     import numpy as np
     import torch
 
-    from llmctl.tasks.preference_loss import sequence_logps
+    from llmctl.tasks.labelled_nll import LOGIT_BUDGET, labelled_logps
 
     tokenizer = features.tokenizer
     was_training = model.training
@@ -79,9 +79,8 @@ def compute(task, features, model, accelerator):
             for start in range(0, len(order), BATCH):
                 ids = order[start : start + BATCH]
                 batch = task.collate(features.rows(ids), tokenizer)
-                logits = model(input_ids=batch["input_ids"].to(accelerator.device),
-                               attention_mask=batch["attention_mask"].to(accelerator.device)).logits
-                logps, _ = sequence_logps(logits, batch["labels"].to(accelerator.device))
+                inputs = {k: batch[k].to(accelerator.device) for k in ("input_ids", "attention_mask")}
+                logps = labelled_logps(model, inputs, batch["labels"].to(accelerator.device), LOGIT_BUDGET).sums
                 logps = logps.double().cpu().numpy()
                 chosen[ids], rejected[ids] = logps[: len(ids)], logps[len(ids) :]
     finally:
