@@ -286,3 +286,27 @@ def test_the_output_layer_runs_only_at_the_responses_tokens(tmp_path, tiny_model
     picked = full[:, :-1].gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (target != -100)
     expected = picked.sum(-1)
     assert torch.allclose(torch.cat([out.chosen, out.rejected]), expected, atol=1e-5)
+
+
+def test_in_bf16_with_the_cpu_speedups_dpo_still_starts_at_log_2(tmp_path, tiny_models, accelerator):
+    """The reference runs the steps' own forward (the speed-ups' training attention, fp32 softmax):
+    in bf16 the policy's first loss is log 2 to the last bit, not off by the kernels' rounding.
+    (bf16 autocast by hand: accelerate's state is one per process, fp32 in this module.)"""
+    from peft import LoraConfig, get_peft_model
+
+    from llmctl.train.speedups.apply import speed_up_cpu_training
+
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    task, features, tokenizer = task_and_features(tmp_path, tiny_models["qwen2"], uneven_rows(6))
+    model = get_peft_model(load(tiny_models["qwen2"]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    applied, _ = speed_up_cpu_training(model.get_base_model(), features, tokenizer, "bf16")
+    assert "fast_attention" in applied
+    with bf16:
+        features = task.reference_columns(features, model, accelerator, use_cache=False)
+    model.train()
+    batch = task.collate(features.rows(range(len(features))), tokenizer)
+    batch.pop("index")
+    with bf16:
+        loss, stats = task.training_loss(model, batch)
+    assert float(loss) == pytest.approx(math.log(2), abs=1e-7)
+    assert stats["rewards/margins"] == 0
