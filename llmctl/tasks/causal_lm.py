@@ -319,7 +319,7 @@ class CausalLMTask(Task):
     def eval_outputs(self, model, inputs: dict):
         if "labels" in inputs:
             # the loss at labelled positions only: no [batch, length, vocab] logits (labelled_nll.py)
-            return labelled_nll(model, inputs) or model(**inputs)
+            return labelled_nll(model, inputs)
         out = gen.GenerationOutputs()
         out.generated = gen.greedy_generate(model, inputs, self.data_cfg.max_new_tokens)[:, inputs["input_ids"].shape[1]:]
         return out

@@ -22,6 +22,7 @@ from llmctl.tasks import generative as gen
 from llmctl.tasks import preference_data as pdata
 from llmctl.tasks import preference_loss as ploss
 from llmctl.tasks.base import Padding, Task
+from llmctl.tasks.labelled_nll import labelled_logps
 
 
 class PreferenceData(DataConfig):
@@ -123,8 +124,10 @@ class PreferenceTask(Task):
 
     # -- the loss ----------------------------------------------------------------------
     def _forward(self, model, inputs: dict) -> PreferenceOutputs:
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        logps, counts = ploss.sequence_logps(logits, inputs["labels"])
+        # the output layer only at the responses' tokens: no [2B, length, vocab] logits (labelled_nll.py)
+        out = labelled_logps(model, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]},
+                             inputs["labels"])
+        logps, counts = out.sums, out.tokens
         half = logps.shape[0] // 2
         chosen, rejected = logps[:half], logps[half:]
         ref_c, ref_r = inputs.get("ref_chosen_logps"), inputs.get("ref_rejected_logps")

@@ -206,3 +206,107 @@ def test_simpo_and_orpo_need_no_reference(tmp_path, tiny_models, accelerator):
         assert task.reference_columns(features, model, accelerator).columns is features.columns  # the reference never runs
         loss, stats = batch_loss(task, features, tokenizer, model)
         assert math.isfinite(float(loss)) and stats["rewards/chosen"] < 0  # beta x mean log-prob
+
+
+def uneven_rows(n: int) -> list[dict]:
+    """Pairs whose chosen responses differ in length, so a mean over tokens differs from a mean of
+    per-pair means."""
+    rows = preference_rows(n)
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row["chosen"] += ", clearly and without any doubt at all"
+    return rows
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_orpo_and_simpo_losses_equal_trls_on_one_batch(tmp_path, tiny_models, method):
+    """TRL's own ORPOTrainer / CPOTrainer functions on the full logits of the same batch: their
+    get_batch_logps (per-token means), odds_ratio_loss / cpo_loss, and ORPO's NLL as TRL takes it,
+    one mean over all the batch's chosen tokens (over the response tokens: llmctl never learns the
+    prompt, where TRL's ORPO NLL also covers it)."""
+    from types import SimpleNamespace
+
+    from llmctl.config.schema import PreferenceConfig
+
+    pytest.importorskip("trl")
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    settings = PreferenceConfig(method=method, beta=0.25, **({"simpo_gamma": 0.3} if method == "simpo" else {}))
+    task, features, tokenizer = task_and_features(tmp_path, tiny_models["gpt2"], uneven_rows(6), settings=settings)
+    model = load(tiny_models["gpt2"])
+    torch.manual_seed(1)
+    with torch.no_grad():  # sharper than a random tiny model's near-uniform next-token guesses
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    batch = task.collate(features.rows(range(len(features))), tokenizer)
+    batch.pop("index")
+    labels, half = batch["labels"], len(batch["labels"]) // 2
+    with torch.no_grad():
+        loss, stats = task.training_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    trl_self = SimpleNamespace(beta=0.25, accelerator=SimpleNamespace(device=torch.device("cpu")), loss_type="simpo",
+                               simpo_gamma=0.3, label_smoothing=0.0, alpha=0.0)
+    means = ORPOTrainer.get_batch_logps(logits, labels, average_log_prob=True)
+    if method == "orpo":
+        ratio, chosen_rewards, _, _, _ = ORPOTrainer.odds_ratio_loss(trl_self, means[:half], means[half:])
+        nll = torch.nn.CrossEntropyLoss()(logits[:half, :-1].reshape(-1, logits.shape[-1]), labels[:half, 1:].reshape(-1))
+        expected = nll - ratio.mean()
+        per_pair_nll = -means[:half].mean()  # what a mean of per-pair means would have given instead
+        assert abs(float(per_pair_nll - nll)) > 1e-3
+    else:
+        losses, chosen_rewards, _ = CPOTrainer.cpo_loss(trl_self, means[:half], means[half:])
+        expected = losses.mean()
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+    assert stats["rewards/chosen"] == pytest.approx(float(chosen_rewards.mean()), abs=1e-5)
+
+
+def test_the_output_layer_runs_only_at_the_responses_tokens(tmp_path, tiny_models, accelerator):
+    """No [2B, length, vocab] logits: the head sees one row per labelled response token, and the
+    log-probs it gives are those of the full logits."""
+    from llmctl.config.schema import PreferenceConfig
+
+    task, features, tokenizer = task_and_features(tmp_path, tiny_models["qwen2"], uneven_rows(6),
+                                                   settings=PreferenceConfig(method="simpo"))
+    model = load(tiny_models["qwen2"])
+    batch = task.collate(features.rows(range(len(features))), tokenizer)
+    shapes = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: shapes.append(out.shape))
+    try:
+        with torch.no_grad():
+            out = task.eval_outputs(model, {k: v for k, v in batch.items() if k != "index"})
+    finally:
+        handle.remove()
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert shapes == [torch.Size([1, labelled, model.config.vocab_size])]
+    assert labelled < batch["labels"].numel() / 3
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
+    target = batch["labels"][:, 1:]
+    picked = full[:, :-1].gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (target != -100)
+    expected = picked.sum(-1)
+    assert torch.allclose(torch.cat([out.chosen, out.rejected]), expected, atol=1e-5)
+
+
+def test_in_bf16_with_the_cpu_speedups_dpo_still_starts_at_log_2(tmp_path, tiny_models, accelerator):
+    """The reference runs the steps' own forward (the speed-ups' training attention, fp32 softmax):
+    in bf16 the policy's first loss is log 2 to the last bit, not off by the kernels' rounding.
+    (bf16 autocast by hand: accelerate's state is one per process, fp32 in this module.)"""
+    from peft import LoraConfig, get_peft_model
+
+    from llmctl.train.speedups.apply import speed_up_cpu_training
+
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    task, features, tokenizer = task_and_features(tmp_path, tiny_models["qwen2"], uneven_rows(6))
+    model = get_peft_model(load(tiny_models["qwen2"]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    applied, _ = speed_up_cpu_training(model.get_base_model(), features, tokenizer, "bf16")
+    assert "fast_attention" in applied
+    with bf16:
+        features = task.reference_columns(features, model, accelerator, use_cache=False)
+    model.train()
+    batch = task.collate(features.rows(range(len(features))), tokenizer)
+    batch.pop("index")
+    with bf16:
+        loss, stats = task.training_loss(model, batch)
+    assert float(loss) == pytest.approx(math.log(2), abs=1e-7)
+    assert stats["rewards/margins"] == 0
