@@ -13,6 +13,8 @@ import numpy as np
 
 from llmctl.data.store import Ragged, smallest_int_type
 
+CHUNK = 1 << 20  # example offsets read at a time
+
 
 def blocks(column: Ragged, size: int) -> Ragged:
     """The same tokens cut into `size`-token rows; the last may be shorter (it is kept, not dropped)."""
@@ -23,11 +25,26 @@ def blocks(column: Ragged, size: int) -> Ragged:
 def example_starts(examples: Ragged, size: int) -> Ragged:
     """For each block `blocks(examples, size)` makes, where an example begins inside it, leaving out
     the block's first token (which always begins one, or the rest of one cut by the block before).
-    A few small ints a block, so the collator can keep packed examples apart (llmctl.data.collate)."""
-    starts = examples.offsets[1:-1]
-    starts = starts[starts % size != 0]
+    A few small ints a block, so the collator can keep packed examples apart (llmctl.data.collate).
+
+    The examples' offsets are read CHUNK at a time: a corpus of many short documents (a 1 GB text
+    split by line has ~20M) would otherwise hold several int64 temporaries of that length at once,
+    the memory a pre-training corpus must not grow with."""
+    inner = examples.offsets[1:-1]
     count = -(-int(examples.offsets[-1]) // size)
     offsets = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(starts // size, minlength=count), out=offsets[1:])
-    within = starts % size
+    kind = smallest_int_type(np.array([size - 1]))
+    parts = []
+    for low in range(0, len(inner), CHUNK):
+        starts = np.asarray(inner[low : low + CHUNK])
+        starts = starts[starts % size != 0]
+        if not len(starts):
+            continue
+        block = starts // size  # ascending, as the offsets are
+        first = int(block[0])
+        found = np.bincount(block - first)
+        offsets[first + 1 : first + 1 + len(found)] += found
+        parts.append((starts % size).astype(kind))
+    np.cumsum(offsets, out=offsets)
+    within = np.concatenate(parts) if parts else np.zeros(0, dtype=kind)
     return Ragged(within.astype(smallest_int_type(within), copy=False), offsets)
