@@ -25,6 +25,7 @@ def steady(text: str) -> str:
     text = re.sub(r"[\d.,]+ (rows|samples|tokens)/s", "# \\1/s", text)
     text = re.sub(r"\b(eta|in) [\d.hms]+", "\\1 #", text)
     text = re.sub(r'"(runtime_s|tokens_per_second|samples_per_second)": [\d.e-]+', '"\\1": #', text)
+    text = re.sub(r'"step_ms": \{[^}]*\}', '"step_ms": #', text)  # generate's timed decoding plan
     return re.sub(r"-(in|sub)\b", "-#", text)  # the cache and run folders of each way
 
 

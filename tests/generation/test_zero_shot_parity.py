@@ -182,7 +182,9 @@ def test_one_token_choices_share_a_forward_pass(tiny_models):
     with torch.inference_mode():
         ours = score_causal(model, encode_requests(prompts, choices, tokenizer, "causal"), 1, "cpu", 256)
     hook.remove()
-    assert len(passes) == len(prompts)  # one per prompt, not one per (prompt, choice)
+    # One per prompt, not one per (prompt, choice); and one for "Review:", which every prompt starts
+    # with and which is read once for all of them.
+    assert len(passes) == len(prompts) + 1
     expected = [[harness_loglikelihood(model, tokenizer, p, c, 256) for c in choices] for p in prompts]
     assert torch.allclose(ours, torch.tensor(expected, dtype=torch.float64), atol=1e-4)
 
