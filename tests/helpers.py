@@ -64,6 +64,22 @@ def cli_env(env: dict | None = None) -> dict:
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
+def read_terminal(leader: int) -> str:
+    """All a child wrote to the pseudo-terminal whose leader end is `leader`, until it closed it;
+    the leader is closed after. Line ends as a user's screen shows them (CR LF -> LF)."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
 def error_lines(stderr: str) -> list[str]:
     """The `error: ...` lines of a command's stderr."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -6,7 +6,7 @@ import pty
 import subprocess
 import sys
 
-from helpers import cli_env, run_cli
+from helpers import cli_env, read_terminal, run_cli
 from test_gguf import write_llama_gguf
 
 
@@ -16,17 +16,8 @@ def on_a_terminal(*args: str) -> tuple[int, str]:
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", *args], stdout=follower, stderr=follower,
                             env=cli_env())
     os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    return proc.wait(), b"".join(chunks).decode().replace("\r\n", "\n")
+    shown = read_terminal(leader)
+    return proc.wait(), shown
 
 
 def test_streamed_gguf_completion_has_no_leading_blank_line(tiny_models, tmp_path):

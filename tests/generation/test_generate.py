@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, run_cli
+from helpers import REPO, read_terminal, run_cli
 from llmctl.errors import EXIT_DATA, EXIT_MODEL, EXIT_USAGE
 
 PROMPTS = ["The movie was", "I really loved this film, but the acting was", "Alice",
@@ -136,19 +136,9 @@ def test_cli_streams_one_prompt_on_a_terminal(tiny_models):
                              "--max-new-tokens", "8", "--precision", "fp32"],
                             stdout=follower, stderr=subprocess.PIPE, env=env)
     os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
+    shown = read_terminal(leader)
     stderr = proc.stderr.read().decode()
     assert proc.wait() == 0, stderr
-    os.close(leader)
-    shown = b"".join(chunks).decode().replace("\r\n", "\n")
     assert shown == expected + "\n"  # the text itself, not a JSON row
     assert "[length]" in stderr
 
