@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmctl.data.store import Ragged, smallest_int_type
-
-CHUNK = 1 << 20  # example offsets read at a time
+from llmctl.data.store import blocks as chunks
 
 
 def blocks(column: Ragged, size: int) -> Ragged:
@@ -27,16 +26,16 @@ def example_starts(examples: Ragged, size: int) -> Ragged:
     the block's first token (which always begins one, or the rest of one cut by the block before).
     A few small ints a block, so the collator can keep packed examples apart (llmctl.data.collate).
 
-    The examples' offsets are read CHUNK at a time: a corpus of many short documents (a 1 GB text
-    split by line has ~20M) would otherwise hold several int64 temporaries of that length at once,
-    the memory a pre-training corpus must not grow with."""
+    The examples' offsets are read a million at a time, their mapped pages given back after each:
+    a corpus of many short documents (a 1 GB text split by line has ~20M) would otherwise hold
+    several int64 temporaries of that length at once, the memory a pre-training corpus must not
+    grow with."""
     inner = examples.offsets[1:-1]
     count = -(-int(examples.offsets[-1]) // size)
     offsets = np.zeros(count + 1, dtype=np.int64)
     kind = smallest_int_type(np.array([size - 1]))
     parts = []
-    for low in range(0, len(inner), CHUNK):
-        starts = np.asarray(inner[low : low + CHUNK])
+    for starts in chunks(inner):
         starts = starts[starts % size != 0]
         if not len(starts):
             continue
