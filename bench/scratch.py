@@ -14,7 +14,7 @@ Each configuration runs as a whole process, timed from start to exit:
   token is one character).
 - `char`: `llmctl finetune pretrain/shakespeare-char` (the same model and budget, a char tokenizer),
   scored over the whole validation text in consecutive blocks (data.eval_blocks: nats per character).
-- `bpe`: `pretrain/shakespeare-bpe` (byte-level BPE, 2,048 pieces), the same model and steps.
+- `bpe`: `pretrain/shakespeare-bpe` (byte-level BPE, 1,024 pieces), the same model and steps.
 - `t5`: `pretrain/shakespeare-t5` (T5's denoising): its loss, first logged and last, and the
   span-corruption statistics of its batches (noise density and mean span length) against T5's.
 
