@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import shutil
 import warnings
 
 import pytest
@@ -15,9 +16,13 @@ from support.inprocess import needs_process
 
 
 def both(*args, tmp_path, **kwargs):
-    """The same command in-process and in a subprocess, each with a feature cache of its own."""
-    return (run_cli(*args, env={"LLMCTL_CACHE_DIR": str(tmp_path / "cache-in")}, **kwargs),
-            run_cli(*args, env={"LLMCTL_CACHE_DIR": str(tmp_path / "cache-sub")}, subprocess=True, **kwargs))
+    """The same command in-process and in a subprocess, each with a feature cache of its own. The
+    subprocess gets the decoding plan the first run timed (as a second run on one machine reads the
+    first's): timed afresh on a busy machine, `--precision auto` may pick another dtype."""
+    inproc = run_cli(*args, env={"LLMCTL_CACHE_DIR": str(tmp_path / "cache-in")}, **kwargs)
+    if (tmp_path / "cache-in" / "decoding").is_dir():
+        shutil.copytree(tmp_path / "cache-in" / "decoding", tmp_path / "cache-sub" / "decoding")
+    return inproc, run_cli(*args, env={"LLMCTL_CACHE_DIR": str(tmp_path / "cache-sub")}, subprocess=True, **kwargs)
 
 
 def steady(text: str) -> str:
