@@ -102,7 +102,8 @@ def fmt_size(n: float, grouped: bool = False) -> str:
 
 
 def fmt_metrics(metrics: dict) -> str:
-    return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    """`name value` pairs on one line, by the one number rule of the tables and the report."""
+    return " ".join(f"{k} {show_value(v, k)}" for k, v in metrics.items())
 
 
 class Console:
