@@ -105,7 +105,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
                 "llmctl_queue_length": ("Sequences waiting to join the batch.", lambda: service.engine.queued),
                 "llmctl_running_sequences": ("Sequences in the running batch.", lambda: service.engine.running),
                 "llmctl_batched_forward": ("1: each decoding step is one forward pass over the whole batch; 0: each "
-                                           "sequence runs its own (T5 family, sliding-window caches).",
+                                           "sequence runs its own (chunked-attention and linear-attention caches).",
                                            lambda: int(service.engine.shared_forward))}
         app = build_app(service)
         run(app, sock, service, lambda url: on_ready(url, service) if on_ready else None, on_drain)

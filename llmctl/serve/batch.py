@@ -8,21 +8,28 @@ not depend on its neighbours (in fp32 up to rounding far below any greedy choice
 and real models tested; in bf16 near-ties can flip, as with `generate --batch-size`).
 
 Encoder-decoder models (T5) batch the same way (Seq2SeqBatch: encoder outputs right-padded, the
-decoder's cache left-padded). Decoder-only models whose cache is not plain key/value tensors
-(sliding-window layers: Mistral, Gemma 2/3, ...) step each sequence with its own cache in the
-same loop: they join and leave at every step too, but are not yet batched into one forward pass.
+decoder's cache left-padded). Sliding-window layers (Mistral, Gemma 2/3, Qwen2 with its window on)
+batch too: such a layer keeps the last `window - 1` columns of the padded batch, and as every row is
+left-padded, those columns are each row's own last tokens, as `generate` keeps them for a batch.
+Caches of any other kind (chunked attention, whose chunks start at absolute positions that padding
+would move; linear-attention state; layers sharing another's keys) step each sequence with its own
+cache in the same loop (CausalRows): they join and leave at every step too, one forward pass each.
 """
 
 from __future__ import annotations
 
 
-def plain_cache(model) -> bool:
-    """Whether every layer of the model's cache is a plain growing key/value pair (which the
-    batch can pad and splice); sliding-window layers keep a window of their own."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+SPLICEABLE = ("full_attention", "sliding_attention")
 
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+def spliceable_cache(model) -> bool:
+    """Whether every layer of the model's cache keeps keys and values per column of the padded
+    batch (full attention: all of them; sliding window: the last `window - 1`), which the batch
+    can pad, splice and cut."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    layer_types, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
+    return all(kind in SPLICEABLE for kind in layer_types)
 
 
 class CausalBatch:
@@ -49,12 +56,17 @@ class CausalBatch:
             self.cache, self.mask, self.rows = out.cache, mask, [seq]
             return
         have, new = self.mask.shape[1], mask.shape[1]
-        for mine, theirs in zip(self.cache.layers, out.cache.layers):
-            a, b = _left_pad(mine.keys, new - have), _left_pad(theirs.keys, have - new)
-            mine.keys = torch.cat([a, b])
-            a, b = _left_pad(mine.values, new - have), _left_pad(theirs.values, have - new)
-            mine.values = torch.cat([a, b])
         width = max(have, new)
+        for mine, theirs in zip(self.cache.layers, out.cache.layers):
+            # Full layers hold every column; a sliding layer its last min(columns, window - 1).
+            # Both are right-aligned, so padding each on the left to the wider lines them up.
+            columns = max(mine.keys.shape[2], theirs.keys.shape[2])
+            mine.keys = torch.cat([_left_pad(mine.keys, columns - mine.keys.shape[2]),
+                                   _left_pad(theirs.keys, columns - theirs.keys.shape[2])])
+            mine.values = torch.cat([_left_pad(mine.values, columns - mine.values.shape[2]),
+                                     _left_pad(theirs.values, columns - theirs.values.shape[2])])
+            if hasattr(mine, "cumulative_length"):  # sliding: the batch's length, which places the window
+                mine.cumulative_length = width
         self.mask = torch.cat([_left_pad(self.mask, width - have, dim=1), _left_pad(mask, width - new, dim=1)])
         self.rows.append(seq)
 
@@ -68,10 +80,15 @@ class CausalBatch:
         self.mask = self.mask[index]
         self.rows = [self.rows[i] for i in keep]
         lead = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # columns that are padding in every row
+        width = self.mask.shape[1]
         self.mask = self.mask[:, lead:]
         for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, lead:]
-            layer.values = layer.values[index, :, lead:]
+            # A sliding layer holds only the last columns: of the `lead` cut, those it has.
+            cut = max(0, lead - (width - layer.keys.shape[2]))
+            layer.keys = layer.keys[index, :, cut:]
+            layer.values = layer.values[index, :, cut:]
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = width - lead
 
     def step(self) -> None:
         """One token for every row."""
@@ -184,7 +201,8 @@ class Seq2SeqBatch:
 
 
 class CausalRows:
-    """Decoder-only models with a cache the batch cannot splice: every row its own cache."""
+    """Decoder-only models with a cache the batch cannot splice (chunked attention, linear-attention
+    state, shared keys): every row its own cache."""
 
     def __init__(self, model, device: str):
         self.model, self.device = model, device

@@ -15,7 +15,7 @@ import threading
 import time
 
 from llmctl import faults
-from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqBatch, plain_cache
+from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqBatch, spliceable_cache
 from llmctl.serve.sampling import Sampling, Sequence
 
 _log = logging.getLogger(__name__)
@@ -32,11 +32,11 @@ class Engine:
         self.gen, self.max_batch, self.max_queue, self.metrics = gen, max_batch, max_queue, metrics
         self.eos = eos_ids(gen.model)
         if gen.kind == "causal":
-            batch_class = CausalBatch if plain_cache(gen.model) else CausalRows
+            batch_class = CausalBatch if spliceable_cache(gen.model) else CausalRows
         else:
             batch_class = Seq2SeqBatch
         self.batch = batch_class(gen.model, gen.device)
-        # One forward pass per step for the whole batch, or (sliding-window caches) one per sequence.
+        # One forward pass per step for the whole batch, or (caches CausalRows keeps) one per sequence.
         self.shared_forward = batch_class is not CausalRows
         self.waiting: collections.deque = collections.deque()
         self.lock = threading.Condition()

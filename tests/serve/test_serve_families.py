@@ -1,6 +1,7 @@
-"""GPT-2 (no chat template), T5 (encoder-decoder) and a Mistral with a sliding window shorter
-than the prompts (a cache the batch cannot splice: stepped row by row) served: concurrent greedy
-answers equal `llmctl generate --precision fp32`."""
+"""GPT-2 (no chat template), T5 (encoder-decoder), a Mistral with a sliding window shorter than
+the prompts, a Qwen2 mixing full and sliding layers (all batched into one forward pass per step)
+and a Llama 4 with chunked attention (a cache the batch cannot splice: stepped row by row) served:
+concurrent greedy answers equal `llmctl generate --precision fp32`."""
 
 from __future__ import annotations
 
@@ -15,24 +16,42 @@ PROMPTS = ["The movie was", "Alice works as a teacher for Acme Corp in Paris and
            "In 1990, the City Council opened an office in Oslo with"]
 
 
-def sliding_mistral(tiny_models, dest):
-    """A tiny Mistral whose sliding window (4 tokens) is shorter than every prompt, on the Llama tokenizer."""
+def windowed(family, tiny_models, dest):
+    """A tiny decoder on the Llama tokenizer whose window (4 tokens) is shorter than every prompt:
+    Mistral (every layer sliding), Qwen2 (a full layer, then a sliding one), Llama 4 (chunked)."""
     import torch
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                 eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
-    MistralForCausalLM(MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                     sliding_window=4, max_position_embeddings=256,
-                                     eos_token_id=tokenizer.eos_token_id)).save_pretrained(dest)
+    if family == "mistral":
+        from transformers import MistralConfig, MistralForCausalLM
+
+        model = MistralForCausalLM(MistralConfig(sliding_window=4, **shape))
+    elif family == "qwen2-mixed":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(Qwen2Config(use_sliding_window=True, sliding_window=4, max_window_layers=1, **shape))
+        assert model.config.layer_types == ["full_attention", "sliding_attention"]
+    else:
+        from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+        model = Llama4ForCausalLM(Llama4TextConfig(attention_chunk_size=4, intermediate_size_mlp=64, head_dim=16,
+                                                   num_local_experts=2, **shape))
+    model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest
 
 
-@pytest.mark.parametrize("family", ["gpt2", "t5", "mistral"])
+BATCHED = {"gpt2": 1, "t5": 1, "mistral": 1, "qwen2-mixed": 1, "llama4-chunked": 0}
+
+
+@pytest.mark.parametrize("family", list(BATCHED))
 def test_concurrent_greedy_equals_generate(family, tiny_models, tmp_path):
-    model = str(tiny_models[family] if family != "mistral" else sliding_mistral(tiny_models, tmp_path / "mistral"))
+    model = str(tiny_models[family] if family in tiny_models else windowed(family, tiny_models, tmp_path / family))
     (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
     expected = run_cli("generate", model, "--file", str(tmp_path / "p.txt"), "--precision", "fp32",
                        "--max-new-tokens", "10", "--json")
@@ -50,9 +69,9 @@ def test_concurrent_greedy_equals_generate(family, tiny_models, tmp_path):
 
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(ask, PROMPTS * 2)) == want * 2
-        # Sliding-window caches are stepped one sequence at a time; /metrics says so.
+        # Chunked-attention caches are stepped one sequence at a time; /metrics says so.
         metrics = server.metrics(key=None)
-        assert metrics["llmctl_batched_forward"] == (0 if family == "mistral" else 1)
+        assert metrics["llmctl_batched_forward"] == BATCHED[family]
         assert metrics["llmctl_batch_size_count"] > metrics['llmctl_batch_size_bucket{le="1"}']  # rows shared steps
         if family == "gpt2":  # chat on a model without a chat template
             chat = server.http(key=None).post("/v1/chat/completions",
