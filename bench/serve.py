@@ -46,10 +46,16 @@ generator = pipeline("text-generation", model=path, tokenizer=tokenizer)
 app = FastAPI()
 
 def run(prompt, max_tokens):
-    out = generator(prompt, max_new_tokens=max_tokens, do_sample=False, return_full_text=False)
-    text = out[0]["generated_text"]
-    text = text[-1]["content"] if isinstance(text, list) else text
-    return text, len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # The token ids, not the text re-tokenized: a random model's output does not survive the round trip.
+    out = generator(prompt, max_new_tokens=max_tokens, do_sample=False, return_tensors=True)
+    ids = list(out[0]["generated_token_ids"])
+    if isinstance(prompt, list):  # as the pipeline builds a chat prompt
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"]
+    else:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+    new = ids[len(prompt_ids):]
+    return tokenizer.decode(new, skip_special_tokens=True), len(new)
 
 @app.post("/v1/chat/completions")
 def chat(body: dict):
@@ -190,6 +196,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests per client count")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--precision", default=None, help="llmctl serve --precision (default: its own, auto)")
+    parser.add_argument("--models", default=None,
+                        help="comma list out of smollm2-135m-instruct, gpt2-small-random (default: both); "
+                             "a subset writes serve-NAMES.{md,json}")
     parser.add_argument("--smoke", action="store_true", help="tiny GPT-2, 1 and 2 clients, 4 requests, 8 tokens")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args()
@@ -198,7 +207,10 @@ def main() -> None:
     counts = [int(c) for c in args.clients.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     rows = []
+    wanted = args.models.split(",") if args.models else None
     for name, served, plain, chat in models(args, workdir):
+        if wanted and name not in wanted:
+            continue
         for kind in ("llmctl", "plain"):
             server = Proc(kind, served, plain, free_port(), args.precision, workdir)
             try:
@@ -228,8 +240,9 @@ def main() -> None:
     print(text)
     folder = args.results_dir or (Path(tempfile.mkdtemp(prefix="serve-smoke-")) if args.smoke else REPO / "bench" / "results")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "serve.md").write_text(f"# llmctl serve vs a plain FastAPI + pipeline server\n\n{text}\n")
-    (folder / "serve.json").write_text(json.dumps({"rows": rows, "targets": TARGETS,
+    stem = "serve" + (f"-{'-'.join(wanted)}" if wanted else "")
+    (folder / f"{stem}.md").write_text(f"# llmctl serve vs a plain FastAPI + pipeline server\n\n{text}\n")
+    (folder / f"{stem}.json").write_text(json.dumps({"rows": rows, "targets": TARGETS,
                                                    "load_average": os.getloadavg()}, indent=1))
     log(f"results in {folder}")
 
