@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from llmctl import faults
+from llmctl.data.store import release_features
 from llmctl.errors import Interrupted, TrainingError
 from llmctl.events import Checkpointed, Evaluated, Progress, Started, Stopped
 from llmctl.metrics import lower_is_better
@@ -121,6 +122,7 @@ class Training:
         # thousands of small objects a step allocates, walks millions of them (~8% of a step).
         gc.collect()
         gc.freeze()
+        release_features(self.s.train_features)  # what setup read whole (lengths, offsets)
         self.s.model.train()
 
     def more_steps(self) -> bool:
@@ -151,6 +153,7 @@ class Training:
         started = time.perf_counter()
         total_examples = sum(len(b) for b in group)
         indices = self._accumulate_gradients(group, total_examples)
+        release_features(s.train_features)  # the step's rows are tensors now; their file pages can go
         if self.cfg.max_grad_norm and self.sharded:
             acc.clip_grad_norm_(s.model.parameters(), self.cfg.max_grad_norm)  # the norm over every shard
         elif self.cfg.max_grad_norm:
@@ -261,6 +264,8 @@ class Training:
         except EvaluationStopped:
             state["pending_eval"] = {"step": step, "epoch": epoch}
             return
+        finally:
+            release_features(s.eval_features)  # read whole; a pre-training validation text can be large
         state.pop("pending_eval", None)
         if self.metric_name not in metrics:
             raise TrainingError(
