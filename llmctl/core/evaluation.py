@@ -142,10 +142,6 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
     gates = gates or Gates()
     dev = device_type(device)
-    if save_predictions is not None and recipe is not None and (
-            getattr(recipe, "zero_shot", None) is not None or recipe.task == "multiple-choice"):
-        raise UsageError("--save-predictions saves a fine-tuned run's predictions; zero-shot scoring has none.",
-                         "Drop --save-predictions.")
     if recipe is not None and getattr(recipe, "zero_shot", None) is not None:
         from llmctl.generation.zeroshot import ZERO_SHOT_METRICS, evaluate_zero_shot
         from llmctl.tasks.base import Labels
@@ -153,8 +149,9 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
         check_gate_names(gates, ClassificationTask(recipe.data, Labels()).metric_names() + ZERO_SHOT_METRICS)
         data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
-        return evaluate_zero_shot(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
-                                  batch_size=batch_size, device=dev, precision=precision or "auto")
+        return _with_predictions_file(evaluate_zero_shot(
+            model_path, recipe.model_copy(update={"data": data_cfg}), spec, batch_size=batch_size, device=dev,
+            precision=precision or "auto", with_predictions=save_predictions is not None), save_predictions)
     if recipe is not None and recipe.task == "multiple-choice" and not _trained_by_llmctl(model_path):
         from llmctl.generation.choices import evaluate_choices, generative_family
         from llmctl.tasks.multiple_choice import MultipleChoiceTask
@@ -163,8 +160,9 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         if kind is not None:  # an encoder's multiple-choice head must be fine-tuned: the path below refuses it
             check_gate_names(gates, MultipleChoiceTask(recipe.data, kind=kind).metric_names())
             data_cfg, spec = eval_spec(recipe.data, data, split, max_samples)
-            return evaluate_choices(model_path, recipe.model_copy(update={"data": data_cfg}), spec,
-                                    batch_size=batch_size, device=dev, precision=precision or "auto")
+            return _with_predictions_file(evaluate_choices(
+                model_path, recipe.model_copy(update={"data": data_cfg}), spec, batch_size=batch_size, device=dev,
+                precision=precision or "auto", with_predictions=save_predictions is not None), save_predictions)
     model_dir = find_model_dir(model_path)
     from llmctl.export.onnx_model import check_run_options, is_onnx_export
 
@@ -199,18 +197,29 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
         model = accelerator.prepare(load_trained(auto_class(task.auto_model), model_dir, trust))
         # DPO's reference log-probs, from the starting weights (the base with the adapters off under LoRA)
         features = tell(task.reference_columns(features, model, accelerator, trained=True))
+    rows = None
     if save_predictions is None:
         metrics = evaluate(task, model, tokenizer, accelerator, features, eval_split, batch_size)
     else:
-        from llmctl.files import write_text_atomic
         from llmctl.train.evaluate import evaluate_with_predictions
 
         metrics, rows = evaluate_with_predictions(task, model, tokenizer, accelerator, features, eval_split, batch_size)
-        target = Path(save_predictions).expanduser()
-        write_text_atomic(target, "".join(json.dumps(r) + "\n" for r in rows), "the predictions")
     result = {"metrics": metrics, "model": str(model_dir), "data": eval_split.where, "samples": len(eval_split),
               "output_dir": str(Path(model_path)), "precision": resolved}
-    return result | ({"predictions_file": str(Path(save_predictions).expanduser())} if save_predictions else {})
+    return _with_predictions_file(result | ({"predictions": rows} if rows is not None else {}), save_predictions)
+
+
+def _with_predictions_file(result: dict, save_predictions: str | None) -> dict:
+    """Write the result's "predictions" rows (one jsonl row per example) to `save_predictions`, and
+    name the file in the result instead."""
+    rows = result.pop("predictions", None)
+    if save_predictions is None or rows is None:
+        return result
+    from llmctl.files import write_text_atomic
+
+    target = Path(save_predictions).expanduser()
+    write_text_atomic(target, "".join(json.dumps(r) + "\n" for r in rows), "the predictions")
+    return result | {"predictions_file": str(target)}
 
 
 def _trained_by_llmctl(model_path: str) -> bool:

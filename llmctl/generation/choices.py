@@ -25,7 +25,7 @@ def generative_family(model: str, trust_remote_code: bool = False) -> str | None
 
 
 def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device: str | None = None,
-                     precision: str = "auto") -> dict:
+                     precision: str = "auto", with_predictions: bool = False) -> dict:
     import torch
 
     from llmctl.generation.model import generation_kind, load_checked, load_config, load_tokenizer, resolve_source
@@ -46,20 +46,22 @@ def evaluate_choices(model: str, recipe, spec: str, batch_size: int = 64, device
     gen = load_checked(source, kind, precision, device, trust, tokenizer, pad_added)
     if kind == "causal":  # every ending after its context's one pass (llmctl.generation.shared_context)
         kept = {"scores": list(_causal_scores(gen, split, tokenizer, recipe.data.max_length, batch_size))}
-        return {"metrics": task.compute_metrics(kept, None, split), "model": source, "data": split.where,
-                "samples": len(split), "precision": gen.precision,
-                "zero_shot": {"model_kind": kind, "precision": gen.precision}}
-    kept: dict[str, list] = {"scores": [None] * len(features)}
-    with torch.inference_mode():
-        for batch_ids in eval_batches(features.lengths, batch_size):
-            inputs = task.collate(features.rows(batch_ids), tokenizer)
-            index = inputs.pop("index").tolist()
-            outputs = task.eval_outputs(gen.model, to_device(inputs, gen.device))
-            for row, i in zip(outputs.scores.float().cpu().numpy(), index):
-                kept["scores"][i] = row
-    return {"metrics": task.compute_metrics(kept, features, split), "model": source, "data": split.where,
-            "samples": len(split), "precision": gen.precision,
-            "zero_shot": {"model_kind": kind, "precision": gen.precision}}
+    else:
+        kept = {"scores": [None] * len(features)}
+        with torch.inference_mode():
+            for batch_ids in eval_batches(features.lengths, batch_size):
+                inputs = task.collate(features.rows(batch_ids), tokenizer)
+                index = inputs.pop("index").tolist()
+                outputs = task.eval_outputs(gen.model, to_device(inputs, gen.device))
+                for row, i in zip(outputs.scores.float().cpu().numpy(), index):
+                    kept["scores"][i] = row
+    result = {"metrics": task.compute_metrics(kept, features, split), "model": source, "data": split.where,
+              "samples": len(split), "precision": gen.precision,
+              "zero_shot": {"model_kind": kind, "precision": gen.precision}}
+    if with_predictions:  # `eval --save-predictions`: each ending's log-likelihood, the pick, the reference
+        rows = task.format_predictions(kept, features, split)
+        result["predictions"] = [row | {"reference": ref} for row, ref in zip(rows, task.references(split))]
+    return result
 
 
 def _causal_scores(gen, split, tokenizer, max_length: int, batch_size: int):

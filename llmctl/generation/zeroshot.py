@@ -42,8 +42,12 @@ def add_examples(prompts: list[str], task, zero_shot, data_cfg, spec: str) -> tu
 
 
 def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, device: str | None = None,
-                       precision: str = "auto", warn=None) -> dict:
-    """Score the split `spec` of recipe.data with the recipe's zero_shot section."""
+                       precision: str = "auto", warn=None, with_predictions: bool = False) -> dict:
+    """Score the split `spec` of recipe.data with the recipe's zero_shot section. `with_predictions`:
+    the result's "predictions" holds one row per example (`eval --save-predictions`): what the
+    classification task writes for a prediction (the label, its score and every label's, here
+    each label's likelihood normalised over the labels), each label's summed log-likelihood, and
+    the reference label."""
     import numpy as np
     import torch
 
@@ -89,7 +93,13 @@ def evaluate_zero_shot(model: str, recipe, spec: str, batch_size: int = 64, devi
     # The harness's acc_norm: the same choice, by log-likelihood per character of the choice.
     normed = sums / np.array(norm_lengths(verbalizers), dtype=np.float64)
     metrics["acc_norm"] = task.compute_metrics({"logits": list(normed)}, None, split)["accuracy"]
-    return {"metrics": metrics, "model": source, "data": split.where, "samples": len(split),
+    predictions = {}
+    if with_predictions:
+        rows = task.format_predictions({"logits": list(scores)}, None, split)
+        predictions = {"predictions": [
+            row | {"loglikelihoods": {name: round(float(v), 6) for name, v in zip(labels, sums[i])}, "reference": ref}
+            for i, (row, ref) in enumerate(zip(rows, task.references(split)))]}
+    return predictions | {"metrics": metrics, "model": source, "data": split.where, "samples": len(split),
             "zero_shot": {"labels": labels, "verbalizers": zero_shot.verbalizers, "score": zero_shot.score,
                           "model_kind": kind, "precision": gen.precision, "num_fewshot": zero_shot.num_fewshot,
                           **fewshot,

@@ -146,6 +146,10 @@ class MultipleChoiceTask(Task):
             return None  # acc_norm depends on the model family, known once its config is read
         return ["loss", "accuracy"] + (["acc_norm"] if self.kind != "encoder" else [])
 
+    def references(self, split: ChoiceSplit) -> list | None:
+        """The right ending's index per row (None when the split has no labels)."""
+        return None if split.labels is None else [int(label) for label in split.labels]
+
     def format_predictions(self, kept: dict, features, split: ChoiceSplit) -> list[dict]:
         out = []
         for i, scores in enumerate(self._scores(kept)):

@@ -99,7 +99,9 @@ def test_multiple_choice_eval_scores_endings_as_alone(tiny_models, tmp_path):
     recipe.write_text(f"task: multiple-choice\nmodel: {{name_or_path: {tiny_models['llama']}}}\n"
                       f"data: {{validation: {data}, context_column: question, choices_column: choices, "
                       "label_column: answerKey}\n")
-    result = run_cli("eval", str(tiny_models["llama"]), "--recipe", str(recipe), "--json", "--batch-size", "4")
+    saved = tmp_path / "mc.jsonl"
+    result = run_cli("eval", str(tiny_models["llama"]), "--recipe", str(recipe), "--json", "--batch-size", "4",
+                     "--save-predictions", str(saved))
     assert result.exit_code == 0, result.stderr[-2000:]
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
@@ -108,3 +110,8 @@ def test_multiple_choice_eval_scores_endings_as_alone(tiny_models, tmp_path):
                 for r in encode_requests(PROMPTS, LONGER, tokenizer, "causal")]
     gold = [i % 4 for i in range(len(rows))]
     assert result.json()["metrics"]["accuracy"] == pytest.approx(sum(b == g for b, g in zip(best, gold)) / len(rows))
+    # --save-predictions: each row's pick, its ending, every ending's score and the reference index
+    written = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert [r["prediction"] for r in written] == best and [r["reference"] for r in written] == gold
+    assert [r["question"] for r in written] == PROMPTS and all(len(r["scores"]) == 4 for r in written)
+    assert [r["ending"] for r in written] == [rows[i]["choices"][b] for i, b in enumerate(best)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -144,3 +145,23 @@ def test_bad_input_is_named_before_the_model_loads(tiny_models, reviews, tmp_pat
     encoder = run_cli("eval", str(tiny_models["bert"]), "--recipe", str(recipe))
     assert encoder.exit_code == EXIT_MODEL
     assert "encoder-only 'bert'" in encoder.stderr and "T5-family (encoder-decoder)" in encoder.stderr
+
+
+def test_save_predictions_writes_each_rows_label_likelihoods_and_reference(favours_great, reviews, tmp_path):
+    rows, valid = reviews
+    model = favours_great["gpt2"]
+    recipe = zero_shot_recipe(tmp_path / "zs.yaml", model, valid)
+    target = tmp_path / "zs.jsonl"
+    result = run_cli("eval", str(model), "--recipe", str(recipe), "--json", "--save-predictions", str(target))
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    assert out["predictions_file"] == str(target)
+    written = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["sentence"] for r in written] == [r["sentence"] for r in rows]
+    assert [r["reference"] for r in written] == [r["label"] for r in rows]
+    assert {r["label"] for r in written} == {"positive"}  # the model favours " great"
+    for r in written:
+        assert r["loglikelihoods"]["positive"] > r["loglikelihoods"]["negative"]
+        assert r["scores"]["positive"] == r["score"] and sum(r["scores"].values()) == pytest.approx(1, abs=1e-5)
+    hits = sum(r["label"] == r["reference"] for r in written) / len(written)
+    assert hits == pytest.approx(out["metrics"]["accuracy"])
