@@ -100,7 +100,7 @@ def greedy_accuracies(model: Path, tmp: Path, train_rows: int, validation_rows: 
     run on the same training rows (the chosen answer as the assistant turn), each merged first."""
     data = tmp / "sft-data"
     data.mkdir()
-    train, valid = lora.write_chat_data(train_rows, validation_rows, data)
+    train, valid, _ = lora.write_chat_data(train_rows, validation_rows, data)
     sft = lora.llmctl_run("sft", lora.llmctl_recipe(tmp / "sft.yaml", model, train, "lora"), tmp / "sft")
     accuracy = {}
     for name in ("llmctl", "sft"):
