@@ -65,7 +65,7 @@ def write_pairs(train_rows: int, heldout_rows: int, tmp: Path) -> tuple[Path, Pa
     return paths
 
 
-def run_llmctl(model: Path, train: Path, heldout: Path, tmp: Path, bf16: bool) -> dict:
+def run_llmctl(model: Path, train: Path, heldout: Path, tmp: Path, bf16: bool, name: str = "llmctl") -> dict:
     recipe = {"task": "preference", "model": {"name_or_path": str(model)},
               "data": {"train": str(train), "validation": str(heldout), "max_length": MAX_LEN, "cache": False},
               "peft": {"method": "lora", **LORA},
@@ -73,7 +73,7 @@ def run_llmctl(model: Path, train: Path, heldout: Path, tmp: Path, bf16: bool) -
                         "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler": "linear", "seed": SEED,
                         "precision": "bf16" if bf16 else "fp32", "logging_steps": 1, "save_every": 100000},
               "preference": {"method": "dpo", "beta": BETA}}
-    path, out = tmp / "llmctl.yaml", tmp / "llmctl"
+    path, out = tmp / f"{name}.yaml", tmp / name
     path.write_text(f"# llmctl finetune {path}\n" + yaml.safe_dump(recipe, sort_keys=False))
     measured = harness.measure_process([sys.executable, "-m", "llmctl", "finetune", str(path), "--output-dir",
                                         str(out), "--json"])
@@ -95,20 +95,32 @@ def run_trl(model: Path, train: Path, heldout: Path, tmp: Path, bf16: bool) -> d
             "peak_rss_mb": measured["peak_rss_mb"]}
 
 
-def greedy_accuracies(model: Path, tmp: Path, train_rows: int, validation_rows: int) -> dict:
-    """Greedy accuracy on the validation sentences of the llmctl DPO run (tmp/llmctl) and of an SFT
-    run on the same training rows (the chosen answer as the assistant turn), each merged first."""
+def greedy_accuracies(model: Path, tmp: Path, train_rows: int, validation_rows: int, pairs: tuple[Path, Path],
+                      bf16: bool) -> dict:
+    """Greedy accuracy on the validation sentences of an SFT run on the training rows (the chosen
+    answer as the assistant turn), of DPO on the same pairs started from that SFT model (the
+    field's order: SFT, then DPO), and of the side-by-side DPO run (tmp/llmctl, from the instruct
+    model) when there is one; each merged first. The instruct model answers "This review is
+    positive...", and DPO on one-word responses does not change what greedy decoding starts with,
+    so the run started from the instruct model scores near 0 by the first-word rule."""
     data = tmp / "sft-data"
     data.mkdir()
     train, valid, _ = lora.write_chat_data(train_rows, validation_rows, data)
     sft = lora.llmctl_run("sft", lora.llmctl_recipe(tmp / "sft.yaml", model, train, "lora"), tmp / "sft")
     accuracy = {}
-    for name in ("llmctl", "sft"):
-        merged = tmp / f"{name}-merged"
-        harness.measure_process([sys.executable, "-m", "llmctl", "export", str(tmp / name), "--output", str(merged)])
-        accuracy[name] = lora.answer_accuracy(merged, valid)
-    return {"dpo": accuracy["llmctl"], "sft": accuracy["sft"], "rows": len(valid),
-            "sft_samples_per_second": sft["samples_per_second"], "sft_learning_rate": lora.LR["lora"]}
+
+    def merged(name: str) -> Path:
+        folder = tmp / f"{name}-merged"
+        harness.measure_process([sys.executable, "-m", "llmctl", "export", str(tmp / name), "--output", str(folder)])
+        return folder
+
+    accuracy["sft"] = lora.answer_accuracy(merged("sft"), valid)
+    sft_dpo = run_llmctl(tmp / "sft-merged", *pairs, tmp, bf16, name="sft-dpo")
+    accuracy["sft-dpo"] = lora.answer_accuracy(merged("sft-dpo"), valid)
+    if (tmp / "llmctl").is_dir():
+        accuracy["dpo"] = lora.answer_accuracy(merged("llmctl"), valid)
+    return {**accuracy, "rows": len(valid), "sft_samples_per_second": sft["samples_per_second"],
+            "sft_learning_rate": lora.LR["lora"], "sft_dpo_heldout_reward_accuracy": sft_dpo["heldout"]["rewards/accuracies"]}
 
 
 def render(runs: dict, settings: dict, greedy: dict | None = None) -> tuple[list[str], dict]:
@@ -138,10 +150,14 @@ def render(runs: dict, settings: dict, greedy: dict | None = None) -> tuple[list
                   f"training speed vs TRL: {speed:.2f}x (target >= {TARGETS['speed_vs_trl']}x)",
                   f"peak RSS vs TRL: {rss:.2f}x (target <= {TARGETS['rss_vs_trl']}x)"]
     if greedy:
-        delta = greedy["dpo"] - greedy["sft"]
+        delta = greedy["sft-dpo"] - greedy["sft"]
         checks["greedy_vs_sft"] = harness.delta_check(delta, TARGETS["greedy_vs_sft"], one_sided=True)
-        lines += [f"greedy accuracy on {greedy['rows']} SST-2 validation sentences: llmctl DPO {greedy['dpo']:.4f}, "
-                  f"SFT on the same rows {greedy['sft']:.4f} ({delta:+.4f}; target: at least the SFT run's)"]
+        lines += [f"greedy accuracy on {greedy['rows']} SST-2 validation sentences (an answer counts when its first "
+                  f"word is the label): SFT on the same rows {greedy['sft']:.4f}; llmctl DPO started from that SFT "
+                  f"model {greedy['sft-dpo']:.4f} ({delta:+.4f}; target: at least the SFT run's; its held-out reward "
+                  f"accuracy {greedy['sft_dpo_heldout_reward_accuracy']:.4f})"
+                  + (f"; llmctl DPO from the instruct model {greedy['dpo']:.4f} (it keeps the instruct model's "
+                     "\"This review is ...\" answers)" if "dpo" in greedy else "")]
     lines += ["", f"work: {settings['train_rows']} SST-2 preference pairs (conversational; chosen the right "
               f"sentiment word, rejected the wrong one), DPO beta {BETA}, {EPOCHS} epoch, batch {BATCH}, lr {LR}, "
               f"linear decay, no warm-up, LoRA {LORA}, max length {MAX_LEN}, seed {SEED}, "
@@ -160,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-rows", type=int, default=872,
                         help="SST-2 validation sentences answered greedily by the DPO and SFT runs (default 872).")
     parser.add_argument("--no-greedy", action="store_true", help="Skip the SFT run and the greedy answers.")
+    parser.add_argument("--greedy-only", action="store_true",
+                        help="Only the greedy stage (SFT, then DPO from it); results in dpo-greedy.{md,json}.")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true",
                         help="32 pairs, 16 held-out, 16 greedy answers; results in a temporary folder.")
     args = parser.parse_args(argv)
     if args.smoke:
         args.train_rows, args.heldout_rows, args.validation_rows = 32, 16, 16
-    configs = [c.strip() for c in args.only.split(",")] if args.only else list(CONFIGS)
+    configs = [] if args.greedy_only else [c.strip() for c in args.only.split(",")] if args.only else list(CONFIGS)
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
@@ -189,16 +207,18 @@ def main(argv: list[str] | None = None) -> int:
             harness.log(f"{name}: first loss {r['first_loss']:.6f}, {r['samples_per_second']:.2f} samples/s, peak RSS "
                         f"{r['peak_rss_mb']:.0f} MB, held-out reward accuracy {r['heldout']['rewards/accuracies']:.4f}")
         greedy = None
-        if "llmctl" in configs and not args.no_greedy:
-            greedy = greedy_accuracies(model, tmp, args.train_rows, args.validation_rows)
-            harness.log(f"greedy accuracy: DPO {greedy['dpo']:.4f}, SFT {greedy['sft']:.4f}")
+        if ("llmctl" in configs or args.greedy_only) and not args.no_greedy:
+            greedy = greedy_accuracies(model, tmp, args.train_rows, args.validation_rows, (train, heldout),
+                                       machine["cpu_bf16"])
+            harness.log(f"greedy accuracy: SFT {greedy['sft']:.4f}, DPO after SFT {greedy['sft-dpo']:.4f}")
     settings = {"train_rows": args.train_rows, "heldout_rows": args.heldout_rows, "configs": configs,
                 "model": str(model), "bf16": machine["cpu_bf16"],
                 "validation_rows": None if args.no_greedy else args.validation_rows}
     lines, checks = render(runs, settings, greedy)
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
-    bench = argparse.Namespace(name="dpo", title="DPO: llmctl task: preference vs TRL DPOTrainer (SmolLM2, LoRA)")
+    bench = argparse.Namespace(name="dpo-greedy" if args.greedy_only else "dpo",
+                               title="DPO: llmctl task: preference vs TRL DPOTrainer (SmolLM2, LoRA)")
     folder = harness.results_dir(args, bench)
     harness.write_results(folder, bench, text, {"settings": settings, "machine": machine, "results": runs,
                                                 "greedy": greedy, "checks": checks})
