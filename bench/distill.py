@@ -180,8 +180,8 @@ def main() -> int:
     text = "\n".join([*lines, *harness.environment_lines(machine)]) + "\n"
     print(text, end="")
     payload = {"settings": vars(args) | {"results_dir": str(results_dir), "model": model}, "machine": machine,
-               "runs": runs, "predict_wall_s": wall | onnx_wall, "predict_one_text_wall_s": start, "quantization": q, "labels_agree": agree,
-               "checks": checks}
+               "runs": runs, "predict_wall_s": wall | onnx_wall, "predict_one_text_wall_s": start, "quantization": q,
+               "labels_agree": agree, "checks": checks}
     harness.write_results(results_dir, Results, text, payload)
     return 0
 
