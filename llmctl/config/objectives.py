@@ -28,6 +28,13 @@ class DistillConfig(Section):
         64, gt=0, description="causal-lm: keep the teacher's k most likely tokens per position, the rest of its "
                               "probability as one bucket; null = the full vocabulary. Classification keeps every label.")
     batch_size: int = Field(32, gt=0, description="Rows per teacher forward pass when its logits are computed.")
+    hidden_weight: float = Field(
+        0.0, ge=0, description="classification: weight of a third term matching the student's first-token hidden "
+                               "state after each layer to the teacher's (Patient KD: squared distance of the unit "
+                               "vectors, summed over layers); 0 = off.")
+    hidden_layers: list[int] | None = Field(
+        None, description="With hidden_weight: for each student layer in order, the teacher layer (1 = its first) "
+                          "it is matched to; null = evenly spaced, ending at the teacher's last (6 -> 3: 2, 4, 6).")
 
 
 class PreferenceConfig(Section):
@@ -76,3 +83,10 @@ def check_distill(task: str, data, recipe) -> None:
         raise ValueError("distill caches the teacher's outputs per example; drop data.packing")
     if recipe.peft is not None or recipe.zero_shot is not None:
         raise ValueError(f"distill trains the whole student; drop {'peft' if recipe.peft is not None else 'zero_shot'}")
+    cfg = recipe.distill
+    if cfg.hidden_weight > 0 and task != "classification":
+        raise ValueError(f"distill.hidden_weight matches a classifier's first-token hidden states; task {task} has "
+                         "no such summary: drop distill.hidden_weight")
+    if cfg.hidden_layers is not None and cfg.hidden_weight == 0:
+        raise ValueError("distill.hidden_layers chooses the layers that distill.hidden_weight matches; set "
+                         "distill.hidden_weight (e.g. 100) or drop distill.hidden_layers")

@@ -37,6 +37,8 @@ def check(recipe, task, config) -> None:
                           f"{', same size, other ids' if len(vocab_t) == len(vocab_s) else ''}); "
                           "the teacher's outputs can only teach a student that shares its tokenizer.",
                           "Start the student from the teacher's family (e.g. model.init_from: TEACHER with model.layers).")
+    if recipe.distill.hidden_weight > 0:
+        hidden_map(recipe, config, pretrained(AutoConfig, folder))
     if task.distill_targets == "sequence":
         t_config = pretrained(AutoConfig, folder)
         t_labels = [t_config.id2label[i] for i in range(t_config.num_labels)]
@@ -45,6 +47,27 @@ def check(recipe, task, config) -> None:
             raise RecipeError(f"distill.teacher {teacher} predicts the labels {t_labels} and this run's data "
                               f"has {s_labels}: the teacher's logits must mean the student's labels, in the same order.",
                               "Distill on data with the teacher's labels (set data.label_names to its list).")
+
+
+def hidden_map(recipe, student_config, teacher_config) -> list[int]:
+    """distill.hidden_layers, checked, or the default: student layer j of m (1-based) matched to
+    teacher layer round(j * n / m), so the last meets the last (PKD's "skip" choice)."""
+    from llmctl.models.init_from import layer_count
+
+    cfg, teacher = recipe.distill, recipe.distill.teacher
+    m = len(recipe.model.layers) if recipe.model.layers else layer_count(student_config)
+    n = layer_count(teacher_config)
+    if student_config.hidden_size != teacher_config.hidden_size:
+        raise RecipeError(f"distill.hidden_weight: the student's hidden states have {student_config.hidden_size} "
+                          f"values and the teacher {teacher}'s {teacher_config.hidden_size}, so they cannot be "
+                          "compared.", "Start the student from the teacher's layers (model.init_from) or drop "
+                                       "distill.hidden_weight.")
+    chosen = cfg.hidden_layers if cfg.hidden_layers is not None else [round((j + 1) * n / m) for j in range(m)]
+    if len(chosen) != m or not all(1 <= layer <= n for layer in chosen):
+        raise RecipeError(f"distill.hidden_layers {chosen}: give one teacher layer per student layer ({m}), each "
+                          f"from 1 to {n} (the teacher {teacher} has {n}).",
+                          f"e.g. distill.hidden_layers: {[round((j + 1) * n / m) for j in range(m)]}, or drop it.")
+    return list(chosen)
 
 
 def init_student(auto_class, recipe, tokenizer, **overrides):
@@ -67,9 +90,18 @@ def build_distiller(recipe, task, features, tokenizer, device, notes: list[str])
     from llmctl.train.distill import Distiller, teacher_targets
 
     cfg = recipe.distill
+    folder = Path(find_model_dir(cfg.teacher))
+    layers = None
+    if cfg.hidden_weight > 0:
+        from transformers import AutoConfig
+
+        from llmctl.models.gate import pretrained
+        from llmctl.models.load import load_config
+
+        layers = hidden_map(recipe, load_config(recipe.model), pretrained(AutoConfig, folder))
     use_cache = bool(recipe.data.cache and local_files(recipe.data.train))
-    targets, source = teacher_targets(cfg, task, features, tokenizer, Path(find_model_dir(cfg.teacher)), device, use_cache,
-                              notes)
+    targets, source = teacher_targets(cfg, task, features, tokenizer, folder, device, use_cache, notes, layers)
     info = {"teacher": str(cfg.teacher), "alpha": cfg.alpha, "temperature": cfg.temperature,
-            "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source}
-    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info)
+            "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source,
+            **({"hidden_weight": cfg.hidden_weight, "hidden_layers": layers} if layers else {})}
+    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info, cfg.hidden_weight)

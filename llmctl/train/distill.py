@@ -12,6 +12,14 @@ rows of a batch (classification) or over the positions whose next token is learn
 LM: the positions CE reads), i.e. torch's KLDivLoss(reduction="batchmean") over those rows.
 T**2 keeps the soft term's gradients on the scale of the hard term's as T changes.
 
+distill.hidden_weight = w > 0 (classification) adds Patient KD's term (Sun et al. 2019):
+
+    w * sum over student layers j of || h_s(j) / |h_s(j)| - h_t(I(j)) / |h_t(I(j))| ||^2
+
+averaged over rows, where h is the first token's hidden state after a layer and I maps each
+student layer to a teacher layer (distill.hidden_layers). With two labels the teacher's soft
+labels say little beyond the hard ones; its hidden states say much more.
+
 Large vocabularies (causal LM, distill.top_k = k): the teacher keeps, per position, its k
 most likely tokens at temperature T and the rest of its probability as one bucket. The KL is
 then taken over k + 1 outcomes: those k tokens, and "any other token" whose student
@@ -63,6 +71,15 @@ def mix(task_loss, kl, alpha: float, temperature: float):
     return (1.0 - alpha) * task_loss + (alpha * temperature * temperature) * kl
 
 
+def hidden_distance(student_hidden, teacher_hidden):
+    """Patient KD's term for a batch: [rows, layers, width] each; squared distance of the unit
+    vectors, summed over layers, averaged over rows."""
+    import torch
+
+    unit = torch.nn.functional.normalize
+    return (unit(student_hidden.float(), dim=-1) - unit(teacher_hidden, dim=-1)).pow(2).sum(-1).sum(-1).mean()
+
+
 def learned_positions(labels):
     """[batch, length] bool: position t predicts token t + 1, which has a label (as ForCausalLMLoss reads it)."""
     import torch
@@ -79,10 +96,20 @@ class Distiller:
     alpha: float
     temperature: float
     info: dict | None = None  # for metrics.json: the teacher and where its outputs came from
+    hidden_weight: float = 0.0  # > 0: targets also hold "hidden", the teacher's matched layers
 
     def loss(self, model, inputs: dict, index):
-        outputs = model(**inputs)
-        return mix(outputs.loss, self.kl(outputs.logits, inputs, index), self.alpha, self.temperature)
+        outputs = model(**inputs, **({"output_hidden_states": True} if self.hidden_weight else {}))
+        loss = mix(outputs.loss, self.kl(outputs.logits, inputs, index), self.alpha, self.temperature)
+        if not self.hidden_weight:
+            return loss
+        import numpy as np
+        import torch
+
+        rows = [int(i) for i in index]
+        teacher = torch.from_numpy(np.asarray(self.targets.columns["hidden"][rows], dtype=np.float32))
+        student = torch.stack([h[:, 0] for h in outputs.hidden_states[1:]], dim=1)  # [0] is the embeddings
+        return loss + self.hidden_weight * hidden_distance(student, teacher.to(student.device))
 
     def kl(self, logits, inputs: dict, index):
         import numpy as np
@@ -109,7 +136,7 @@ class Distiller:
 
 
 # -- the teacher's outputs, computed once ------------------------------------------------------
-def teacher_key(task, cfg, features, teacher_dir: Path):
+def teacher_key(task, cfg, features, teacher_dir: Path, layers=None):
     from llmctl import __version__
     from llmctl.data.cache import FORMAT, Key
     from llmctl.models.trust import base_digests
@@ -118,22 +145,25 @@ def teacher_key(task, cfg, features, teacher_dir: Path):
     kind = task.distill_targets
     return Key({"format": FORMAT, "llmctl": __version__, "task": task.name, "role": "teacher", "kind": kind,
                 "features": features_sha256(features), "teacher": base_digests(str(teacher_dir)) or str(teacher_dir),
-                **({"top_k": cfg.top_k, "temperature": cfg.temperature} if kind == "tokens" else {})})
+                **({"top_k": cfg.top_k, "temperature": cfg.temperature} if kind == "tokens" else {}),
+                **({"hidden_layers": list(layers)} if layers else {})})
 
 
-def teacher_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, use_cache: bool, notes: list[str]):
+def teacher_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, use_cache: bool, notes: list[str],
+                    layers=None):
     """(the teacher's outputs for every training row, "cache" | "computed"): from the feature
-    cache, or computed now (and stored there when `use_cache`). `notes`: what the user should read."""
+    cache, or computed now (and stored there when `use_cache`). `notes`: what the user should read.
+    `layers`: the teacher layers whose first-token hidden states are kept too (distill.hidden_weight)."""
     from llmctl.data import cache
 
-    key = teacher_key(task, cfg, features, teacher_dir) if use_cache else None
+    key = teacher_key(task, cfg, features, teacher_dir, layers) if use_cache else None
     if key is not None:
         found = cache.lookup(key, notes)
         if found is not None:
             notes.append(f"distill: the teacher's outputs for {len(found):,} rows from the cache "
                          f"({cache.entries_dir() / key.digest}); the teacher is not run")
             return found, "cache"
-    targets = compute_targets(cfg, task, features, tokenizer, teacher_dir, device)
+    targets = compute_targets(cfg, task, features, tokenizer, teacher_dir, device, layers)
     notes.append(f"distill: ran the teacher {teacher_dir} once over {len(features):,} training rows"
                  + ("; its outputs are cached for later runs" if key is not None else ""))
     if key is not None and cache.write(key, targets, notes):
@@ -143,7 +173,7 @@ def teacher_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, u
     return targets, "computed"
 
 
-def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device):
+def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, layers=None):
     """Run the teacher (eval mode, no gradients) over the features in index order."""
     import numpy as np
     import torch
@@ -162,9 +192,13 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device):
             inputs.pop("index")
             inputs = to_device(inputs, device)
             labels = inputs.pop("labels", None)
-            logits = teacher(**inputs).logits.float()
+            outputs = teacher(**inputs, **({"output_hidden_states": True} if layers else {}))
+            logits = outputs.logits.float()
             if task.distill_targets == "sequence":
                 out.setdefault("logits", []).append(logits.cpu().numpy())
+                if layers:
+                    hidden = torch.stack([outputs.hidden_states[i][:, 0] for i in layers], dim=1)
+                    out.setdefault("hidden", []).append(hidden.float().cpu().numpy())
                 continue
             mask = learned_positions(labels)
             counts += mask.sum(-1).tolist()
@@ -176,8 +210,8 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device):
                 out.setdefault(name, []).append(value.cpu().numpy())
     del teacher
     if task.distill_targets == "sequence":
-        logits = np.concatenate(out["logits"]).astype(np.float32)
-        return Features({"logits": logits}, np.ones(n, dtype=np.int32), {"kind": "sequence"})
+        columns = {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
+        return Features(columns, np.ones(n, dtype=np.int32), {"kind": "sequence"})
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     columns = {name: Ragged(np.concatenate(parts), offsets) for name, parts in out.items()}
