@@ -28,6 +28,9 @@ class DistillConfig(Section):
         64, gt=0, description="causal-lm: keep the teacher's k most likely tokens per position, the rest of its "
                               "probability as one bucket; null = the full vocabulary. Classification keeps every label.")
     batch_size: int = Field(32, gt=0, description="Rows per teacher forward pass when its logits are computed.")
+    augment: int = Field(
+        0, ge=0, description="classification: perturbed copies of each training row (tokens masked, short spans "
+                             "kept; Tang et al. 2019) that the teacher labels and the student also learns; 0 = none.")
     hidden_weight: float = Field(
         0.0, ge=0, description="classification: weight of a third term matching the student's first-token hidden "
                                "state after each layer to the teacher's (Patient KD: squared distance of the unit "
@@ -87,6 +90,9 @@ def check_distill(task: str, data, recipe) -> None:
     if cfg.hidden_weight > 0 and task != "classification":
         raise ValueError(f"distill.hidden_weight matches a classifier's first-token hidden states; task {task} has "
                          "no such summary: drop distill.hidden_weight")
+    if cfg.augment and task != "classification":
+        raise ValueError(f"distill.augment perturbs the texts of a classifier's rows for the teacher to label; task "
+                         f"{task} has no such labels: drop distill.augment")
     if cfg.hidden_layers is not None and cfg.hidden_weight == 0:
         raise ValueError("distill.hidden_layers chooses the layers that distill.hidden_weight matches; set "
                          "distill.hidden_weight (e.g. 100) or drop distill.hidden_layers")

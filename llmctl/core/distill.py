@@ -82,7 +82,8 @@ def init_student(auto_class, recipe, tokenizer, **overrides):
 
 
 def build_distiller(recipe, task, features, tokenizer, device, notes: list[str]):
-    """The loop's Distiller, the teacher's outputs read from the feature cache or computed now.
+    """(the loop's Distiller, the training features: with distill.augment, followed by their
+    perturbed copies labelled by the teacher), the teacher's outputs read from the feature cache or computed now.
     Called before the training seed is set, so running the teacher changes nothing of the run's
     random numbers (alpha 0 trains exactly as without distill)."""
     from llmctl.data.inputs import local_files
@@ -99,9 +100,25 @@ def build_distiller(recipe, task, features, tokenizer, device, notes: list[str])
         from llmctl.models.load import load_config
 
         layers = hidden_map(recipe, load_config(recipe.model), pretrained(AutoConfig, folder))
+    rows = len(features)
+    if cfg.augment:
+        from llmctl.train.augment import perturbed_copies
+
+        features = perturbed_copies(features, cfg.augment, recipe.train.seed, tokenizer.mask_token_id,
+                                    set(tokenizer.all_special_ids))
     use_cache = bool(recipe.data.cache and local_files(recipe.data.train))
     targets, source = teacher_targets(cfg, task, features, tokenizer, folder, device, use_cache, notes, layers)
+    if cfg.augment:
+        import numpy as np
+
+        guesses = np.asarray(targets.columns["logits"][rows:]).argmax(-1)
+        features.columns["labels"][rows:] = guesses.tolist()
+        notes.append(f"distill: {rows:,} training rows and {len(guesses):,} perturbed copies, labelled by the "
+                     f"teacher ({np.mean(guesses == np.repeat(features.columns['labels'][:rows], cfg.augment)):.1%} "
+                     "keep their row's label)")
     info = {"teacher": str(cfg.teacher), "alpha": cfg.alpha, "temperature": cfg.temperature,
             "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source,
             **({"hidden_weight": cfg.hidden_weight, "hidden_layers": layers} if layers else {})}
-    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info, cfg.hidden_weight)
+    if cfg.augment:
+        info["augment"] = cfg.augment
+    return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info, cfg.hidden_weight), features

@@ -106,7 +106,7 @@ def build(checked: Checked) -> Setup:
         from llmctl.console import note
 
         told: list[str] = []
-        distiller = build_distiller(recipe, task, train_features, tokenizer, accelerator.device, told)
+        distiller, train_features = build_distiller(recipe, task, train_features, tokenizer, accelerator.device, told)
         for line in told:
             note(line)
     resume = checked.mode == "resume"

@@ -2,8 +2,11 @@
 exported graph, checked on the run's validation split.
 
 Dynamic quantisation (onnxruntime.quantization.quantize_dynamic) stores the weights of the
-MatMul/Gemm/Attention nodes as signed int8 with one scale per tensor and quantises the
-activations on the fly at each call; no calibration data is needed. Whatever it costs in
+MatMul/Gemm/Attention nodes as signed int8 and quantises the activations on the fly at each
+call; no calibration data is needed. Weights get one scale per output channel, in 7 bits
+(reduce_range): on a CPU without VNNI (AVX2 only) onnxruntime's u8 x s8 products can saturate,
+and with one scale per tensor a fine-tuned MiniLM lost 2.06 points of SST-2 accuracy there
+(0.8463 -> 0.8257); per channel and 7 bits it lost none (0.8463), at the same speed. Whatever it costs in
 quality is measured, not assumed: the fp32 graph and the int8 graph are both scored on the run's
 validation split (the same code as `llmctl eval` on the folder), and the export records both
 sets of metrics and their change. `--max-drop METRIC=X` refuses the export (exit 4, no folder
@@ -46,7 +49,7 @@ def quantize_graph(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation of `source` into `target` (onnxruntime's own tool)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
 
 
 def quantize_and_score(folder: Path, scheme: str, max_drop: dict[str, float], score) -> dict:
@@ -77,7 +80,7 @@ def quantize_and_score(folder: Path, scheme: str, max_drop: dict[str, float], sc
         raise GateFailed(f"--quantize {scheme}: the quantised model is worse than the fp32 export on "
                          f"{fp32['data']} ({fp32['samples']} rows): " + "; ".join(failed) + "; nothing was written.",
                          "Export without --quantize, or allow a larger --max-drop.")
-    return {"scheme": scheme, "method": "onnxruntime.quantization.quantize_dynamic (weights QInt8, per tensor)",
+    return {"scheme": scheme, "method": "onnxruntime.quantization.quantize_dynamic (weights QInt8, per channel, 7-bit range)",
             "onnxruntime": onnxruntime.__version__, "data": fp32["data"], "samples": fp32["samples"],
             "fp32": fp32["metrics"], "quantized": quantized["metrics"],
             "change": {name: row["delta"] for name, row in deltas.items()},

@@ -186,9 +186,13 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, l
     teacher = load_trained(auto_class(task.auto_model), teacher_dir).to(device).eval()
     n, out = len(features), {}
     counts = []
+    # Classification rows are independent: run them length-sorted (little padding) and put them
+    # back in index order. Causal-LM positions are stored row after row, so they go in order.
+    order = (np.argsort(-np.asarray(features.lengths), kind="stable") if task.distill_targets == "sequence"
+             else np.arange(n))
     with torch.inference_mode():
         for start in range(0, n, cfg.batch_size):
-            inputs = task.collate(features.rows(range(start, min(n, start + cfg.batch_size))), tokenizer)
+            inputs = task.collate(features.rows(order[start:start + cfg.batch_size]), tokenizer)
             inputs.pop("index")
             inputs = to_device(inputs, device)
             labels = inputs.pop("labels", None)
@@ -210,7 +214,9 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, l
                 out.setdefault(name, []).append(value.cpu().numpy())
     del teacher
     if task.distill_targets == "sequence":
-        columns = {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
+        back = np.empty(n, dtype=np.int64)
+        back[order] = np.arange(n)
+        columns = {name: np.concatenate(parts).astype(np.float32)[back] for name, parts in out.items()}
         return Features(columns, np.ones(n, dtype=np.int32), {"kind": "sequence"})
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

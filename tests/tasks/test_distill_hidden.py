@@ -129,3 +129,44 @@ def test_the_recipe_check_refuses_hidden_settings_that_do_nothing(tiny_models, t
     assert refused.exit_code == EXIT_USAGE
     assert "r.yaml:" in refused.stderr and message in refused.stderr  # the recipe's line, listed with the rest
     assert not (tmp_path / "run").exists()
+
+
+def test_perturbed_copies_mask_and_cut_only_the_text(tiny_models):
+    from transformers import AutoTokenizer
+
+    from llmctl.data.features import Features
+    from llmctl.train.augment import perturbed_copies
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    sentences = [row["sentence"] for row in keyword_sentiment_rows(40, seed=0)]
+    enc = tokenizer(sentences)
+    rows = Features({"input_ids": enc["input_ids"], "labels": [i % 2 for i in range(40)]}, [len(x) for x in enc["input_ids"]])
+    special = set(tokenizer.all_special_ids)
+    out = perturbed_copies(rows, 3, 7, tokenizer.mask_token_id, special)
+    assert len(out) == 160 and out.columns["input_ids"][:40] == enc["input_ids"]
+    assert out.columns["labels"][40:] == [i % 2 for i in range(40) for _ in range(3)]
+    assert perturbed_copies(rows, 3, 7, tokenizer.mask_token_id, special).columns == out.columns  # the seed decides
+    masked = cut = 0
+    for k, copy in enumerate(out.columns["input_ids"][40:]):
+        source = enc["input_ids"][k // 3]
+        assert copy[0] == source[0] and copy[-1] == source[-1]  # [CLS] ... [SEP] stay
+        assert set(copy) - set(source) <= {tokenizer.mask_token_id}
+        masked += copy.count(tokenizer.mask_token_id)
+        cut += len(copy) < len(source) and len(copy) <= 2 + 5
+    assert masked > 0 and cut > 0
+
+
+def test_augmented_copies_are_labelled_by_the_teacher_and_trained_on(teacher):
+    from llmctl.data import store
+
+    tmp, train, teacher_run, cache = teacher
+    run = finetune(student_recipe(tmp, "augmented", teacher_run, train, "[0, 1]", alpha=0.5, augment=2), cache)
+    assert run.json()["distill"]["augment"] == 2
+    assert "distill: 48 training rows and 96 perturbed copies, labelled by the teacher" in run.stderr
+    assert run.json()["train"]["samples"] == 2 * 144  # two epochs over the rows and their copies
+    entries = [p for p in (Path(cache["LLMCTL_CACHE_DIR"]) / "features").iterdir()
+               if json.loads((p / "manifest.json").read_text())["key"].get("role") == "teacher"
+               and len(store.load(p)) == 144]
+    assert len(entries) == 1
+    again = finetune(student_recipe(tmp, "augmented-again", teacher_run, train, "[0, 1]", alpha=0.5, augment=2), cache)
+    assert "the teacher's outputs for 144 rows from the cache" in again.stderr
