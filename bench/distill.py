@@ -66,7 +66,7 @@ def finetune(path: Path) -> dict:
     out = json.loads(timed["stdout"])
     harness.log(f"{path.stem}: accuracy {out['metrics']['accuracy']:.4f}, {timed['wall_s']} s")
     return {"accuracy": out["metrics"]["accuracy"], "wall_s": timed["wall_s"],
-            "samples_per_second": out["train"]["samples_per_second"]}
+            "samples_per_second": out["train"]["samples_per_second"], "distill": out.get("distill")}
 
 
 def predict_times(sides: dict[str, Path], inputs: Path, repeats: int, tmp: Path) -> tuple[dict, dict]:
@@ -178,6 +178,8 @@ def main() -> int:
         "",
         f"distilled - teacher: {acc['distilled'] - acc['teacher']:+.4f}; distilled - plain: "
         f"{acc['distilled'] - acc['plain']:+.4f}; predict speed-up {wall['teacher'] / wall['distilled']:.2f}x.",
+        *([f"The teacher's label for a perturbed copy was its row's label for "
+           f"{runs['distilled']['distill']['copies_keeping_their_label']:.1%} of the copies."] if args.augment else []),
         f"The same predict on one text (start-up: Python, imports, loading, writing): teacher {start['teacher']:.1f} s, "
         f"distilled {start['distilled']:.1f} s; the {len(texts):,} texts beyond it take "
         f"{wall['teacher'] - start['teacher']:.1f} s against {wall['distilled'] - start['distilled']:.1f} s: "

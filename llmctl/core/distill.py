@@ -112,13 +112,13 @@ def build_distiller(recipe, task, features, tokenizer, device, notes: list[str])
         import numpy as np
 
         guesses = np.asarray(targets.columns["logits"][rows:]).argmax(-1)
+        kept = float(np.mean(guesses == np.repeat(features.columns["labels"][:rows], cfg.augment)))
         features.columns["labels"][rows:] = guesses.tolist()
         notes.append(f"distill: {rows:,} training rows and {len(guesses):,} perturbed copies, labelled by the "
-                     f"teacher ({np.mean(guesses == np.repeat(features.columns['labels'][:rows], cfg.augment)):.1%} "
-                     "keep their row's label)")
+                     f"teacher ({kept:.1%} keep their row's label)")
     info = {"teacher": str(cfg.teacher), "alpha": cfg.alpha, "temperature": cfg.temperature,
             "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source,
             **({"hidden_weight": cfg.hidden_weight, "hidden_layers": layers} if layers else {})}
     if cfg.augment:
-        info["augment"] = cfg.augment
+        info |= {"augment": cfg.augment, "copies_keeping_their_label": round(kept, 4)}
     return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info, cfg.hidden_weight), features

@@ -51,10 +51,10 @@ def assert_saves_adapter(run_dir, result, heads=()):
     assert env["peft"]["trainable_parameters"] == peft["trainable_parameters"] and "LoRA" in env["cpu_speedups_note"]
 
 
-def same_metrics(a: dict, b: dict):
+def same_metrics(a: dict, b: dict, rel: float = 1e-5):
     assert a.keys() == b.keys()
     for key in a:
-        assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+        assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), key
 
 
 # -- classification: bert (head `classifier`) and llama (head `score`) ----------------------
@@ -281,7 +281,10 @@ def test_decoder_speedups_train_the_same_chat_adapter(tiny_models, tmp_path, pre
             assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-5), (key, (a[key] - b[key]).abs().max())
     evaluated = run_cli("eval", str(tmp_path / "fast"), "--json", env=ONE_THREAD)
     assert evaluated.exit_code == EXIT_OK, evaluated.stderr
-    same_metrics(fast["metrics"], evaluated.json()["metrics"])
+    # bf16 products are summed in a kernel-dependent order: on an AVX2-only CPU (no native bf16) the
+    # run's and eval's losses differed by 1e-5 relative, perplexity (its exp) by 7e-5; a wrong base
+    # or adapter moves them by far more.
+    same_metrics(fast["metrics"], evaluated.json()["metrics"], rel=1e-5 if precision == "fp32" else 2e-4)
 
 
 def torch_allclose(x, y) -> bool:

@@ -161,8 +161,10 @@ def test_augmented_copies_are_labelled_by_the_teacher_and_trained_on(teacher):
 
     tmp, train, teacher_run, cache = teacher
     run = finetune(student_recipe(tmp, "augmented", teacher_run, train, "[0, 1]", alpha=0.5, augment=2), cache)
-    assert run.json()["distill"]["augment"] == 2
-    assert "distill: 48 training rows and 96 perturbed copies, labelled by the teacher" in run.stderr
+    info = run.json()["distill"]
+    assert info["augment"] == 2 and 0.0 <= info["copies_keeping_their_label"] <= 1.0
+    assert (f"distill: 48 training rows and 96 perturbed copies, labelled by the teacher "
+            f"({info['copies_keeping_their_label']:.1%} keep their row's label)") in run.stderr
     assert run.json()["train"]["samples"] == 2 * 144  # two epochs over the rows and their copies
     entries = [p for p in (Path(cache["LLMCTL_CACHE_DIR"]) / "features").iterdir()
                if json.loads((p / "manifest.json").read_text())["key"].get("role") == "teacher"
