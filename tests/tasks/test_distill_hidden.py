@@ -1,6 +1,7 @@
-"""distill.hidden_weight (Patient KD) through the real CLI on the tiny BERT: the term is the
-hand-computed one, the teacher's matched hidden states are cached with its logits and equal
-transformers' own, the term pulls the student's states towards the teacher's, and wrong
+"""distill.hidden_weight (Patient KD) and distill.augment through the real CLI on the tiny BERT:
+the hidden term is the hand-computed one, the teacher's matched hidden states are cached with its
+logits and equal transformers' own, the term pulls the student's states towards the teacher's,
+perturbed copies are masked and cut only inside the text and labelled by the teacher, and wrong
 settings are refused when the recipe is read, before any weight loads."""
 
 import json
@@ -8,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ONE_THREAD, error_lines, keyword_sentiment_rows, run_cli, write_csv, write_recipe
-from llmctl.errors import EXIT_OK, EXIT_USAGE
-
-FAST = {"epochs": 2, "learning_rate": 3e-3, "save_every": 1000}
-
-
-def finetune(recipe, env):
-    result = run_cli("finetune", str(recipe), "--json", env=ONE_THREAD | env)
-    assert result.exit_code == EXIT_OK, result.stderr[-3000:]
-    return result
+from helpers import ONE_THREAD, error_lines, keyword_sentiment_rows, run_cli, write_recipe
+from llmctl.errors import EXIT_USAGE
+from test_distill import FAST, finetune, teacher  # noqa: F401  (the tiny teacher run, shared)
 
 
 def student_recipe(tmp: Path, name: str, teacher: Path, train: Path, layers: str, **distill) -> Path:
@@ -25,16 +19,6 @@ def student_recipe(tmp: Path, name: str, teacher: Path, train: Path, layers: str
                           distill={"teacher": str(teacher), **distill})
     recipe.write_text(recipe.read_text().replace(f"name_or_path: {teacher}", f"init_from: {teacher}\n  layers: {layers}"))
     return recipe
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_models, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("distill-hidden")
-    train = write_csv(tmp / "train.csv", keyword_sentiment_rows(48, seed=0))
-    run = tmp / "teacher"
-    finetune(write_recipe(tmp / "teacher.yaml", tiny_models["bert"], train, None, run,
-                          train=FAST | {"epochs": 3, "learning_rate": 5e-3}), {})
-    return tmp, train, run, {"LLMCTL_CACHE_DIR": str(tmp / "cache")}
 
 
 def first_token_states(model_dir: Path, layer: int):

@@ -97,6 +97,7 @@ def kill_data(tiny_models, tmp_path_factory):
     return tmp, write_csv(tmp / "train42.csv", sentiment_rows(42))
 
 
+@pytest.mark.slow  # 86 s on 2 AVX2 cores; by default FSDP resume is covered bitwise by the LoRA case below
 def test_fsdp_sigkill_and_resume_is_bitwise(kill_data):
     tmp, train = kill_data
     recipe, ref_trace = reference_run(tmp, "reference", train, launcher=FSDP2)
