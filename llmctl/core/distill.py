@@ -117,8 +117,9 @@ def build_distiller(recipe, task, features, tokenizer, device, notes: list[str])
         notes.append(f"distill: {rows:,} training rows and {len(guesses):,} perturbed copies, labelled by the "
                      f"teacher ({kept:.1%} keep their row's label)")
     info = {"teacher": str(cfg.teacher), "alpha": cfg.alpha, "temperature": cfg.temperature,
-            "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source,
-            **({"hidden_weight": cfg.hidden_weight, "hidden_layers": layers} if layers else {})}
+            "top_k": cfg.top_k if task.distill_targets == "tokens" else None, "teacher_outputs": source}
+    if layers:
+        info |= {"hidden_weight": cfg.hidden_weight, "hidden_layers": layers}
     if cfg.augment:
         info |= {"augment": cfg.augment, "copies_keeping_their_label": round(kept, 4)}
     return Distiller(task.distill_targets, targets, cfg.alpha, cfg.temperature, info, cfg.hidden_weight), features

@@ -6,8 +6,9 @@ MatMul/Gemm/Attention nodes as signed int8 and quantises the activations on the 
 call; no calibration data is needed. Weights get one scale per output channel, in 7 bits
 (reduce_range): on a CPU without VNNI (AVX2 only) onnxruntime's u8 x s8 products can saturate,
 and with one scale per tensor a fine-tuned MiniLM lost 2.06 points of SST-2 accuracy there
-(0.8463 -> 0.8257); per channel and 7 bits it lost none (0.8463), at the same speed. Whatever it costs in
-quality is measured, not assumed: the fp32 graph and the int8 graph are both scored on the run's
+(0.8463 -> 0.8257); per channel and 7 bits it lost none (0.8463), at the same speed.
+
+Whatever it costs in quality is measured, not assumed: the fp32 graph and the int8 graph are both scored on the run's
 validation split (the same code as `llmctl eval` on the folder), and the export records both
 sets of metrics and their change. `--max-drop METRIC=X` refuses the export (exit 4, no folder
 left) when the int8 graph is worse than the fp32 one by more than X.
@@ -80,7 +81,8 @@ def quantize_and_score(folder: Path, scheme: str, max_drop: dict[str, float], sc
         raise GateFailed(f"--quantize {scheme}: the quantised model is worse than the fp32 export on "
                          f"{fp32['data']} ({fp32['samples']} rows): " + "; ".join(failed) + "; nothing was written.",
                          "Export without --quantize, or allow a larger --max-drop.")
-    return {"scheme": scheme, "method": "onnxruntime.quantization.quantize_dynamic (weights QInt8, per channel, 7-bit range)",
+    return {"scheme": scheme,
+            "method": "onnxruntime.quantization.quantize_dynamic (weights QInt8, per channel, 7-bit range)",
             "onnxruntime": onnxruntime.__version__, "data": fp32["data"], "samples": fp32["samples"],
             "fp32": fp32["metrics"], "quantized": quantized["metrics"],
             "change": {name: row["delta"] for name, row in deltas.items()},

@@ -4,6 +4,7 @@ CI logs; every command that loads a model calls quiet_libraries first."""
 from __future__ import annotations
 
 import os
+import sys
 
 # The user's own TOKENIZERS_PARALLELISM, read before quiet_libraries sets a default
 # (llmctl.data.prepare turns parallel tokenizing on only when the user left it unset).
@@ -19,8 +20,6 @@ def quiet_libraries() -> None:
     # datasets reads both settings when it is first imported; importing it here only to quiet it
     # cost every `predict` 0.9 s of start-up, though most commands never load a dataset.
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    import sys
-
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -32,8 +32,8 @@ def perturbed_copies(features, copies: int, seed: int, mask_id: int | None, spec
     pair = "token_type_ids" in features.columns
     columns = {name: [_plain(v) for v in column] for name, column in features.columns.items()}
     for i in range(n):
-        ids = [int(t) for t in features.columns["input_ids"][i]]
-        types = [int(t) for t in features.columns["token_type_ids"][i]] if pair else None
+        ids = columns["input_ids"][i]
+        types = columns["token_type_ids"][i] if pair else None
         for _ in range(copies):
             new_ids, new_types = _perturb(ids, types, rng, mask_id, special_ids)
             columns["input_ids"].append(new_ids)
@@ -46,8 +46,11 @@ def perturbed_copies(features, copies: int, seed: int, mask_id: int | None, spec
 
 
 def _plain(value):
-    return [int(v) for v in value] if isinstance(value, np.ndarray) and value.ndim else (
-        value.item() if isinstance(value, np.generic) else value)
+    """A row's value from a columnar store (a numpy row or scalar) as the Python lists and
+    numbers that in-memory features hold, so rows and copies sit in one list."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _perturb(ids: list[int], types: list[int] | None, rng, mask_id: int | None, special: set[int]):

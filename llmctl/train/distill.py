@@ -181,18 +181,19 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, l
     from llmctl.data.features import Features
     from llmctl.data.store import Ragged
     from llmctl.models.load import auto_class, load_trained
+    from llmctl.train.batching import eval_batches
     from llmctl.train.evaluate import to_device
 
     teacher = load_trained(auto_class(task.auto_model), teacher_dir).to(device).eval()
     n, out = len(features), {}
     counts = []
-    # Classification rows are independent: run them length-sorted (little padding) and put them
-    # back in index order. Causal-LM positions are stored row after row, so they go in order.
-    order = (np.argsort(-np.asarray(features.lengths), kind="stable") if task.distill_targets == "sequence"
-             else np.arange(n))
+    # Classification rows are independent: run them in evaluation's length-sorted batches (little
+    # padding) and put them back in index order. Causal-LM positions are stored row after row.
+    batches = (eval_batches(features.lengths, cfg.batch_size) if task.distill_targets == "sequence"
+               else [range(start, min(n, start + cfg.batch_size)) for start in range(0, n, cfg.batch_size)])
     with torch.inference_mode():
-        for start in range(0, n, cfg.batch_size):
-            inputs = task.collate(features.rows(order[start:start + cfg.batch_size]), tokenizer)
+        for batch in batches:
+            inputs = task.collate(features.rows(batch), tokenizer)
             inputs.pop("index")
             inputs = to_device(inputs, device)
             labels = inputs.pop("labels", None)
@@ -215,7 +216,7 @@ def compute_targets(cfg, task, features, tokenizer, teacher_dir: Path, device, l
     del teacher
     if task.distill_targets == "sequence":
         back = np.empty(n, dtype=np.int64)
-        back[order] = np.arange(n)
+        back[[i for batch in batches for i in batch]] = np.arange(n)
         columns = {name: np.concatenate(parts).astype(np.float32)[back] for name, parts in out.items()}
         return Features(columns, np.ones(n, dtype=np.int32), {"kind": "sequence"})
     offsets = np.zeros(n + 1, dtype=np.int64)
