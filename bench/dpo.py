@@ -120,7 +120,8 @@ def greedy_accuracies(model: Path, tmp: Path, train_rows: int, validation_rows: 
     if (tmp / "llmctl").is_dir():
         accuracy["dpo"] = lora.answer_accuracy(merged("llmctl"), valid)
     return {**accuracy, "rows": len(valid), "sft_samples_per_second": sft["samples_per_second"],
-            "sft_learning_rate": lora.LR["lora"], "sft_dpo_heldout_reward_accuracy": sft_dpo["heldout"]["rewards/accuracies"]}
+            "sft_learning_rate": lora.LR["lora"],
+            "sft_dpo_heldout_reward_accuracy": sft_dpo["heldout"]["rewards/accuracies"]}
 
 
 def render(runs: dict, settings: dict, greedy: dict | None = None) -> tuple[list[str], dict]:
