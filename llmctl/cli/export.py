@@ -57,6 +57,7 @@ def export_command(
         print_json(result)
     else:
         how = "adapter merged into its base" if result["merged_adapter"] else "full fine-tune"
-        print(f"wrote {result['output']} ({result['format']}, {result['dtype']}, {how}, "
+        dtype = result["dtype"] if quantized is None else f"{quantized['scheme']} weights, {result['dtype']} activations"
+        print(f"wrote {result['output']} ({result['format']}, {dtype}, {how}, "
               f"{result['parameters']:,} parameters)",
               file=sys.stderr)

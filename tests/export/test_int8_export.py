@@ -101,3 +101,12 @@ def test_quantize_usage_errors_come_first(tmp_path, args, says):
     assert error_lines(refused.stderr) == [refused.stderr.strip()]
     assert refused.stderr.startswith(f"error: {says}")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_line_says_the_weights_are_int8(bert_run):
+    tmp, run, _, _ = bert_run
+    out = tmp / "int8-plain"
+    exported = run_cli("export", str(run), "--output", str(out), "--format", "onnx", "--quantize", "int8",
+                       env=ONE_THREAD)
+    assert exported.exit_code == EXIT_OK, exported.stderr[-3000:]
+    assert f"wrote {out} (onnx, int8 weights, float32 activations, full fine-tune," in exported.stderr
