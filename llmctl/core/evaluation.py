@@ -211,9 +211,14 @@ def evaluate_model(model_path: str, data: str | None = None, split: str | None =
 
 def _with_predictions_file(result: dict, save_predictions: str | None) -> dict:
     """Write the result's "predictions" rows (one jsonl row per example) to `save_predictions`, and
-    name the file in the result instead."""
+    name the file in the result instead. Only the main process writes: under a launcher every rank
+    gets here, and the others hold no rows (their empty file would replace the main one's)."""
+    from llmctl.console import is_main_rank
+
     rows = result.pop("predictions", None)
     if save_predictions is None or rows is None:
+        return result
+    if not is_main_rank():
         return result
     from llmctl.files import write_text_atomic
 

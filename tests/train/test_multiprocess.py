@@ -54,3 +54,20 @@ def test_two_processes_match_one(setup, launcher):
     assert multi["metrics"]["loss"] == pytest.approx(single["metrics"]["loss"], abs=1e-4)
     assert multi["metrics"]["accuracy"] == single["metrics"]["accuracy"]
     assert Path(out_dir / "model" / "model.safetensors").is_file()
+
+
+def test_eval_under_two_processes_writes_every_prediction_once(setup):
+    """Each rank scores part of the split; the predictions file holds every row, written by rank 0
+    alone (another rank writing its empty share over it would leave the user an empty file)."""
+    tmp, _, single = setup
+    target = tmp / "predictions.jsonl"
+    cmd = [sys.executable, *LAUNCHERS["accelerate"], "-m", "llmctl", "eval", str(tmp / "single"),
+           "--data", str(tmp / "valid.csv"), "--save-predictions", str(target), "--json"]
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert result["samples"] == len(rows) == 13 and result["predictions_file"] == str(target)
+    assert [r["reference"] for r in rows] == [str(row["label"]) for row in sentiment_rows(13)]  # label names
+    assert sum(r["label"] == r["reference"] for r in rows) / 13 == pytest.approx(result["metrics"]["accuracy"])
