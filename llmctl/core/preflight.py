@@ -69,6 +69,7 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
         refused = str(exc)
     tracking.check_installed(recipe.train.report_to)
     dev = device_type(device)
+    check_inputs_exist(recipe, dry_run)  # missing data files and a missing model: all named in one error
 
     # The data, before any model: a wrong column fails in seconds.
     report = None
@@ -121,6 +122,43 @@ def preflight(recipe: Recipe, resume: bool = False, overwrite: bool = False, dev
     return Checked(recipe=recipe, mode=mode, run=run, device=dev, task=task, train_split=train_split,
                    eval_split=eval_split, test_split=test_split, force_resume=force_resume, base=base,
                    base_sha256=base_sha256, lora=lora, refused=refused, report=report)
+
+
+def check_inputs_exist(recipe: Recipe, dry_run: bool = False) -> None:
+    """When a local data file is missing: every missing one and the model source, checked for
+    existence only (no file is read), so that a recipe with several wrong paths names them all at
+    once rather than one per attempt. One problem raises its own error; several raise one listing
+    each, with the first one's exit code (data before model, the order the checks run in). The dry
+    run leaves missing data alone to the doctor's report, unless the model is missing too (its
+    error would otherwise stop the dry run before the report shows the data's)."""
+    from llmctl.data.sources import existing_files, looks_like_file
+    from llmctl.errors import LlmctlError
+    from llmctl.models.load import check_model_source
+
+    problems: list[LlmctlError] = []
+    for role in ("train", "validation", "test"):
+        spec = getattr(recipe.data, role, None)
+        if not spec or (recipe.data.dataset and not looks_like_file(spec)):
+            continue  # a split name of data.dataset: the hub or datasets' cache answers for it
+        try:
+            existing_files(Path(spec).expanduser(), f"data.{role}")
+        except LlmctlError as exc:
+            problems.append(exc)
+    if not problems:
+        return  # the model is checked in its own place, after the data has been read
+    try:
+        check_model_source(recipe.model)
+    except LlmctlError as exc:
+        named = str(exc) if str(exc).startswith("model.") else f"model.name_or_path: {exc}"
+        problems.append(type(exc)(named))
+    else:
+        if dry_run:
+            return
+    if len(problems) == 1:
+        raise problems[0]
+    lines = "\n".join(f"  {p}" for p in problems)
+    raise type(problems[0])(f"{len(problems)} problems with the recipe's inputs:\n{lines}",
+                            "\nFix each one; `llmctl finetune RECIPE --dry-run` checks them again without training.")
 
 
 def adapter_plan(recipe: Recipe, task: Task, base: str) -> dict:

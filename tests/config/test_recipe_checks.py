@@ -143,3 +143,28 @@ def test_set_of_a_mapping_on_a_section_sets_those_keys_and_keeps_the_others(tmp_
     # The keys are still checked one by one, named as the user wrote them.
     err = refused(tmp_path, "--set", "train={epochs: many}", files=files)
     assert "--set train.epochs: Input should be a valid number" in err
+
+
+def test_every_missing_input_is_named_in_one_error(tmp_path, files, tiny_models):
+    """A recipe copied to another machine often has every path wrong: one attempt names them all
+    (data first, with its exit code), and --dry-run does the same rather than stop at the model."""
+    from llmctl.errors import EXIT_MODEL
+
+    train, _ = files
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "no-model", tmp_path / "gone.csv",
+                          tmp_path / "nope.csv", tmp_path / "run")
+    for extra in ((), ("--dry-run",)):
+        result = run_cli("finetune", str(recipe), *extra)
+        assert result.exit_code == EXIT_DATA and "Traceback" not in result.stderr
+        assert "3 problems with the recipe's inputs" in result.stderr
+        for named in ("data.train: file", "gone.csv", "data.validation: file", "nope.csv",
+                      "model.name_or_path: Model directory", "no-model"):
+            assert named in result.stderr, named
+        assert not (tmp_path / "run").exists()
+    # One path wrong: its own error, as before (the data's, or the model's with its exit code).
+    one = write_recipe(tmp_path / "one.yaml", tiny_models["bert"], train, tmp_path / "nope.csv", tmp_path / "run")
+    alone = run_cli("finetune", str(one), "--json")
+    assert alone.exit_code == EXIT_DATA and alone.json()["error"].startswith("data.validation: file")
+    model_only = write_recipe(tmp_path / "m.yaml", tmp_path / "no-model", train, None, tmp_path / "run")
+    result = run_cli("finetune", str(model_only))
+    assert result.exit_code == EXIT_MODEL and "no-model" in result.stderr and "problems" not in result.stderr
