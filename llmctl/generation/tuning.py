@@ -9,7 +9,8 @@ the same values) takes a faster matrix-vector path than the [out, in] rows PyTor
 per step for GPT-2 and 1.2x for T5 in fp32 where this was written). So, for the model's shapes
 (the hidden -> vocabulary head and a hidden -> MLP matrix) and the batch at hand, each candidate
 (dtype x layout) is timed on this device, each one's step estimated from its layers, and the
-fastest kept. The timings are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device,
+fastest kept. For one row in fp32 the "numpy" candidate (column-major weights, one-row products
+through numpy's BLAS: generation/blas.py) is timed beside them. The timings are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device,
 threads, model shape and batch, so later runs read them instead of timing again.
 
 Relaying the weights moves no value; a product summed in another order can differ in the last
@@ -68,8 +69,10 @@ def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
 
     from llmctl.data.cache import cache_root
 
+    import numpy
+
     key = {"dtypes": dtypes, "shapes": shapes, "batch": batch, "threads": torch.get_num_threads(),
-           "cpu": cpu_name(), "torch": torch.__version__}
+           "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__}
     path = cache_root() / "decoding" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
                                         + ".json")
     try:
@@ -108,28 +111,39 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, fl
             mlp = torch.full((mlp_rows, hidden), 0.01, dtype=dtype)
             if layout == "columns":
                 head, mlp = head.t().contiguous().t(), mlp.t().contiguous().t()
-            probes[f"{name}/{layout}"] = (x, head, mlp)
+            probes[f"{name}/{layout}"] = (F.linear, x, head, mlp)
+        if name == "fp32" and batch == 1:  # numpy's BLAS for one row (generation/blas.py), timed as it runs
+            head, mlp = (torch.full((hidden, rows), 0.01).numpy() for rows in (head_rows, mlp_rows))
+            probes["fp32/numpy"] = (_numpy_product, x[0].numpy(), head, mlp)
     best = {k: [float("inf"), float("inf")] for k in probes}
+    threads = torch.get_num_threads()
     with torch.inference_mode():
         for round_ in range(ROUNDS + 1):  # round 0 warms every kernel up
             order = list(probes) if round_ % 2 == 0 else list(probes)[::-1]  # neither always first
             for k in order:
-                x, head, mlp = probes[k]
+                product, x, head, mlp = probes[k]
+                torch.set_num_threads(1 if product is _numpy_product else threads)
                 for slot, weight in enumerate((head, mlp)):
                     start = time.perf_counter()
-                    F.linear(x, weight)
+                    product(x, weight)
                     took = time.perf_counter() - start
                     if round_:
                         best[k][slot] = min(best[k][slot], took)
+    torch.set_num_threads(threads)
     return {k: round((h * vocab / head_rows + layers * per_layer * m) * 1000, 3) for k, (h, m) in best.items()}
 
 
+def _numpy_product(x, weight):
+    return x @ weight
+
+
 def lay_out(model, layout: str) -> str:
-    """Store every Linear weight column-major (the same values, [in, out] in memory) for "columns";
-    a weight shared with an embedding (tied heads) is moved once, and still embeds by row. Returns
+    """Store every Linear weight column-major (the same values, [in, out] in memory) for "columns"
+    and "numpy"; a weight shared with an embedding (tied heads) is moved once, and still embeds by
+    row. "numpy" then routes one-row products through numpy's BLAS (generation/blas.py). Returns
     the layout the model now has: a model class from a checkpoint's own code (trust_remote_code)
     keeps its rows, since such code may view a weight as contiguous."""
-    if layout != "columns" or not type(model).__module__.startswith("transformers."):
+    if layout not in ("columns", "numpy") or not type(model).__module__.startswith("transformers."):
         return "rows"
     import torch
 
@@ -140,6 +154,10 @@ def lay_out(model, layout: str) -> str:
                 and weight.dim() == 2 and weight.is_floating_point():
             seen.add(id(weight))
             weight.data = weight.data.t().contiguous().t()
+    if layout == "numpy":
+        from llmctl.generation.blas import install
+
+        return "numpy" if install(model) else "columns"
     return "columns"
 
 
@@ -159,6 +177,8 @@ def describe(plan_: dict) -> str:
     words = plan_["precision"]
     if plan_.get("chosen_by") == "measured":
         words += ", measured fastest here"
-    if plan_.get("layout") == "columns":
+    if plan_.get("layout") in ("columns", "numpy"):
         words += ", column-major weights"
+    if plan_.get("layout") == "numpy":
+        words += ", one-row products in numpy's BLAS"
     return words
