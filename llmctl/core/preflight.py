@@ -131,17 +131,21 @@ def check_inputs_exist(recipe: Recipe, dry_run: bool = False) -> None:
     each, with the first one's exit code (data before model, the order the checks run in). The dry
     run leaves missing data alone to the doctor's report, unless the model is missing too (its
     error would otherwise stop the dry run before the report shows the data's)."""
-    from llmctl.data.sources import existing_files, looks_like_file
+    from llmctl.data.inputs import file_format, is_pattern
+    from llmctl.data.sources import existing_files
     from llmctl.errors import LlmctlError
     from llmctl.models.load import check_model_source
 
     problems: list[LlmctlError] = []
     for role in ("train", "validation", "test"):
         spec = getattr(recipe.data, role, None)
-        if not spec or (recipe.data.dataset and not looks_like_file(spec)):
-            continue  # a split name of data.dataset: the hub or datasets' cache answers for it
+        # Only a plain file path with a data extension: split names, folders, globs and a task's
+        # own forms (CoNLL files without an extension) are left to the task's reader.
+        if not isinstance(spec, str) or file_format(spec) is None or is_pattern(spec) \
+                or Path(spec).expanduser().exists():
+            continue
         try:
-            existing_files(Path(spec).expanduser(), f"data.{role}")
+            existing_files(Path(spec).expanduser(), f"data.{role}")  # raises: "file ... does not exist"
         except LlmctlError as exc:
             problems.append(exc)
     if not problems:
