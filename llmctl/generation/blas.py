@@ -1,30 +1,35 @@
-"""One-row decoding steps through numpy's BLAS (OpenBLAS in numpy's wheels) instead of PyTorch's (MKL
-in its CPU wheels), when generation/tuning.py measured it faster on this device.
+"""Decoding steps through numpy's BLAS (OpenBLAS in numpy's wheels) instead of PyTorch's (MKL in its
+CPU wheels), when generation/tuning.py measured it faster on this device.
 
-A step over one sequence is a string of matrix-vector products, bound by how fast the weights stream
-from memory. Where this was written (2 AMD EPYC cores, AVX2) numpy's kernel read GPT-2-small's
-weights in 20 ms per token against PyTorch's 29 to 36 ms; on other CPUs MKL may win, so nothing is
-assumed. Only the Linear layers (and GPT-2's Conv1D) of an fp32 model on the CPU change, and only for
-an input of one row; a product summed in another order differs in the last bit, as batching already
-makes it (README, "Generation").
+A step over a few sequences is a string of matrix products over a few rows, bound by how fast the
+weights stream from memory. Where this was written (2 AMD EPYC cores, AVX2) numpy's kernel read
+GPT-2-small's weights in 19 ms for one row against PyTorch's 27 to 36 ms, and in 31 ms for 8 rows
+against 66 ms; on other CPUs MKL may win, so nothing is assumed. Only the Linear layers (and
+GPT-2's Conv1D) of an fp32 model on the CPU change, and only for inputs of at most MAX_ROWS rows; a
+product summed in another order differs in the last bit, as batching already makes it (README,
+"Generation").
 
 Two thread pools on two cores fight: OpenBLAS's and PyTorch's OpenMP workers each spin a while
-after their work, and steps alternating between them ran at a sixth of their speed. So once a
-one-row product has run, PyTorch's own ops (norms, attention over one position, the step's work on
-the logits) stay on one thread, which for one row costs little, and numpy's BLAS has the cores; an
-input of more rows (the prompt, a batch) gets PyTorch's threads back for that product and keeps them.
-`one_row_threads_restored()` gives them back when a generation ends.
+after their work, and steps alternating between them ran at a sixth of their speed. So once such
+a product has run, PyTorch's own ops (norms, attention over a few new positions, the step's work
+on the logits) stay on one thread, which for a few rows costs little, and numpy's BLAS has the
+cores; a longer input (a long prompt's prefill) gets PyTorch's threads back for its product and
+keeps them. `threads_restored()` gives them back when a generation ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-_THREADS: list[int] = []  # PyTorch's thread count while one-row products hold it at 1
+# Inputs of at most this many rows take numpy's product: a decoding step over a batch of sequences,
+# a short prompt. Its GEMM over up to 128 rows streamed GPT-2-small's weights 1.4x-2.1x faster than
+# PyTorch's here; a long prompt's prefill keeps PyTorch, whose other ops then want their threads.
+MAX_ROWS = 64
+_THREADS: list[int] = []  # PyTorch's thread count while numpy's products hold it at 1
 
 
 def install(model) -> int:
-    """Route one-row inputs of the model's fp32 CPU Linear / Conv1D layers through numpy. A Linear
+    """Route short inputs of the model's fp32 CPU Linear / Conv1D layers through numpy. A Linear
     weight must already be column-major (tuning.lay_out "columns"), so numpy reads it as [in, out]
     in place: no copy of any weight. Returns how many layers were routed."""
     import torch
@@ -42,20 +47,22 @@ def install(model) -> int:
         if weight.dtype != torch.float32 or weight.device.type != "cpu" or not weight.is_contiguous():
             continue
         bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-        module.forward = _one_row(module.forward, weight.numpy(), bias)
+        module.forward = _routed(module.forward, weight.numpy(), bias)
         routed += 1
     return routed
 
 
-def _one_row(torch_forward, weight, bias):
+def _routed(torch_forward, weight, bias):
     import torch
 
     def forward(x):
-        if x.dtype != torch.float32 or x.numel() != x.shape[-1]:
+        rows = x.numel() // max(1, x.shape[-1])
+        if x.dtype != torch.float32 or rows > MAX_ROWS:
             _torch_threads()
             return torch_forward(x)
         _one_thread()
-        out = torch.from_numpy(x.detach().reshape(-1).numpy() @ weight)
+        flat = x.detach().reshape(-1) if rows == 1 else x.detach().reshape(rows, -1)  # one row: a matrix-vector product
+        out = torch.from_numpy(flat.numpy() @ weight)
         if bias is not None:
             out += bias
         return out.view(*x.shape[:-1], -1)
@@ -79,8 +86,8 @@ def _torch_threads() -> None:
 
 
 @contextlib.contextmanager
-def one_row_threads_restored():
-    """Around a generation: PyTorch's own thread count again at its end, when it ended on one-row steps."""
+def threads_restored():
+    """Around a generation: PyTorch's own thread count again at its end, when it ended on numpy's steps."""
     try:
         yield
     finally:

@@ -193,7 +193,7 @@ def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None,
     import torch
     from transformers import StoppingCriteriaList, set_seed
 
-    from llmctl.generation.blas import one_row_threads_restored
+    from llmctl.generation.blas import threads_restored
     from llmctl.generation.decoding import decoding, generation_config
 
     model, tokenizer = gen.model, gen.tokenizer
@@ -203,7 +203,7 @@ def generate(gen, encoded: list[list[int]], settings: Settings, streamer=None,
         set_seed(settings.seed)
     rows: list[dict | None] = [None] * len(encoded)
     start = time.perf_counter()
-    with torch.inference_mode(), one_row_threads_restored():
+    with torch.inference_mode(), threads_restored():
         for chunk in batches([len(ids) for ids in encoded], settings.batch_size):
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(gen.device)
             # Decoder-only output repeats the (padded) prompt; encoder-decoder output opens with the start token.

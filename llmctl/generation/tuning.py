@@ -9,8 +9,8 @@ the same values) takes a faster matrix-vector path than the [out, in] rows PyTor
 per step for GPT-2 and 1.2x for T5 in fp32 where this was written). So, for the model's shapes
 (the hidden -> vocabulary head and a hidden -> MLP matrix) and the batch at hand, each candidate
 (dtype x layout) is timed on this device, each one's step estimated from its layers, and the
-fastest kept. For one row in fp32 the "numpy" candidate (column-major weights, one-row products
-through numpy's BLAS: generation/blas.py) is timed beside them. The timings are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device,
+fastest kept. For a decoding batch in fp32 the "numpy" candidate (column-major weights, the
+products of a step through numpy's BLAS: generation/blas.py) is timed beside them. The timings are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device,
 threads, model shape and batch, so later runs read them instead of timing again.
 
 Relaying the weights moves no value; a product summed in another order can differ in the last
@@ -96,6 +96,8 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, fl
     import torch
     import torch.nn.functional as F
 
+    from llmctl.generation.blas import MAX_ROWS
+
     hidden, inter, vocab, layers = shapes["hidden"], shapes["inter"], shapes["vocab"], shapes["layers"]
     head_rows = min(vocab, max(1, MAX_PROBE // hidden))
     mlp_rows = min(inter, max(1, MAX_PROBE // hidden))
@@ -112,9 +114,9 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, fl
             if layout == "columns":
                 head, mlp = head.t().contiguous().t(), mlp.t().contiguous().t()
             probes[f"{name}/{layout}"] = (F.linear, x, head, mlp)
-        if name == "fp32" and batch == 1:  # numpy's BLAS for one row (generation/blas.py), timed as it runs
+        if name == "fp32" and batch <= MAX_ROWS:  # numpy's BLAS (generation/blas.py), timed as it runs
             head, mlp = (torch.full((hidden, rows), 0.01).numpy() for rows in (head_rows, mlp_rows))
-            probes["fp32/numpy"] = (_numpy_product, x[0].numpy(), head, mlp)
+            probes["fp32/numpy"] = (_numpy_product, x[0].numpy() if batch == 1 else x.numpy(), head, mlp)
     best = {k: [float("inf"), float("inf")] for k in probes}
     threads = torch.get_num_threads()
     with torch.inference_mode():
@@ -140,7 +142,7 @@ def _numpy_product(x, weight):
 def lay_out(model, layout: str) -> str:
     """Store every Linear weight column-major (the same values, [in, out] in memory) for "columns"
     and "numpy"; a weight shared with an embedding (tied heads) is moved once, and still embeds by
-    row. "numpy" then routes one-row products through numpy's BLAS (generation/blas.py). Returns
+    row. "numpy" then routes a decoding step's products through numpy's BLAS (generation/blas.py). Returns
     the layout the model now has: a model class from a checkpoint's own code (trust_remote_code)
     keeps its rows, since such code may view a weight as contiguous."""
     if layout not in ("columns", "numpy") or not type(model).__module__.startswith("transformers."):
@@ -180,5 +182,5 @@ def describe(plan_: dict) -> str:
     if plan_.get("layout") in ("columns", "numpy"):
         words += ", column-major weights"
     if plan_.get("layout") == "numpy":
-        words += ", one-row products in numpy's BLAS"
+        words += ", decoding products in numpy's BLAS"
     return words

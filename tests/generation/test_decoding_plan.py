@@ -19,9 +19,11 @@ def generate(model, *args):
 
 
 def candidates(dtypes, batch=1):
-    """What is timed: each dtype in both layouts, and for one row in fp32 numpy's BLAS too."""
+    """What is timed: each dtype in both layouts, and for a decoding batch in fp32 numpy's BLAS too."""
+    from llmctl.generation.blas import MAX_ROWS
+
     return {f"{d}/{layout}" for d in dtypes for layout in ("rows", "columns")} | (
-        {"fp32/numpy"} if "fp32" in dtypes and batch == 1 else set())
+        {"fp32/numpy"} if "fp32" in dtypes and batch <= MAX_ROWS else set())
 
 
 def timings_file(cache):
@@ -87,31 +89,34 @@ def test_the_stats_line_names_the_measured_choice(tiny_models, tmp_path, monkeyp
 
 
 def test_numpy_rows_equal_torch_and_leave_the_threads_as_they_were(tiny_models):
-    """The one-row route gives the Linear / Conv1D outputs PyTorch gives (to float rounding), keeps
-    PyTorch on one thread only while one-row steps run, and a generation ends with its threads back."""
+    """The numpy route gives the Linear / Conv1D outputs PyTorch gives (to float rounding) for one
+    row and for a batch of rows, keeps PyTorch on one thread only while such steps run, gives a
+    long input (a prompt's prefill) back to PyTorch and its threads, and a generation ends with
+    its threads back."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from llmctl.generation.blas import one_row_threads_restored
+    from llmctl.generation.blas import MAX_ROWS, threads_restored
     from llmctl.generation.tuning import lay_out
 
     threads = torch.get_num_threads()
     for family, auto in (("gpt2", AutoModelForCausalLM), ("t5", AutoModelForSeq2SeqLM)):
         model = auto.from_pretrained(tiny_models[family]).eval()
         layers = [m for m in model.modules() if type(m).__name__ in ("Linear", "Conv1D")]
-        x = {id(m): torch.randn(1, 1, m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.in_features)
-             for m in layers}
+        width = {id(m): m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.in_features for m in layers}
+        inputs = [{id(m): torch.randn(rows, 1, width[id(m)]) for m in layers} for rows in (1, 5)]
         with torch.inference_mode():
-            want = {id(m): m(x[id(m)]) for m in layers}
+            want = [{id(m): m(x[id(m)]) for m in layers} for x in inputs]
             assert lay_out(model, "numpy") == "numpy"
-            with one_row_threads_restored():
-                for m in layers:
-                    got = m(x[id(m)])
-                    assert got.shape == want[id(m)].shape
-                    torch.testing.assert_close(got, want[id(m)], rtol=1e-5, atol=1e-6)
+            with threads_restored():
+                for x, expected in zip(inputs, want):
+                    for m in layers:
+                        got = m(x[id(m)])
+                        assert got.shape == expected[id(m)].shape
+                        torch.testing.assert_close(got, expected[id(m)], rtol=1e-5, atol=1e-5)  # summed in another order
                 assert torch.get_num_threads() == 1
                 m = layers[0]
-                m(torch.cat([x[id(m)]] * 3, dim=1))  # three rows: PyTorch's kernel, with its threads
+                m(torch.randn(1, MAX_ROWS + 1, width[id(m)]))  # a long prompt: PyTorch's kernel, with its threads
                 assert torch.get_num_threads() == threads
-                m(x[id(m)])
+                m(inputs[0][id(m)])
             assert torch.get_num_threads() == threads
