@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 
-# Inputs of at most this many rows take numpy's product: a decoding step over a batch of sequences,
-# a short prompt. Its GEMM over up to 128 rows streamed GPT-2-small's weights 1.4x-2.1x faster than
-# PyTorch's here; a long prompt's prefill keeps PyTorch, whose other ops then want their threads.
-MAX_ROWS = 64
+# Inputs of at most this many rows take numpy's product: a decoding step over a few sequences, a
+# short prompt. Its GEMM over up to 128 rows streamed GPT-2-small's weights 1.4x-2.1x faster than
+# PyTorch's here; past 16 rows, and for a long prompt's prefill, PyTorch and its threads keep the step.
+MAX_ROWS = 16
 _THREADS: list[int] = []  # PyTorch's thread count while numpy's products hold it at 1
 
 

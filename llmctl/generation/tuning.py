@@ -46,7 +46,7 @@ def model_shapes(config) -> dict | None:
     return {"hidden": hidden, "inter": inter or 4 * hidden, "vocab": vocab, "layers": layers}
 
 
-def plan(requested: str, device: str, kind: str, config, batch: int) -> dict:
+def plan(requested: str, device: str, kind: str, config, batch: int, with_numpy: bool = True) -> dict:
     """{"precision", "layout", "chosen_by", "step_ms"?}: the dtype and weight layout to decode with."""
     from llmctl.models.precision import cpu_supports_bf16, generation_precision
 
@@ -55,7 +55,7 @@ def plan(requested: str, device: str, kind: str, config, batch: int) -> dict:
     if device != "cpu" or shapes is None:  # GPUs: the rule in models.precision; layouts are a CPU matter
         return {"precision": fixed, "layout": "rows", "chosen_by": "requested" if requested != "auto" else "device"}
     dtypes = ["fp32", "bf16"] if requested == "auto" and cpu_supports_bf16() else [fixed]
-    timings = measured(dtypes, shapes, max(1, batch))
+    timings = measured(dtypes, shapes, max(1, batch), with_numpy)
     best = min(timings, key=timings.get)
     precision, layout = best.split("/")
     chosen_by = "measured" if len(dtypes) > 1 else "requested" if requested != "auto" else "device"
@@ -63,7 +63,7 @@ def plan(requested: str, device: str, kind: str, config, batch: int) -> dict:
             "step_ms": timings}
 
 
-def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
+def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = True) -> dict[str, float]:
     """{"fp32/rows": estimated step ms, ...}, from the cache when this device timed it before."""
     import torch
 
@@ -72,7 +72,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
     import numpy
 
     key = {"dtypes": dtypes, "shapes": shapes, "batch": batch, "threads": torch.get_num_threads(),
-           "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__}
+           "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__ if with_numpy else None}
     path = cache_root() / "decoding" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
                                         + ".json")
     try:
@@ -81,7 +81,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
             return stored["step_ms"]
     except (OSError, ValueError, AttributeError):
         pass
-    timings = time_candidates(dtypes, shapes, batch)
+    timings = time_candidates(dtypes, shapes, batch, with_numpy)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -92,7 +92,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
     return timings
 
 
-def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
+def time_candidates(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = True) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
@@ -114,7 +114,7 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, fl
             if layout == "columns":
                 head, mlp = head.t().contiguous().t(), mlp.t().contiguous().t()
             probes[f"{name}/{layout}"] = (F.linear, x, head, mlp)
-        if name == "fp32" and batch <= MAX_ROWS:  # numpy's BLAS (generation/blas.py), timed as it runs
+        if with_numpy and name == "fp32" and batch <= MAX_ROWS:  # numpy's BLAS (generation/blas.py), timed as it runs
             head, mlp = (torch.full((hidden, rows), 0.01).numpy() for rows in (head_rows, mlp_rows))
             probes["fp32/numpy"] = (_numpy_product, x[0].numpy() if batch == 1 else x.numpy(), head, mlp)
     best = {k: [float("inf"), float("inf")] for k in probes}
