@@ -141,11 +141,10 @@ def check_inputs_exist(recipe: Recipe, dry_run: bool = False) -> None:
         spec = getattr(recipe.data, role, None)
         # Only a plain file path with a data extension: split names, folders, globs and a task's
         # own forms (CoNLL files without an extension) are left to the task's reader.
-        if not isinstance(spec, str) or file_format(spec) is None or is_pattern(spec) \
-                or Path(spec).expanduser().exists():
+        if not isinstance(spec, str) or file_format(spec) is None or is_pattern(spec):
             continue
         try:
-            existing_files(Path(spec).expanduser(), f"data.{role}")  # raises: "file ... does not exist"
+            existing_files(Path(spec).expanduser(), f"data.{role}")  # the reader's own "does not exist"
         except LlmctlError as exc:
             problems.append(exc)
     if not problems:

@@ -61,7 +61,7 @@ def _routed(torch_forward, weight, bias):
             _torch_threads()
             return torch_forward(x)
         _one_thread()
-        flat = x.detach().reshape(-1) if rows == 1 else x.detach().reshape(rows, -1)  # one row: a matrix-vector product
+        flat = x.detach().reshape(-1 if rows == 1 else (rows, -1))  # one row: a matrix-vector product
         out = torch.from_numpy(flat.numpy() @ weight)
         if bias is not None:
             out += bias

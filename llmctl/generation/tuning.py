@@ -10,8 +10,9 @@ per step for GPT-2 and 1.2x for T5 in fp32 where this was written). So, for the 
 (the hidden -> vocabulary head and a hidden -> MLP matrix) and the batch at hand, each candidate
 (dtype x layout) is timed on this device, each one's step estimated from its layers, and the
 fastest kept. For a decoding batch in fp32 the "numpy" candidate (column-major weights, the
-products of a step through numpy's BLAS: generation/blas.py) is timed beside them. The timings are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device,
-threads, model shape and batch, so later runs read them instead of timing again.
+products of a step through numpy's BLAS: generation/blas.py) is timed beside them. The timings
+are stored under $LLMCTL_CACHE_DIR/decoding/, one file per device, threads, model shape and batch,
+so later runs read them instead of timing again.
 
 Relaying the weights moves no value; a product summed in another order can differ in the last
 bit, which flips a greedy choice only on a near-tie (as batching can, README "Generation").
@@ -65,11 +66,10 @@ def plan(requested: str, device: str, kind: str, config, batch: int, with_numpy:
 
 def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = True) -> dict[str, float]:
     """{"fp32/rows": estimated step ms, ...}, from the cache when this device timed it before."""
+    import numpy
     import torch
 
     from llmctl.data.cache import cache_root
-
-    import numpy
 
     key = {"dtypes": dtypes, "shapes": shapes, "batch": batch, "threads": torch.get_num_threads(),
            "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__ if with_numpy else None}
@@ -114,7 +114,7 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int, with_numpy: boo
             if layout == "columns":
                 head, mlp = head.t().contiguous().t(), mlp.t().contiguous().t()
             probes[f"{name}/{layout}"] = (F.linear, x, head, mlp)
-        if with_numpy and name == "fp32" and batch <= MAX_ROWS:  # numpy's BLAS (generation/blas.py), timed as it runs
+        if with_numpy and name == "fp32" and batch <= MAX_ROWS:  # generation/blas.py, timed as it runs
             head, mlp = (torch.full((hidden, rows), 0.01).numpy() for rows in (head_rows, mlp_rows))
             probes["fp32/numpy"] = (_numpy_product, x[0].numpy() if batch == 1 else x.numpy(), head, mlp)
     best = {k: [float("inf"), float("inf")] for k in probes}
@@ -142,8 +142,8 @@ def _numpy_product(x, weight):
 def lay_out(model, layout: str) -> str:
     """Store every Linear weight column-major (the same values, [in, out] in memory) for "columns"
     and "numpy"; a weight shared with an embedding (tied heads) is moved once, and still embeds by
-    row. "numpy" then routes a decoding step's products through numpy's BLAS (generation/blas.py). Returns
-    the layout the model now has: a model class from a checkpoint's own code (trust_remote_code)
+    row. "numpy" then routes a decoding step's products through numpy's BLAS (generation/blas.py).
+    Returns the layout the model now has: a model class from a checkpoint's own code (trust_remote_code)
     keeps its rows, since such code may view a weight as contiguous."""
     if layout not in ("columns", "numpy") or not type(model).__module__.startswith("transformers."):
         return "rows"
