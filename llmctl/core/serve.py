@@ -125,11 +125,10 @@ def load_generator(model: str, precision: str, device: str, warn):
     from llmctl.generation.model import load_checked, prepare
 
     source, config, kind, tokenizer, pad_added = prepare(model)
-    # Timed for one client: the latency a lone request sees (the batch grows only under load). Not
-    # numpy's BLAS (generation/blas.py): at one client it was 1.49x faster for SmolLM2, but GPT-2
-    # at 32 clients fell from 125 to 70-79 tokens/s, steps of 32 rows included, for a cause not found.
+    # Timed for one client: the latency a lone request sees (the batch grows only under load). With
+    # numpy's BLAS chosen, steps of more rows than it takes (generation/blas.py) keep PyTorch's kernels.
     gen = load_checked(source, kind, precision, device, tokenizer=tokenizer, pad_added=pad_added, size_checked=True,
-                       decode_batch=1, config=config, numpy_products=False)
+                       decode_batch=1, config=config)
     gen.config = config
     dropped = token_ids_only(gen.model)
     if dropped:

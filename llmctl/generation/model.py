@@ -109,8 +109,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
                  numpy_products: bool = True) -> Generator:
     """`decode_batch`: the rows decoded together; given, the dtype (for auto) and the weights' layout are
     chosen by timing this device for that batch (generation/tuning.py). Scoring leaves it out.
-    `numpy_products`: whether numpy's BLAS is a candidate (generation/blas.py); `serve`, whose batch
-    changes every step, leaves it out."""
+    `numpy_products`: whether numpy's BLAS is a candidate (generation/blas.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

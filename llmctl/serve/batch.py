@@ -18,6 +18,7 @@ cache in the same loop (CausalRows): they join and leave at every step too, one 
 
 from __future__ import annotations
 
+from llmctl.serve.cache import roomy_cache
 
 SPLICEABLE = ("full_attention", "sliding_attention")
 
@@ -45,10 +46,9 @@ class CausalBatch:
     def add(self, seq) -> None:
         """Prefill the prompt alone, pick the first token, splice the cache into the batch."""
         import torch
-        from transformers import DynamicCache
 
         ids = torch.tensor([seq.prompt], device=self.device)
-        cache = DynamicCache(config=self.model.config)
+        cache = roomy_cache(self.model.config)
         out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         seq.pick(out.logits[0, -1].float())
         mask = torch.ones(1, len(seq.prompt), dtype=torch.long, device=self.device)
@@ -144,7 +144,7 @@ class Seq2SeqBatch:
             start = self.model.config.decoder_start_token_id
         ids = torch.tensor([seq.prompt], device=self.device)
         encoded = self.model.get_encoder()(input_ids=ids).last_hidden_state
-        cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
+        cache = EncoderDecoderCache(roomy_cache(self.model.config), DynamicCache(config=self.model.config))
         out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                          decoder_input_ids=torch.tensor([[start]], device=self.device), cache=cache, use_cache=True)
         seq.pick(out.logits[0, -1].float())
@@ -214,9 +214,8 @@ class CausalRows:
 
     def add(self, seq) -> None:
         import torch
-        from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
+        cache = roomy_cache(self.model.config)
         out = self.model(input_ids=torch.tensor([seq.prompt], device=self.device), cache=cache, use_cache=True,
                          logits_to_keep=1)
         seq.pick(out.logits[0, -1].float())
