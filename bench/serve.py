@@ -236,13 +236,17 @@ def main() -> None:
         lines.append(f"| {mine['model']} | {mine['clients']} | {mine['tokens_per_s']} | {ref['tokens_per_s']} | "
                      f"{ratio:.2f}x ({f'>= {target}x' if target else '-'}) | {mine['p50_s']} / {mine['p95_s']} | "
                      f"{ref['p50_s']} / {ref['p95_s']} | {mine['peak_rss_mb'] / mine['idle_rss_mb']:.2f}x |")
-    text = "\n".join(lines)
+    from generate import SST2
+
+    # Prompt lengths move the figures twofold (a worktree without ../shared beside it falls back to short ones).
+    source = "the first 16 SST-2 validation sentences" if SST2.is_file() else "16 built-in sentences (no ../shared/data)"
+    text = "\n".join(lines) + f"\n\nPrompts: {source}; load average at the end {os.getloadavg()[0]:.2f}."
     print(text)
     folder = args.results_dir or (Path(tempfile.mkdtemp(prefix="serve-smoke-")) if args.smoke else REPO / "bench" / "results")
     folder.mkdir(parents=True, exist_ok=True)
     stem = "serve" + (f"-{'-'.join(wanted)}" if wanted else "")
     (folder / f"{stem}.md").write_text(f"# llmctl serve vs a plain FastAPI + pipeline server\n\n{text}\n")
-    (folder / f"{stem}.json").write_text(json.dumps({"rows": rows, "targets": TARGETS,
+    (folder / f"{stem}.json").write_text(json.dumps({"rows": rows, "targets": TARGETS, "prompts": source,
                                                    "load_average": os.getloadavg()}, indent=1))
     log(f"results in {folder}")
 

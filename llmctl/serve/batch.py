@@ -39,25 +39,44 @@ class CausalBatch:
         self.rows: list = []  # Sequence per batch row
         self.cache = None  # DynamicCache over all rows
         self.mask = None  # (rows, cache length) 1 = real token
+        self.packable = None  # whether joining prompts share a prefill pass (serve/prefill.py), once known
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, seq) -> None:
-        """Prefill the prompt alone, pick the first token, splice the cache into the batch."""
+    def add(self, seqs: list) -> list[int]:
+        """Prefill the joining prompts, pick each one's first token, splice their caches into the
+        batch. A lone prompt is prefilled alone (what `generate` computes); several are packed into
+        one pass where the model allows (serve/prefill.py). Returns the prompts per forward pass."""
         import torch
 
-        ids = torch.tensor([seq.prompt], device=self.device)
-        cache = roomy_cache(self.model.config)
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        seq.pick(out.logits[0, -1].float())
-        mask = torch.ones(1, len(seq.prompt), dtype=torch.long, device=self.device)
+        from llmctl.serve.prefill import groups, packable, packed
+
+        if self.packable is None:
+            self.packable = packable(self.model)
+        passes = []
+        for group in groups(seqs) if self.packable else [[seq] for seq in seqs]:
+            cache = roomy_cache(self.model.config)
+            if len(group) > 1:
+                cache, mask = packed(self.model, group, cache, self.device)
+            else:
+                ids = torch.tensor([group[0].prompt], device=self.device)
+                out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+                group[0].pick(out.logits[0, -1].float())
+                cache, mask = out.cache, torch.ones_like(ids)
+            self._splice(group, cache, mask)
+            passes.append(len(group))
+        return passes
+
+    def _splice(self, seqs: list, cache, mask) -> None:
+        import torch
+
         if self.cache is None:
-            self.cache, self.mask, self.rows = out.cache, mask, [seq]
+            self.cache, self.mask, self.rows = cache, mask, list(seqs)
             return
         have, new = self.mask.shape[1], mask.shape[1]
         width = max(have, new)
-        for mine, theirs in zip(self.cache.layers, out.cache.layers):
+        for mine, theirs in zip(self.cache.layers, cache.layers):
             # Full layers hold every column; a sliding layer its last min(columns, window - 1).
             # Both are right-aligned, so padding each on the left to the wider lines them up.
             columns = max(mine.keys.shape[2], theirs.keys.shape[2])
@@ -68,7 +87,7 @@ class CausalBatch:
             if hasattr(mine, "cumulative_length"):  # sliding: the batch's length, which places the window
                 mine.cumulative_length = width
         self.mask = torch.cat([_left_pad(self.mask, width - have, dim=1), _left_pad(mask, width - new, dim=1)])
-        self.rows.append(seq)
+        self.rows.extend(seqs)
 
     def drop(self, keep: list[int]) -> None:
         import torch
@@ -116,7 +135,16 @@ def _left_pad(tensor, count: int, dim: int = 2, right: bool = False):
     return torch.cat([tensor, pad] if right else [pad, tensor], dim=dim)
 
 
-class Seq2SeqBatch:
+class OneByOne:
+    """Batches that prefill each joining sequence in a pass of its own."""
+
+    def add(self, seqs: list) -> list[int]:
+        for seq in seqs:
+            self.add_one(seq)
+        return [1] * len(seqs)
+
+
+class Seq2SeqBatch(OneByOne):
     """T5 and friends, one decoder pass per step for every row: each row's encoder output (and the
     cross-attention keys/values computed from it once) right-padded to the longest prompt and masked;
     the decoder's own cache left-padded as in CausalBatch. T5's attention bias depends only on the
@@ -133,7 +161,7 @@ class Seq2SeqBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, seq) -> None:
+    def add_one(self, seq) -> None:
         """Encode and take the first decoder step alone (what `generate` computes), then splice it in."""
         import torch
         from transformers import DynamicCache, EncoderDecoderCache
@@ -200,7 +228,7 @@ class Seq2SeqBatch:
             seq.pick(logits[row])
 
 
-class CausalRows:
+class CausalRows(OneByOne):
     """Decoder-only models with a cache the batch cannot splice (chunked attention, linear-attention
     state, shared keys): every row its own cache."""
 
@@ -212,7 +240,7 @@ class CausalRows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, seq) -> None:
+    def add_one(self, seq) -> None:
         import torch
 
         cache = roomy_cache(self.model.config)

@@ -105,17 +105,21 @@ class Engine:
 
     def _cycle(self) -> None:
         self._retire()
-        while len(self.batch) < self.max_batch:
-            with self.lock:
-                if not self.waiting:
-                    break
+        joining = []
+        with self.lock:
+            while self.waiting and len(self.batch) + len(joining) < self.max_batch:
                 seq = self.waiting.popleft()
-            if seq.cancelled:
-                continue
-            self.batch.add(seq)
+                if not seq.cancelled:
+                    joining.append(seq)
+        if joining:
+            passes = self.batch.add(joining)
             if self.metrics:
-                self.metrics.observe_wait(time.perf_counter() - seq.queued_at)
-            self._count(1)
+                now = time.perf_counter()
+                for seq in joining:
+                    self.metrics.observe_wait(now - seq.queued_at)
+                for size in passes:
+                    self.metrics.observe_prefill(size)
+            self._count(len(joining))
         self._retire()
         if len(self.batch):
             self.steps += 1

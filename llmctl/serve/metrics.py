@@ -37,6 +37,7 @@ class Metrics:
         self.disconnects = 0
         self.batch = Histogram(BATCH_BUCKETS)
         self.wait = Histogram(LATENCY_BUCKETS)
+        self.prefill = Histogram(BATCH_BUCKETS)
         self.gauges = {}  # name -> (help, callable)
 
     def request(self, path: str, status: int, seconds: float) -> None:
@@ -59,6 +60,10 @@ class Metrics:
     def observe_batch(self, size: int) -> None:
         with self.lock:
             self.batch.observe(size)
+
+    def observe_prefill(self, size: int) -> None:
+        with self.lock:
+            self.prefill.observe(size)
 
     def observe_wait(self, seconds: float) -> None:
         with self.lock:
@@ -84,6 +89,9 @@ class Metrics:
             out += ["# HELP llmctl_queue_wait_seconds Time a sequence waited before joining the batch.",
                     "# TYPE llmctl_queue_wait_seconds histogram"]
             out += self.wait.lines("llmctl_queue_wait_seconds")
+            out += ["# HELP llmctl_prefill_size Prompts prefilled in each forward pass (packed end to end).",
+                    "# TYPE llmctl_prefill_size histogram"]
+            out += self.prefill.lines("llmctl_prefill_size")
             for name, (help_, value) in sorted(self.gauges.items()):
                 out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value()}"]
         return "\n".join(out) + "\n"

@@ -185,6 +185,7 @@ def test_metrics_count_the_requests_sent(server, model_name):
     assert delta('llmctl_requests_total{path="/v1/completions",status="404"}') == 1
     assert delta('llmctl_requests_total{path="/metrics",status="200"}') == 1  # the first /metrics call itself
     assert delta("llmctl_generated_tokens_total") == 3 * N
+    assert delta("llmctl_prefill_size_sum") == 3 and delta("llmctl_prefill_size_count") == 3  # one at a time
     assert delta('llmctl_request_duration_seconds_count{path="/v1/completions"}') == 4
     assert after["llmctl_queue_length"] == 0 and after["llmctl_running_sequences"] == 0
     assert after["llmctl_batched_forward"] == 1  # Llama: one forward pass per step for the whole batch
