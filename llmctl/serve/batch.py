@@ -104,6 +104,9 @@ class CausalBatch:
         for layer in self.cache.layers:
             # A sliding layer holds only the last columns: of the `lead` cut, those it has.
             cut = max(0, lead - (width - layer.keys.shape[2]))
+            if hasattr(layer, "keep"):  # serve/cache.py: in place
+                layer.keep(keep, cut)
+                continue
             layer.keys = layer.keys[index, :, cut:]
             layer.values = layer.values[index, :, cut:]
             if hasattr(layer, "cumulative_length"):

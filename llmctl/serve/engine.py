@@ -16,6 +16,7 @@ import time
 
 from llmctl import faults
 from llmctl.serve.batch import CausalBatch, CausalRows, Seq2SeqBatch, spliceable_cache
+from llmctl.serve.cache import moves, release_freed
 from llmctl.serve.sampling import Sampling, Sequence
 
 _log = logging.getLogger(__name__)
@@ -104,6 +105,15 @@ class Engine:
                 self._fail_all(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
     def _cycle(self) -> None:
+        moved = moves()
+        try:
+            self._admit_and_step()
+        finally:
+            # Caches spliced, cut, grown or dropped (the batch emptied): their old blocks are free now.
+            if moves() != moved or not len(self.batch):
+                release_freed()
+
+    def _admit_and_step(self) -> None:
         self._retire()
         joining = []
         with self.lock:
