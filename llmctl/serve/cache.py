@@ -61,9 +61,9 @@ def _roomy_class():  # defined on first use: transformers is imported only when 
     from transformers.cache_utils import DynamicLayer
 
     class RoomyLayer(DynamicLayer):
-        """`keys` / `values` are views of the first columns of larger buffers. Whoever replaces
-        them (the batch's splice and cut) lets the buffers go at once, and the next update moves
-        the new ones into buffers with room."""
+        """`keys` / `values` are views of a run of columns (from `_start`) of larger buffers.
+        Whoever replaces them (the batch's splice) lets the buffers go at once, and the next update
+        moves the new ones into buffers with room; the batch's cut goes through `keep`."""
 
         _buffers = None  # [key buffer, value buffer, keys view, values view]
         _start = 0  # the buffers' column where the views begin
