@@ -105,11 +105,9 @@ def prepare(model: str) -> tuple[str, object, str, object, bool]:
 
 def load_checked(source: str, kind: str, precision: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, tokenizer=None, pad_added: bool = False,
-                 size_checked: bool = False, decode_batch: int | None = None, config=None,
-                 numpy_products: bool = True) -> Generator:
+                 size_checked: bool = False, decode_batch: int | None = None, config=None) -> Generator:
     """`decode_batch`: the rows decoded together; given, the dtype (for auto) and the weights' layout are
-    chosen by timing this device for that batch (generation/tuning.py). Scoring leaves it out.
-    `numpy_products`: whether numpy's BLAS is a candidate (generation/blas.py)."""
+    chosen by timing this device for that batch (generation/tuning.py). Scoring leaves it out."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -122,8 +120,7 @@ def load_checked(source: str, kind: str, precision: str = "auto", device: str | 
     if decode_batch is not None:
         from llmctl.generation.tuning import plan as decoding_plan
 
-        plan = decoding_plan(precision, dev, kind, config or load_config(source, trust_remote_code), decode_batch,
-                             numpy_products)
+        plan = decoding_plan(precision, dev, kind, config or load_config(source, trust_remote_code), decode_batch)
         precision = plan["precision"]
     precision = generation_precision(precision, dev, kind)
     if tokenizer is None:

@@ -47,7 +47,7 @@ def model_shapes(config) -> dict | None:
     return {"hidden": hidden, "inter": inter or 4 * hidden, "vocab": vocab, "layers": layers}
 
 
-def plan(requested: str, device: str, kind: str, config, batch: int, with_numpy: bool = True) -> dict:
+def plan(requested: str, device: str, kind: str, config, batch: int) -> dict:
     """{"precision", "layout", "chosen_by", "step_ms"?}: the dtype and weight layout to decode with."""
     from llmctl.models.precision import cpu_supports_bf16, generation_precision
 
@@ -56,7 +56,7 @@ def plan(requested: str, device: str, kind: str, config, batch: int, with_numpy:
     if device != "cpu" or shapes is None:  # GPUs: the rule in models.precision; layouts are a CPU matter
         return {"precision": fixed, "layout": "rows", "chosen_by": "requested" if requested != "auto" else "device"}
     dtypes = ["fp32", "bf16"] if requested == "auto" and cpu_supports_bf16() else [fixed]
-    timings = measured(dtypes, shapes, max(1, batch), with_numpy)
+    timings = measured(dtypes, shapes, max(1, batch))
     best = min(timings, key=timings.get)
     precision, layout = best.split("/")
     chosen_by = "measured" if len(dtypes) > 1 else "requested" if requested != "auto" else "device"
@@ -64,7 +64,7 @@ def plan(requested: str, device: str, kind: str, config, batch: int, with_numpy:
             "step_ms": timings}
 
 
-def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = True) -> dict[str, float]:
+def measured(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
     """{"fp32/rows": estimated step ms, ...}, from the cache when this device timed it before."""
     import numpy
     import torch
@@ -72,7 +72,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = Tru
     from llmctl.data.cache import cache_root
 
     key = {"dtypes": dtypes, "shapes": shapes, "batch": batch, "threads": torch.get_num_threads(),
-           "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__ if with_numpy else None}
+           "cpu": cpu_name(), "torch": torch.__version__, "numpy": numpy.__version__}
     path = cache_root() / "decoding" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
                                         + ".json")
     try:
@@ -81,7 +81,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = Tru
             return stored["step_ms"]
     except (OSError, ValueError, AttributeError):
         pass
-    timings = time_candidates(dtypes, shapes, batch, with_numpy)
+    timings = time_candidates(dtypes, shapes, batch)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -92,7 +92,7 @@ def measured(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = Tru
     return timings
 
 
-def time_candidates(dtypes: list[str], shapes: dict, batch: int, with_numpy: bool = True) -> dict[str, float]:
+def time_candidates(dtypes: list[str], shapes: dict, batch: int) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
@@ -114,7 +114,7 @@ def time_candidates(dtypes: list[str], shapes: dict, batch: int, with_numpy: boo
             if layout == "columns":
                 head, mlp = head.t().contiguous().t(), mlp.t().contiguous().t()
             probes[f"{name}/{layout}"] = (F.linear, x, head, mlp)
-        if with_numpy and name == "fp32" and batch <= MAX_ROWS:  # generation/blas.py, timed as it runs
+        if name == "fp32" and batch <= MAX_ROWS:  # generation/blas.py, timed as it runs
             head, mlp = (torch.full((hidden, rows), 0.01).numpy() for rows in (head_rows, mlp_rows))
             probes["fp32/numpy"] = (_numpy_product, x[0].numpy() if batch == 1 else x.numpy(), head, mlp)
     best = {k: [float("inf"), float("inf")] for k in probes}
