@@ -18,7 +18,8 @@ cache in the same loop (CausalRows): they join and leave at every step too, one 
 
 from __future__ import annotations
 
-from llmctl.serve.cache import roomy_cache
+from llmctl.serve.cache import cut, layer_types, roomy_cache
+from llmctl.serve.prefill import groups, packable, packed
 
 SPLICEABLE = ("full_attention", "sliding_attention")
 
@@ -27,10 +28,7 @@ def spliceable_cache(model) -> bool:
     """Whether every layer of the model's cache keeps keys and values per column of the padded
     batch (full attention: all of them; sliding window: the last `window - 1`), which the batch
     can pad, splice and cut."""
-    from transformers.cache_utils import get_layer_types_and_kwargs
-
-    layer_types, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
-    return all(kind in SPLICEABLE for kind in layer_types)
+    return all(kind in SPLICEABLE for kind in layer_types(model))
 
 
 class CausalBatch:
@@ -39,7 +37,7 @@ class CausalBatch:
         self.rows: list = []  # Sequence per batch row
         self.cache = None  # DynamicCache over all rows
         self.mask = None  # (rows, cache length) 1 = real token
-        self.packable = None  # whether joining prompts share a prefill pass (serve/prefill.py), once known
+        self.packable = packable(model)  # whether joining prompts share a prefill pass
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -50,10 +48,6 @@ class CausalBatch:
         one pass where the model allows (serve/prefill.py). Returns the prompts per forward pass."""
         import torch
 
-        from llmctl.serve.prefill import groups, packable, packed
-
-        if self.packable is None:
-            self.packable = packable(self.model)
         passes = []
         for group in groups(seqs) if self.packable else [[seq] for seq in seqs]:
             cache = roomy_cache(self.model.config)
@@ -103,12 +97,7 @@ class CausalBatch:
         self.mask = self.mask[:, lead:]
         for layer in self.cache.layers:
             # A sliding layer holds only the last columns: of the `lead` cut, those it has.
-            cut = max(0, lead - (width - layer.keys.shape[2]))
-            if hasattr(layer, "keep"):  # serve/cache.py: in place
-                layer.keep(keep, cut)
-                continue
-            layer.keys = layer.keys[index, :, cut:]
-            layer.values = layer.values[index, :, cut:]
+            cut(layer, keep, max(0, lead - (width - layer.keys.shape[2])))
             if hasattr(layer, "cumulative_length"):
                 layer.cumulative_length = width - lead
 
@@ -213,7 +202,7 @@ class Seq2SeqBatch(OneByOne):
         self.mask, self.source_mask, self.encoded = self.mask[:, lead:], self.source_mask[:, :width], \
             self.encoded[index, :width]
         for layer in self.cache.self_attention_cache.layers:
-            layer.keys, layer.values = layer.keys[index, :, lead:], layer.values[index, :, lead:]
+            cut(layer, keep, lead)
         for layer in self.cache.cross_attention_cache.layers:
             layer.keys, layer.values = layer.keys[index, :, :width], layer.values[index, :, :width]
 

@@ -56,6 +56,34 @@ def roomy_cache(config):
     return cache
 
 
+def cut(layer, rows: list[int], columns: int) -> None:
+    """Keep these rows of a cache layer and drop its first `columns` columns: in place within a
+    RoomyLayer's buffers, so sequences leaving allocate nothing; by indexing for any other layer."""
+    if isinstance(layer, _roomy_class()) and layer.keep(rows, columns):
+        return
+    layer.keys, layer.values = layer.keys[rows, :, columns:], layer.values[rows, :, columns:]
+
+
+def layer_types(model) -> list[str]:
+    """The kind of each layer of the model's cache ("full_attention", "sliding_attention", ...)."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    kinds, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
+    return kinds
+
+
+def _slot(attribute: str, slot: int):
+    """`keys` / `values` of a RoomyLayer: replacing one with a tensor that is not its view lets the
+    buffers go at once, else they would live on beside the spliced cache."""
+
+    def assign(layer, tensor):
+        setattr(layer, attribute, tensor)
+        if layer._buffers is not None and tensor is not layer._buffers[slot]:
+            layer._buffers = None
+
+    return property(lambda layer: getattr(layer, attribute), assign)
+
+
 @functools.cache
 def _roomy_class():  # defined on first use: transformers is imported only when a server builds its batch
     from transformers.cache_utils import DynamicLayer
@@ -63,30 +91,13 @@ def _roomy_class():  # defined on first use: transformers is imported only when 
     class RoomyLayer(DynamicLayer):
         """`keys` / `values` are views of a run of columns (from `_start`) of larger buffers.
         Whoever replaces them (the batch's splice) lets the buffers go at once, and the next update
-        moves the new ones into buffers with room; the batch's cut goes through `keep`."""
+        moves the new ones into buffers with room; a cut (`cut`) stays within them."""
 
         _buffers = None  # [key buffer, value buffer, keys view, values view]
         _start = 0  # the buffers' column where the views begin
 
-        @property
-        def keys(self):
-            return self._keys
-
-        @keys.setter
-        def keys(self, tensor):
-            self._keys = tensor
-            if self._buffers is not None and tensor is not self._buffers[2]:
-                self._buffers = None  # else the old buffers would live on beside the spliced cache
-
-        @property
-        def values(self):
-            return self._values
-
-        @values.setter
-        def values(self, tensor):
-            self._values = tensor
-            if self._buffers is not None and tensor is not self._buffers[3]:
-                self._buffers = None
+        keys = _slot("_keys", 2)
+        values = _slot("_values", 3)
 
         def update(self, key_states, value_states, *args, **kwargs):
             import torch
@@ -114,19 +125,20 @@ def _roomy_class():  # defined on first use: transformers is imported only when 
             self._view(buffers, rows, start, end)
             return self.keys, self.values
 
-        def keep(self, rows: list[int], cut: int) -> None:
-            """Keep these rows (ascending) and drop the first `cut` columns, in place: each kept row
-            moves up within the buffers, so sequences leaving allocate nothing."""
+        def keep(self, rows: list[int], cut: int) -> bool:
+            """Keep these rows (ascending) and drop the first `cut` columns in place: each kept row
+            moves up within the buffers. False when the layer is not in buffers (spliced since the
+            last step)."""
             buffers = self._buffers
-            if buffers is None:  # not in buffers yet (spliced since the last step): cut as DynamicLayer would
-                self.keys, self.values = self.keys[rows, :, cut:], self.values[rows, :, cut:]
-                return
+            if buffers is None:
+                return False
             start, end = self._start, self._start + self.keys.shape[-2]
             for to, row in enumerate(rows):
                 if to != row:
                     buffers[0][to, :, start:end] = buffers[0][row, :, start:end]
                     buffers[1][to, :, start:end] = buffers[1][row, :, start:end]
             self._view(buffers, len(rows), start + cut, end)
+            return True
 
         def _view(self, buffers, rows: int, start: int, end: int) -> None:
             self._buffers = buffers[:2] + [buffers[0][:rows, :, start:end], buffers[1][:rows, :, start:end]]

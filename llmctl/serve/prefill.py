@@ -21,12 +21,10 @@ PACK_TOKENS = 512
 
 
 def packable(model) -> bool:
-    from transformers.cache_utils import get_layer_types_and_kwargs
+    from llmctl.serve.cache import layer_types
 
-    config = model.config.get_text_config(decoder=True)
-    layer_types, _ = get_layer_types_and_kwargs(config)
-    return (type(model).__module__.startswith("transformers.") and config._attn_implementation == "sdpa"
-            and all(kind == "full_attention" for kind in layer_types))
+    return (type(model).__module__.startswith("transformers.") and model.config._attn_implementation == "sdpa"
+            and all(kind == "full_attention" for kind in layer_types(model)))
 
 
 def groups(seqs: list) -> list[list]:
