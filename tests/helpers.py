@@ -59,6 +59,22 @@ def cli_env(env: dict | None = None) -> dict:
     return {k: v for k, v in full_env.items() if v is not None}
 
 
+def on_free_port(launcher) -> list[str]:
+    """A two-process launcher (accelerate launch, torchrun) told to rendezvous on a port free now.
+    Left to their default, 29500, a launch failed with EADDRINUSE right after another one had
+    used it; each launch now asks the system for a port of its own. No launcher: no arguments."""
+    launcher = list(launcher)
+    if not launcher:
+        return launcher
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    flag = "--main_process_port" if "accelerate.commands.launch" in launcher else "--master_port"
+    return [*launcher, flag, port]
+
+
 # For subprocesses that train: tiny models run many times faster on one thread than on
 # threads fighting over the two shared cores (and the suite runs two workers at once).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

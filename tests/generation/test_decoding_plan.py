@@ -90,9 +90,9 @@ def test_the_stats_line_names_the_measured_choice(tiny_models, tmp_path, monkeyp
 
 def test_numpy_rows_equal_torch_and_leave_the_threads_as_they_were(tiny_models):
     """The numpy route gives the Linear / Conv1D outputs PyTorch gives (to float rounding) for one
-    row and for a batch of rows, keeps PyTorch on one thread only while such steps run, gives a
-    long input (a prompt's prefill) back to PyTorch and its threads, and a generation ends with
-    its threads back."""
+    row, a batch of rows and a short prompt, keeps PyTorch on one thread only while such steps run,
+    gives a long input (a long prompt's prefill) back to PyTorch and its threads, and a generation
+    ends with its threads back."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -104,7 +104,8 @@ def test_numpy_rows_equal_torch_and_leave_the_threads_as_they_were(tiny_models):
         model = auto.from_pretrained(tiny_models[family]).eval()
         layers = [m for m in model.modules() if type(m).__name__ in ("Linear", "Conv1D")]
         width = {id(m): m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.in_features for m in layers}
-        inputs = [{id(m): torch.randn(rows, 1, width[id(m)]) for m in layers} for rows in (1, 5)]
+        # Empty (PyTorch's path), one step, five rows' step, a 20-token prompt (numpy's side: at most MAX_ROWS).
+        inputs = [{id(m): torch.randn(*shape, width[id(m)]) for m in layers} for shape in ((0, 1), (1, 1), (5, 1), (1, 20))]
         with torch.inference_mode():
             want = [{id(m): m(x[id(m)]) for m in layers} for x in inputs]
             assert lay_out(model, "numpy") == "numpy"

@@ -9,18 +9,18 @@ import sys
 
 import pytest
 
-from helpers import (REPO, assert_same_weights, cli_env, copy_without_dropout, error_lines, run_cli, sentiment_rows,
-                     rewind_to_checkpoint, write_csv, write_recipe)
+from helpers import (REPO, assert_same_weights, cli_env, copy_without_dropout, error_lines, on_free_port, run_cli,
+                     sentiment_rows, rewind_to_checkpoint, write_csv, write_recipe)
 from test_kill_resume import check_examples, kill_and_resume, reference_run, resumed_step
 
-# Launchers listen on port 29500: tests that start them share one xdist worker (test_multiprocess.py).
+# Two-process jobs share one xdist worker, one at a time (test_multiprocess.py).
 pytestmark = pytest.mark.xdist_group("gloo-port")
 
 FSDP2 = ["-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2"]
 
 
 def launch(launcher: list[str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *launcher, "-m", "llmctl", *args], cwd=REPO,
+    return subprocess.run([sys.executable, *on_free_port(launcher), "-m", "llmctl", *args], cwd=REPO,
                           env=cli_env({"OMP_NUM_THREADS": "1"}), capture_output=True, text=True, timeout=600)
 
 

@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from helpers import (REPO, assert_same_weights, checkpoint_step, cli_env, newest_complete_checkpoint, resumed_from,
-                     run_cli, sentiment_rows, weights, write_csv, write_recipe)
+from helpers import (REPO, assert_same_weights, checkpoint_step, cli_env, newest_complete_checkpoint, on_free_port,
+                     resumed_from, run_cli, sentiment_rows, weights, write_csv, write_recipe)
 
 # 40 rows, batch 4: 10 batches per epoch, 2 epochs; a checkpoint every 5 steps.
 TRAIN = {"epochs": 2, "batch_size": 4, "save_every": 5, "keep_checkpoints": 10, "logging_steps": 1,
@@ -26,8 +26,8 @@ def env(**extra) -> dict:
 
 
 def start(args: list[str], launcher: list[str] = (), **extra_env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *launcher, "-m", "llmctl", *args], cwd=REPO, env=env(**extra_env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, *on_free_port(launcher), "-m", "llmctl", *args], cwd=REPO,
+                            env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def kill_when(proc: subprocess.Popen, seen) -> str:
@@ -63,8 +63,8 @@ def resume(recipe, out, launcher=(), trace=None) -> subprocess.CompletedProcess:
     would pass every weight and example check)."""
     newest = newest_complete_checkpoint(out)
     trace_env = {"LLMCTL_TRACE_EXAMPLES": str(trace)} if trace else {}
-    resumed = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir",
-                              str(out), "--resume", "auto"], cwd=REPO, env=env(**trace_env),
+    resumed = subprocess.run([sys.executable, *on_free_port(launcher), "-m", "llmctl", "finetune", str(recipe),
+                              "--output-dir", str(out), "--resume", "auto"], cwd=REPO, env=env(**trace_env),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed_from(resumed.stderr) == newest, (newest, resumed.stderr[-3000:])
@@ -91,7 +91,7 @@ def reference_run(tmp, name, train_file, valid_file=None, launcher=(), **train):
     recipe = write_recipe(tmp / f"{name}.yaml", tmp / "model", train_file, valid_file, tmp / name,
                           train=TRAIN | train)
     trace = tmp / f"{name}.trace.jsonl"
-    proc = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe)], cwd=REPO,
+    proc = subprocess.run([sys.executable, *on_free_port(launcher), "-m", "llmctl", "finetune", str(recipe)], cwd=REPO,
                           env=env(LLMCTL_TRACE_EXAMPLES=str(trace)), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return recipe, read_trace(trace)
@@ -245,7 +245,8 @@ def test_signal_to_one_of_two_processes_while_evaluating(data):
     launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     recipe, _ = reference_run(tmp, "ddp-eval-reference", train, valid, launcher=launcher, eval_every=5)
     out = tmp / "ddp-eval"
-    proc = subprocess.run([sys.executable, *launcher, "-m", "llmctl", "finetune", str(recipe), "--output-dir", str(out)],
+    proc = subprocess.run([sys.executable, *on_free_port(launcher), "-m", "llmctl", "finetune", str(recipe),
+                           "--output-dir", str(out)],
                           cwd=REPO, env=env(LLMCTL_FAULT="sigterm@5:eval"), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "Stopped by signal SIGTERM at step 5 while evaluating" in proc.stderr, proc.stderr[-3000:]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, run_cli, sentiment_rows, write_csv, write_recipe
+from helpers import REPO, on_free_port, run_cli, sentiment_rows, write_csv, write_recipe
 
-# Launchers listen on port 29500: tests that start them share one xdist worker, one at a time.
+# Two-process jobs share one xdist worker, one at a time: two at once would crowd two cores. Each
+# launch rendezvous on a port free at the time (helpers.on_free_port), not the default 29500.
 pytestmark = pytest.mark.xdist_group("gloo-port")
 
 LAUNCHERS = {
@@ -41,7 +42,7 @@ def setup(tiny_models, tmp_path_factory):
 def test_two_processes_match_one(setup, launcher):
     tmp, recipe, single = setup
     out_dir = tmp / launcher
-    cmd = [sys.executable, *LAUNCHERS[launcher], "-m", "llmctl", "finetune", str(recipe),
+    cmd = [sys.executable, *on_free_port(LAUNCHERS[launcher]), "-m", "llmctl", "finetune", str(recipe),
            "--output-dir", str(out_dir), "--json"]
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -61,7 +62,7 @@ def test_eval_under_two_processes_writes_every_prediction_once(setup):
     alone (another rank writing its empty share over it would leave the user an empty file)."""
     tmp, _, single = setup
     target = tmp / "predictions.jsonl"
-    cmd = [sys.executable, *LAUNCHERS["accelerate"], "-m", "llmctl", "eval", str(tmp / "single"),
+    cmd = [sys.executable, *on_free_port(LAUNCHERS["accelerate"]), "-m", "llmctl", "eval", str(tmp / "single"),
            "--data", str(tmp / "valid.csv"), "--save-predictions", str(target), "--json"]
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
