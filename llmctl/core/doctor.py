@@ -42,7 +42,13 @@ def diagnose_with_context(recipe) -> tuple[Report, Context]:
     ctx = Context(recipe, task, tokenizer, specs)
     for role, spec in specs.items():
         if role != "train" and "train" in ctx.refused:
-            break  # the other splits are checked against train's labels
+            # Without train's labels the other splits cannot be checked against them, but they can
+            # be read: a missing or malformed file is named now, not on the run after train is fixed.
+            try:
+                ctx.task.load_split(role, spec, labelled=False)
+            except DataError as exc:
+                ctx.refused[role] = exc
+            continue
         try:
             ctx.splits[role] = early.get(role) or tell(ctx.task.load_split(role, spec))
             if role == "train":

@@ -120,6 +120,25 @@ def test_plain_output_and_strict(flawed_classification, tmp_path):
     assert strict.exit_code == 3 and strict.json()["errors"] == 0 and strict.json()["exit_code"] == 3
 
 
+def test_every_unreadable_split_is_named_at_once(tiny_models, tmp_path):
+    """A refused training file does not hide the other splits: each missing or malformed file is
+    its own error in one report (they are read without labels, which train would have given)."""
+    missing = tmp_path / "no-such-validation.csv"
+    broken = tmp_path / "test.csv"
+    broken.write_text("sentence,label\n\"an unclosed quote,1\n")
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_models["bert"], tmp_path / "no-such-train.csv", missing,
+                          tmp_path / "out", data={"test": str(broken)})
+    for args in (("doctor", str(recipe)), ("finetune", str(recipe), "--dry-run")):
+        result = run_cli(*args)
+        assert result.exit_code == 3, result.stderr
+        errors = [line for line in result.stdout.splitlines() if line.startswith("error: [read]")]
+        assert [line.split()[2] for line in errors] == ["train:", "validation:", "test:"], result.stdout
+        assert "no-such-train.csv does not exist" in errors[0] and "no-such-validation.csv does not exist" in errors[1]
+        assert "test.csv" in errors[2]
+        assert "3 error(s)" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
 def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
     path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n")
     return path
