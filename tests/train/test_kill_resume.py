@@ -5,6 +5,7 @@ the same examples, step by step (LLMCTL_TRACE_EXAMPLES, see llmctl/faults.py).""
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -250,8 +251,11 @@ def test_signal_to_one_of_two_processes_while_evaluating(data):
                           cwd=REPO, env=env(LLMCTL_FAULT="sigterm@5:eval"), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "Stopped by signal SIGTERM at step 5 while evaluating" in proc.stderr, proc.stderr[-3000:]
-    # Both workers stopped (with the documented code) rather than rank 1 waiting in a collective.
-    assert proc.stderr.count("exitcode  : 130") == 2, proc.stderr[-3000:]
+    # Rank 1 stopped with the documented code rather than waiting in a collective. Rank 0, which
+    # saved the state, exits with it too, unless the launcher saw rank 1 go first and ended rank 0's
+    # exit with its own SIGTERM (-15): torch's summary then lists one 130, which made this flaky.
+    codes = dict(re.findall(r"rank\s+: (\d) \(local_rank: \d\)\n\s+exitcode\s+: (-?\d+)", proc.stderr))
+    assert codes.get("1") == "130" and codes.get("0") in ("130", "-15"), proc.stderr[-3000:]
     assert (out / "checkpoints" / "step-0000005").is_dir()
     resume(recipe, out, launcher)
     assert_same_weights(tmp / "ddp-eval-reference", out)
