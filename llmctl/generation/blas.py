@@ -25,9 +25,9 @@ import contextlib
 # short prompt. Its GEMM over up to 128 rows streamed GPT-2-small's weights 1.4x-2.1x faster than
 # PyTorch's here. A short prompt's prefill stays on numpy too: handing the cores back to PyTorch's
 # threads for it and taking them again for the next step, while OpenBLAS's workers still spin, cost
-# T5-small about 1.4 ms a token (a 20-token prompt, 64 tokens), and 32 GPT-2-small clients in
-# `serve` ran at 122 tokens/s with 16 here against 142-147 with 64. A long prompt's prefill, and a
-# larger batch, keep PyTorch and its threads.
+# T5-small about 1.4 ms a token (a 20-token prompt, 64 tokens). (32 GPT-2-small clients in `serve`:
+# 124-152 tokens/s over eight runs with 64 here, 122 in two with 16, within this host's noise.) A
+# long prompt's prefill, and a larger batch, keep PyTorch and its threads.
 MAX_ROWS = 64
 _THREADS: list[int] = []  # PyTorch's thread count while numpy's products hold it at 1
 
