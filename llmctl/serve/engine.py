@@ -51,14 +51,16 @@ class Engine:
         return self
 
     def submit(self, jobs: list[tuple]) -> list[Sequence]:
-        """Queue (prompt ids, Sampling, emit) sequences, all or none: QueueFull when they would take
-        the queue past `max_queue` waiting."""
+        """Queue (prompt ids, Sampling, emit) sequences, all or none: QueueFull when more than
+        `max_queue` would be left waiting for a batch slot. Those the batch's free slots take at the
+        next step do not count: a burst on an idle server with --max-batch 8 --max-queue 4 holds 12."""
         seqs = [Sequence(prompt, sampling, emit, self.eos, self.gen.tokenizer) for prompt, sampling, emit in jobs]
         now = time.perf_counter()
         with self.lock:
             if self.closing:
                 raise QueueFull()
-            if len(self.waiting) + len(seqs) > self.max_queue:
+            free = max(0, self.max_batch - len(self.batch))
+            if len(self.waiting) + len(seqs) > self.max_queue + free:
                 raise QueueFull()
             for seq in seqs:
                 seq.queued_at = now

@@ -84,3 +84,32 @@ def test_disconnect_frees_the_slot_full_queue_is_429_and_sigterm_drains(tiny_mod
     finally:
         go.touch()
         server.stop()
+
+
+def test_a_burst_fills_the_free_slots_and_the_queue_before_429(tiny_models, tmp_path):
+    """--max-batch 3 --max-queue 1, engine held before its first step with one request in the batch:
+    the two free slots and the one queue place take three more, the fifth gets 429, and all four
+    answer in full once the engine goes on."""
+    go = tmp_path / "go"
+    model = str(tiny_models["gpt2"])
+    server = Server(model, "--precision", "fp32", "--max-batch", "3", "--max-queue", "1", tmp=tmp_path,
+                    env={"LLMCTL_FAULT": "pause@1:decode", "LLMCTL_FAULT_UNTIL": str(go)})
+    try:
+        results = {}
+        threads = [stream_in_thread(server, model, 6, results, "first")]
+        server.wait_stderr("llmctl-fault: paused before decoding step 1")
+        threads += [stream_in_thread(server, model, 6, results, key) for key in ("second", "third", "fourth")]
+        while server.metrics()["llmctl_queue_length"] < 3:
+            assert not results, results  # none may be refused (nor answer while the engine is held)
+            time.sleep(0.05)
+        full = server.http().post("/v1/completions", json={"model": model, "prompt": "x", "max_tokens": 4})
+        assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
+        go.touch()
+        for thread in threads:
+            thread.join()
+        assert {key: (status, finished(events)) for key, (status, events) in results.items()} == {
+            key: (200, ("length", 7)) for key in ("first", "second", "third", "fourth")}
+        assert server.terminate() == 0
+    finally:
+        go.touch()
+        server.stop()
